@@ -1,0 +1,47 @@
+"""vidu-async: an asyncio client and resumable bulk submitter for Vidu's reference2video API."""
+
+from vidu_async._version import __version__
+from vidu_async.errors import (
+    AmbiguousCreateError,
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigurationError,
+    FieldProblem,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    ModerationError,
+    NotFoundError,
+    RateLimitError,
+    RetryLaterError,
+    ServerError,
+    TaskTimeoutError,
+    ValidationError,
+    ViduError,
+    ViduWarning,
+)
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousCreateError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "FieldProblem",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "ModerationError",
+    "NotFoundError",
+    "RateLimitError",
+    "RetryLaterError",
+    "ServerError",
+    "TaskTimeoutError",
+    "ValidationError",
+    "ViduError",
+    "ViduWarning",
+    "__version__",
+]

@@ -1,0 +1,249 @@
+"""Every exception and warning vidu-async raises, under one base class, ``ViduError``.
+
+Callers catch exactly what they mean: ``ValidationError`` before anything was sent,
+``APIStatusError`` subclasses for an answer from Vidu, ``APIConnectionError`` when no answer came,
+``AmbiguousCreateError`` when a billed create may or may not exist. This module imports nothing of
+ours, so every other module can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AmbiguousCreateError",
+    "AuthenticationError",
+    "ConfigurationError",
+    "FieldProblem",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "ModerationError",
+    "NotFoundError",
+    "RateLimitError",
+    "RetryLaterError",
+    "ServerError",
+    "TaskTimeoutError",
+    "ValidationError",
+    "ViduError",
+    "ViduWarning",
+    "status_error_class",
+]
+
+
+class ViduWarning(UserWarning):
+    """A request the server accepts but partly ignores (e.g. ``bgm`` on a q3 model)."""
+
+
+@attrs.frozen
+class FieldProblem:
+    """One problem with one field: ``field`` is the request field (``images[2]`` for an item)."""
+
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class ViduError(Exception):
+    """Base class of every error raised by vidu-async."""
+
+
+class ConfigurationError(ViduError):
+    """The client cannot be used as configured (no API key, key over plain http, bad base URL)."""
+
+
+class ValidationError(ViduError, ValueError):
+    """A request is wrong for its model; raised before anything is sent.
+
+    ``problems`` lists every problem found, not just the first, each naming its field.
+    """
+
+    def __init__(self, problems: Iterable[FieldProblem], *, model: str | None = None) -> None:
+        self.problems: tuple[FieldProblem, ...] = tuple(problems)
+        self.model = model
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the request"
+        if self.model:
+            head += f" for {self.model}"
+        return head + ":\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The names of the fields that have a problem, in order, without repeats."""
+        return tuple(dict.fromkeys(p.field for p in self.problems))
+
+
+class APIError(ViduError):
+    """Something went wrong talking to the API (the request was valid)."""
+
+
+class APIConnectionError(APIError):
+    """No HTTP answer: the connection failed, was reset, or the answer was cut short.
+
+    ``call`` says which call failed (e.g. ``GET /ent/v2/tasks/123/creations``);
+    ``sent`` is False only when the request is known never to have left this machine.
+    """
+
+    def __init__(self, message: str, *, call: str, sent: bool = True) -> None:
+        self.call = call
+        self.sent = sent
+        super().__init__(f"{call}: {message}")
+
+
+class APITimeoutError(APIConnectionError):
+    """The call timed out (connecting, or waiting for the answer)."""
+
+
+class APIStatusError(APIError):
+    """The API answered with an error status.
+
+    Carries what a person needs to act on it: HTTP ``status``, Vidu ``reason``, ``message``,
+    ``trace_id`` (quote it to Vidu support), the raw ``body`` text and the ``call`` made.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        reason: str,
+        message: str,
+        trace_id: str | None = None,
+        body: str = "",
+        call: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.trace_id = trace_id
+        self.body = body
+        self.call = call
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self._render())
+
+    def _hint(self) -> str:
+        return ""
+
+    def _render(self) -> str:
+        text = f"{self.call}: " if self.call else ""
+        text += f"HTTP {self.status} {self.reason}"
+        if self.message:
+            text += f": {self.message}"
+        if self.trace_id:
+            text += f" (trace_id {self.trace_id})"
+        hint = self._hint()
+        if hint:
+            text += f". {hint}"
+        return text
+
+
+class AuthenticationError(APIStatusError):
+    """401 / 403: the key, the host or the auth scheme is wrong. Never retried."""
+
+    def _hint(self) -> str:
+        return (
+            "Check the API key (VIDU_API_KEY), that it belongs to this host "
+            "(api.vidu.com and api.vidu.cn have separate keys), and auth_scheme "
+            "(Token for the official hosts, Bearer for some gateways)"
+        )
+
+
+class InvalidRequestError(APIStatusError):
+    """400 with a ``Field*``, ``BadRequest``, media or model reason: the request itself is wrong."""
+
+
+class InsufficientCreditsError(APIStatusError):
+    """400 ``CreditInsufficient``: every further create will fail the same way."""
+
+    def _hint(self) -> str:
+        return "Top up the account's credits; further creates will fail the same way"
+
+
+class ModerationError(APIStatusError):
+    """400 moderation refusal (prompt, input or output); permanent for this input."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such task or creation."""
+
+
+class RateLimitError(APIStatusError):
+    """429: ``QuotaExceeded`` (concurrency), ``TooManyRequests`` or ``SystemThrottling``.
+
+    The task was not created. ``retry_after`` is the wait the server asked for, in seconds, if any.
+    """
+
+    def __init__(self, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(**kwargs)
+
+
+class RetryLaterError(APIStatusError):
+    """400 ``OperationInProcess``: the server asks to retry later."""
+
+
+class ServerError(APIStatusError):
+    """5xx. For a create, the task may or may not exist."""
+
+
+class AmbiguousCreateError(APIError):
+    """A create's answer was lost and the follow-up lookup failed too.
+
+    The task may exist (and be billed) or not. ``correlation_key`` is the marker the client put in
+    the task's ``payload``: reconcile later with ``ViduClient.find_task_by_correlation_key`` rather
+    than sending the create again blindly.
+    """
+
+    def __init__(self, message: str, *, correlation_key: str, cause: BaseException | None) -> None:
+        self.correlation_key = correlation_key
+        self.cause = cause
+        super().__init__(message)
+
+
+class TaskTimeoutError(ViduError, TimeoutError):
+    """``wait_for_task`` gave up; ``last`` is the last state seen (a ``TaskResult``) or None."""
+
+    def __init__(self, message: str, *, task_id: str, last: Any = None) -> None:
+        self.task_id = task_id
+        self.last = last
+        super().__init__(message)
+
+
+_MODERATION_REASONS = frozenset(
+    {"TaskPromptPolicyViolation", "AuditSubmitIllegal", "CreationPolicyViolation"}
+)
+
+
+def status_error_class(status: int, reason: str) -> type[APIStatusError]:
+    """Which exception class an error answer maps to, from its HTTP status and Vidu reason."""
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 404:
+        return NotFoundError
+    if status == 429:
+        return RateLimitError
+    if status >= 500:
+        return ServerError
+    if reason == "CreditInsufficient":
+        return InsufficientCreditsError
+    if reason in _MODERATION_REASONS:
+        return ModerationError
+    if reason == "OperationInProcess":
+        return RetryLaterError
+    if 400 <= status < 500:
+        return InvalidRequestError
+    return APIStatusError
