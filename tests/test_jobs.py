@@ -1,0 +1,143 @@
+"""Jobs files and ``vidu-async validate``: every line checked, bad lines named, the rest kept."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vidu_async.cli import main
+from vidu_async.jobs import read_jobs
+
+URL = "https://example.com/ref.png"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_jsonl_lines_become_jobs_with_line_numbers(tmp_path: Path) -> None:
+    jobs = write(
+        tmp_path / "jobs.jsonl",
+        "\n".join(
+            [
+                json.dumps({"custom_id": "a", "model": "viduq2", "prompt": "p", "images": [URL]}),
+                "",
+                "{not json",
+                json.dumps([1, 2]),
+                json.dumps({"model": "viduq3", "prompt": "p", "images": [URL], "duration": 2}),
+                json.dumps({"custom_id": "a", "model": "viduq2", "prompt": "q", "images": [URL]}),
+                json.dumps({"model": "viduq2", "prompt": "p", "images": [URL], "colour": "red"}),
+            ]
+        ),
+    )
+    lines = list(read_jobs(jobs))
+    assert [(item.line, item.ok) for item in lines] == [
+        (1, True), (3, False), (4, False), (5, False), (6, False), (7, False),
+    ]
+    assert lines[0].job is not None and lines[0].job.custom_id == "a"
+    assert "not valid JSON" in lines[1].errors[0].message
+    assert lines[3].custom_id == "line-5"
+    assert lines[3].errors[0].message == "viduq3 accepts 3..16 seconds, got 2"
+    assert lines[4].errors[0].message == "'a' is already used on line 1"
+    assert lines[5].errors[0].field == "colour"
+
+
+def test_defaults_fill_what_a_line_leaves_out(tmp_path: Path) -> None:
+    jobs = write(tmp_path / "jobs.jsonl", '{"prompt": "p"}\n{"prompt": "q", "model": "viduq1"}\n')
+    lines = list(read_jobs(jobs, defaults={"model": "viduq3", "images": [URL], "duration": 8}))
+    assert lines[0].job is not None and lines[0].job.request.duration == 8
+    assert lines[1].errors[0].field == "duration"  # viduq1 only does 5 s: the default doesn't fit
+
+
+def test_csv_cells_are_typed_and_lists_split(tmp_path: Path) -> None:
+    jobs = write(
+        tmp_path / "jobs.csv",
+        "custom_id,model,prompt,images,duration,bgm\n"
+        f'x,viduq2,"a, b",{URL}|{URL},6,yes\n'
+        f'y,viduq2,p,"[""{URL}""]",six,maybe\n'
+        "z,viduq2\n"
+        ",,,,,\n",
+    )
+    lines = list(read_jobs(jobs))
+    assert [item.line for item in lines] == [2, 3, 4]
+    first = lines[0].job
+    assert first is not None
+    assert first.request.images == (URL, URL)
+    assert (first.request.duration, first.request.bgm, first.request.prompt) == (6, True, "a, b")
+    assert {p.field for p in lines[1].errors} == {"duration", "bgm"}
+    assert "number of cells" in lines[2].errors[0].message
+
+
+def test_text_files_are_one_prompt_per_line_and_media_resolve_against_the_file(
+    tmp_path: Path,
+) -> None:
+    Image.new("RGB", (300, 200)).save(tmp_path / "ref.png")
+    jobs = write(tmp_path / "prompts.txt", "a cat\n\n  a dog  \n")
+    lines = list(read_jobs(jobs, defaults={"model": "viduq2", "images": ["ref.png"]}))
+    assert [(i.line, i.job.request.prompt if i.job else None) for i in lines] == [
+        (1, "a cat"), (3, "a dog"),
+    ]
+    assert lines[0].job is not None
+    assert lines[0].job.request.images == (tmp_path / "ref.png",)
+
+
+def test_reading_is_lazy(tmp_path: Path) -> None:
+    jobs = write(tmp_path / "p.txt", "".join(f"prompt {i}\n" for i in range(10_000)))
+    stream = read_jobs(jobs, defaults={"model": "viduq2", "images": [URL]})
+    assert next(stream).line == 1
+    assert next(stream).line == 2
+
+
+def test_validate_command_json_and_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = write(
+        tmp_path / "jobs.jsonl",
+        '{"custom_id": "ok", "prompt": "p", "bgm": true, "duration": 10}\n'
+        "oops\n"
+        '{"prompt": "p", "duration": 99}\n',
+    )
+    code = main(["validate", str(jobs), "--model", "viduq2", "--image", URL, "--json"])
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 1
+    assert [(r["line"], r["ok"]) for r in records] == [(1, True), (2, False), (3, False)]
+    assert records[0]["warnings"] == [
+        {"field": "bgm",
+         "message": "viduq2 ignores bgm at 10 seconds (it has no effect at 9, 10 s)"}
+    ]
+    assert records[2]["errors"] == [
+        {"field": "duration", "message": "viduq2 accepts 1..10 seconds, got 99"}
+    ]
+    assert f"{jobs}:2: error: (line): not valid JSON" in err
+    assert f"{jobs}:1: warning: bgm: viduq2 ignores bgm" in err
+    assert "3 jobs, 1 valid, 2 invalid" in err
+
+
+def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path / "good.txt", "a prompt\n")
+    assert main(["validate", str(good), "--model", "viduq2", "--image", URL]) == 0
+    assert main(["validate", str(tmp_path / "missing.jsonl")]) == 2
+    assert main(["validate", str(write(tmp_path / "jobs.xml", ""))]) == 2
+    assert main(["validate", str(good), "--duration", "five"]) == 2
+    assert main(["validate"]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and "unknown jobs file type '.xml'" in err
+
+
+def test_console_entry_points_run(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.txt", "a prompt\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "vidu_async", "validate", str(good), "--model", "viduq2",
+         "--image", URL, "--json"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.load(io.StringIO(done.stdout))["ok"] is True

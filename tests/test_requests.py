@@ -1,0 +1,416 @@
+"""The request model: every rule of the capability table, for every model, plus properties."""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from vidu_async import ReferenceToVideoRequest, ValidationError, ViduWarning
+from vidu_async.capabilities import (
+    BODY_MAX_BYTES,
+    LISTED_ASPECT_RATIOS,
+    MODELS,
+    MOVEMENT_AMPLITUDES,
+    PAYLOAD_MAX_CHARS,
+    PROMPT_MAX_CHARS,
+    SEED_MAX,
+    ModelCapabilities,
+)
+from vidu_async.requests import KNOWN_FIELDS
+
+URL = "https://example.com/ref.png"
+ALL = list(MODELS.values())
+SEED_SPEC = Path(__file__).parents[2] / "shared" / "spec" / "reference2video.seed.txt"
+
+
+def make(model: str = "viduq2", **fields: Any) -> ReferenceToVideoRequest:
+    fields.setdefault("images", [URL])
+    return ReferenceToVideoRequest(model, fields.pop("prompt", "a cat in the grass"), **fields)
+
+
+def problems(request: ReferenceToVideoRequest) -> dict[str, str]:
+    return {p.field: p.message for p in request.check().errors}
+
+
+def by_id(m: ModelCapabilities) -> str:
+    return m.name
+
+
+# --- the table, model by model -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_every_allowed_duration_validates(m: ModelCapabilities) -> None:
+    for duration in m.durations:
+        assert make(m.name, duration=duration).check().ok, duration
+    assert m.default_duration in m.durations
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_durations_outside_the_range_name_model_and_range(m: ModelCapabilities) -> None:
+    for bad in (m.durations[0] - 1, m.durations[-1] + 1):
+        assert problems(make(m.name, duration=bad)) == {
+            "duration": f"{m.name} accepts {m.duration_text} seconds, got {bad}"
+        }
+
+
+def test_duration_message_matches_the_documented_example() -> None:
+    assert problems(make("viduq3", duration=2))["duration"] == (
+        "viduq3 accepts 3..16 seconds, got 2"
+    )
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_resolutions(m: ModelCapabilities) -> None:
+    for resolution in m.resolutions:
+        assert make(m.name, resolution=resolution).check().ok
+    assert m.default_resolution in m.resolutions
+    for bad in {"360p", "540p", "720p", "1080p", "4k"} - set(m.resolutions):
+        message = problems(make(m.name, resolution=bad))["resolution"]
+        assert m.name in message and bad in message
+        assert all(r in message for r in m.resolutions)
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_aspect_ratios(m: ModelCapabilities) -> None:
+    for ratio in LISTED_ASPECT_RATIOS:
+        assert make(m.name, aspect_ratio=ratio).check().ok
+    free = ["21:9", "auto", "1:3", "100:1"]
+    for ratio in free:
+        assert make(m.name, aspect_ratio=ratio).check().ok is m.free_aspect_ratio, ratio
+    for bad in ["0:1", "16:0", "16x9", "-1:2", "1.5:1", "", "auto:1", "١:٢"]:
+        message = problems(make(m.name, aspect_ratio=bad))["aspect_ratio"]
+        assert m.name in message
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_image_counts(m: ModelCapabilities) -> None:
+    assert make(m.name, images=[URL] * m.max_images).check().ok
+    assert problems(make(m.name, images=[])) == {
+        "images": f"{m.name} accepts 1..{m.max_images} images, got 0"
+    }
+    assert problems(make(m.name, images=[URL] * (m.max_images + 1))) == {
+        "images": f"{m.name} accepts 1..{m.max_images} images, got {m.max_images + 1}"
+    }
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_videos_only_where_the_table_allows(m: ModelCapabilities) -> None:
+    request = make(m.name, videos=["https://example.com/v.mp4"])
+    if m.supports_videos:
+        assert request.check().ok
+    else:
+        assert "videos" in problems(request)
+        assert m.name in problems(request)["videos"]
+        assert "viduq2-pro" in problems(request)["videos"]
+
+
+def test_viduq2_pro_with_videos_takes_fewer_images_and_at_most_two_videos() -> None:
+    video = "https://example.com/v.mp4"
+    assert make("viduq2-pro", images=[URL] * 4, videos=[video, video]).check().ok
+    assert problems(make("viduq2-pro", images=[URL] * 5, videos=[video])) == {
+        "images": "viduq2-pro accepts 1..4 images with reference videos, got 5"
+    }
+    assert problems(make("viduq2-pro", videos=[video] * 3)) == {
+        "videos": "viduq2-pro accepts 1..2 videos, got 3"
+    }
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_audio_only_on_q3(m: ModelCapabilities) -> None:
+    for value in (True, False):
+        request = make(m.name, audio=value)
+        if m.audio:
+            assert request.check().ok
+        else:
+            message = problems(request)["audio"]
+            assert m.name in message and "viduq3" in message
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_movement_amplitude(m: ModelCapabilities) -> None:
+    for value in MOVEMENT_AMPLITUDES:
+        request = make(m.name, movement_amplitude=value)
+        if m.movement_amplitude:
+            assert request.check().ok
+        else:
+            assert problems(request)["movement_amplitude"].startswith(
+                f"not supported on {m.name}"
+            )
+    if m.movement_amplitude:
+        assert "movement_amplitude" in problems(make(m.name, movement_amplitude="huge"))
+
+
+@pytest.mark.parametrize("m", ALL, ids=by_id)
+def test_bgm_warns_where_the_server_ignores_it(m: ModelCapabilities) -> None:
+    for duration in m.durations:
+        result = make(m.name, bgm=True, duration=duration).check()
+        assert result.ok
+        ignored = m.bgm_ignored or duration in m.bgm_ignored_durations
+        assert [w.field for w in result.warnings] == (["bgm"] if ignored else [])
+        assert make(m.name, bgm=False, duration=duration).check().warnings == ()
+
+
+def test_bgm_warning_uses_the_default_duration_when_none_is_given() -> None:
+    assert make("viduq2", bgm=True).check().warnings == ()
+    assert make("viduq3", bgm=True).check().warnings[0].message == (
+        "viduq3 ignores bgm; no background music will be added"
+    )
+
+
+def test_validate_emits_vidu_warning_and_returns_it() -> None:
+    with pytest.warns(ViduWarning, match="viduq2 ignores bgm at 10 seconds"):
+        result = make("viduq2", bgm=True, duration=10).validate()
+    assert [w.field for w in result.warnings] == ["bgm"]
+
+
+# --- model-independent rules --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"model": "viduq4"}, "model"),
+        ({"model": 3}, "model"),
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "   "}, "prompt"),
+        ({"prompt": "x" * (PROMPT_MAX_CHARS + 1)}, "prompt"),
+        ({"prompt": None}, "prompt"),
+        ({"seed": -1}, "seed"),
+        ({"seed": SEED_MAX + 1}, "seed"),
+        ({"seed": "7"}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"duration": 5.5}, "duration"),
+        ({"duration": "5"}, "duration"),
+        ({"payload": "p" * (PAYLOAD_MAX_CHARS + 1)}, "payload"),
+        ({"payload": 7}, "payload"),
+        ({"wm_position": 0}, "wm_position"),
+        ({"wm_position": 5}, "wm_position"),
+        ({"wm_position": "3"}, "wm_position"),
+        ({"meta_data": "not json"}, "meta_data"),
+        ({"meta_data": "[1, 2]"}, "meta_data"),
+        ({"meta_data": {"Label": "x"}}, "meta_data"),
+        ({"callback_url": "ftp://example.com/cb"}, "callback_url"),
+        ({"callback_url": "example.com/cb"}, "callback_url"),
+        ({"wm_url": "javascript:alert(1)"}, "wm_url"),
+        ({"bgm": "true"}, "bgm"),
+        ({"watermark": 1}, "watermark"),
+        ({"off_peak": "no"}, "off_peak"),
+        ({"sounds": ["https://example.com/a.mp3"]}, "sounds"),
+        ({"images": URL}, "images"),
+        ({"images": [3]}, "images[0]"),
+    ],
+)
+def test_single_bad_value_is_reported_on_its_field(fields: dict[str, Any], field: str) -> None:
+    found = problems(make(**fields))
+    assert field in found, found
+
+
+def test_limits_are_inclusive() -> None:
+    assert make(prompt="x" * PROMPT_MAX_CHARS, seed=SEED_MAX, payload="p" * PAYLOAD_MAX_CHARS,
+                wm_position=4, meta_data='{"Label": "x"}').check().ok
+    assert make(seed=0).check().ok
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    request = make("viduq1", duration=9, resolution="720p", aspect_ratio="21:9", audio=True,
+                   seed=-4, images=[], sounds=["x"])
+    with pytest.raises(ValidationError) as caught:
+        request.validate()
+    assert set(caught.value.fields) == {
+        "duration", "resolution", "aspect_ratio", "audio", "seed", "images", "sounds"
+    }
+    assert caught.value.model == "viduq1"
+    assert "viduq1" in str(caught.value) and "duration: viduq1 accepts 5 seconds, got 9" in str(
+        caught.value
+    )
+
+
+def test_from_dict_refuses_unknown_and_missing_fields() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ReferenceToVideoRequest.from_dict({"model": "viduq2", "subjects": [], "style": "x"})
+    assert caught.value.fields == ("subjects", "style", "prompt")
+    with pytest.raises(ValidationError, match="must be a JSON object"):
+        ReferenceToVideoRequest.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_from_dict_resolves_relative_paths(tmp_path: Path) -> None:
+    request = ReferenceToVideoRequest.from_dict(
+        {"model": "viduq2", "prompt": "p", "images": ["a.png", URL, "/abs/b.png"]},
+        base_dir=tmp_path,
+    )
+    assert request.images == (tmp_path / "a.png", URL, Path("/abs/b.png"))
+
+
+# --- payload ---------------------------------------------------------------------------------
+
+
+def seed_request_example() -> dict[str, Any]:
+    text = SEED_SPEC.read_text(encoding="utf-8")
+    marker = '"value": "'
+    start = text.index(marker, text.index('"examples"')) + len(marker)
+    raw = json.loads('"' + text[start : text.index('",\n', start)] + '"')
+    example: dict[str, Any] = json.loads(raw)
+    return example
+
+
+def test_seed_request_example_validates_and_serializes_to_the_same_json() -> None:
+    example = seed_request_example()
+    assert example["model"] == "viduq3-mix"
+    request = ReferenceToVideoRequest.from_dict(example)
+    assert request.validate().ok
+    assert request.to_payload() == example
+    assert json.loads(json.dumps(request.to_payload())) == example
+
+
+def test_to_payload_types() -> None:
+    request = make("viduq1", duration=5.0, seed=12, wm_position=2, watermark=True, bgm=False,
+                   off_peak=True, movement_amplitude="large", meta_data='{"Label": "x"}')
+    body = request.to_payload()
+    assert body == {
+        "model": "viduq1", "prompt": "a cat in the grass", "images": [URL], "duration": 5,
+        "seed": 12, "wm_position": 2, "watermark": True, "bgm": False, "off_peak": True,
+        "movement_amplitude": "large", "meta_data": '{"Label": "x"}',
+    }
+    assert type(body["duration"]) is int and isinstance(body["images"], list)
+
+
+def png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_local_files_and_bytes_are_inlined_as_data_uris(tmp_path: Path) -> None:
+    data = png(256, 256)
+    (tmp_path / "ref.jpg").write_bytes(data)  # the extension lies; the bytes decide
+    request = make(images=[tmp_path / "ref.jpg", data, str(tmp_path / "ref.jpg")])
+    result = request.validate()
+    body = request.to_payload()
+    assert all(i.startswith("data:image/png;base64,") for i in body["images"])
+    assert result.body_bytes == len(json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+                                     .encode())
+
+
+def test_bad_local_media_names_the_item(tmp_path: Path) -> None:
+    (tmp_path / "small.png").write_bytes(png(64, 64))
+    found = problems(make(images=[URL, tmp_path / "small.png", tmp_path / "missing.png"]))
+    assert set(found) == {"images[1]", "images[2]"}
+    assert "small.png" in found["images[1]"] and "missing.png" in found["images[2]"]
+
+
+def test_a_body_over_20_mb_is_refused_with_advice() -> None:
+    big = png(128, 128) + b"\0" * (8 * 1024 * 1024)  # trailing bytes keep the header valid
+    request = make(images=[big, big])
+    found = problems(request)
+    assert set(found) == {"body"}
+    assert "MB" in found["body"] and "URLs" in found["body"]
+    assert request.check().body_bytes > BODY_MAX_BYTES
+
+
+# --- properties ------------------------------------------------------------------------------
+
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "model": str, "prompt": str, "images": list, "videos": list, "bgm": bool, "audio": bool,
+    "duration": int, "seed": int, "aspect_ratio": str, "resolution": str,
+    "movement_amplitude": str, "payload": str, "off_peak": bool, "watermark": bool,
+    "wm_position": int, "wm_url": str, "meta_data": str, "callback_url": str,
+}
+
+
+@st.composite
+def valid_requests(draw: st.DrawFn) -> ReferenceToVideoRequest:
+    m = draw(st.sampled_from(ALL))
+    opt = lambda s: draw(st.none() | s)  # noqa: E731
+    ratios = st.sampled_from(LISTED_ASPECT_RATIOS)
+    if m.free_aspect_ratio:
+        ratios |= st.just("auto") | st.builds(
+            "{}:{}".format, st.integers(1, 10_000), st.integers(1, 10_000)
+        )
+    videos = draw(st.lists(st.just("https://e.com/v.mp4"), max_size=m.max_videos))
+    max_images = m.max_images_with_videos if videos else m.max_images
+    return ReferenceToVideoRequest(
+        m.name,
+        draw(st.text(min_size=1, max_size=50).filter(str.strip)),
+        images=draw(st.lists(st.just(URL), min_size=1, max_size=max_images)),
+        videos=videos,
+        bgm=opt(st.booleans()),
+        audio=opt(st.booleans()) if m.audio else None,
+        duration=opt(st.sampled_from(m.durations)),
+        seed=opt(st.integers(0, SEED_MAX)),
+        aspect_ratio=opt(ratios),
+        resolution=opt(st.sampled_from(m.resolutions)),
+        movement_amplitude=opt(st.sampled_from(MOVEMENT_AMPLITUDES))
+        if m.movement_amplitude
+        else None,
+        payload=opt(st.text(max_size=30)),
+        off_peak=opt(st.booleans()),
+        watermark=opt(st.booleans()),
+        wm_position=opt(st.integers(1, 4)),
+        wm_url=opt(st.just("https://e.com/wm.png")),
+        meta_data=opt(st.dictionaries(st.text(max_size=5), st.text(max_size=5)).map(json.dumps)),
+        callback_url=opt(st.just("http://127.0.0.1:9/cb?x=1")),
+    )
+
+
+@given(valid_requests())
+@settings(max_examples=300, deadline=None)
+def test_valid_requests_give_documented_keys_with_json_types(
+    request: ReferenceToVideoRequest,
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ViduWarning)
+        request.validate()
+    body = request.to_payload()
+    assert set(body) <= set(KNOWN_FIELDS) - {"sounds"}
+    assert {"model", "prompt", "images"} <= set(body)
+    for key, value in body.items():
+        expected = JSON_TYPES[key]
+        assert isinstance(value, expected) and value is not None, key
+        if expected is int:
+            assert not isinstance(value, bool), key
+    assert json.loads(json.dumps(body)) == body
+
+
+BAD_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "duration": st.integers(-5, 40),
+    "seed": st.integers(-(2**40), -1) | st.integers(SEED_MAX + 1, 2**40),
+    "resolution": st.text(max_size=6),
+    "aspect_ratio": st.text(max_size=6),
+    "wm_position": st.integers(-10, 10).filter(lambda v: v not in range(1, 5)),
+    "prompt": st.just("") | st.just("y" * (PROMPT_MAX_CHARS + 1)),
+    "callback_url": st.text(max_size=20),
+    "meta_data": st.text(max_size=10),
+    "movement_amplitude": st.text(max_size=8),
+    "bgm": st.integers() | st.text(),
+}
+
+
+@given(valid_requests(), st.data())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_any_single_out_of_range_value_is_named(
+    request: ReferenceToVideoRequest, data: st.DataObject
+) -> None:
+    field = data.draw(st.sampled_from(sorted(BAD_VALUES)))
+    value = data.draw(BAD_VALUES[field])
+    bad = attrs.evolve(request, **{field: value})
+    m = MODELS[request.model]
+    still_valid = {
+        "duration": lambda v: v in m.durations,
+        "resolution": lambda v: v in m.resolutions,
+        "aspect_ratio": lambda v: make(m.name, aspect_ratio=v).check().ok,
+        "callback_url": lambda v: make(m.name, callback_url=v).check().ok,
+        "meta_data": lambda v: make(m.name, meta_data=v).check().ok,
+        "movement_amplitude": lambda v: make(m.name, movement_amplitude=v).check().ok,
+    }
+    assume(not (field in still_valid and still_valid[field](value)))
+    assert field in {p.field for p in bad.check().errors}
