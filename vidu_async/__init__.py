@@ -23,6 +23,7 @@ from vidu_async.errors import (
     ViduError,
     ViduWarning,
 )
+from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
     CORRELATION_PREFIX,
@@ -59,6 +60,7 @@ __all__ = [
     "ModerationError",
     "NotFoundError",
     "RateLimitError",
+    "ReferenceToVideoRequest",
     "ResponseFormatError",
     "RetryLaterError",
     "ServerError",
@@ -68,6 +70,7 @@ __all__ = [
     "TaskState",
     "TaskTimeoutError",
     "ValidationError",
+    "ValidationResult",
     "ViduError",
     "ViduWarning",
     "__version__",
