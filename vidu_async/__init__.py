@@ -23,6 +23,7 @@ from vidu_async.errors import (
     ViduError,
     ViduWarning,
 )
+from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
 from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
@@ -57,6 +58,9 @@ __all__ = [
     "FieldProblem",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "MediaInfo",
+    "MediaKind",
+    "MediaSource",
     "ModerationError",
     "NotFoundError",
     "RateLimitError",
@@ -74,6 +78,8 @@ __all__ = [
     "ViduError",
     "ViduWarning",
     "__version__",
+    "encode_media",
+    "inspect_media",
     "is_terminal",
     "new_correlation_key",
     "parse_state",

@@ -1,0 +1,312 @@
+"""Reference media entries (images, videos): what each is, whether Vidu takes it, how to send it.
+
+An entry is an http(s) URL (checked for form only: Vidu fetches it, we never do), a ``data:`` URI,
+a local file path or raw bytes. Data URIs, files and bytes are probed from their headers (see
+``_probe``) and checked against the media rules in ``capabilities``; files and bytes are sent inline
+as base64 data URIs whose content type comes from the magic bytes, never from a file extension.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import stat
+import urllib.parse
+from collections.abc import Iterator
+from typing import Literal
+
+import attrs
+
+from vidu_async._probe import (
+    SNIFF_BYTES,
+    BytesReader,
+    FileReader,
+    Format,
+    MediaKind,
+    ProbeError,
+    Reader,
+    probe,
+    sniff,
+)
+from vidu_async.capabilities import (
+    IMAGE_CONTENT_TYPES,
+    IMAGE_MIN_SIDE,
+    MEDIA_MAX_RATIO,
+    VIDEO_CONTENT_TYPES,
+    VIDEO_DECODED_MAX_BYTES,
+    VIDEO_FILE_MAX_BYTES,
+)
+from vidu_async.errors import FieldProblem, ValidationError
+
+__all__ = ["MediaInfo", "MediaKind", "MediaSource", "encode_media", "inspect_media"]
+
+MediaSource = str | os.PathLike[str] | bytes
+"""An http(s) URL, a ``data:`` URI, a local path (``str`` or ``PathLike``) or the raw bytes."""
+Origin = Literal["url", "data_uri", "file", "bytes"]
+
+_URL_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""Any ``scheme://`` string is taken as a URL (then refused unless http or https), not a path."""
+_LABEL_MAX = 120
+_ISO_BMFF_TYPES = frozenset({"video/mp4", "video/quicktime"})
+"""One container family: a MOV sent as ``video/mp4`` (as the API docs show) needs no warning."""
+_CONTENT_TYPES: dict[MediaKind, tuple[str, ...]] = {
+    "image": IMAGE_CONTENT_TYPES,
+    "video": VIDEO_CONTENT_TYPES,
+}
+_A_KIND: dict[MediaKind, str] = {"image": "an image", "video": "a video"}
+_DURATION_UNKNOWN = "the duration could not be read from the header; the server will check it"
+
+
+@attrs.frozen
+class MediaInfo:
+    """What ``inspect_media`` learned about one entry that passed every check."""
+
+    kind: MediaKind
+    origin: Origin
+    label: str
+    """How errors and warnings name the entry: the path, the URL, or a short description."""
+    content_type: str | None
+    """From the magic bytes; None for URLs."""
+    width: int | None
+    height: int | None
+    duration: float | None
+    """Seconds, for a video whose header states it."""
+    size: int | None
+    """Raw (decoded) byte length; None for URLs."""
+    encoded_length: int
+    """``len()`` of the string sent for this entry (the URL, or the data URI)."""
+    warnings: tuple[str, ...]
+
+
+class _Rejected(Exception):
+    """Problems with an entry, before they are given the request field's name."""
+
+    def __init__(self, *messages: str) -> None:
+        self.messages = messages
+        super().__init__(*messages)
+
+
+def inspect_media(source: MediaSource, kind: MediaKind, *, field: str) -> MediaInfo:
+    """Check one ``kind`` entry against Vidu's media rules, reading headers only, never the network.
+
+    Raises ``ValidationError`` listing every problem found with the entry, each under ``field``
+    (e.g. ``images[2]``) and naming the file or URL.
+    """
+    try:
+        if isinstance(source, bytes):
+            return _inspect_reader(BytesReader(source), kind, "bytes", _bytes_label(source))
+        if isinstance(source, str) and _URL_PREFIX.match(source):
+            return _inspect_url(source, kind)
+        if isinstance(source, str) and _is_data_uri(source):
+            return _inspect_data_uri(source, kind)
+        return _inspect_file(_path_text(source), kind)
+    except _Rejected as exc:
+        raise ValidationError(FieldProblem(field, message) for message in exc.messages) from None
+
+
+def encode_media(source: MediaSource, kind: MediaKind) -> str:
+    """The string to send for an entry: URLs and data URIs as given, files and bytes as data URIs.
+
+    Blocking (it reads the whole file): async code calls it through ``asyncio.to_thread``.
+    Raises ``ValidationError`` (field ``images`` / ``videos``) if the data is not a ``kind``.
+    """
+    if isinstance(source, str) and (_URL_PREFIX.match(source) or _is_data_uri(source)):
+        return source
+    try:
+        if isinstance(source, bytes):
+            data, label = source, _bytes_label(source)
+        else:
+            label = _path_text(source)
+            data = _read_file(label)
+        try:
+            fmt = sniff(data[:SNIFF_BYTES])
+        except ProbeError as exc:
+            raise _Rejected(f"{label}: {exc}") from None
+        if fmt.kind != kind:
+            raise _Rejected(f"{label}: {_wrong_kind(fmt, kind)}")
+        return _data_uri_prefix(fmt.content_type) + base64.b64encode(data).decode("ascii")
+    except _Rejected as exc:
+        raise ValidationError(
+            FieldProblem(f"{kind}s", message) for message in exc.messages
+        ) from None
+
+
+def _is_data_uri(text: str) -> bool:
+    return text[:5].lower() == "data:"
+
+
+def _path_text(source: object) -> str:
+    """A local path entry as a ``str``; anything else that reaches here is the wrong type."""
+    if not isinstance(source, str | os.PathLike):
+        raise _Rejected(
+            f"expected a URL, a data URI, a file path or bytes, got {type(source).__name__}"
+        )
+    path = os.fsdecode(source)
+    if not path:
+        raise _Rejected("empty string: expected a URL, a data URI or a file path")
+    return path
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _LABEL_MAX else text[: _LABEL_MAX - 1] + "…"
+
+
+def _bytes_label(data: bytes) -> str:
+    return f"<{len(data):,} bytes>"
+
+
+def _data_uri_prefix(content_type: str) -> str:
+    return f"data:{content_type};base64,"
+
+
+def _data_uri_length(content_type: str, size: int) -> int:
+    """``len()`` of the data URI ``encode_media`` makes of ``size`` bytes, without encoding them."""
+    return len(_data_uri_prefix(content_type)) + 4 * ((size + 2) // 3)
+
+
+def _inspect_url(url: str, kind: MediaKind) -> MediaInfo:
+    label = _short(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        raise _Rejected(f"{label}: not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _Rejected(f"{label}: only http:// and https:// URLs are accepted")
+    if not parts.hostname:
+        raise _Rejected(f"{label}: the URL has no host")
+    return MediaInfo(kind, "url", label, None, None, None, None, None, len(url), ())
+
+
+def _inspect_data_uri(uri: str, kind: MediaKind) -> MediaInfo:
+    head, comma, payload = uri.partition(",")
+    media_type, *params = (part.strip().lower() for part in head[len("data:") :].split(";"))
+    label = f"<data URI, {_short(media_type) or 'no content type'}, {len(uri):,} characters>"
+    if not comma or "base64" not in params:
+        raise _Rejected(f"{label}: not a base64 data URI (expected data:<type>;base64,<data>)")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:  # binascii.Error, or non-ASCII characters
+        raise _Rejected(f"{label}: the data is not valid base64") from None
+    return _inspect_reader(BytesReader(data), kind, "data_uri", label, uri=uri, declared=media_type)
+
+
+@contextlib.contextmanager
+def _file_errors(path: str) -> Iterator[None]:
+    """Turn an OSError while reading ``path`` into a problem that names the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise _Rejected(f"file not found: {path}") from None
+    except OSError as exc:
+        raise _Rejected(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+
+
+def _inspect_file(path: str, kind: MediaKind) -> MediaInfo:
+    with _file_errors(path):
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Rejected(f"{path}: not a regular file")
+        with open(path, "rb") as file:
+            return _inspect_reader(FileReader(file, st.st_size), kind, "file", path)
+
+
+def _read_file(path: str) -> bytes:
+    with _file_errors(path), open(path, "rb") as file:
+        return file.read()
+
+
+def _inspect_reader(
+    reader: Reader,
+    kind: MediaKind,
+    origin: Origin,
+    label: str,
+    *,
+    uri: str | None = None,
+    declared: str | None = None,
+) -> MediaInfo:
+    """Probe the data and apply every rule, collecting all problems before failing.
+
+    ``uri`` and ``declared`` are given for a data URI: the URI itself and its stated content type.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    if kind == "video":
+        problems += _video_size_problems(reader.size)
+    header = None
+    try:
+        header = probe(reader)
+    except ProbeError as exc:
+        problems.append(str(exc))
+    if header is not None and header.format.kind != kind:
+        problems.append(_wrong_kind(header.format, kind))
+    elif header is not None:
+        problems += _shape_problems(header.width, header.height)
+        if kind == "video" and header.duration is None:
+            warnings.append(_DURATION_UNKNOWN)
+    if declared is not None and declared not in _CONTENT_TYPES[kind]:
+        problems.append(
+            f"the data URI content type {_short(declared) or '(none)'!r} is not one of "
+            + ", ".join(_CONTENT_TYPES[kind])
+        )
+    elif declared is not None and header is not None:
+        actual = header.format.content_type
+        if actual != declared and not {actual, declared} <= _ISO_BMFF_TYPES:
+            warnings.append(f"the data URI says {declared} but the data is {actual}")
+    if problems or header is None:
+        raise _Rejected(*(f"{label}: {problem}" for problem in problems))
+    return MediaInfo(
+        kind=kind,
+        origin=origin,
+        label=label,
+        content_type=header.format.content_type,
+        width=header.width,
+        height=header.height,
+        duration=header.duration,
+        size=reader.size,
+        encoded_length=(
+            len(uri)
+            if uri is not None
+            else _data_uri_length(header.format.content_type, reader.size)
+        ),
+        warnings=tuple(f"{label}: {warning}" for warning in warnings),
+    )
+
+
+def _wrong_kind(fmt: Format, kind: MediaKind) -> str:
+    return f"this is {_A_KIND[fmt.kind]} ({fmt.name}), not {_A_KIND[kind]}"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_048_576:.1f} MB ({size:,} bytes)"
+
+
+def _video_size_problems(size: int) -> list[str]:
+    problems = []
+    if size > VIDEO_FILE_MAX_BYTES:
+        problems.append(
+            f"the video is {_megabytes(size)}; videos may be at most "
+            f"{_megabytes(VIDEO_FILE_MAX_BYTES)}"
+        )
+    if size >= VIDEO_DECODED_MAX_BYTES:
+        problems.append(
+            f"the video is {_megabytes(size)}; a video sent inline must be under "
+            f"{_megabytes(VIDEO_DECODED_MAX_BYTES)}: upload it somewhere and pass its URL instead"
+        )
+    return problems
+
+
+def _shape_problems(width: int, height: int) -> list[str]:
+    """The size and aspect-ratio rules shared by images and videos, in integer arithmetic."""
+    problems = []
+    if width < IMAGE_MIN_SIDE or height < IMAGE_MIN_SIDE:
+        problems.append(
+            f"{width}x{height} pixels is too small: both sides must be at least {IMAGE_MIN_SIDE}"
+        )
+    if not (width < height * MEDIA_MAX_RATIO and height < width * MEDIA_MAX_RATIO):
+        problems.append(
+            f"the aspect ratio {width}x{height} is not strictly between "
+            f"1:{MEDIA_MAX_RATIO} and {MEDIA_MAX_RATIO}:1"
+        )
+    return problems
