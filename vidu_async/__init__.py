@@ -1,6 +1,14 @@
 """vidu-async: an asyncio client and resumable bulk submitter for Vidu's reference2video API."""
 
 from vidu_async._version import __version__
+from vidu_async.callbacks import (
+    CallbackVerificationError,
+    NonceCache,
+    callback_handler,
+    sign,
+    signing_string,
+    verify_callback,
+)
 from vidu_async.errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -24,6 +32,7 @@ from vidu_async.errors import (
     ViduWarning,
 )
 from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
+from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
@@ -51,6 +60,7 @@ __all__ = [
     "APITimeoutError",
     "AmbiguousCreateError",
     "AuthenticationError",
+    "CallbackVerificationError",
     "ConfigurationError",
     "Creation",
     "CreditBalance",
@@ -62,7 +72,10 @@ __all__ = [
     "MediaKind",
     "MediaSource",
     "ModerationError",
+    "NonceCache",
     "NotFoundError",
+    "ProgressReporter",
+    "ProgressState",
     "RateLimitError",
     "ReferenceToVideoRequest",
     "ResponseFormatError",
@@ -78,11 +91,15 @@ __all__ = [
     "ViduError",
     "ViduWarning",
     "__version__",
+    "callback_handler",
     "encode_media",
     "inspect_media",
     "is_terminal",
     "new_correlation_key",
     "parse_state",
+    "sign",
+    "signing_string",
     "split_payload",
+    "verify_callback",
     "wrap_payload",
 ]

@@ -1,0 +1,137 @@
+"""What became of one job: the record a batch yields, writes to the results file and journals.
+
+One JSON object per job, matched back to the input by ``custom_id`` (the OpenAI Batch habit).
+``status`` is the job's end for this run: ``succeeded`` / ``failed`` (the task ended), ``submitted``
+(created, not followed), ``invalid`` (refused before sending), ``not_submitted`` (never sent,
+e.g. credits ran out; a rerun sends it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+from vidu_async.errors import APIStatusError, FieldProblem, ValidationError
+from vidu_async.tasks import TaskResult
+
+__all__ = ["STATUSES", "ErrorInfo", "Outcome", "Status"]
+
+Status = Literal["succeeded", "failed", "submitted", "invalid", "not_submitted"]
+STATUSES: tuple[Status, ...] = ("succeeded", "failed", "submitted", "invalid", "not_submitted")
+
+
+@attrs.frozen
+class ErrorInfo:
+    """Why a job did not succeed: a Vidu ``reason`` (or one of ours) and a message for people."""
+
+    reason: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, error: BaseException) -> ErrorInfo:
+        if isinstance(error, APIStatusError):
+            return cls(error.reason or f"HTTP{error.status}", error.message or str(error))
+        if isinstance(error, ValidationError):
+            return cls("ValidationError", "; ".join(str(p) for p in error.problems))
+        return cls(type(error).__name__, str(error))
+
+    @classmethod
+    def from_problems(cls, problems: tuple[FieldProblem, ...]) -> ErrorInfo:
+        return cls("ValidationError", "; ".join(str(p) for p in problems))
+
+    def to_dict(self) -> dict[str, str]:
+        return {"reason": self.reason, "message": self.message}
+
+
+def _error(value: Any) -> ErrorInfo | None:
+    if isinstance(value, Mapping):
+        return ErrorInfo(str(value.get("reason", "")), str(value.get("message", "")))
+    return None
+
+
+@attrs.frozen
+class Outcome:
+    """The end of one job in this run (see the module docstring for ``status``)."""
+
+    custom_id: str
+    status: Status
+    line: int | None = None
+    task_id: str | None = None
+    state: str | None = None
+    credits: int | None = None
+    err_code: str | None = None
+    error: ErrorInfo | None = None
+    creations: tuple[dict[str, str], ...] = ()
+    """Each creation's ``id``, ``url``, ``cover_url`` (and ``watermarked_url`` when present)."""
+    files: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("succeeded", "submitted")
+
+    @classmethod
+    def from_result(
+        cls,
+        custom_id: str,
+        line: int | None,
+        result: TaskResult,
+        *,
+        files: tuple[str, ...] = (),
+        error: ErrorInfo | None = None,
+    ) -> Outcome:
+        """The outcome of a task that reached an end state."""
+        creations = tuple(
+            {k: v for k, v in (("id", c.id), ("url", c.url), ("cover_url", c.cover_url),
+                               ("watermarked_url", c.watermarked_url)) if v}
+            for c in result.creations
+        )
+        failed = not result.succeeded
+        return cls(
+            custom_id,
+            "failed" if failed or error is not None else "succeeded",
+            line,
+            task_id=result.id,
+            state=str(result.state),
+            credits=result.credits,
+            err_code=result.err_code or None,
+            error=error or (ErrorInfo(result.err_code or "TaskFailed", "the task failed")
+                            if failed else None),
+            creations=creations,
+            files=files,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results-file record: every key present, ``None`` where there is no value."""
+        return {
+            "custom_id": self.custom_id,
+            "line": self.line,
+            "status": self.status,
+            "task_id": self.task_id,
+            "state": self.state,
+            "credits": self.credits,
+            "err_code": self.err_code,
+            "error": self.error.to_dict() if self.error else None,
+            "creations": [dict(c) for c in self.creations],
+            "files": list(self.files),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
+        """Read back a record written by ``to_dict`` (from the journal)."""
+        status = data.get("status")
+        if status not in STATUSES:
+            raise ValueError(f"not an outcome record: status {status!r}")
+        return cls(
+            str(data["custom_id"]),
+            status,
+            data.get("line"),
+            task_id=data.get("task_id"),
+            state=data.get("state"),
+            credits=data.get("credits"),
+            err_code=data.get("err_code"),
+            error=_error(data.get("error")),
+            creations=tuple(dict(c) for c in data.get("creations") or ()),
+            files=tuple(data.get("files") or ()),
+        )
