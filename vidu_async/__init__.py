@@ -1,5 +1,6 @@
 """vidu-async: an asyncio client and resumable bulk submitter for Vidu's reference2video API."""
 
+from vidu_async._http import Account, SessionPool
 from vidu_async._version import __version__
 from vidu_async.callbacks import (
     CallbackVerificationError,
@@ -9,6 +10,7 @@ from vidu_async.callbacks import (
     signing_string,
     verify_callback,
 )
+from vidu_async.client import ViduClient
 from vidu_async.errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -17,6 +19,7 @@ from vidu_async.errors import (
     APITimeoutError,
     AuthenticationError,
     ConfigurationError,
+    DownloadError,
     FieldProblem,
     InsufficientCreditsError,
     InvalidRequestError,
@@ -34,6 +37,7 @@ from vidu_async.errors import (
 from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
+from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
     CORRELATION_PREFIX,
@@ -58,6 +62,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "Account",
     "AmbiguousCreateError",
     "AuthenticationError",
     "CallbackVerificationError",
@@ -65,6 +70,7 @@ __all__ = [
     "Creation",
     "CreditBalance",
     "Credits",
+    "DownloadError",
     "FieldProblem",
     "InsufficientCreditsError",
     "InvalidRequestError",
@@ -80,7 +86,9 @@ __all__ = [
     "ReferenceToVideoRequest",
     "ResponseFormatError",
     "RetryLaterError",
+    "RetryPolicy",
     "ServerError",
+    "SessionPool",
     "Task",
     "TaskPage",
     "TaskResult",
@@ -88,6 +96,7 @@ __all__ = [
     "TaskTimeoutError",
     "ValidationError",
     "ValidationResult",
+    "ViduClient",
     "ViduError",
     "ViduWarning",
     "__version__",

@@ -21,12 +21,14 @@ __all__ = [
     "AmbiguousCreateError",
     "AuthenticationError",
     "ConfigurationError",
+    "DownloadError",
     "FieldProblem",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "ModerationError",
     "NotFoundError",
     "RateLimitError",
+    "ResponseFormatError",
     "RetryLaterError",
     "ServerError",
     "TaskTimeoutError",
@@ -198,6 +200,30 @@ class RetryLaterError(APIStatusError):
 
 class ServerError(APIStatusError):
     """5xx. For a create, the task may or may not exist."""
+
+
+class ResponseFormatError(APIError, ValueError):
+    """An answer from the API is not in the documented shape (a known field has the wrong type).
+
+    ``field`` names the offending field; unknown extra fields never cause this.
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class DownloadError(APIError):
+    """A result file could not be fetched from the file host (not the API).
+
+    ``url`` is the link without its query string (signed links carry their signature there);
+    ``status`` is the file host's HTTP status, or None when no answer came.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)
 
 
 class AmbiguousCreateError(APIError):

@@ -1,0 +1,812 @@
+"""ViduClient against a small scripted Vidu server on 127.0.0.1 (real sockets, scripted faults)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import logging
+import socket
+import traceback
+from collections.abc import Awaitable, Callable
+from email.utils import format_datetime
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from vidu_async._http import Account, SessionPool
+from vidu_async._version import __version__
+from vidu_async.client import ViduClient
+from vidu_async.errors import (
+    AmbiguousCreateError,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientCreditsError,
+    NotFoundError,
+    RateLimitError,
+    ResponseFormatError,
+    ServerError,
+    TaskTimeoutError,
+    ValidationError,
+)
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy
+from vidu_async.tasks import TaskState, split_payload
+
+KEY = "sk-test-0123456789abcdef-SECRET"
+IMAGE = "https://example.com/cat.png"
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def error_body(code: int, reason: str, message: str = "") -> dict[str, Any]:
+    return {"code": code, "reason": reason, "message": message, "metadata": {"trace_id": "tr-1"}}
+
+
+class FakeVidu:
+    """Just enough of the Vidu API, with scripted faults.
+
+    ``create_faults`` / ``list_faults`` / ``query_faults`` are consumed one per call (then
+    normal). A fault is a status code (answered with a Vidu error body, the task not created),
+    or one of: "reset-after" / "500-after" / "hang-after" / "truncated-after" (create the task,
+    then drop the connection / answer 500 / not answer until ``release`` / cut the answer
+    short), "html-502", "redirect", "garbage" (a 200 that is not JSON), "empty" (an empty
+    task list).
+    """
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.progress: dict[str, list[dict[str, Any]]] = {}
+        self.calls: list[str] = []
+        self.create_bodies: list[dict[str, Any]] = []
+        self.content_types: list[str] = []
+        self.authorizations: list[str | None] = []
+        self.user_agents: list[str | None] = []
+        self.peers: set[Any] = set()
+        self.create_faults: list[Any] = []
+        self.list_faults: list[Any] = []
+        self.query_faults: list[Any] = []
+        self.headers: dict[str, str] = {}
+        self.release = asyncio.Event()
+        self._ids = itertools.count(900_000_000_000_000_001)
+
+    def count(self, call: str) -> int:
+        return self.calls.count(call)
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._record_and_authenticate], client_max_size=21 * 1024 * 1024
+        )
+        app.router.add_post("/ent/v2/reference2video", self._create)
+        app.router.add_get("/ent/v2/tasks", self._list)
+        app.router.add_get("/ent/v2/tasks/{id}/creations", self._query)
+        app.router.add_post("/ent/v2/tasks/{id}/cancel", self._cancel)
+        app.router.add_get("/ent/v2/credits", self._credits)
+        app.router.add_get("/elsewhere", self._elsewhere)
+        return app
+
+    @web.middleware
+    async def _record_and_authenticate(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.calls.append(f"{request.method} {request.path}")
+        self.authorizations.append(request.headers.get("Authorization"))
+        self.user_agents.append(request.headers.get("User-Agent"))
+        self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        if request.headers.get("Authorization") != f"Token {KEY}":
+            return web.json_response(error_body(401, "Unauthorized", "bad key"), status=401)
+        return await handler(request)
+
+    async def _fault(self, faults: list[Any], request: web.Request) -> web.StreamResponse | None:
+        fault = faults.pop(0) if faults else None
+        if isinstance(fault, int):
+            reason = {
+                429: "TooManyRequests",
+                400: "OperationInProcess",
+                500: "InternalServiceFailure",
+            }
+            if fault == 402:  # stands for a 400 CreditInsufficient
+                return web.json_response(error_body(400, "CreditInsufficient"), status=400)
+            return web.json_response(
+                error_body(fault, reason.get(fault, "Oops")), status=fault, headers=self.headers
+            )
+        if fault == "html-502":
+            page = "<html><body><h1>502 Bad Gateway</h1><p>nginx</p></body></html>"
+            return web.Response(text=page, status=502, content_type="text/html")
+        if fault == "redirect":
+            return web.Response(status=302, headers={"Location": "/elsewhere?token=abc"})
+        if fault == "empty":
+            return web.json_response({"tasks": [], "next_page_token": ""})
+        if fault == "garbage":
+            return web.Response(text="<html>hello</html>", content_type="text/html")
+        return None
+
+    async def _elsewhere(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({})
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.create_bodies.append(body)
+        self.content_types.append(request.content_type)
+        fault = self.create_faults.pop(0) if self.create_faults else None
+        if fault not in ("reset-after", "500-after", "hang-after", "truncated-after", None):
+            self.create_faults.insert(0, fault)
+            answer = await self._fault(self.create_faults, request)
+            assert answer is not None
+            return answer
+        task = self.add_task(
+            payload=body.get("payload", ""), model=body["model"], prompt=body["prompt"]
+        )
+        if fault == "reset-after":
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("scripted reset")
+        if fault == "500-after":
+            return web.json_response(error_body(500, "InternalServiceFailure"), status=500)
+        if fault == "hang-after":
+            await asyncio.wait_for(self.release.wait(), 5)
+        if fault == "truncated-after":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            response.content_length = 1000
+            await response.prepare(request)
+            await response.write(b'{"task_id": "9')
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("scripted truncation")
+        answer = {
+            "task_id": task["id"],
+            "type": "reference2video",
+            "state": "created",
+            "model": task["model"],
+            "prompt": task["prompt"],
+            "images": body.get("images", []),
+            "credits": 45,
+            "payload": task["payload"],
+            "created_at": task["created_at"],
+        }
+        return web.json_response(answer)
+
+    def add_task(self, **fields: Any) -> dict[str, Any]:
+        task = {
+            "id": str(next(self._ids)),
+            "state": "created",
+            "err_code": "",
+            "credits": 45,
+            "payload": "",
+            "model": "viduq2",
+            "prompt": "",
+            "creations": [],
+            "created_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+        task.update(fields)
+        self.tasks[task["id"]] = task
+        return task
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._fault(self.list_faults, request)
+        if answer is not None:
+            return answer
+        q = request.query
+        since = dt.datetime.fromisoformat(q.get("created_at.from", "2000-01-01T00:00:00Z"))
+        until = dt.datetime.fromisoformat(q.get("created_at.to", "2100-01-01T00:00:00Z"))
+        ids, states = q.getall("task_ids", []), q.getall("states", [])
+        matching = [
+            t
+            for t in self.tasks.values()
+            if since <= dt.datetime.fromisoformat(t["created_at"]) <= until
+            and (not ids or t["id"] in ids)
+            and (not states or t["state"] in states)
+        ]
+        size = int(q.get("pager.pagesz", "10"))
+        start = int(q.get("pager.page_token") or 0)
+        end = start + size
+        token = str(end) if end < len(matching) else ""
+        return web.json_response({"tasks": matching[start:end], "next_page_token": token})
+
+    async def _query(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._fault(self.query_faults, request)
+        if answer is not None:
+            return answer
+        task_id = request.match_info["id"]
+        if task_id not in self.tasks:
+            return web.json_response(error_body(404, "TaskNotFound"), status=404)
+        steps = self.progress.get(task_id)
+        if steps:
+            self.tasks[task_id].update(steps.pop(0))
+        return web.json_response(self.tasks[task_id])
+
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        task = self.tasks[request.match_info["id"]]
+        assert body == {"id": task["id"]}
+        task["state"] = "failed"
+        task["err_code"] = "Cancelled"
+        return web.json_response({})
+
+    async def _credits(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._fault(self.query_faults, request)
+        if answer is not None:
+            return answer
+        return web.json_response(
+            {
+                "remains": [
+                    {
+                        "type": "metered",
+                        "credit_remain": 1000,
+                        "concurrency_limit": 5,
+                        "current_concurrency": 2,
+                        "queue_count": 7,
+                    }
+                ],
+                "packages": [],
+            }
+        )
+
+
+class FakeTime:
+    """A clock that moves only when the client sleeps; records every wait."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def vidu() -> FakeVidu:
+    return FakeVidu()
+
+
+@pytest.fixture
+async def server(vidu: FakeVidu, aiohttp_server: ServerFactory) -> Any:
+    server = await aiohttp_server(vidu.app())
+    yield server
+    vidu.release.set()
+
+
+@pytest.fixture
+def time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def policy(time: FakeTime) -> RetryPolicy:
+    return RetryPolicy(sleep=time.sleep, clock=time.clock, random=lambda: 1.0)
+
+
+@pytest.fixture
+async def client(server: TestServer, policy: RetryPolicy) -> Any:
+    async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=policy) as client:
+        yield client
+
+
+def request(payload: str | None = "my own payload") -> ReferenceToVideoRequest:
+    return ReferenceToVideoRequest("viduq2", "a cat surfing", images=(IMAGE,), payload=payload)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIDU_API_KEY", raising=False)
+    with pytest.raises(ConfigurationError, match="VIDU_API_KEY"):
+        ViduClient()
+
+
+def test_environment_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIDU_API_KEY", KEY)
+    monkeypatch.setenv("VIDU_BASE_URL", "https://api.vidu.cn/ent/v2/")
+    monkeypatch.setenv("VIDU_AUTH_SCHEME", "Bearer")
+    client = ViduClient()
+    assert client.account == Account(KEY, "https://api.vidu.cn", "Bearer")
+    monkeypatch.delenv("VIDU_BASE_URL")
+    monkeypatch.delenv("VIDU_AUTH_SCHEME")
+    assert ViduClient().account == Account(KEY, "https://api.vidu.com", "Token")
+    assert ViduClient("other-key").account.api_key == "other-key"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("https://api.vidu.com", "https://api.vidu.com"),
+        ("https://api.vidu.com/", "https://api.vidu.com"),
+        ("https://api.vidu.com/ent/v2", "https://api.vidu.com"),
+        ("https://api.vidu.com/ent/v2/", "https://api.vidu.com"),
+        ("https://gateway.example/vidu/ent/v2", "https://gateway.example/vidu"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://127.3.4.5", "http://127.3.4.5"),
+        ("http://localhost:9000/ent/v2", "http://localhost:9000"),
+        ("http://[::1]:9000", "http://[::1]:9000"),
+    ],
+)
+def test_base_url_forms(given: str, expected: str) -> None:
+    assert Account(KEY, given).base_url == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://api.vidu.com",
+        "http://10.0.0.1",
+        "http://128.0.0.1",
+        "ftp://api.vidu.com",
+        "api.vidu.com",
+    ],
+)
+def test_key_is_never_configured_for_plain_http_or_other_schemes(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Account(KEY, url)
+    assert KEY not in str(info.value)
+
+
+def test_key_is_not_in_reprs() -> None:
+    client = ViduClient(KEY)
+    assert KEY not in repr(client)
+    assert KEY not in repr(client.account)
+    assert KEY not in str(client.account)
+    assert "api.vidu.com" in repr(client)
+
+
+@pytest.mark.parametrize("key", ["", " padded-secret", "line\nbreak-secret"])
+def test_a_malformed_key_is_refused_without_echoing_it(key: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Account(key)
+    assert "secret" not in str(info.value)
+
+
+def test_pool_settings_are_not_silently_ignored() -> None:
+    with pytest.raises(ConfigurationError, match="pool"):
+        ViduClient(KEY, pool=SessionPool(), limit=3)
+
+
+# --- the endpoints -------------------------------------------------------------------------
+
+
+async def test_create_sends_the_correlation_envelope_and_keeps_the_user_payload(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    task = await client.create_reference2video(request(), correlation_key="ab" * 16)
+    assert task.task_id in vidu.tasks
+    assert task.payload == "my own payload"
+    assert task.correlation_key == "ab" * 16
+    assert task.credits == 45
+    (body,) = vidu.create_bodies
+    assert body["payload"] == "va1:" + "ab" * 16 + ":my own payload"
+    assert body["images"] == [IMAGE]
+    assert vidu.authorizations == [f"Token {KEY}"]
+    assert vidu.user_agents == [f"vidu-async/{__version__}"]
+    assert vidu.content_types == ["application/json"]
+
+
+async def test_create_without_a_user_payload_still_carries_a_fresh_key(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    first = await client.create_reference2video(request(payload=None))
+    second = await client.create_reference2video(request(payload=None))
+    assert first.payload == second.payload == ""
+    assert first.correlation_key and second.correlation_key
+    assert first.correlation_key != second.correlation_key
+
+
+async def test_an_invalid_request_is_never_sent(client: ViduClient, vidu: FakeVidu) -> None:
+    bad = ReferenceToVideoRequest("viduq2", "", images=(IMAGE,), duration=99)
+    with pytest.raises(ValidationError) as info:
+        await client.create_reference2video(bad)
+    assert {"prompt", "duration"} <= set(info.value.fields)
+    assert vidu.calls == []
+
+
+async def test_a_payload_too_long_once_wrapped_is_refused_before_sending(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        await client.create_reference2video(request(payload="x" * (1_048_576 - 10)))
+    assert info.value.fields == ("payload",)
+    assert "at most 1048539 characters" in str(info.value)
+    await client.create_reference2video(request(payload="x" * 1_048_539))  # exactly fits
+    assert vidu.calls == ["POST /ent/v2/reference2video"]
+    assert len(vidu.create_bodies[0]["payload"]) == 1_048_576
+
+
+async def test_get_task_cancel_and_credits(client: ViduClient, vidu: FakeVidu) -> None:
+    task = vidu.add_task(payload="va1:" + "cd" * 16 + ":mine", state="queueing")
+    result = await client.get_task(task["id"])
+    assert (result.id, result.state, result.payload, result.correlation_key) == (
+        task["id"],
+        TaskState.QUEUEING,
+        "mine",
+        "cd" * 16,
+    )
+    await client.cancel_task(task["id"])
+    assert (await client.get_task(task["id"])).err_code == "Cancelled"
+    credits = await client.get_credits()
+    assert credits.remains[0].credit_remain == 1000
+    assert credits.remains[0].queue_count == 7
+
+
+async def test_a_missing_task_is_not_found_without_retrying(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    with pytest.raises(NotFoundError) as info:
+        await client.get_task("../../credits")
+    assert info.value.reason == "TaskNotFound"  # the id stayed one path segment
+    assert info.value.trace_id == "tr-1"
+    assert info.value.call == "GET /ent/v2/tasks/..%2F..%2Fcredits/creations"
+    assert len(vidu.calls) == 1
+
+
+async def test_calls_reuse_one_session_and_connection(client: ViduClient, vidu: FakeVidu) -> None:
+    for _ in range(3):
+        await client.get_credits()
+    assert len(vidu.peers) == 1
+
+
+async def test_list_tasks_walks_every_page_with_filters(client: ViduClient, vidu: FakeVidu) -> None:
+    made = [vidu.add_task(state="success" if i % 2 else "failed") for i in range(25)]
+    listed = [t.id async for t in client.list_tasks(page_size=10)]
+    assert listed == [t["id"] for t in made]
+    assert vidu.count("GET /ent/v2/tasks") == 3
+    wanted = [t["id"] for t in made[:5]]
+    picked = [t.id async for t in client.list_tasks(task_ids=wanted, states=[TaskState.SUCCESS])]
+    assert picked == [t for t in wanted if vidu.tasks[t]["state"] == "success"]
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert [t async for t in client.list_tasks(created_after=future)] == []
+
+
+async def test_list_tasks_checks_its_arguments_before_any_call(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    with pytest.raises(ValidationError, match="at most 100 per call, got 101"):
+        client.list_tasks(task_ids=[str(i) for i in range(101)])
+    with pytest.raises(ValidationError, match="page_size"):
+        client.list_tasks(page_size=101)
+    with pytest.raises(ValidationError, match="timezone-aware"):
+        client.list_tasks(created_after=dt.datetime(2026, 1, 1))
+    assert vidu.calls == []
+
+
+async def test_find_task_by_correlation_key(client: ViduClient, vidu: FakeVidu) -> None:
+    for _ in range(150):
+        vidu.add_task(payload="someone else's")
+    target = vidu.add_task(payload="va1:" + "ef" * 16 + ":x")
+    now = dt.datetime.now(dt.UTC)
+    hour = dt.timedelta(hours=1)
+    found = await client.find_task_by_correlation_key(
+        "ef" * 16, created_after=now - hour, created_before=now + hour
+    )
+    assert found is not None and found.id == target["id"]
+    missing = await client.find_task_by_correlation_key(
+        "00" * 16, created_after=now - hour, created_before=now + hour
+    )
+    assert missing is None
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+async def test_wrong_key_fails_after_exactly_one_request(
+    server: TestServer, vidu: FakeVidu, policy: RetryPolicy
+) -> None:
+    async with ViduClient("wrong-key", base_url=str(server.make_url("/")), retry=policy) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.create_reference2video(request())
+    assert vidu.calls == ["POST /ent/v2/reference2video"]
+    assert info.value.status == 401
+    assert "VIDU_API_KEY" in str(info.value)
+    assert "auth_scheme" in str(info.value)
+    assert vidu.tasks == {}
+
+
+async def test_credit_insufficient_is_never_retried(client: ViduClient, vidu: FakeVidu) -> None:
+    vidu.create_faults = [402]
+    with pytest.raises(InsufficientCreditsError):
+        await client.create_reference2video(request())
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+
+
+async def test_an_html_error_page_still_gives_a_useful_error(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    vidu.query_faults = ["html-502"] * 5
+    with pytest.raises(ServerError) as info:
+        await client.get_credits()
+    assert info.value.status == 502
+    assert "502 Bad Gateway nginx" in str(info.value)
+    assert "GET /ent/v2/credits" in str(info.value)
+    assert "<h1>" not in info.value.message
+    assert vidu.count("GET /ent/v2/credits") == 5  # retried: a GET on a 5xx
+
+
+async def test_a_non_json_success_is_a_format_error(client: ViduClient, vidu: FakeVidu) -> None:
+    vidu.query_faults = ["garbage"]
+    with pytest.raises(ResponseFormatError, match="not JSON"):
+        await client.get_credits()
+
+
+async def test_redirects_are_refused_not_followed(client: ViduClient, vidu: FakeVidu) -> None:
+    vidu.query_faults = ["redirect"]
+    with pytest.raises(APIStatusError) as info:
+        await client.get_credits()
+    assert info.value.status == 302
+    assert "base_url" in str(info.value)
+    assert "token=abc" not in str(info.value)
+    assert vidu.calls == ["GET /ent/v2/credits"]
+
+
+async def test_connection_refused_is_never_sent_and_retried(
+    policy: RetryPolicy, time: FakeTime
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with ViduClient(KEY, base_url=f"http://127.0.0.1:{port}", retry=policy) as client:
+        with pytest.raises(APIConnectionError) as info:
+            await client.create_reference2video(request())
+    assert info.value.sent is False
+    assert info.value.call == "POST /ent/v2/reference2video"
+    assert time.waits == [1.0, 2.0, 4.0, 8.0]  # resent: it never left
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+async def test_queries_retry_429_5xx_and_operation_in_process(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vidu_async")
+    vidu.query_faults = [429, 500, 400]
+    assert (await client.get_credits()).remains
+    assert vidu.count("GET /ent/v2/credits") == 4
+    assert time.waits == [1.0, 2.0, 4.0]
+    logged = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert ["429 TooManyRequests" in logged[0], "OperationInProcess" in logged[2]] == [True, True]
+
+
+@pytest.mark.parametrize("fault", [429, 400])
+async def test_creates_are_resent_when_the_server_refused_them(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime, fault: int
+) -> None:
+    vidu.create_faults = [fault, fault]
+    task = await client.create_reference2video(request())
+    assert vidu.count("POST /ent/v2/reference2video") == 3
+    assert list(vidu.tasks) == [task.task_id]
+    assert vidu.count("GET /ent/v2/tasks") == 0  # no lookup needed
+
+
+async def test_a_caller_pacing_itself_gets_429_at_once(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    vidu.create_faults = [429]
+    with pytest.raises(RateLimitError) as info:
+        await client.create_reference2video(request(), retry_rate_limits=False)
+    assert info.value.reason == "TooManyRequests"
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+    assert time.waits == []
+
+
+async def test_retry_after_seconds_and_http_date_are_honoured(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    vidu.headers = {"Retry-After": "17"}
+    vidu.create_faults = [429]
+    await client.create_reference2video(request())
+    vidu.headers = {
+        "Retry-After": format_datetime(
+            dt.datetime.now(dt.UTC) + dt.timedelta(seconds=40), usegmt=True
+        )
+    }
+    vidu.create_faults = [429]
+    await client.create_reference2video(request())
+    assert time.waits[0] == 17.0
+    assert 37.0 < time.waits[1] <= 40.0
+
+
+async def test_a_retry_after_over_the_cap_is_raised_not_slept(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    vidu.headers = {"retry-after-ms": "600000"}
+    vidu.create_faults = [429]
+    with pytest.raises(RateLimitError) as info:
+        await client.create_reference2video(request())
+    assert info.value.retry_after == 600.0
+    assert time.waits == []
+    assert vidu.tasks == {}
+
+
+async def test_the_time_budget_bounds_a_call(
+    server: TestServer, vidu: FakeVidu, time: FakeTime
+) -> None:
+    policy = RetryPolicy(
+        sleep=time.sleep, clock=time.clock, random=lambda: 1.0, max_attempts=50, budget=20.0
+    )
+    vidu.query_faults = [500] * 50
+    async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=policy) as client:
+        with pytest.raises(ServerError):
+            await client.get_credits()
+    assert time.waits == [1.0, 2.0, 4.0, 8.0]  # 15 s waited; 16 more would overrun 20 s
+    assert vidu.count("GET /ent/v2/credits") == 5
+
+
+# --- ambiguous creates -----------------------------------------------------------------------
+
+
+async def ambiguous_client(
+    server: TestServer, policy: RetryPolicy, sock_read: float | None = None
+) -> ViduClient:
+    timeout = aiohttp.ClientTimeout(total=10, sock_read=sock_read)
+    return ViduClient(KEY, base_url=str(server.make_url("/")), retry=policy, timeout=timeout)
+
+
+@pytest.mark.parametrize("fault", ["reset-after", "500-after", "hang-after", "truncated-after"])
+async def test_a_lost_answer_finds_the_task_instead_of_paying_twice(
+    server: TestServer, vidu: FakeVidu, policy: RetryPolicy, fault: str
+) -> None:
+    vidu.create_faults = [fault]
+    async with await ambiguous_client(server, policy, sock_read=0.2) as client:
+        task = await client.create_reference2video(request())
+    vidu.release.set()
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+    (only,) = vidu.tasks.values()
+    assert task.task_id == only["id"]
+    assert task.payload == "my own payload"
+    assert split_payload(only["payload"]) == (task.correlation_key, "my own payload")
+    assert task.model == "viduq2"
+
+
+async def test_a_create_proven_absent_is_resent_with_the_same_key(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vidu_async")
+    vidu.create_faults = [500]  # refused before creating anything
+    task = await client.create_reference2video(request())
+    assert vidu.count("POST /ent/v2/reference2video") == 2
+    assert vidu.count("GET /ent/v2/tasks") == 2  # looked twice before declaring it absent
+    first, second = (b["payload"] for b in vidu.create_bodies)
+    assert first == second
+    assert list(vidu.tasks) == [task.task_id]
+    assert time.waits == [2.0, 1.0]  # the absence check interval, then the retry backoff
+    assert any("no task has correlation key" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_task_appearing_late_in_the_list_is_still_found(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    vidu.create_faults = ["500-after"]
+    vidu.list_faults = ["empty"]  # the list lags behind the create once
+    task = await client.create_reference2video(request())
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+    assert vidu.count("GET /ent/v2/tasks") == 2
+    assert list(vidu.tasks) == [task.task_id]
+    assert time.waits == [2.0]
+
+
+async def test_a_failed_lookup_raises_ambiguous_and_never_resends(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    vidu.create_faults = ["500-after"]
+    vidu.list_faults = [500] * 20
+    with pytest.raises(AmbiguousCreateError) as info:
+        await client.create_reference2video(request())
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+    (only,) = vidu.tasks.values()
+    assert split_payload(only["payload"])[0] == info.value.correlation_key
+    assert isinstance(info.value.cause, ServerError)
+    assert info.value.correlation_key in str(info.value)
+
+
+# --- waiting ---------------------------------------------------------------------------------
+
+
+async def test_wait_for_task_through_a_full_cycle(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    task = vidu.add_task()
+    vidu.progress[task["id"]] = [
+        {"state": "created"},
+        {"state": "queueing"},
+        {"state": "processing"},
+        {"state": "processing"},
+        {"state": "success", "creations": [{"id": "c1", "url": "https://files/x.mp4"}]},
+    ]
+    result = await client.wait_for_task(task["id"], poll_interval=2.0, max_interval=4.0)
+    assert result.succeeded
+    assert result.creations[0].id == "c1"
+    assert vidu.count(f"GET /ent/v2/tasks/{task['id']}/creations") == 5
+    assert time.waits == [2.0, 3.0, 4.0, 4.0]
+
+
+async def test_wait_for_task_returns_a_failed_task_with_its_err_code(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    task = vidu.add_task()
+    vidu.progress[task["id"]] = [
+        {"state": "processing"},
+        {"state": "failed", "err_code": "AuditSubmitIllegal"},
+    ]
+    result = await client.wait_for_task(task["id"])
+    assert result.state == TaskState.FAILED
+    assert result.err_code == "AuditSubmitIllegal"
+
+
+async def test_wait_for_task_times_out_with_the_last_state(
+    client: ViduClient, vidu: FakeVidu, time: FakeTime
+) -> None:
+    task = vidu.add_task(state="processing")
+    with pytest.raises(TaskTimeoutError) as info:
+        await client.wait_for_task(task["id"], timeout=60.0, poll_interval=10.0, max_interval=30.0)
+    assert info.value.task_id == task["id"]
+    assert info.value.last.state == TaskState.PROCESSING
+    assert sum(time.waits) == 60.0  # slept up to the deadline, not past it
+
+
+# --- sessions and accounts -------------------------------------------------------------------
+
+
+async def test_clients_for_other_accounts_share_the_pool(
+    server: TestServer, vidu: FakeVidu, policy: RetryPolicy
+) -> None:
+    base = str(server.make_url("/"))
+    async with ViduClient(KEY, base_url=base, retry=policy) as main:
+        other = main.for_account(Account("second-account-key", base))
+        with pytest.raises(AuthenticationError):
+            await other.get_credits()
+        await main.get_credits()
+        assert vidu.authorizations == ["Token second-account-key", f"Token {KEY}"]
+        assert other.retry is main.retry
+        await other.close()  # does not close the shared sessions
+        await main.get_credits()
+    with pytest.raises(RuntimeError, match="closed"):
+        await other.get_credits()
+
+
+# --- the key never leaks ---------------------------------------------------------------------
+
+
+async def test_the_key_appears_in_no_log_record_repr_or_error(
+    server: TestServer, vidu: FakeVidu, policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[BaseException] = []
+    vidu.create_faults = ["hang-after", "500-after"]
+    vidu.list_faults = [500] * 10
+    vidu.query_faults = ["redirect"]
+    async with await ambiguous_client(server, policy, sock_read=0.2) as client:
+        for call in (
+            lambda: client.create_reference2video(request()),
+            lambda: client.create_reference2video(request()),
+            client.get_credits,
+            lambda: client.for_account(Account("wrong", str(server.make_url("/")))).get_task("1"),
+        ):
+            try:
+                await call()
+            except Exception as error:
+                errors.append(error)
+        texts = [repr(client), repr(client.account), repr(client.retry)]
+    vidu.release.set()
+    assert [type(e) for e in errors] == [
+        AmbiguousCreateError,
+        AmbiguousCreateError,
+        APIStatusError,
+        AuthenticationError,
+    ]
+    assert isinstance(errors[0].cause, APITimeoutError)  # type: ignore[attr-defined]
+    for error in errors:
+        texts += [str(error), repr(error), "".join(traceback.format_exception(error))]
+    texts += [record.getMessage() for record in caplog.records]
+    texts += [json.dumps(record.args, default=repr) for record in caplog.records if record.args]
+    assert caplog.records  # there was something to look at
+    assert not [text for text in texts if KEY in text]

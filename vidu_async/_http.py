@@ -1,0 +1,335 @@
+"""Accounts, the session pool, and one HTTP exchange with the API mapped to our errors.
+
+An ``Account`` is where and as whom to call (base URL, key, auth scheme). ``SessionPool`` keeps
+one ``aiohttp.ClientSession`` per account, plus one keyless session for file hosts, so no
+download ever carries an ``Authorization`` header. ``send()`` makes a single attempt: retries
+live in ``retry.py`` and ``client.py``. The key is sent only in the ``Authorization`` header of
+an API request, never follows a redirect, and appears in no repr, log or error message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import ipaddress
+import json
+import logging
+import os
+import re
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import attrs
+
+from vidu_async._version import __version__
+from vidu_async.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    RateLimitError,
+    ResponseFormatError,
+    status_error_class,
+)
+from vidu_async.retry import parse_retry_after
+
+__all__ = [
+    "API_PREFIX",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "USER_AGENT",
+    "Account",
+    "SessionPool",
+    "call_name",
+    "normalize_base_url",
+    "send",
+    "status_error",
+]
+
+logger = logging.getLogger("vidu_async.http")
+
+DEFAULT_BASE_URL = "https://api.vidu.com"
+API_PREFIX = "/ent/v2"
+USER_AGENT = f"vidu-async/{__version__}"
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15, sock_read=120)
+"""API calls: 15 s to connect, 2 min between bytes of the answer, 5 min in all (large uploads)."""
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+_SNIPPET = 300
+
+
+def normalize_base_url(value: str) -> str:
+    """``value`` without a trailing ``/`` or ``/ent/v2``; checks it is an absolute http(s) URL."""
+    url = value.strip().rstrip("/")
+    if url.endswith(API_PREFIX):
+        url = url[: -len(API_PREFIX)].rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL}, got {value!r}"
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigurationError(
+            f"base_url for {parts.hostname} must be a plain URL, without query, fragment or "
+            "user:password"
+        )
+    return url
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_key(_: object, __: object, value: str) -> None:
+    if not value or value != value.strip() or any(c in value for c in "\r\n"):
+        raise ConfigurationError(
+            "the API key is empty or has surrounding whitespace or line breaks (check VIDU_API_KEY)"
+        )
+
+
+def _check_scheme(_: object, __: object, value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", value):
+        raise ConfigurationError(
+            f"auth_scheme must be one word such as Token or Bearer, got {value!r}"
+        )
+
+
+@attrs.frozen
+class Account:
+    """One Vidu account: its API host and key. The key never shows in a repr.
+
+    Building an account refuses to send the key over plain ``http://`` to anything but a
+    loopback address (the embedded simulator).
+    """
+
+    api_key: str = attrs.field(repr=False, validator=_check_key)
+    base_url: str = attrs.field(default=DEFAULT_BASE_URL, converter=normalize_base_url)
+    auth_scheme: str = attrs.field(default="Token", validator=_check_scheme)
+
+    def __attrs_post_init__(self) -> None:
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            raise ConfigurationError(
+                f"refusing to send the API key over plain http to {parts.hostname}: use https "
+                "(plain http is allowed only to a loopback address, such as the simulator)"
+            )
+
+    @classmethod
+    def from_env(
+        cls,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        auth_scheme: str | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> Account:
+        """An account from the arguments, falling back to ``VIDU_API_KEY``, ``VIDU_BASE_URL``
+        and ``VIDU_AUTH_SCHEME`` (empty values count as unset), then to the defaults."""
+        key = api_key or environ.get("VIDU_API_KEY", "")
+        if not key:
+            raise ConfigurationError(
+                "no API key: pass api_key=... or set the VIDU_API_KEY environment variable"
+            )
+        return cls(
+            key,
+            base_url or environ.get("VIDU_BASE_URL") or DEFAULT_BASE_URL,
+            auth_scheme or environ.get("VIDU_AUTH_SCHEME") or "Token",
+        )
+
+    def url(self, path: str) -> str:
+        """The full URL of an API ``path`` such as ``/tasks``."""
+        return f"{self.base_url}{API_PREFIX}{path}"
+
+    def headers(self) -> dict[str, str]:
+        """The headers of an API request (the only place the key is used)."""
+        return {"Authorization": f"{self.auth_scheme} {self.api_key}", "Accept": "application/json"}
+
+
+class SessionPool:
+    """One ``aiohttp.ClientSession`` per account, created on first use and reused; ``close()``
+    closes them all. ``session(None)`` is the keyless session used for file downloads.
+
+    ``timeout`` and the connector limits apply to every session of the pool.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: aiohttp.ClientTimeout | None = None,
+        limit: int = 100,
+        limit_per_host: int = 0,
+    ) -> None:
+        self.timeout = timeout or DEFAULT_TIMEOUT
+        self.limit = limit
+        self.limit_per_host = limit_per_host
+        self._sessions: dict[Account | None, aiohttp.ClientSession] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<SessionPool sessions={len(self._sessions)} closed={self._closed}>"
+
+    def session(self, account: Account | None) -> aiohttp.ClientSession:
+        """The session for ``account`` (None: file hosts); must be called in a running loop."""
+        if self._closed:
+            raise RuntimeError("the client is closed; create a new ViduClient")
+        session = self._sessions.get(account)
+        if session is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.limit, limit_per_host=self.limit_per_host
+                ),
+                timeout=self.timeout,
+                headers={"User-Agent": USER_AGENT},
+            )
+            self._sessions[account] = session
+        return session
+
+    async def close(self) -> None:
+        """Close every session; the pool cannot be used afterwards."""
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+
+
+def _snippet(body: bytes) -> str:
+    """A short, single-line, tag-free excerpt of an answer body for an error message."""
+    text = body.decode("utf-8", errors="replace")
+    text = re.sub(r"<[^>]*>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
+
+
+def status_error(
+    status: int,
+    phrase: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    call: str,
+    now: dt.datetime,
+) -> APIStatusError:
+    """The exception for an error answer, from Vidu's ``{"code", "reason", "message",
+    "metadata": {"trace_id"}}`` body; any other body (a proxy's HTML page) gives the HTTP
+    phrase and a snippet of its text."""
+    text = body.decode("utf-8", errors="replace")
+    lowered = {name.lower(): value for name, value in headers.items()}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("reason"):
+        reason, message = str(data["reason"]), str(data.get("message") or "")
+        metadata = data.get("metadata")
+        trace_id = metadata.get("trace_id") if isinstance(metadata, dict) else None
+    else:
+        kind = lowered.get("content-type", "unknown type")
+        reason, trace_id = phrase or "HTTPError", None
+        message = f"answer is not a Vidu error ({kind}): {_snippet(body)}" if body else ""
+    fields: dict[str, Any] = {
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "trace_id": str(trace_id) if trace_id else None,
+        "body": text,
+        "call": call,
+        "headers": lowered,
+    }
+    cls = status_error_class(status, reason)
+    if issubclass(cls, RateLimitError):
+        return cls(retry_after=parse_retry_after(lowered, now), **fields)
+    return cls(**fields)
+
+
+def _redirect_error(status: int, location: str, call: str) -> APIStatusError:
+    target = urllib.parse.urlsplit(location)._replace(query="", fragment="").geturl()
+    return APIStatusError(
+        status=status,
+        reason="Redirect",
+        message=(
+            f"the API redirected to {target or '(no Location)'}; redirects are not followed so "
+            "the key is never sent elsewhere: set base_url to the final address"
+        ),
+        call=call,
+    )
+
+
+def call_name(method: str, path: str) -> str:
+    """How errors and logs name a call: ``GET /ent/v2/tasks``."""
+    return f"{method} {API_PREFIX}{path}"
+
+
+def _parse_success(body: bytes, call: str) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ResponseFormatError(
+            f"{call} answered with something that is not JSON: {_snippet(body)}", field="(body)"
+        ) from None
+
+
+async def send(
+    pool: SessionPool,
+    account: Account,
+    method: str,
+    path: str,
+    *,
+    params: Sequence[tuple[str, str]] = (),
+    body: bytes | None = None,
+) -> Any:
+    """One request to the API: the decoded JSON answer, or an exception from ``errors``.
+
+    A 2xx answer is returned parsed; 3xx raises ``APIStatusError`` (not followed); any other
+    status raises the ``status_error_class`` for it. Network failures raise
+    ``APIConnectionError`` / ``APITimeoutError`` naming the call, with ``sent=False`` only when
+    the request cannot have reached the server (no connection was made).
+    """
+    call = call_name(method, path)
+    headers = account.headers()
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    session = pool.session(account)
+    started = time.monotonic()
+    try:
+        async with session.request(
+            method,
+            account.url(path),
+            params=list(params),
+            data=None if body is None else io.BytesIO(body),  # streamed: bodies reach 20 MB
+            headers=headers,
+            allow_redirects=False,
+        ) as response:
+            content = await response.read()
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise APITimeoutError(f"timed out connecting ({exc})", call=call, sent=False) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise APIConnectionError(f"could not connect: {exc}", call=call, sent=False) from exc
+    except TimeoutError as exc:  # aiohttp's read timeouts and the total timeout
+        raise APITimeoutError("timed out waiting for the answer", call=call) from exc
+    except aiohttp.ClientError as exc:
+        raise APIConnectionError(
+            f"connection lost ({type(exc).__name__}: {exc})", call=call
+        ) from exc
+    logger.debug("%s -> %d in %.3fs", call, response.status, time.monotonic() - started)
+    if 200 <= response.status < 300:
+        return _parse_success(content, call)
+    if 300 <= response.status < 400:
+        raise _redirect_error(response.status, response.headers.get("Location", ""), call)
+    raise status_error(
+        response.status,
+        response.reason or "",
+        response.headers,
+        content,
+        call,
+        dt.datetime.now(dt.UTC),
+    )
