@@ -87,6 +87,12 @@ def _rfc3339(value: dt.datetime, field: str) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _validated_body(request: ReferenceToVideoRequest) -> dict[str, Any]:
+    """Validate, then build the body: both read local files, so they run off the event loop."""
+    request.validate()
+    return request.to_payload()
+
+
 def _task_from_result(result: TaskResult) -> Task:
     """A ``Task`` from a list item: what the item carries, empty defaults for the rest."""
     fields = {key: value for key, value in result.raw.items() if key != "id"}
@@ -203,7 +209,6 @@ class ViduClient:
         ``retry_rate_limits=False`` raises a 429 (``RateLimitError``) at once instead of waiting,
         for callers that pace their own requests.
         """
-        request.validate()
         key = correlation_key or new_correlation_key()
         sent_payload = wrap_payload(key, request.payload or "")
         if len(sent_payload) > PAYLOAD_MAX_CHARS:
@@ -214,7 +219,7 @@ class ViduClient:
                 f"correlation key), got {len(request.payload or '')}",
             )
             raise ValidationError([problem], model=request.model)
-        fields = await asyncio.to_thread(request.to_payload)
+        fields = await asyncio.to_thread(_validated_body, request)
         fields["payload"] = sent_payload
         body = dumps_body(fields)
         path = "/reference2video"

@@ -1,0 +1,156 @@
+"""How a simulated Vidu behaves: accounts, the task timeline, and the faults it injects on demand.
+
+All configuration is frozen attrs data; the simulator reads it and never changes it.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = [
+    "ENDPOINTS",
+    "FAULT_KINDS",
+    "Account",
+    "EndpointFaults",
+    "Faults",
+    "RateLimit",
+    "Timeline",
+]
+
+ENDPOINTS = ("create", "query", "cancel", "list_tasks", "credits")
+"""The API endpoints faults can be configured on (``files`` and ``/_sim`` never fault)."""
+
+FAULT_KINDS = (
+    "quota_exceeded",
+    "too_many_requests",
+    "system_throttling",
+    "server_error",
+    "reset",
+    "truncated",
+    "commit_then_drop",
+)
+"""The mutually exclusive faults, in the order a draw walks them; see ``EndpointFaults``."""
+
+_probability = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+_non_negative = attrs.validators.ge(0.0)
+
+
+@attrs.frozen
+class Account:
+    """One API key's account: its credit balance and how many tasks may process at once."""
+
+    credits: int = attrs.field(default=100_000, validator=attrs.validators.ge(0))
+    concurrency_limit: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class Timeline:
+    """How long a task spends in each state (seconds of the simulator's clock) and how it ends.
+
+    A task waits ``created`` seconds before it queues, then starts as soon as one of its account's
+    ``concurrency_limit`` slots is free, and processes for ``processing`` seconds. It then fails
+    with probability ``failure_rate``, its ``err_code`` drawn from ``failure_codes``.
+    """
+
+    created: float = attrs.field(default=0.1, validator=_non_negative)
+    processing: float = attrs.field(default=0.8, validator=_non_negative)
+    failure_rate: float = attrs.field(default=0.0, validator=_probability)
+    failure_codes: tuple[str, ...] = attrs.field(
+        default=("InternalServiceFailure", "CreationPolicyViolation"),
+        validator=attrs.validators.min_len(1),
+    )
+
+
+@attrs.frozen
+class EndpointFaults:
+    """Faults injected on one endpoint, each a probability per request.
+
+    At most one of the ``FAULT_KINDS`` fires on a request, so their sum must not exceed 1:
+
+    - ``quota_exceeded``, ``too_many_requests``, ``system_throttling``: 429 with that reason,
+      with a ``Retry-After: <retry_after>`` header when ``retry_after`` is set;
+    - ``server_error``: 500 ``InternalServiceFailure``, the request not handled;
+    - ``reset``: the connection is closed before the request is handled (no answer);
+    - ``truncated``: the request is handled, then the answer's body is cut short (the
+      ``Content-Length`` promises more than is sent) and the connection closed;
+    - ``commit_then_drop`` (create only): the task is created and billed, then the connection is
+      closed without an answer.
+
+    Independently, ``latency`` seconds (real time, not the simulator's clock) are added before
+    handling with probability ``latency_rate``.
+    """
+
+    quota_exceeded: float = attrs.field(default=0.0, validator=_probability)
+    too_many_requests: float = attrs.field(default=0.0, validator=_probability)
+    system_throttling: float = attrs.field(default=0.0, validator=_probability)
+    server_error: float = attrs.field(default=0.0, validator=_probability)
+    reset: float = attrs.field(default=0.0, validator=_probability)
+    truncated: float = attrs.field(default=0.0, validator=_probability)
+    commit_then_drop: float = attrs.field(default=0.0, validator=_probability)
+    retry_after: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_non_negative)
+    )
+    latency: float = attrs.field(default=0.0, validator=_non_negative)
+    latency_rate: float = attrs.field(default=0.0, validator=_probability)
+
+    def __attrs_post_init__(self) -> None:
+        total = sum(self.rate(kind) for kind in FAULT_KINDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault probabilities add up to {total:g}, more than 1")
+
+    def rate(self, kind: str) -> float:
+        """The probability of the fault named ``kind`` (one of ``FAULT_KINDS``)."""
+        value: float = getattr(self, kind)
+        return value
+
+
+@attrs.frozen
+class RateLimit:
+    """A token bucket per account: ``rate`` requests a second on average, bursts of ``burst``.
+
+    A request finding the bucket empty gets 429 ``TooManyRequests`` with a ``Retry-After`` header.
+    """
+
+    rate: float = attrs.field(validator=attrs.validators.gt(0.0))
+    burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+
+
+def _no_commit_then_drop(
+    instance: Faults, attribute: attrs.Attribute[EndpointFaults], value: EndpointFaults
+) -> None:
+    if value.commit_then_drop:
+        raise ValueError(f"commit_then_drop only applies to create, not {attribute.name}")
+
+
+@attrs.frozen
+class Faults:
+    """Faults per endpoint (see ``EndpointFaults``) and an optional request-rate limit."""
+
+    create: EndpointFaults = EndpointFaults()
+    query: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_no_commit_then_drop)
+    cancel: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_no_commit_then_drop)
+    list_tasks: EndpointFaults = attrs.field(
+        default=EndpointFaults(), validator=_no_commit_then_drop
+    )
+    credits: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_no_commit_then_drop)
+    rate_limit: RateLimit | None = None
+
+    @classmethod
+    def everywhere(cls, faults: EndpointFaults, *, rate_limit: RateLimit | None = None) -> Faults:
+        """The same faults on every endpoint (``commit_then_drop`` on create only)."""
+        others = attrs.evolve(faults, commit_then_drop=0.0)
+        return cls(
+            create=faults,
+            query=others,
+            cancel=others,
+            list_tasks=others,
+            credits=others,
+            rate_limit=rate_limit,
+        )
+
+    def for_endpoint(self, endpoint: str) -> EndpointFaults:
+        """The faults of ``endpoint`` (one of ``ENDPOINTS``)."""
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {ENDPOINTS}")
+        faults: EndpointFaults = getattr(self, endpoint)
+        return faults

@@ -1,0 +1,367 @@
+"""The simulator's bookkeeping, without HTTP: accounts, tasks and the clock-driven state machine.
+
+A task is ``created``, then ``queueing`` after ``Timeline.created`` seconds, then ``processing``
+once one of its account's ``concurrency_limit`` slots is free (queued tasks start in submission
+order), then ``success`` or ``failed`` after ``Timeline.processing`` seconds. ``tick()`` applies
+every transition due by the clock's current reading, in time order, so a clock that jumps ahead
+gives the same history as one that creeps.
+
+A cancelled task (cancel is allowed only while ``created`` or ``queueing``) reads ``state``
+``failed`` with ``err_code`` ``TaskCanceled``, and its credits are refunded (``credits`` 0).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from typing import Any
+
+import attrs
+
+from vidu_async.capabilities import MODELS
+from vidu_async.testing.answers import SimError
+from vidu_async.testing.config import Account, Timeline
+from vidu_async.testing.pricing import task_cost
+from vidu_async.testing.stats import SimStats
+
+__all__ = [
+    "CANCELED",
+    "CANCEL_REFUSED",
+    "CREATED",
+    "FAILED",
+    "PROCESSING",
+    "QUEUEING",
+    "STATES",
+    "SUCCESS",
+    "AccountState",
+    "Clock",
+    "ListQuery",
+    "ManualClock",
+    "SimTask",
+    "Simulation",
+    "parse_page_token",
+]
+
+CREATED, QUEUEING, PROCESSING, SUCCESS, FAILED = (
+    "created",
+    "queueing",
+    "processing",
+    "success",
+    "failed",
+)
+STATES = (CREATED, QUEUEING, PROCESSING, SUCCESS, FAILED)
+CANCELED = "TaskCanceled"
+"""The ``err_code`` of a task cancelled before it started."""
+CANCEL_REFUSED = "task state is scheduled, can not cancel"
+"""The spec's message when a task has already started (section 3)."""
+
+Clock = Callable[[], float]
+"""Monotonic seconds; the simulator reads it, tests can drive it (``ManualClock``)."""
+
+
+@attrs.define
+class ManualClock:
+    """A clock that moves only when told to: ``advance(seconds)``. Pass it as ``clock=``."""
+
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"a clock cannot go back ({seconds} s)")
+        self.now += seconds
+
+
+@attrs.define
+class SimTask:
+    """One simulated task; read its fields, do not modify them.
+
+    ``request`` is the create body as received; the other fields are what the server decided
+    (defaults applied, seed drawn, cost charged) and where the task is in its life.
+    """
+
+    task_id: str
+    api_key: str = attrs.field(repr=False)
+    request: dict[str, Any] = attrs.field(repr=False)
+    model: str
+    duration: int
+    resolution: str
+    aspect_ratio: str
+    seed: int
+    credits: int
+    created_ns: int
+    """Wall-clock creation time, nanoseconds since the Unix epoch."""
+    created_at: float
+    """Creation time on the simulator's clock; the ``*_at`` below are on it too."""
+    state: str = CREATED
+    err_code: str = ""
+    queued_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def payload(self) -> str:
+        value: str = self.request.get("payload", "")
+        return value
+
+
+@attrs.define
+class AccountState:
+    """One account's balance and tasks; ``tasks`` in submission order."""
+
+    config: Account
+    balance: int
+    tasks: dict[str, SimTask] = attrs.field(factory=dict)
+    created: deque[SimTask] = attrs.field(factory=deque)
+    queue: deque[SimTask] = attrs.field(factory=deque)
+    processing: list[SimTask] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class ListQuery:
+    """A ``GET /ent/v2/tasks`` request, parsed: the filters and which page.
+
+    ``after`` is the (created_ns, task_id) of the last task of the previous page, from a
+    ``pager.page_token``; without it, the page is the ``page``-th of ``pagesz`` tasks.
+    """
+
+    since_ns: int
+    until_ns: int
+    task_ids: frozenset[str] = frozenset()
+    states: frozenset[str] = frozenset()
+    page: int = 0
+    pagesz: int = 10
+    after: tuple[int, str] | None = None
+
+
+class Simulation:
+    """Accounts and their tasks, advanced by ``tick()`` against an injectable clock.
+
+    ``on_change`` is called with a task each time it changes state (in the event loop's thread).
+    """
+
+    def __init__(
+        self,
+        accounts: Mapping[str, Account],
+        *,
+        timeline: Timeline,
+        clock: Clock,
+        seed: int,
+        stats: SimStats,
+        on_change: Callable[[SimTask], None] = lambda task: None,
+    ) -> None:
+        self.timeline = timeline
+        self.stats = stats
+        self._clock = clock
+        self._on_change = on_change
+        self._accounts = {key: AccountState(acc, acc.credits) for key, acc in accounts.items()}
+        self._tasks: dict[str, SimTask] = {}
+        self._outcomes = random.Random(f"{seed}:outcomes")
+        self._ids = random.Random(f"{seed}:ids")
+        self._next_id = self._ids.randrange(9 * 10**17, 91 * 10**16)
+        self._clock_origin = clock()
+        self._wall_origin_ns = time.time_ns()
+        self._cursor = -math.inf
+
+    # --- reading -----------------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> Mapping[str, SimTask]:
+        return self._tasks
+
+    def now(self) -> float:
+        return self._clock()
+
+    def now_ns(self) -> int:
+        """Wall-clock time, nanoseconds since the epoch, moving with the simulator's clock."""
+        return self._wall_origin_ns + round((self._clock() - self._clock_origin) * 1e9)
+
+    def account(self, api_key: str) -> AccountState | None:
+        return self._accounts.get(api_key)
+
+    def balance(self, api_key: str) -> int:
+        return self._account(api_key).balance
+
+    def _account(self, api_key: str) -> AccountState:
+        account = self._accounts.get(api_key)
+        if account is None:
+            raise KeyError(f"no account for that API key (known: {len(self._accounts)} keys)")
+        return account
+
+    def task(self, api_key: str, task_id: str) -> SimTask:
+        """The task ``task_id`` of this account, or 404 ``TaskNotFound``."""
+        task = self._account(api_key).tasks.get(task_id)
+        if task is None:
+            raise SimError(404, "TaskNotFound", f"task {task_id} not found")
+        return task
+
+    def list_tasks(self, api_key: str, query: ListQuery) -> tuple[list[SimTask], str | None]:
+        """One page of this account's tasks, newest first, and the key of the page's last task
+        when more follow (for ``next_page_token``)."""
+        key = _list_order
+        matches = sorted(
+            (
+                task
+                for task in self._account(api_key).tasks.values()
+                if query.since_ns <= task.created_ns <= query.until_ns
+                and (not query.task_ids or task.task_id in query.task_ids)
+                and (not query.states or task.state in query.states)
+            ),
+            key=key,
+            reverse=True,
+        )
+        if query.after is not None:
+            matches = [t for t in matches if key(t) < query.after]
+            start = 0
+        else:
+            start = query.page * query.pagesz
+        page = matches[start : start + query.pagesz]
+        more = start + query.pagesz < len(matches)
+        return page, (_page_token(key(page[-1])) if more and page else None)
+
+    # --- changing ----------------------------------------------------------------------------
+
+    def top_up(self, api_key: str, credits: int) -> None:
+        self._account(api_key).balance += credits
+
+    def create(self, api_key: str, body: Mapping[str, Any]) -> SimTask:
+        """Create and bill a task from a validated body; 400 ``CreditInsufficient`` if unpaid."""
+        self.tick()
+        account = self._account(api_key)
+        model = MODELS[body["model"]]
+        duration = int(body.get("duration", model.default_duration))
+        cost = task_cost(model.name, duration, off_peak=bool(body.get("off_peak", False)))
+        if cost > account.balance:
+            raise SimError(
+                400,
+                "CreditInsufficient",
+                f"the task costs {cost} credits and the account has {account.balance}",
+            )
+        account.balance -= cost
+        task = SimTask(
+            task_id=self._new_task_id(),
+            api_key=api_key,
+            request=dict(body),
+            model=model.name,
+            duration=duration,
+            resolution=body.get("resolution", model.default_resolution),
+            aspect_ratio=body.get("aspect_ratio", "16:9"),
+            seed=int(body.get("seed") or self._outcomes.randrange(1, 2**31)),
+            credits=cost,
+            created_ns=self.now_ns(),
+            created_at=self.now(),
+        )
+        self._tasks[task.task_id] = account.tasks[task.task_id] = task
+        account.created.append(task)
+        self.stats.tasks_created += 1
+        if task.payload:
+            self.stats.payloads[task.payload] += 1
+        return task
+
+    def cancel(self, api_key: str, task_id: str) -> None:
+        """Cancel a task that has not started, refunding it; 400 ``BadRequest`` otherwise."""
+        self.tick()
+        task = self.task(api_key, task_id)
+        account = self._account(api_key)
+        if task.state == CREATED:
+            account.created.remove(task)
+        elif task.state == QUEUEING:
+            account.queue.remove(task)
+        else:
+            raise SimError(400, "BadRequest", CANCEL_REFUSED)
+        account.balance += task.credits
+        task.credits = 0
+        self._finish(task, self.now(), FAILED, CANCELED)
+
+    def tick(self) -> None:
+        """Apply every transition due by now, earliest first."""
+        now = self._clock()
+        while (event := self._next_event()) is not None and event[0] <= now:
+            at, apply = event
+            self._cursor = max(self._cursor, at)
+            apply(at)
+
+    # --- the state machine -------------------------------------------------------------------
+
+    def _next_event(self) -> tuple[float, Callable[[float], None]] | None:
+        best: tuple[float, Callable[[float], None]] | None = None
+        for account in self._accounts.values():
+            for at, apply in self._account_events(account):
+                if best is None or at < best[0]:
+                    best = (at, apply)
+        return best
+
+    def _account_events(
+        self, account: AccountState
+    ) -> Iterable[tuple[float, Callable[[float], None]]]:
+        timeline = self.timeline
+        if account.created:
+            first = account.created[0]
+            yield first.created_at + timeline.created, partial(self._enqueue, account)
+        if account.processing:
+            done = min(account.processing, key=_started)
+            yield _started(done) + timeline.processing, partial(self._complete, account, done)
+        if account.queue and len(account.processing) < account.config.concurrency_limit:
+            head = account.queue[0]
+            assert head.queued_at is not None
+            yield max(head.queued_at, self._cursor), partial(self._start, account)
+
+    def _enqueue(self, account: AccountState, at: float) -> None:
+        task = account.created.popleft()
+        task.queued_at = at
+        account.queue.append(task)
+        self._set_state(task, QUEUEING)
+
+    def _start(self, account: AccountState, at: float) -> None:
+        task = account.queue.popleft()
+        task.started_at = at
+        account.processing.append(task)
+        self.stats.max_processing = max(self.stats.max_processing, len(account.processing))
+        self._set_state(task, PROCESSING)
+
+    def _complete(self, account: AccountState, task: SimTask, at: float) -> None:
+        account.processing.remove(task)
+        if self._outcomes.random() < self.timeline.failure_rate:
+            self._finish(task, at, FAILED, self._outcomes.choice(self.timeline.failure_codes))
+        else:
+            self._finish(task, at, SUCCESS, "")
+
+    def _finish(self, task: SimTask, at: float, state: str, err_code: str) -> None:
+        task.finished_at = at
+        task.err_code = err_code
+        self._set_state(task, state)
+
+    def _set_state(self, task: SimTask, state: str) -> None:
+        task.state = state
+        self._on_change(task)
+
+    def _new_task_id(self) -> str:
+        self._next_id += self._ids.randrange(1, 4096)
+        return str(self._next_id)
+
+
+def _started(task: SimTask) -> float:
+    assert task.started_at is not None
+    return task.started_at
+
+
+def _list_order(task: SimTask) -> tuple[int, str]:
+    return (task.created_ns, task.task_id)
+
+
+def _page_token(key: tuple[int, str]) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+def parse_page_token(token: str) -> tuple[int, str]:
+    """The (created_ns, task_id) a ``next_page_token`` stands for; ``ValueError`` if malformed."""
+    created, sep, task_id = token.partition("-")
+    if not (sep and created.isdigit() and task_id.isdigit()):
+        raise ValueError(f"not a page token: {token!r}")
+    return int(created), task_id
