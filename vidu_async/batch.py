@@ -43,7 +43,7 @@ from vidu_async.errors import (
 from vidu_async.jobs import Job, JobLine
 from vidu_async.ledger import JobRecord, Ledger
 from vidu_async.outcome import ErrorInfo, Outcome
-from vidu_async.tasks import TaskResult, new_correlation_key
+from vidu_async.tasks import Task, TaskResult, new_correlation_key
 from vidu_async.throttle import Throttle
 
 __all__ = ["BatchObserver", "BatchOptions", "BatchSubmitter"]
@@ -292,9 +292,13 @@ class BatchSubmitter:
             result = await self._create_once(job, key, account)
             if result is None:
                 continue  # throttled: the 429 proves nothing was created; same key again
-            return result
+            if isinstance(result, Outcome):
+                return result
+            account.created += 1
+            return await self._created(job, result.task_id, result.credits, account)
 
-    async def _create_once(self, job: Job, key: str, account: _Account) -> Outcome | None:
+    async def _create_once(self, job: Job, key: str, account: _Account) -> Task | Outcome | None:
+        """One create: the task, the outcome of a refusal, or None when throttled (retry)."""
         if self._ledger is not None:
             await self._ledger.intent(job.custom_id, key, account=account.label)
         try:
@@ -316,8 +320,7 @@ class BatchSubmitter:
             self._observer.job_created(task.task_id, task.credits)
         if self._ledger is not None:
             await self._ledger.created(job.custom_id, task.task_id, task.credits)
-        account.created += 1
-        return await self._created(job, task.task_id, task.credits, account)
+        return task
 
     def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome:
         """The outcome of a create that raised (other than a 429)."""
