@@ -7,15 +7,27 @@ API key before any job ran, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import shlex
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+import attrs
 
 from vidu_async import capabilities as caps
+from vidu_async import demo
 from vidu_async._version import __version__
-from vidu_async.jobs import FORMATS, JobLine, detect_format, read_jobs
+from vidu_async.batch import BatchOptions
+from vidu_async.client import ViduClient
+from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
+from vidu_async.jobs import FORMATS, detect_format, read_jobs
+from vidu_async.progress import ProgressReporter, ProgressState
+from vidu_async.submit import count_lines, report_line, submit_jobs_file
 
 __all__ = ["main"]
 
@@ -33,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse's usage errors and --help
         return int(exc.code or 0)
+    args.argv = None if argv is None else list(argv)
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
@@ -60,6 +73,64 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object per input line on stdout"
     )
     validate.set_defaults(run=run_validate)
+
+    submit = commands.add_parser(
+        "submit",
+        help="submit every job of a jobs file (resumable)",
+        description="Submit every valid line of a jobs file, paying for each exactly once. "
+        "Rerun the same command after any interruption: the journal makes it resume.",
+        epilog="The API key comes from VIDU_API_KEY (VIDU_API_KEYS=k1,k2 spreads jobs over "
+        "several accounts). Exit codes: 0 every job succeeded (or was submitted, without "
+        "--wait); 1 some job failed, was invalid or was not submitted; 2 usage error; 3 no key "
+        "or a rejected key; 130 interrupted.",
+    )
+    add_jobs_arguments(submit)
+    add_account_arguments(submit)
+    batch = submit.add_argument_group("batch")
+    batch.add_argument("--concurrency", type=int, default=8, help="creates in flight at once (8)")
+    batch.add_argument("--rate", type=float, help="creates per second at most (default: no cap)")
+    batch.add_argument(
+        "--journal", type=Path,
+        help="journal file that makes reruns resume (default: JOBS.journal.jsonl beside JOBS)",
+    )
+    batch.add_argument("--results", type=Path, help="results JSONL file (default: stdout)")
+    batch.add_argument("--wait", action="store_true", help="follow every task to its end")
+    batch.add_argument(
+        "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
+    )
+    batch.add_argument("--max-credits", type=int, help="stop submitting at this many credits")
+    batch.add_argument(
+        "--poll-interval", type=float, default=5.0, help="seconds between status rounds (5)"
+    )
+    batch.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    submit.set_defaults(run=run_submit)
+
+    for name, text in (
+        ("status", "show a task's state and results"),
+        ("wait", "wait until a task finishes"),
+        ("cancel", "cancel a task that has not started"),
+        ("download", "download a finished task's videos"),
+    ):
+        single = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        single.add_argument("task_id", metavar="TASK_ID")
+        add_account_arguments(single)
+        if name == "wait":
+            single.add_argument("--timeout", type=float, default=1800.0, help="seconds (1800)")
+        if name == "download":
+            single.add_argument("--dest", type=Path, default=Path("."), help="folder (.)")
+        single.set_defaults(run=run_single, action=name)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a small batch end to end against the embedded simulator",
+        description="Write a sample jobs file with generated reference images, start the "
+        "simulator in this process, and run the file with --wait --download.",
+    )
+    demo.add_argument(
+        "--dir", type=Path, default=Path("vidu-demo"), help="where to write everything (vidu-demo)"
+    )
+    demo.add_argument("--quiet", action="store_true", help="no progress display")
+    demo.set_defaults(run=run_demo)
 
     from vidu_async.testing import serve
 
@@ -108,6 +179,13 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--payload")
 
 
+def add_account_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the API is; the key itself only ever comes from the environment (not argv)."""
+    group = parser.add_argument_group("account (key from VIDU_API_KEY)")
+    group.add_argument("--base-url", help="API host (default: VIDU_BASE_URL or api.vidu.com)")
+    group.add_argument("--auth-scheme", help="Token (default) or Bearer (some gateways)")
+
+
 _DEFAULT_FIELDS = (
     "model", "images", "videos", "duration", "resolution", "aspect_ratio", "movement_amplitude",
     "seed", "bgm", "audio", "off_peak", "watermark", "wm_position", "wm_url", "meta_data",
@@ -142,14 +220,6 @@ def jobs_or_usage_error(args: argparse.Namespace) -> str | None:
     return None
 
 
-def report_line(item: JobLine, path: Path, out: TextIO) -> None:
-    """One line's problems and warnings, for people: ``jobs.jsonl:3: duration: ...``."""
-    for problem in item.errors:
-        print(f"{path}:{item.line}: error: {problem}", file=out)
-    for warning in item.warnings:
-        print(f"{path}:{item.line}: warning: {warning}", file=out)
-
-
 def run_validate(args: argparse.Namespace) -> int:
     problem = jobs_or_usage_error(args)
     if problem:
@@ -168,3 +238,120 @@ def run_validate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_FAILED if invalid else EXIT_OK
+
+
+def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
+    """One client per key in ``VIDU_API_KEYS`` (comma-separated), else one for ``VIDU_API_KEY``.
+
+    Raises ``ConfigurationError`` naming the variable when there is no key.
+    """
+    keys = [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
+    first = ViduClient(keys[0] if keys else None, base_url=args.base_url,
+                       auth_scheme=args.auth_scheme)
+    return [first, *(first.for_account(attrs.evolve(first.account, api_key=k))
+                     for k in keys[1:])]
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    problem = jobs_or_usage_error(args)
+    if problem:
+        print(f"vidu-async submit: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
+    options = BatchOptions(
+        concurrency=max(1, args.concurrency),
+        rate=args.rate,
+        wait=args.wait or args.download is not None,
+        download=args.download,
+        max_credits=args.max_credits,
+        journal=journal,
+        poll_interval=args.poll_interval,
+    )
+    try:
+        clients = clients_from_env(args)
+    except ConfigurationError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    try:
+        return asyncio.run(_submit(args, clients, options))
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; the journal {journal} is saved. Resume with:\n"
+            f"  vidu-async submit {_resume_args(args, journal)}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions
+                  ) -> int:
+    results = args.results.open("w", encoding="utf-8") if args.results else sys.stdout
+    progress = ProgressReporter(
+        ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
+        quiet=args.quiet,
+    )
+    try:
+        async with clients[0]:
+            summary = await submit_jobs_file(
+                args.jobs, clients, options, defaults=request_defaults(args),
+                results=results, messages=sys.stderr, progress=progress,
+            )
+    except AuthenticationError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    finally:
+        progress.close()
+        if results is not sys.stdout:
+            results.close()
+    if summary.stop_reason is not None:
+        reason = summary.stop_reason
+        print(f"stopped submitting: {reason.reason}: {reason.message}", file=sys.stderr)
+    if args.results:
+        print(f"results: {args.results}", file=sys.stderr)
+    return EXIT_OK if summary.all_ok else EXIT_FAILED
+
+
+def _resume_args(args: argparse.Namespace, journal: Path) -> str:
+    """The arguments of this run, with the journal made explicit (shell-quoted)."""
+    argv = list(sys.argv[1:]) if args.argv is None else list(args.argv)
+    if "--journal" not in argv:
+        argv += ["--journal", str(journal)]
+    return shlex.join(argv)
+
+
+def run_single(args: argparse.Namespace) -> int:
+    try:
+        client = clients_from_env(args)[0]
+    except ConfigurationError as error:
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    try:
+        return asyncio.run(_single(client, args))
+    except AuthenticationError as error:
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except ViduError as error:
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _single(client: ViduClient, args: argparse.Namespace) -> int:
+    async with client:
+        if args.action == "cancel":
+            await client.cancel_task(args.task_id)
+            print(json.dumps({"task_id": args.task_id, "cancelled": True}))
+            return EXIT_OK
+        if args.action == "wait":
+            result = await client.wait_for_task(args.task_id, timeout=args.timeout)
+        else:
+            result = await client.get_task(args.task_id)
+        files: list[str] = []
+        if args.action == "download":
+            files = [str(p) for p in await client.download(result, args.dest)]
+        print(json.dumps({**result.raw, "files": files} if files else result.raw,
+                         ensure_ascii=False))
+        return EXIT_FAILED if args.action == "wait" and not result.succeeded else EXIT_OK
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    return asyncio.run(demo.run(args.dir, quiet=args.quiet, out=sys.stderr))

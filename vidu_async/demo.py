@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from pathlib import Path
+from typing import TextIO
 
-__all__ = ["DEMO_PROMPTS", "sample_png", "write_sample_jobs"]
+from vidu_async.batch import BatchOptions
+from vidu_async.client import ViduClient
+from vidu_async.progress import ProgressReporter, ProgressState
+from vidu_async.submit import submit_jobs_file
+from vidu_async.testing import FakeVidu
+
+__all__ = ["DEMO_PROMPTS", "run", "sample_png", "write_sample_jobs"]
 
 DEMO_PROMPTS = (
     ("cat-meadow", "viduq3", "A ginger cat chases a butterfly across a sunny meadow"),
@@ -43,7 +51,7 @@ def sample_png(width: int, height: int, hue: int) -> bytes:
 
 
 def write_sample_jobs(folder: Path) -> Path:
-    """Write ``refs/*.png`` and ``jobs.jsonl`` (one job per ``DEMO_PROMPTS`` entry) in ``folder``."""
+    """Write ``refs/*.png`` and ``jobs.jsonl`` (a job per ``DEMO_PROMPTS`` entry) in ``folder``."""
     refs = folder / "refs"
     refs.mkdir(parents=True, exist_ok=True)
     lines = []
@@ -55,3 +63,35 @@ def write_sample_jobs(folder: Path) -> Path:
     jobs = folder / "jobs.jsonl"
     jobs.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return jobs
+
+
+async def run(folder: Path, *, quiet: bool, out: TextIO) -> int:
+    """Write the sample jobs, start the simulator here, and submit them with wait and download."""
+    jobs = write_sample_jobs(folder)
+    journal = folder / "journal.jsonl"
+    journal.unlink(missing_ok=True)  # a journal of an earlier demo names tasks of another simulator
+    results_path = folder / "results.jsonl"
+    videos = folder / "videos"
+    options = BatchOptions(concurrency=4, wait=True, download=videos, journal=journal,
+                           poll_interval=0.25)
+    async with FakeVidu(seed=7) as sim, ViduClient(sim.api_key, base_url=sim.url) as client:
+        print(f"simulated Vidu API on {sim.url}; jobs in {jobs}", file=out)
+        progress = ProgressReporter(ProgressState(time.monotonic(), total=len(DEMO_PROMPTS)),
+                                    out, quiet=quiet)
+        with results_path.open("w", encoding="utf-8") as results:
+            try:
+                summary = await submit_jobs_file(
+                    jobs, [client], options, defaults={}, results=results, messages=out,
+                    progress=progress,
+                )
+            finally:
+                progress.close()
+        spent = sim.stats.tasks_created
+    files = sorted(videos.glob("*")) if videos.is_dir() else []
+    print(f"\n{spent} tasks, {summary.credits} credits (simulated)", file=out)
+    print(f"videos:  {videos}/ ({len(files)} files)", file=out)
+    print(f"results: {results_path}", file=out)
+    print(f"journal: {journal}", file=out)
+    print(f"the same jobs against the real API: VIDU_API_KEY=... vidu-async submit {jobs} "
+          f"--download {videos}", file=out)
+    return 0 if summary.all_ok else 1
