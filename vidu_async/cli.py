@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from vidu_async import demo
 from vidu_async._version import __version__
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
-from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
+from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError, ViduWarning
 from vidu_async.jobs import FORMATS, detect_format, read_jobs
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.submit import count_lines, report_line, submit_jobs_file
@@ -47,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     args.argv = None if argv is None else list(argv)
     try:
-        code: int = args.run(args)
+        with warnings.catch_warnings():
+            # The commands print each line's warnings themselves, with the line number.
+            warnings.simplefilter("ignore", ViduWarning)
+            code: int = args.run(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ one JSON line the moment it settles, and fed to the progress display.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -72,19 +73,20 @@ async def submit_jobs_file(
             report_line(item, path, messages)
             yield item
 
-    async with asyncio.TaskGroup() as group:
-        ticker = group.create_task(_tick(progress)) if progress is not None else None
-        try:
-            outcomes: AsyncIterator[Outcome] = submitter.run(lines())
-            async for outcome in outcomes:
-                counts[outcome.status] += 1
-                results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
-                results.flush()
-                if progress is not None:
-                    progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
-        finally:
-            if ticker is not None:
-                ticker.cancel()
+    ticker = asyncio.create_task(_tick(progress)) if progress is not None else None
+    try:
+        outcomes: AsyncIterator[Outcome] = submitter.run(lines())
+        async for outcome in outcomes:
+            counts[outcome.status] += 1
+            results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+            results.flush()
+            if progress is not None:
+                progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
     return SubmitSummary(dict(counts), submitter.credits_spent, submitter.stop_reason)
 
 

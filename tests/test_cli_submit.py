@@ -1,0 +1,167 @@
+"""``vidu-async submit`` and ``demo`` end to end against the simulator, killed and resumed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vidu_async.cli import main
+from vidu_async.testing import FakeVidu, Timeline
+
+URL = "https://example.com/ref.png"
+FAST = Timeline(created=0.01, processing=0.05)
+
+
+@pytest.fixture
+async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+    async with FakeVidu(timeline=FAST, concurrency_limit=20, seed=3) as fake:
+        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        yield fake
+
+
+def submit_args(jobs: Path, *extra: str) -> list[str]:
+    return ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet",
+            "--poll-interval", "0.02", *extra]
+
+
+def results(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_bad_lines_are_reported_by_number_and_the_rest_run(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        '{"custom_id": "a", "prompt": "one"}\n'
+        "this is not json\n"
+        '{"custom_id": "b", "prompt": "two", "duration": 99}\n'
+        '{"custom_id": "c", "prompt": "three", "bgm": true, "duration": 10}\n'
+    )
+    out = tmp_path / "results.jsonl"
+    code = await asyncio.to_thread(main, submit_args(jobs, "--wait", "--results", str(out)))
+    err = capfd.readouterr().err
+    assert code == 1
+    assert f"{jobs}:2: error: (line): not valid JSON" in err
+    assert f"{jobs}:3: error: duration: viduq2 accepts 1..10 seconds, got 99" in err
+    assert f"{jobs}:4: warning: bgm: viduq2 ignores bgm at 10 seconds" in err
+    by_line = {r["line"]: r for r in results(out)}
+    assert {n: r["status"] for n, r in by_line.items()} == {
+        1: "succeeded", 2: "invalid", 3: "invalid", 4: "succeeded",
+    }
+    assert set(by_line[1]) == {"custom_id", "line", "status", "task_id", "state", "credits",
+                               "err_code", "error", "creations", "files"}
+    assert by_line[3]["error"] == {
+        "reason": "ValidationError", "message": "duration: viduq2 accepts 1..10 seconds, got 99"
+    }
+    assert sim.stats.tasks_created == 2
+
+
+async def test_without_wait_jobs_are_submitted_and_exit_zero(sim: FakeVidu, tmp_path: Path
+                                                              ) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a cat\na dog\n")
+    out = tmp_path / "results.jsonl"
+    assert await asyncio.to_thread(main, submit_args(jobs, "--results", str(out))) == 0
+    assert [r["status"] for r in results(out)] == ["submitted", "submitted"]
+    assert (tmp_path / "prompts.txt.journal.jsonl").exists()
+
+
+async def test_missing_or_rejected_key_exits_3_before_any_job(
+    sim: FakeVidu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a cat\n")
+    monkeypatch.setenv("VIDU_API_KEY", "wrong-key")
+    assert await asyncio.to_thread(main, submit_args(jobs)) == 3
+    assert "401" in capfd.readouterr().err
+    monkeypatch.delenv("VIDU_API_KEY")
+    assert await asyncio.to_thread(main, submit_args(jobs)) == 3
+    assert "VIDU_API_KEY" in capfd.readouterr().err
+    assert sim.stats.tasks_created == 0
+
+
+async def test_credits_run_out_then_a_rerun_after_top_up_finishes_without_duplicates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    out = tmp_path / "results.jsonl"
+    # viduq2 at the default 5 s costs 45 credits in the simulator: five tasks fit in 230.
+    async with FakeVidu(timeline=FAST, credits=230, seed=5) as fake:
+        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        args = submit_args(jobs, "--wait", "--results", str(out), "--concurrency", "3")
+        assert await asyncio.to_thread(main, args) == 1
+        first = results(out)
+        statuses = sorted(str(r["status"]) for r in first)
+        assert statuses == ["not_submitted"] * 7 + ["succeeded"] * 5
+        stopped = [r for r in first if r["status"] == "not_submitted"]
+        assert all(r["error"]["reason"] == "CreditInsufficient" for r in stopped)  # type: ignore[index]
+        fake.top_up(10_000)
+        assert await asyncio.to_thread(main, args) == 0
+        again = results(out)
+        assert sorted(str(r["status"]) for r in again) == ["succeeded"] * 12
+        assert fake.stats.tasks_created == 12
+        assert fake.stats.duplicate_payloads() == {}
+
+
+async def test_killed_at_random_moments_and_rerun_pays_each_job_once(tmp_path: Path) -> None:
+    count = 40
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("".join(f"prompt number {i}\n" for i in range(count)))
+    out = tmp_path / "results.jsonl"
+    journal = tmp_path / "journal.jsonl"
+    rng = random.Random(2026)
+    async with FakeVidu(timeline=Timeline(created=0.05, processing=0.3), seed=11) as fake:
+        env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url}
+        argv = [sys.executable, "-m", "vidu_async", *submit_args(
+            jobs, "--wait", "--results", str(out), "--journal", str(journal),
+            "--concurrency", "6",
+        )]
+        kills = 0
+        for attempt in range(12):
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=env, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                code = await asyncio.wait_for(process.wait(), rng.uniform(0.4, 1.6))
+            except TimeoutError:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+                kills += 1
+                continue
+            assert code == 0, f"attempt {attempt} exited {code}"
+            break
+        else:
+            pytest.fail("the batch never finished")
+        assert kills >= 2, "the test must actually interrupt some runs"
+        assert fake.stats.tasks_created == count
+        assert fake.stats.duplicate_payloads() == {}
+        final = results(out)
+        assert len(final) == count
+        assert {r["status"] for r in final} == {"succeeded"}
+        assert len({r["custom_id"] for r in final}) == count
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "demo"
+    assert main(["demo", "--dir", str(folder), "--quiet"]) == 0
+    lines = results(folder / "results.jsonl")
+    assert {r["status"] for r in lines} == {"succeeded"}
+    videos = sorted(p.name for p in (folder / "videos").iterdir())
+    assert videos == sorted(f"{r['custom_id']}.mp4" for r in lines)
+    assert all((folder / "videos" / v).read_bytes()[4:8] == b"ftyp" for v in videos)
+    assert f"results: {folder / 'results.jsonl'}" in capfd.readouterr().err
