@@ -2,6 +2,7 @@
 
 from vidu_async._http import Account, SessionPool
 from vidu_async._version import __version__
+from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.callbacks import (
     CallbackVerificationError,
     NonceCache,
@@ -34,7 +35,10 @@ from vidu_async.errors import (
     ViduError,
     ViduWarning,
 )
+from vidu_async.jobs import Job, JobLine, read_jobs
+from vidu_async.ledger import Ledger
 from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
+from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
 from vidu_async.retry import RetryPolicy
@@ -65,21 +69,28 @@ __all__ = [
     "Account",
     "AmbiguousCreateError",
     "AuthenticationError",
+    "BatchOptions",
+    "BatchSubmitter",
     "CallbackVerificationError",
     "ConfigurationError",
     "Creation",
     "CreditBalance",
     "Credits",
     "DownloadError",
+    "ErrorInfo",
     "FieldProblem",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "Job",
+    "JobLine",
+    "Ledger",
     "MediaInfo",
     "MediaKind",
     "MediaSource",
     "ModerationError",
     "NonceCache",
     "NotFoundError",
+    "Outcome",
     "ProgressReporter",
     "ProgressState",
     "RateLimitError",
@@ -106,6 +117,7 @@ __all__ = [
     "is_terminal",
     "new_correlation_key",
     "parse_state",
+    "read_jobs",
     "sign",
     "signing_string",
     "split_payload",
