@@ -165,3 +165,25 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     assert videos == sorted(f"{r['custom_id']}.mp4" for r in lines)
     assert all((folder / "videos" / v).read_bytes()[4:8] == b"ftyp" for v in videos)
     assert f"results: {folder / 'results.jsonl'}" in capfd.readouterr().err
+
+
+async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("".join(f"prompt {i}\n" for i in range(30)))
+    async with FakeVidu(timeline=Timeline(created=0.05, processing=5.0), seed=2) as fake:
+        env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vidu_async", *submit_args(jobs, "--wait"),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        while fake.stats.tasks_created < 5:  # interrupt once work is under way
+            await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 130
+    text = err.decode()
+    assert "interrupted; the journal" in text
+    journal = tmp_path / "prompts.txt.journal.jsonl"
+    assert f"vidu-async submit {jobs} --model viduq2" in text
+    assert f"--journal {journal}" in text
+    assert journal.read_text().count('"kind": "created"') >= 5

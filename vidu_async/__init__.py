@@ -6,8 +6,8 @@ from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.callbacks import (
     CallbackVerificationError,
     NonceCache,
-    callback_handler,
     sign,
+    sign_callback,
     signing_string,
     verify_callback,
 )
@@ -40,6 +40,7 @@ from vidu_async.ledger import Ledger
 from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.progress import ProgressReporter, ProgressState
+from vidu_async.receiver import CallbackEvent, CallbackReceiver, ReceiverOptions
 from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
 from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import (
@@ -71,6 +72,8 @@ __all__ = [
     "AuthenticationError",
     "BatchOptions",
     "BatchSubmitter",
+    "CallbackEvent",
+    "CallbackReceiver",
     "CallbackVerificationError",
     "ConfigurationError",
     "Creation",
@@ -94,6 +97,7 @@ __all__ = [
     "ProgressReporter",
     "ProgressState",
     "RateLimitError",
+    "ReceiverOptions",
     "ReferenceToVideoRequest",
     "ResponseFormatError",
     "RetryLaterError",
@@ -111,7 +115,6 @@ __all__ = [
     "ViduError",
     "ViduWarning",
     "__version__",
-    "callback_handler",
     "encode_media",
     "inspect_media",
     "is_terminal",
@@ -119,6 +122,7 @@ __all__ = [
     "parse_state",
     "read_jobs",
     "sign",
+    "sign_callback",
     "signing_string",
     "split_payload",
     "verify_callback",

@@ -1,13 +1,13 @@
-"""The receiving side of Vidu's signed callbacks (spec section 6): sign, verify, an aiohttp handler.
+"""Vidu's signed callbacks (spec section 6), sans-IO: sign, verify, and remember nonces.
 
 Vidu POSTs a task's query body to its ``callback_url`` with ``Date``, ``x-request-nonce`` and
 ``X-HMAC-*`` headers, the signature being ``base64(HMAC-SHA256(api_key, signing_string))``::
 
     POST\\n/vidu/callback\\nname=james&age=36\\nvidu\\n<Date>\\nDate:<Date>\\nx-request-nonce:<nonce>\\n
 
-``signing_string`` and ``sign`` are pure; ``verify_callback`` takes a plain method, URL (or path
-and query), headers and key, so any web framework can use it; ``callback_handler`` wraps it for
-aiohttp.
+``signing_string``, ``sign`` and ``sign_callback`` build that (the simulator signs with them);
+``verify_callback`` takes a plain method, URL (or path and query), headers and key, so any web
+framework can check a callback with it. ``vidu_async.receiver`` is the aiohttp receiver.
 
 The body is not covered by the signature. A verified callback proves only that Vidu (or someone
 holding the key) sent *something* about a task: treat it as "task X changed" and read the task
@@ -18,38 +18,35 @@ from __future__ import annotations
 
 import base64
 import collections
+import datetime as dt
 import hashlib
 import hmac
-import json
-import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from email.utils import parsedate_to_datetime
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import urlsplit
 
-from aiohttp import web
-from aiohttp.typedefs import Handler
-
 from vidu_async.errors import ConfigurationError, ViduError
-from vidu_async.tasks import TaskResult
 
 __all__ = [
     "ACCESS_KEY",
     "ALGORITHM",
+    "DEFAULT_MAX_SKEW",
     "SIGNED_HEADERS",
     "CallbackVerificationError",
     "NonceCache",
-    "callback_handler",
     "sign",
+    "sign_callback",
     "signing_string",
     "verify_callback",
 ]
 
-logger = logging.getLogger("vidu_async.callbacks")
-
 ACCESS_KEY = "vidu"
 ALGORITHM = "hmac-sha256"
 SIGNED_HEADERS = ("Date", "x-request-nonce")
+DEFAULT_MAX_SKEW = 300.0
+"""How far (seconds) a callback's ``Date`` may be from our clock, either way: 5 minutes."""
 
 _SIGNATURE = "X-HMAC-SIGNATURE"
 _REQUIRED = (_SIGNATURE, "X-HMAC-ALGORITHM", "X-HMAC-ACCESS-KEY", "X-HMAC-SIGNED-HEADERS")
@@ -62,23 +59,19 @@ class CallbackVerificationError(ViduError):
 def signing_string(
     method: str,
     url: str,
-    date: str,
-    nonce: str,
+    headers: Mapping[str, str],
     signed_headers: Sequence[str] = SIGNED_HEADERS,
-    *,
-    headers: Mapping[str, str] | None = None,
 ) -> str:
     """The exact text Vidu signs for a callback to ``url`` (a full URL, or a path and query).
 
-    The path is ``/`` when empty and the query is kept as written (not re-sorted). The signed
-    headers are listed in the order given, each as ``Name:Value`` with the name as written
-    there; ``Date`` and ``x-request-nonce`` take ``date`` and ``nonce``, any other name is looked
-    up (case-insensitively) in ``headers``. Raises ``KeyError`` naming a header it has no value for.
+    The path is ``/`` when empty and the query is kept as written (not re-sorted or decoded).
+    ``headers`` must hold ``Date`` and every name in ``signed_headers`` (looked up
+    case-insensitively); those are listed in the order given, each as ``Name:Value`` with the
+    name as written in ``signed_headers``. Raises ``KeyError`` naming a header that is absent.
     """
-    values = {k.lower(): v for k, v in (headers or {}).items()}
-    values |= {"date": date, "x-request-nonce": nonce}
+    values = {k.lower(): v for k, v in headers.items()}
     parts = urlsplit(url)
-    text = f"{method.upper()}\n{parts.path or '/'}\n{parts.query}\n{ACCESS_KEY}\n{date}\n"
+    text = f"{method.upper()}\n{parts.path or '/'}\n{parts.query}\n{ACCESS_KEY}\n{values['date']}\n"
     return text + "".join(f"{name}:{values[name.lower()]}\n" for name in signed_headers)
 
 
@@ -88,41 +81,74 @@ def sign(api_key: str, signing_string: str) -> str:
     return base64.b64encode(digest).decode("ascii")
 
 
-class NonceCache:
-    """The nonces of recently verified callbacks, so that a replayed callback is refused.
+def sign_callback(
+    api_key: str,
+    url: str,
+    *,
+    method: str = "POST",
+    date: str | None = None,
+    nonce: str | None = None,
+    signed_headers: Sequence[str] = SIGNED_HEADERS,
+) -> dict[str, str]:
+    """Every header Vidu sends with a callback to ``url``, signature included.
 
-    Each nonce is kept ``ttl`` seconds on ``clock`` (a monotonic clock); make ``ttl`` at least
-    twice the ``Date`` window of ``verify_callback``, since a callback is accepted from
-    ``max_skew`` before to ``max_skew`` after its date. At most ``max_size`` nonces are kept:
-    past that the oldest are forgotten, so size it above the callbacks expected within ``ttl``.
+    ``date`` defaults to now (an HTTP date in GMT) and ``nonce`` to a fresh UUID. This is how the
+    simulator signs its callbacks, and how a test forges a genuine-looking one.
+    """
+    headers = {
+        "Date": formatdate(usegmt=True) if date is None else date,
+        "x-request-nonce": str(uuid.uuid4()) if nonce is None else nonce,
+    }
+    return {
+        **headers,
+        "X-HMAC-SIGNED-HEADERS": ";".join(signed_headers),
+        "X-HMAC-ALGORITHM": ALGORITHM,
+        "X-HMAC-ACCESS-KEY": ACCESS_KEY,
+        _SIGNATURE: sign(api_key, signing_string(method, url, headers, signed_headers)),
+    }
+
+
+class NonceCache:
+    """Keys seen recently (callback nonces, or any other), forgotten after ``ttl`` seconds.
+
+    For nonces, make ``ttl`` at least twice the ``Date`` window of ``verify_callback``, since a
+    callback is accepted from ``max_skew`` before to ``max_skew`` after its date. At most
+    ``max_size`` keys are kept: past that the oldest are forgotten early, so size it above the
+    callbacks expected within ``ttl``. ``clock`` is monotonic seconds.
     """
 
     def __init__(
         self,
         *,
-        ttl: float = 600.0,
+        ttl: float = 2 * DEFAULT_MAX_SKEW,
         max_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if ttl <= 0 or max_size < 1:
+            raise ValueError(f"NonceCache needs ttl > 0 and max_size >= 1, got {ttl}, {max_size}")
         self.ttl = ttl
         self.max_size = max_size
         self._clock = clock
         self._expiries: collections.OrderedDict[str, float] = collections.OrderedDict()
 
-    def add(self, nonce: str) -> bool:
-        """Remember ``nonce``; ``False`` when it was already seen within ``ttl``."""
+    def add(self, key: str) -> bool:
+        """Remember ``key``; ``False`` when it was already seen within ``ttl``."""
         now = self._clock()
         self._forget_expired(now)
-        if nonce in self._expiries:
+        if key in self._expiries:
             return False
-        self._expiries[nonce] = now + self.ttl
+        self._expiries[key] = now + self.ttl
         if len(self._expiries) > self.max_size:
             self._expiries.popitem(last=False)
         return True
 
-    def __contains__(self, nonce: object) -> bool:
+    def discard(self, key: str) -> None:
+        """Forget ``key`` now, so that it counts as new again."""
+        self._expiries.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
         self._forget_expired(self._clock())
-        return nonce in self._expiries
+        return key in self._expiries
 
     def __len__(self) -> int:
         self._forget_expired(self._clock())
@@ -143,23 +169,30 @@ def verify_callback(
     method: str,
     url: str,
     headers: Mapping[str, str],
-    api_key: str,
+    api_key: str | Sequence[str],
     *,
     now: float | None = None,
-    max_skew: float = 300.0,
+    max_skew: float = DEFAULT_MAX_SKEW,
     seen_nonces: NonceCache | None = None,
-) -> None:
-    """Check a callback's signature and freshness; raise ``CallbackVerificationError`` if bad.
+    path_prefix: str = "",
+) -> str:
+    """Check a callback's signature and freshness; return the key that signed it.
 
-    ``url`` is the callback URL as Vidu was given it: a full URL or the path and query exactly as
-    received (behind a proxy that rewrites paths, the public path). Headers are looked up
-    case-insensitively. Checked, in order: every signature header is present, the algorithm is
-    ``hmac-sha256``, the access key is ``vidu``, the nonce is among the signed headers (else a
-    replay could swap it), the signature matches (compared in constant time), ``Date`` is within
-    ``max_skew`` seconds of ``now`` (POSIX seconds, default the current time), and, given
-    ``seen_nonces``, the nonce is new; it is remembered only once every other check passed.
+    ``url`` is the URL the callback was sent to: a full URL or the path and query exactly as
+    received. Behind a proxy that strips a leading part of the public path, pass that part as
+    ``path_prefix`` (it is put back in front of the path: Vidu signed the public one).
+    ``api_key`` is the key, or several (one per account; the one that matches is returned).
+    Headers are looked up case-insensitively.
+
+    Raises ``CallbackVerificationError`` saying why, checking in order: every signature header
+    is present, the algorithm is ``hmac-sha256``, the access key is ``vidu``, the nonce is among
+    the signed headers (else a replay could swap it), the signature matches a key (compared in
+    constant time), ``Date`` is within ``max_skew`` seconds of ``now`` (POSIX seconds, default
+    the current time), and, given ``seen_nonces``, the nonce is new. The nonce is remembered only
+    once every other check passed, so forgeries cannot use nonces up.
     """
-    if not api_key:
+    keys = [api_key] if isinstance(api_key, str) else list(api_key)
+    if not keys or not all(keys):
         raise ConfigurationError("no API key to verify callbacks with")
     found = {k.lower(): v for k, v in headers.items()}
     missing = [n for n in (*_REQUIRED, *SIGNED_HEADERS) if n.lower() not in found]
@@ -189,31 +222,38 @@ def verify_callback(
         raise CallbackVerificationError(
             f"X-HMAC-SIGNED-HEADERS names {', '.join(unsigned)}, absent from the request"
         )
-    date, nonce = found["date"], found["x-request-nonce"]
-    expected = sign(api_key, signing_string(method, url, date, nonce, names, headers=found))
-    if not hmac.compare_digest(expected.encode(), found[_SIGNATURE.lower()].encode()):
-        parts = urlsplit(url)
-        target = parts.path or "/"
+    parts = urlsplit(url)
+    target = f"{path_prefix}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+    text = signing_string(method, target, found, names)
+    received = found[_SIGNATURE.lower()].encode()
+    signer = next(
+        (key for key in keys if hmac.compare_digest(sign(key, text).encode(), received)), None
+    )
+    if signer is None:
         raise CallbackVerificationError(
-            f"signature does not match for {method.upper()} {target}"
-            f"{'?' + parts.query if parts.query else ''}: the API key is not the one the task was "
-            "created with, or the request was changed on the way (a proxy rewriting the path?)"
+            f"signature does not match for {method.upper()} {target or '/'}: the API key is not "
+            "the one the task was created with, or the request was changed on the way (a proxy "
+            "rewriting the path? then set the path prefix)"
         )
-    _check_date(date, time.time() if now is None else now, max_skew)
+    _check_date(found["date"], time.time() if now is None else now, max_skew)
+    nonce = found["x-request-nonce"]
     if seen_nonces is not None and not seen_nonces.add(nonce):
         raise CallbackVerificationError(
             f"nonce {_shown(nonce)} was seen before: a replayed or duplicated callback"
         )
+    return signer
 
 
 def _check_date(date: str, now: float, max_skew: float) -> None:
     try:
-        sent = parsedate_to_datetime(date).timestamp()  # naive ("-0000") is read as UTC
+        sent = parsedate_to_datetime(date)
     except ValueError:
         raise CallbackVerificationError(
             f"Date {_shown(date)} is not an HTTP date (e.g. 'Tue, 06 May 2025 12:09:42 GMT')"
         ) from None
-    skew = now - sent
+    if sent.tzinfo is None:  # "-0000": UTC, by RFC 5322, not local time
+        sent = sent.replace(tzinfo=dt.UTC)
+    skew = now - sent.timestamp()
     if abs(skew) > max_skew:
         when = "in the past" if skew > 0 else "in the future"
         raise CallbackVerificationError(
@@ -221,54 +261,3 @@ def _check_date(date: str, now: float, max_skew: float) -> None:
             "a replayed callback, or this machine's clock is wrong"
         )
 
-
-def callback_handler(
-    api_key: str,
-    on_task: Callable[[TaskResult], Awaitable[None]],
-    *,
-    max_skew: float = 300.0,
-    nonce_cache: NonceCache | None = None,
-    path_prefix: str = "",
-    clock: Callable[[], float] = time.time,
-) -> Handler:
-    """An aiohttp handler for Vidu's callback POSTs: verify, parse, ``await on_task(result)``.
-
-    Answers 200 once ``on_task`` returns (keep it quick: hand the result to a queue), 401 with the
-    reason when verification fails, 400 when the body is not a task. If ``on_task`` raises, aiohttp
-    answers 500 and Vidu redelivers. Replays are refused through ``nonce_cache`` (a fresh
-    ``NonceCache`` by default). ``path_prefix`` is put back in front of the request path for a
-    receiver behind a proxy that strips it. ``clock`` gives POSIX seconds for the ``Date`` check.
-
-    The body is not signed: ``on_task`` gets a claim that task ``result.id`` changed, and should
-    read the task with the client before acting on it.
-    """
-    if not api_key:
-        raise ConfigurationError("no API key to verify callbacks with")
-    nonces = NonceCache() if nonce_cache is None else nonce_cache
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            verify_callback(
-                request.method,
-                path_prefix + request.raw_path,
-                request.headers,
-                api_key,
-                now=clock(),
-                max_skew=max_skew,
-                seen_nonces=nonces,
-            )
-        except CallbackVerificationError as error:
-            logger.warning("refused a callback to %s: %s", request.raw_path, error)
-            return web.Response(status=401, text=str(error))
-        try:
-            data = json.loads(await request.read())
-            if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object, got {type(data).__name__}")
-            result = TaskResult.from_dict(data)
-        except ValueError as error:  # bad JSON or UTF-8, or ResponseFormatError naming a field
-            logger.warning("a verified callback has a bad body: %s", error)
-            return web.Response(status=400, text=f"the body is not a task: {error}")
-        await on_task(result)
-        return web.Response(text="ok")
-
-    return handle

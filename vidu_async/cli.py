@@ -281,7 +281,7 @@ def run_submit(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; the journal {journal} is saved. Resume with:\n"
-            f"  vidu-async submit {_resume_args(args, journal)}",
+            f"  vidu-async {_resume_args(args, journal)}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED

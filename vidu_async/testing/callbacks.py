@@ -1,34 +1,23 @@
-"""Signed callbacks (spec section 6): the signature, and a sender that delivers and redelivers.
+"""The simulator's callback sender: signed POSTs of a task's state, delivered and redelivered.
 
-The signing string for a POST to ``http://host/vidu/callback?name=james&age=36`` is::
-
-    POST\\n/vidu/callback\\nname=james&age=36\\nvidu\\n<Date>\\nDate:<Date>\\nx-request-nonce:<nonce>\\n
-
-and the signature is ``base64(HMAC-SHA256(api_key, signing_string))``, the API key being the one
-the task was created with. The body is not signed.
+Callbacks are signed exactly as Vidu signs them (spec section 6), by ``vidu_async.callbacks``:
+the one implementation of the signing string, shared by the simulator and the verifier. Its
+``signing_string`` and ``sign_callback`` are re-exported here for ``vidu_async.testing``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
-import uuid
-from collections.abc import Mapping
-from email.utils import formatdate
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
 
+from vidu_async.callbacks import sign_callback, signing_string
 from vidu_async.testing.stats import SimStats
 
 __all__ = [
-    "ACCESS_KEY",
-    "SIGNED_HEADERS",
     "CallbackSender",
     "Delivery",
     "callback_headers",
@@ -38,34 +27,8 @@ __all__ = [
 
 logger = logging.getLogger("vidu_async.testing.callbacks")
 
-ACCESS_KEY = "vidu"
-SIGNED_HEADERS = ("Date", "x-request-nonce")
-
-
-def signing_string(method: str, url: str, headers: Mapping[str, str]) -> str:
-    """What is signed: method, path, raw query, access key, Date, then each signed header."""
-    parts = urlsplit(url)
-    text = f"{method}\n{parts.path or '/'}\n{parts.query}\n{ACCESS_KEY}\n{headers['Date']}\n"
-    return text + "".join(f"{name}:{headers[name]}\n" for name in SIGNED_HEADERS)
-
-
-def sign_callback(api_key: str, method: str, url: str, headers: Mapping[str, str]) -> str:
-    """``base64(HMAC-SHA256(api_key, signing_string))`` for a callback to ``url``."""
-    text = signing_string(method, url, headers)
-    digest = hmac.new(api_key.encode(), text.encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
-
-
-def callback_headers(api_key: str, url: str, *, date: str, nonce: str) -> dict[str, str]:
-    """Every header of a callback POST to ``url``, signature included."""
-    headers = {"Date": date, "x-request-nonce": nonce}
-    return {
-        **headers,
-        "X-HMAC-SIGNED-HEADERS": ";".join(SIGNED_HEADERS),
-        "X-HMAC-ALGORITHM": "hmac-sha256",
-        "X-HMAC-ACCESS-KEY": ACCESS_KEY,
-        "X-HMAC-SIGNATURE": sign_callback(api_key, "POST", url, headers),
-    }
+callback_headers = sign_callback
+"""The earlier name of ``sign_callback`` in ``vidu_async.testing``."""
 
 
 @attrs.frozen
@@ -143,12 +106,7 @@ class CallbackSender:
         )
 
     async def _attempt(self, session: aiohttp.ClientSession, delivery: Delivery) -> bool:
-        headers = callback_headers(
-            delivery.api_key,
-            delivery.url,
-            date=formatdate(usegmt=True),
-            nonce=str(uuid.uuid4()),
-        )
+        headers = sign_callback(delivery.api_key, delivery.url)
         try:
             async with session.post(delivery.url, json=delivery.body, headers=headers) as resp:
                 await resp.read()

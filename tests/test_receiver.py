@@ -1,0 +1,466 @@
+"""CallbackReceiver end to end: the simulator calls back a real receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import attrs
+import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpClient
+
+from vidu_async.callbacks import sign_callback
+from vidu_async.client import ViduClient
+from vidu_async.errors import ConfigurationError
+from vidu_async.receiver import CallbackEvent, CallbackReceiver, ReceiverOptions
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy, no_wait
+from vidu_async.tasks import TaskResult
+from vidu_async.testing import Account, FakeVidu, ManualClock, Timeline
+
+KEY = "vda_receiver_key_a"
+OTHER_KEY = "vda_receiver_key_b"
+TIMELINE = Timeline(created=1.0, processing=1.0)
+"""A task processes 1 s after its creation and succeeds 1 s later (simulator time)."""
+
+
+@attrs.define
+class Stepper:
+    """The simulator on a manual clock: ``step()`` moves every task one state on."""
+
+    sim: FakeVidu
+    clock: ManualClock
+
+    async def step(self) -> None:
+        """Advance tasks (created -> processing -> success) and wait for their callbacks."""
+        self.clock.advance(1.0)
+        self.sim.tick()
+        await self.sim.callbacks_settled()
+
+
+@pytest.fixture
+async def stepper() -> AsyncIterator[Stepper]:
+    clock = ManualClock()
+    accounts = {KEY: Account(), OTHER_KEY: Account()}
+    async with FakeVidu(
+        KEY, accounts=accounts, clock=clock, timeline=TIMELINE, callback_retry_delay=0.0
+    ) as sim:
+        yield Stepper(sim, clock)
+
+
+@pytest.fixture
+async def clients(stepper: Stepper) -> AsyncIterator[tuple[ViduClient, ViduClient]]:
+    retry = RetryPolicy(sleep=no_wait)
+    async with ViduClient(KEY, base_url=stepper.sim.url, retry=retry) as client:
+        yield client, client.for_account(attrs.evolve(client.account, api_key=OTHER_KEY))
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def create(client: ViduClient, callback_url: str) -> str:
+    request = ReferenceToVideoRequest(
+        "viduq2", "a cat", images=("https://example.com/a.png",), callback_url=callback_url
+    )
+    return (await client.create_reference2video(request)).task_id
+
+
+async def next_event(events: AsyncIterator[CallbackEvent]) -> CallbackEvent:
+    async with asyncio.timeout(5):  # a guard against a hang, not a wait for something to happen
+        return await anext(events)
+
+
+async def post(
+    http: aiohttp.ClientSession,
+    url: str,
+    body: Any,
+    *,
+    key: str = KEY,
+    date: str | None = None,
+    **headers: str,
+) -> tuple[int, str]:
+    """POST ``body`` (bytes as they are, else as JSON) as a callback signed with ``key``."""
+    signed = sign_callback(key, url, date=date) | headers
+    data = body if isinstance(body, bytes) else json.dumps(body)
+    async with http.post(url, data=data, headers=signed) as response:
+        return response.status, await response.text()
+
+
+def read(stepper: Stepper) -> int:
+    """How many single-task reads the simulator has answered."""
+    return stepper.sim.stats.requests_to("query")
+
+
+# --- the life of a task -------------------------------------------------------------------------
+
+
+async def test_callbacks_become_events_and_an_end_is_read_back_first(
+    stepper: Stepper, clients: tuple[ViduClient, ViduClient]
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    events = receiver.events()
+    async with receiver.serve() as url:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/vidu/callback")
+        task_id = await create(clients[0], url)
+
+        await stepper.step()
+        processing = await next_event(events)
+        assert (processing.task_id, processing.claimed, processing.confirmed) == (
+            task_id,
+            "processing",
+            False,
+        )
+        assert processing.result.state == "processing" and not processing.is_terminal
+        assert read(stepper) == 0  # a processing notice is passed on as sent
+
+        await stepper.step()
+        success = await next_event(events)
+        assert (success.claimed, success.confirmed, success.is_terminal) == ("success", True, True)
+        assert success.result == await clients[0].get_task(task_id)
+        assert success.result.creations[0].url.startswith(stepper.sim.url)
+        assert read(stepper) == 1 + 1  # the confirmation, and the read just above
+        assert receiver.finished(task_id) == success.result
+    assert stepper.sim.stats.callbacks_delivered == 2
+
+
+async def test_redeliveries_are_answered_2xx_and_dropped(
+    stepper: Stepper, clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        task_id = await create(clients[0], url)
+        await stepper.step()
+        assert (await next_event(events)).claimed == "processing"
+        processing = {"id": task_id, "state": "processing"}
+        # Vidu sends again when our answer is lost: a fresh nonce, the same (task, state).
+        assert await post(http, url, processing) == (200, "ignored: a duplicate delivery")
+
+        await stepper.step()
+        assert (await next_event(events)).is_terminal
+        reads = read(stepper)
+        for state in ("success", "failed", "processing"):
+            answer = await post(http, url, {"id": task_id, "state": state})
+            assert answer == (200, "ignored: the task has already finished")
+        assert read(stepper) == reads
+
+        other = await create(clients[0], url)
+        await stepper.step()
+        assert (await next_event(events)).task_id == other  # nothing dropped came first
+
+
+async def test_a_success_the_task_does_not_confirm_reports_what_the_read_says(
+    stepper: Stepper, clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    # The body is not signed: signed headers with a changed body claim a success too early.
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        task_id = await create(clients[0], url)
+        await stepper.step()
+        assert (await next_event(events)).claimed == "processing"
+
+        lie = {"id": task_id, "state": "success", "creations": [{"url": "https://evil/x.mp4"}]}
+        assert await post(http, url, lie) == (200, "accepted")
+        event = await next_event(events)
+        assert (event.claimed, event.confirmed, event.result.state) == (
+            "success",
+            True,
+            "processing",
+        )
+        assert not event.is_terminal and event.result.creations == ()
+        assert receiver.finished(task_id) is None
+
+        await stepper.step()  # the genuine success is not mistaken for a duplicate
+        genuine = await next_event(events)
+        assert genuine.is_terminal and genuine.result.creations[0].url.startswith(stepper.sim.url)
+
+
+async def test_each_account_s_callbacks_are_verified_and_read_with_its_own_client(
+    stepper: Stepper, clients: tuple[ViduClient, ViduClient]
+) -> None:
+    receiver = CallbackReceiver(clients, ReceiverOptions(confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        ids = [await create(client, url) for client in clients]
+        await stepper.step()
+        await stepper.step()
+        ended = [e async for e in _take(events, 4) if e.is_terminal]
+    # Reading a task with the other account's key would be a 404, and give no event.
+    assert sorted(e.task_id for e in ended) == sorted(ids)
+
+
+async def _take(events: AsyncIterator[CallbackEvent], n: int) -> AsyncIterator[CallbackEvent]:
+    for _ in range(n):
+        yield await next_event(events)
+
+
+async def test_a_task_that_cannot_be_read_gives_no_event_and_may_be_delivered_again(
+    stepper: Stepper, clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        unknown = {"id": "no-such-task", "state": "success"}
+        assert await post(http, url, unknown) == (200, "accepted")
+        assert await post(http, url, {"id": "no-such-task", "state": "failed"}) == (200, "accepted")
+        task_id = await create(clients[0], url)
+        await stepper.step()
+        assert (await next_event(events)).task_id == task_id
+        # The failed read forgot the claim, so a redelivery is tried again, not dropped.
+        assert await post(http, url, unknown) == (200, "accepted")
+
+
+async def test_without_confirmation_an_end_is_passed_on_as_sent(
+    stepper: Stepper, clients: tuple[ViduClient, ViduClient]
+) -> None:
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(confirm=False, confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        task_id = await create(clients[0], url)
+        await stepper.step()
+        await stepper.step()
+        claims = [await next_event(events) for _ in range(2)]
+    assert [(e.task_id, e.claimed, e.confirmed) for e in claims] == [
+        (task_id, "processing", False),
+        (task_id, "success", False),
+    ]
+    assert claims[1].result.succeeded and not claims[1].is_terminal  # the consumer reads it
+    assert read(stepper) == 0
+    assert receiver.finished(task_id) is None
+
+
+# --- refusals -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "headers", "reason"),
+    [
+        (OTHER_KEY, {}, "signature does not match for POST /vidu/callback"),
+        ("a guessed key", {}, "signature does not match"),
+        (KEY, {"X-HMAC-ACCESS-KEY": "admin"}, "X-HMAC-ACCESS-KEY is 'admin'"),
+        (KEY, {"x-request-nonce": "swapped"}, "signature does not match"),
+        (KEY, {"date": "Tue, 06 May 2025 12:09:42 GMT"}, "in the past, outside the 300 s"),
+    ],
+)
+async def test_forged_callbacks_get_401_with_the_reason(
+    clients: tuple[ViduClient, ViduClient],
+    http: aiohttp.ClientSession,
+    key: str,
+    headers: dict[str, str],
+    reason: str,
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        body = {"id": "t", "state": "success"}
+        status, text = await post(http, url, body, key=key, **headers)
+    assert status == 401
+    assert reason in text
+    assert KEY not in text and OTHER_KEY not in text
+
+
+async def test_a_replayed_callback_gets_401(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        headers = sign_callback(KEY, url)
+        body = json.dumps({"id": "t", "state": "processing"})
+        async with http.post(url, data=body, headers=headers) as first:
+            assert first.status == 200
+        async with http.post(url, data=body, headers=headers) as replay:
+            assert replay.status == 401
+            assert "was seen before" in await replay.text()
+
+
+async def test_the_date_window_is_configurable(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    hour_later = ReceiverOptions(clock=lambda: time.time() + 3600, max_skew=3601)
+    receiver = CallbackReceiver(clients[0], hour_later)
+    async with receiver.serve() as url:
+        assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "Expecting property name"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b'{"state": "success"}', "id: missing"),
+        (b'{"id": "t", "credits": "many"}', "credits: "),
+    ],
+)
+async def test_a_verified_callback_with_a_bad_body_gets_400(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession, body: bytes, reason: str
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        status, text = await post(http, url, body)
+    assert status == 400
+    assert reason in text
+
+
+# --- embedding, backpressure, configuration -----------------------------------------------------
+
+
+async def test_the_handler_mounts_on_another_app_behind_a_path_prefix(
+    clients: tuple[ViduClient, ViduClient], aiohttp_client: AiohttpClient
+) -> None:
+    # Vidu signed the public URL /hooks/vidu/cb; the proxy stripped /hooks on the way.
+    received: list[CallbackEvent] = []
+
+    async def on_event(event: CallbackEvent) -> None:
+        received.append(event)
+
+    receiver = CallbackReceiver(
+        clients[0], ReceiverOptions(path_prefix="/hooks"), on_event=on_event
+    )
+    app = web.Application()
+    app.router.add_post("/vidu/cb", receiver.handler)
+    http = await aiohttp_client(app)
+    body = json.dumps({"id": "t", "state": "processing"})
+    public = sign_callback(KEY, "https://example.com/hooks/vidu/cb?x=1")
+
+    response = await http.post("/vidu/cb?x=1", data=body, headers=public)
+    assert response.status == 503  # not running: its workers are not there to confirm
+    assert "not running" in await response.text()
+
+    async with receiver.running():
+        response = await http.post("/vidu/cb?x=1", data=body, headers=public)
+        assert response.status == 200
+        unprefixed = sign_callback(KEY, "/vidu/cb?x=1")
+        response = await http.post("/vidu/cb?x=1", data=body, headers=unprefixed)
+        assert response.status == 401
+        assert "POST /hooks/vidu/cb?x=1" in await response.text()
+    assert [(e.task_id, e.claimed) for e in received] == [("t", "processing")]
+
+
+async def test_a_full_queue_answers_503_so_that_vidu_delivers_again(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    arrived = {task_id: asyncio.Event() for task_id in "abc"}
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def slow_consumer(event: CallbackEvent) -> None:
+        order.append(event.task_id)
+        arrived[event.task_id].set()
+        await release.wait()
+
+    async def until(task_id: str) -> None:
+        async with asyncio.timeout(5):  # a guard against a hang
+            await arrived[task_id].wait()
+
+    options = ReceiverOptions(max_pending=1, confirm_concurrency=1)
+    receiver = CallbackReceiver(clients[0], options, on_event=slow_consumer)
+    async with receiver.serve() as url:
+        assert await post(http, url, {"id": "a", "state": "processing"}) == (200, "accepted")
+        await until("a")  # the only worker is busy with "a"
+        assert await post(http, url, {"id": "b", "state": "processing"}) == (200, "accepted")
+        status, text = await post(http, url, {"id": "c", "state": "processing"})
+        assert (status, text) == (503, "too many callbacks waiting; deliver it later")
+        release.set()
+        await until("b")
+        # "c" was not remembered as seen: its redelivery is taken.
+        assert await post(http, url, {"id": "c", "state": "processing"}) == (200, "accepted")
+        await until("c")
+    assert order == ["a", "b", "c"]
+
+
+async def test_an_on_event_that_raises_is_logged_and_receiving_goes_on(
+    clients: tuple[ViduClient, ViduClient],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handled = asyncio.Event()
+
+    async def on_event(event: CallbackEvent) -> None:
+        if event.task_id == "bad":
+            raise KeyError("a bug in on_event")
+        handled.set()
+
+    receiver = CallbackReceiver(
+        clients[0], ReceiverOptions(confirm_concurrency=1), on_event=on_event
+    )
+    async with receiver.serve() as url:
+        assert await post(http, url, {"id": "bad", "state": "processing"}) == (200, "accepted")
+        assert await post(http, url, {"id": "good", "state": "processing"}) == (200, "accepted")
+        async with asyncio.timeout(5):  # a guard against a hang
+            await handled.wait()
+    [record] = [r for r in caplog.records if r.name == "vidu_async.receiver"]
+    assert record.getMessage() == "on_event failed on the processing event of task bad"
+    assert record.exc_info is not None and "a bug in on_event" in str(record.exc_info[1])
+
+
+async def test_callbacks_queued_when_the_receiver_stops_are_forgotten(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    busy = asyncio.Event()
+
+    async def stuck(event: CallbackEvent) -> None:
+        busy.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    options = ReceiverOptions(confirm_concurrency=1)
+    receiver = CallbackReceiver(clients[0], options, on_event=stuck)
+    async with receiver.serve() as url:
+        assert await post(http, url, {"id": "a", "state": "processing"}) == (200, "accepted")
+        async with asyncio.timeout(5):  # a guard against a hang
+            await busy.wait()
+        assert await post(http, url, {"id": "b", "state": "processing"}) == (200, "accepted")
+    async with receiver.serve() as url:
+        # "b" was never handed on: delivered again, it is new, not a duplicate.
+        assert await post(http, url, {"id": "b", "state": "processing"}) == (200, "accepted")
+        assert await post(http, url, {"id": "a", "state": "processing"}) == (
+            200,
+            "ignored: a duplicate delivery",
+        )
+
+
+async def test_finished_tasks_are_remembered_up_to_the_bound(
+    clients: tuple[ViduClient, ViduClient], stepper: Stepper
+) -> None:
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(remember=1, confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        first = await create(clients[0], url)
+        await stepper.step()
+        await stepper.step()
+        second = await create(clients[0], url)
+        await stepper.step()
+        await stepper.step()
+        ended = [e.task_id async for e in _take(events, 4) if e.is_terminal]
+    assert ended == [first, second]
+    assert receiver.finished(first) is None
+    assert isinstance(receiver.finished(second), TaskResult)
+
+
+async def test_misuse_is_refused(clients: tuple[ViduClient, ViduClient]) -> None:
+    with pytest.raises(ConfigurationError, match="at least one account"):
+        CallbackReceiver([])
+
+    async def on_event(event: CallbackEvent) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="hands its events to on_event"):
+        await anext(CallbackReceiver(clients[0], on_event=on_event).events())
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.running():
+        with pytest.raises(RuntimeError, match="already running"):
+            async with receiver.running():
+                pass
+    with pytest.raises(ValueError, match="max_pending"):
+        ReceiverOptions(max_pending=0)
+    for prefix in ("hooks", "/hooks/", "/hooks?x=1"):
+        with pytest.raises(ValueError, match=f"path_prefix must be .* got '{re.escape(prefix)}'"):
+            ReceiverOptions(path_prefix=prefix)
