@@ -39,6 +39,7 @@ from vidu_async.errors import (
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import TaskState, split_payload
+from vidu_async.testing import ManualClock
 
 KEY = "sk-test-0123456789abcdef-SECRET"
 IMAGE = "https://example.com/cat.png"
@@ -250,22 +251,6 @@ class FakeVidu:
         )
 
 
-class FakeTime:
-    """A clock that moves only when the client sleeps; records every wait."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
 @pytest.fixture
 def vidu() -> FakeVidu:
     return FakeVidu()
@@ -279,13 +264,13 @@ async def server(vidu: FakeVidu, aiohttp_server: ServerFactory) -> Any:
 
 
 @pytest.fixture
-def time() -> FakeTime:
-    return FakeTime()
+def time() -> ManualClock:
+    return ManualClock()
 
 
 @pytest.fixture
-def policy(time: FakeTime) -> RetryPolicy:
-    return RetryPolicy(sleep=time.sleep, clock=time.clock, random=lambda: 1.0)
+def policy(time: ManualClock) -> RetryPolicy:
+    return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0)
 
 
 @pytest.fixture
@@ -519,7 +504,7 @@ async def test_credit_insufficient_is_never_retried(client: ViduClient, vidu: Fa
 
 
 async def test_an_html_error_page_still_gives_a_useful_error(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     vidu.query_faults = ["html-502"] * 5
     with pytest.raises(ServerError) as info:
@@ -548,7 +533,7 @@ async def test_redirects_are_refused_not_followed(client: ViduClient, vidu: Fake
 
 
 async def test_connection_refused_is_never_sent_and_retried(
-    policy: RetryPolicy, time: FakeTime
+    policy: RetryPolicy, time: ManualClock
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -565,7 +550,7 @@ async def test_connection_refused_is_never_sent_and_retried(
 
 
 async def test_queries_retry_429_5xx_and_operation_in_process(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime, caplog: pytest.LogCaptureFixture
+    client: ViduClient, vidu: FakeVidu, time: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="vidu_async")
     vidu.query_faults = [429, 500, 400]
@@ -578,7 +563,7 @@ async def test_queries_retry_429_5xx_and_operation_in_process(
 
 @pytest.mark.parametrize("fault", [429, 400])
 async def test_creates_are_resent_when_the_server_refused_them(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime, fault: int
+    client: ViduClient, vidu: FakeVidu, time: ManualClock, fault: int
 ) -> None:
     vidu.create_faults = [fault, fault]
     task = await client.create_reference2video(request())
@@ -588,7 +573,7 @@ async def test_creates_are_resent_when_the_server_refused_them(
 
 
 async def test_a_caller_pacing_itself_gets_429_at_once(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     vidu.create_faults = [429]
     with pytest.raises(RateLimitError) as info:
@@ -599,7 +584,7 @@ async def test_a_caller_pacing_itself_gets_429_at_once(
 
 
 async def test_retry_after_seconds_and_http_date_are_honoured(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     vidu.headers = {"Retry-After": "17"}
     vidu.create_faults = [429]
@@ -616,7 +601,7 @@ async def test_retry_after_seconds_and_http_date_are_honoured(
 
 
 async def test_a_retry_after_over_the_cap_is_raised_not_slept(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     vidu.headers = {"retry-after-ms": "600000"}
     vidu.create_faults = [429]
@@ -628,10 +613,10 @@ async def test_a_retry_after_over_the_cap_is_raised_not_slept(
 
 
 async def test_the_time_budget_bounds_a_call(
-    server: TestServer, vidu: FakeVidu, time: FakeTime
+    server: TestServer, vidu: FakeVidu, time: ManualClock
 ) -> None:
     policy = RetryPolicy(
-        sleep=time.sleep, clock=time.clock, random=lambda: 1.0, max_attempts=50, budget=20.0
+        sleep=time.sleep, clock=time, random=lambda: 1.0, max_attempts=50, budget=20.0
     )
     vidu.query_faults = [500] * 50
     async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=policy) as client:
@@ -668,7 +653,7 @@ async def test_a_lost_answer_finds_the_task_instead_of_paying_twice(
 
 
 async def test_a_create_proven_absent_is_resent_with_the_same_key(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime, caplog: pytest.LogCaptureFixture
+    client: ViduClient, vidu: FakeVidu, time: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="vidu_async")
     vidu.create_faults = [500]  # refused before creating anything
@@ -683,7 +668,7 @@ async def test_a_create_proven_absent_is_resent_with_the_same_key(
 
 
 async def test_a_task_appearing_late_in_the_list_is_still_found(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     vidu.create_faults = ["500-after"]
     vidu.list_faults = ["empty"]  # the list lags behind the create once
@@ -712,7 +697,7 @@ async def test_a_failed_lookup_raises_ambiguous_and_never_resends(
 
 
 async def test_wait_for_task_through_a_full_cycle(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     task = vidu.add_task()
     vidu.progress[task["id"]] = [
@@ -743,7 +728,7 @@ async def test_wait_for_task_returns_a_failed_task_with_its_err_code(
 
 
 async def test_wait_for_task_times_out_with_the_last_state(
-    client: ViduClient, vidu: FakeVidu, time: FakeTime
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
 ) -> None:
     task = vidu.add_task(state="processing")
     with pytest.raises(TaskTimeoutError) as info:

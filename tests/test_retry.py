@@ -34,6 +34,7 @@ from vidu_async.retry import (
     stop_reason,
     wait_before_retry,
 )
+from vidu_async.testing import ManualClock
 
 NOW = dt.datetime(2026, 1, 20, 6, 0, 0, tzinfo=dt.UTC)
 QUERY, CREATE, CANCEL = CallKind.QUERY, CallKind.CREATE, CallKind.CANCEL
@@ -42,21 +43,6 @@ RETRY, LOOKUP, RAISE = Verdict.RETRY, Verdict.LOOKUP, Verdict.RAISE
 
 def status(cls: type[APIStatusError], code: int, reason: str, **headers: str) -> APIStatusError:
     return cls(status=code, reason=reason, message="", headers=headers)
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps; records every wait."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.waits: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
 RATE = status(RateLimitError, 429, "TooManyRequests")
@@ -182,14 +168,14 @@ class Script:
         return "done"
 
 
-def policy_for(time: FakeTime, **changes: object) -> RetryPolicy:
-    return RetryPolicy(sleep=time.sleep, clock=time.clock, random=lambda: 1.0, **changes)  # type: ignore[arg-type]
+def policy_for(time: ManualClock, **changes: object) -> RetryPolicy:
+    return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0, **changes)  # type: ignore[arg-type]
 
 
 async def test_retrying_retries_then_succeeds_and_logs_each_retry(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    time = FakeTime()
+    time = ManualClock()
     op = Script(SERVER, READ_TIMEOUT)
     caplog.set_level(logging.INFO, logger="vidu_async")
     assert await retrying(policy_for(time), QUERY, "GET /ent/v2/credits")(op) == "done"
@@ -204,7 +190,7 @@ async def test_retrying_retries_then_succeeds_and_logs_each_retry(
 
 
 async def test_retrying_never_retries_a_permanent_error() -> None:
-    time = FakeTime()
+    time = ManualClock()
     op = Script(status(AuthenticationError, 401, "Unauthorized"))
     with pytest.raises(AuthenticationError):
         await retrying(policy_for(time), QUERY, "GET /x")(op)
@@ -213,7 +199,7 @@ async def test_retrying_never_retries_a_permanent_error() -> None:
 
 
 async def test_retrying_a_cancel_only_when_it_never_arrived() -> None:
-    time = FakeTime()
+    time = ManualClock()
     op = Script(REFUSED, RESET)
     with pytest.raises(APIConnectionError, match="reset"):
         await retrying(policy_for(time), CANCEL, "POST /x")(op)
@@ -221,7 +207,7 @@ async def test_retrying_a_cancel_only_when_it_never_arrived() -> None:
 
 
 async def test_retrying_honours_retry_after_both_forms() -> None:
-    time = FakeTime()
+    time = ManualClock()
     later = format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60), usegmt=True)
     op = Script(
         status(RateLimitError, 429, "QuotaExceeded", **{"Retry-After": "7"}),
@@ -235,7 +221,7 @@ async def test_retrying_honours_retry_after_both_forms() -> None:
 
 
 async def test_retrying_raises_a_demand_over_the_cap_instead_of_sleeping() -> None:
-    time = FakeTime()
+    time = ManualClock()
     op = Script(status(RateLimitError, 429, "SystemThrottling", **{"Retry-After": "600"}))
     with pytest.raises(RateLimitError):
         await retrying(policy_for(time, retry_after_cap=120.0), QUERY, "GET /x")(op)
@@ -244,7 +230,7 @@ async def test_retrying_raises_a_demand_over_the_cap_instead_of_sleeping() -> No
 
 
 async def test_retrying_stops_at_max_attempts_with_the_last_error() -> None:
-    time = FakeTime()
+    time = ManualClock()
     op = Script(*[SERVER] * 10)
     with pytest.raises(ServerError):
         await retrying(policy_for(time, max_attempts=4), QUERY, "GET /x")(op)
@@ -253,7 +239,7 @@ async def test_retrying_stops_at_max_attempts_with_the_last_error() -> None:
 
 
 async def test_retrying_stops_before_overrunning_the_budget() -> None:
-    time = FakeTime()
+    time = ManualClock()
     op = Script(*[SERVER] * 10)
     # waits would be 1, 2, 4, 8: after 1 + 2 = 3 s, waiting 4 more overruns a 6 s budget
     with pytest.raises(ServerError):
@@ -267,5 +253,5 @@ async def test_retrying_lets_cancellation_through() -> None:
 
     op = Script(asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
-        await retrying(policy_for(FakeTime()), QUERY, "GET /x")(op)
+        await retrying(policy_for(ManualClock()), QUERY, "GET /x")(op)
     assert op.calls == 1

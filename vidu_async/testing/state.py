@@ -12,6 +12,7 @@ A cancelled task (cancel is allowed only while ``created`` or ``queueing``) read
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -65,9 +66,15 @@ Clock = Callable[[], float]
 
 @attrs.define
 class ManualClock:
-    """A clock that moves only when told to: ``advance(seconds)``. Pass it as ``clock=``."""
+    """A clock that moves only when told to: ``advance(seconds)``. Pass it as ``clock=``.
+
+    ``sleep`` is a matching virtual sleep: it records the wait in ``waits`` and advances the
+    clock instead of waiting, so ``RetryPolicy(sleep=clock.sleep, clock=clock)`` retries
+    instantly while every wait stays checkable.
+    """
 
     now: float = 0.0
+    waits: list[float] = attrs.field(factory=list)
 
     def __call__(self) -> float:
         return self.now
@@ -76,6 +83,11 @@ class ManualClock:
         if seconds < 0:
             raise ValueError(f"a clock cannot go back ({seconds} s)")
         self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)
 
 
 @attrs.define
