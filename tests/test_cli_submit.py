@@ -176,8 +176,9 @@ async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
             sys.executable, "-m", "vidu_async", *submit_args(jobs, "--wait"),
             env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )
-        while fake.stats.tasks_created < 5:  # interrupt once work is under way
-            await asyncio.sleep(0.02)
+        async with asyncio.timeout(30):  # interrupt once work is under way
+            while fake.stats.tasks_created < 5:  # noqa: ASYNC110 - a counter, not an event
+                await asyncio.sleep(0.02)
         process.send_signal(signal.SIGINT)
         _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 130

@@ -2,7 +2,7 @@
 
 from vidu_async._http import Account, SessionPool
 from vidu_async._version import __version__
-from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.batch import BatchObserver, BatchOptions, BatchSubmitter
 from vidu_async.callbacks import (
     CallbackVerificationError,
     NonceCache,
@@ -70,6 +70,7 @@ __all__ = [
     "Account",
     "AmbiguousCreateError",
     "AuthenticationError",
+    "BatchObserver",
     "BatchOptions",
     "BatchSubmitter",
     "CallbackEvent",

@@ -1,16 +1,19 @@
 """``BatchSubmitter``: submit many jobs, pay for each exactly once, follow and download them.
 
-The pipeline, all inside one ``asyncio.TaskGroup`` (cancelling the run leaves nothing behind):
+The pipeline runs in one ``asyncio.TaskGroup`` inside a task of its own; ``run()`` only reads
+its outcomes, so the caller's code never runs inside the group (a failing worker cannot cancel
+it mid-statement) and leaving the loop, or cancelling the reader, stops and awaits everything::
 
-    jobs --feeder--> bounded inbox --N submit workers--> follower --M downloaders--> outcomes
+    jobs --feeder--> bounded inbox --N submit workers--> follower --M downloaders--> outbox
 
 * The input is consumed lazily through a bounded queue: memory stays flat whatever its size.
 * Every create is journalled first (``ledger.py``): an intent with the job's correlation key is
   on disk before the request leaves, so a crash at any instant is reconciled on the next run.
 * Pacing is shared (``throttle.py``): a 429 slows every worker at once; ``QuotaExceeded`` waits
   for one of our running tasks to finish.
-* Failures of one job are outcomes; failures that doom every further job (no credits left, a
-  rejected key) stop new submissions and the rest are reported ``not_submitted``.
+* Failures of one job are outcomes; failures that doom every further job (no credits left on
+  any account, a rejected key, the budget spent) stop new submissions and the rest are reported
+  ``not_submitted``.
 * Followed tasks are refreshed in bulk, 100 ids per list request, falling back to per-task
   queries; finished ones are downloaded (bounded) and named from the ``custom_id``.
 """
@@ -21,13 +24,22 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
-from vidu_async.client import ViduClient
+from vidu_async.client import LOOKUP_SLACK, MAX_PAGE_SIZE, ViduClient
 from vidu_async.errors import (
     AmbiguousCreateError,
     APIError,
@@ -46,12 +58,11 @@ from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.tasks import Task, TaskResult, new_correlation_key
 from vidu_async.throttle import Throttle
 
-__all__ = ["BatchObserver", "BatchOptions", "BatchSubmitter"]
+__all__ = ["BatchObserver", "BatchOptions", "BatchSubmitter", "account_label"]
 
 logger = logging.getLogger("vidu_async.batch")
 
-LIST_IDS_PER_REQUEST = 100
-_RECONCILE_SLACK = dt.timedelta(minutes=10)
+JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
 
 
 class BatchObserver(Protocol):
@@ -62,33 +73,52 @@ class BatchObserver(Protocol):
     def task_state(self, task_id: str, state: str) -> None: ...
 
 
+def _optional_rate(_: object, attribute: attrs.Attribute[float | None], value: float | None
+                   ) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
 @attrs.frozen
 class BatchOptions:
     """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
 
-    ``max_pending`` bounds the tasks followed at once (and so the server-side queue we build);
-    ``sleep`` and ``clock`` are injectable so tests never wait for real.
+    ``max_credits`` stops submitting before the credits of the tasks created in this run could
+    pass it (a task's cost is known only from its create answer, so a budget smaller than the
+    first task's cost is passed by that one task). ``max_pending`` bounds the tasks followed at
+    once (and so the server-side queue we build); ``quota_wait`` is the longest wait after
+    ``QuotaExceeded`` when none of our tasks finishes first. ``sleep`` (every wait: pacing,
+    polling, quota) and ``clock`` (the pacing clock, default the event loop's) are injectable
+    so tests never wait for real.
     """
 
     concurrency: int = attrs.field(default=8, validator=attrs.validators.ge(1))
-    rate: float | None = attrs.field(default=None)
+    rate: float | None = attrs.field(default=None, validator=_optional_rate)
     wait: bool = False
     download: Path | None = None
-    max_credits: int | None = None
+    max_credits: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
     journal: Path | None = None
-    poll_interval: float = 5.0
-    max_pending: int = 500
-    download_concurrency: int = 4
-    quota_wait: float = 30.0
-    """Longest wait after ``QuotaExceeded`` before trying again, if no task of ours finishes."""
+    poll_interval: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    max_pending: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    download_concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    quota_wait: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     clock: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
-    sleep: Callable[[float], Awaitable[None]] = attrs.field(default=asyncio.sleep, eq=False,
-                                                            repr=False)
+    sleep: Callable[[float], Awaitable[None]] = attrs.field(
+        default=asyncio.sleep, eq=False, repr=False
+    )
 
-    @rate.validator
-    def _check_rate(self, _: object, value: float | None) -> None:
-        if value is not None and value <= 0:
-            raise ValueError(f"rate must be positive, got {value}")
+    def __attrs_post_init__(self) -> None:
+        if self.download is not None and not self.wait:
+            raise ValueError("download needs wait=True: only followed tasks are downloaded")
+
+
+def account_label(client: ViduClient) -> str:
+    """A stable name for an account that reveals nothing of its key (journals are shared)."""
+    account = client.account
+    digest = hashlib.sha256(f"{account.base_url}\0{account.api_key}".encode()).hexdigest()
+    return f"acct-{digest[:12]}"
 
 
 @attrs.define
@@ -99,8 +129,9 @@ class _Account:
     label: str
     limit: int = 5
     busy_elsewhere: int = 0
+    """Tasks processing when the run started (from ``get_credits``), not ours."""
     in_flight: int = 0
-    """Our tasks on this account that have not finished (as far as we follow them)."""
+    """Our creates in flight plus our followed tasks that have not finished."""
     created: int = 0
     out_of_credits: bool = False
 
@@ -109,19 +140,35 @@ class _Account:
         return self.limit - self.busy_elsewhere - self.in_flight
 
 
-@attrs.define
+@attrs.frozen
 class _Followed:
     custom_id: str
     line: int | None
     task_id: str
-    account: _Account
+    account: _Account = attrs.field(eq=False)
 
 
-def account_label(client: ViduClient) -> str:
-    """A stable name for an account that reveals nothing of its key (journals are shared)."""
-    account = client.account
-    digest = hashlib.sha256(f"{account.base_url}\0{account.api_key}".encode()).hexdigest()
-    return f"acct-{digest[:12]}"
+@attrs.frozen
+class _Failure:
+    """What the pipeline sends the reader when it died of ``error``."""
+
+    error: BaseException
+
+
+class _Signal:
+    """Wakes everyone waiting at the moment it fires (an ``Event`` that re-arms itself)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def wait(self) -> Coroutine[Any, Any, bool]:
+        """Await the next firing (the event is taken now, so a firing before the first await
+        still counts)."""
+        return self._event.wait()
 
 
 class BatchSubmitter:
@@ -129,7 +176,12 @@ class BatchSubmitter:
 
     ``async for outcome in BatchSubmitter(client, options).run(jobs)``: ``jobs`` is an iterable
     or async iterable of ``Job`` (or ``JobLine``, whose invalid lines become ``invalid``
-    outcomes). Outcomes come as jobs settle, not in input order.
+    outcomes), each ``custom_id`` unique. Outcomes come as jobs settle, not in input order. A
+    rejected key raises ``AuthenticationError`` from the first iteration, before any job is
+    read; an error that is no job's fault (the journal's disk, a bug) is raised from the
+    iteration after it happened, everything stopped. To stop early, leave the loop inside
+    ``contextlib.aclosing(submitter.run(jobs))`` (or cancel the task iterating): the pipeline
+    is cancelled and awaited, the journal left consistent for a rerun. One ``run`` at a time.
     """
 
     def __init__(
@@ -146,23 +198,33 @@ class BatchSubmitter:
         self._accounts = [_Account(c, account_label(c)) for c in group]
         self._by_label = {a.label: a for a in self._accounts}
         self._observer = observer
-        loop_clock = self.options.clock
-        self._clock: Callable[[], float] = loop_clock or (lambda: asyncio.get_running_loop().time())
-        self._throttle = Throttle(self.options.rate, self._clock_now)
+        self._clock = self.options.clock or (lambda: asyncio.get_running_loop().time())
+        self._running = False
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state for one run."""
+        self._throttle = Throttle(self.options.rate, self._clock)
+        self._ledger: Ledger | None = None
         self._stop: ErrorInfo | None = None
         self._spent = 0
         self._largest_cost = 0
         self._creates_in_flight = 0
+        self._accepted = 0
+        self._emitted = 0
+        self._fed_all = False
+        self._settled = asyncio.Event()
         self._followed: dict[str, _Followed] = {}
-        self._follow_wakeup = asyncio.Event()
-        self._changed = asyncio.Event()
-        self._ledger: Ledger | None = None
+        self._new_followed = _Signal()
+        self._changed = _Signal()
+        """Fires when a create settles, a task finishes or submission stops."""
+        self._task_finished = _Signal()
         self._downloads: asyncio.Queue[tuple[_Followed, TaskResult]] = asyncio.Queue(
-            maxsize=max(1, self.options.download_concurrency) * 2
+            maxsize=self.options.download_concurrency * 2
         )
-
-    def _clock_now(self) -> float:
-        return self._clock()
+        for account in self._accounts:
+            account.in_flight = account.created = 0
+            account.out_of_credits = False
 
     @property
     def stop_reason(self) -> ErrorInfo | None:
@@ -174,82 +236,108 @@ class BatchSubmitter:
         """Credits of the tasks created in this run."""
         return self._spent
 
-    async def run(self, jobs: Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
-                  ) -> AsyncIterator[Outcome]:
+    async def run(self, jobs: JobInput) -> AsyncGenerator[Outcome, None]:
         """Yield one ``Outcome`` per job as it settles; see the class docstring."""
+        if self._running:
+            raise RuntimeError("this BatchSubmitter is already running a batch")
+        self._running = True
+        self._reset()
         opts = self.options
-        self._ledger = Ledger.open(opts.journal) if opts.journal else None
-        await self._probe_accounts()
-        inbox: asyncio.Queue[Job | JobLine | None] = asyncio.Queue(maxsize=opts.concurrency * 2)
-        outbox: asyncio.Queue[Outcome | None] = asyncio.Queue(maxsize=opts.concurrency * 2)
-        counts = _Counts()
         try:
-            async with asyncio.TaskGroup() as group:
-                workers = [
-                    group.create_task(self._submit_worker(inbox, outbox)) for _ in
-                    range(opts.concurrency)
-                ]
-                helpers = [group.create_task(self._feed(jobs, inbox, counts, opts.concurrency))]
-                if opts.wait:
-                    helpers.append(group.create_task(self._follow(outbox)))
-                    helpers += [
-                        group.create_task(self._download_worker(outbox))
-                        for _ in range(max(1, opts.download_concurrency))
-                    ]
-                try:
-                    while not (counts.fed_all and counts.emitted == counts.accepted):
-                        outcome = await outbox.get()
-                        if outcome is None:
-                            continue
-                        counts.emitted += 1
-                        yield outcome
-                finally:
-                    for task in workers + helpers:
-                        task.cancel()
+            self._ledger = Ledger.open(opts.journal) if opts.journal else None
+            await self._probe_accounts()
+            outbox: asyncio.Queue[Outcome | _Failure | None] = asyncio.Queue(
+                maxsize=opts.concurrency * 2
+            )
+            pipeline = asyncio.create_task(self._pipeline(jobs, outbox), name="vidu-batch")
+            try:
+                while (item := await outbox.get()) is not None:
+                    if isinstance(item, _Failure):
+                        raise item.error
+                    yield item
+            finally:
+                pipeline.cancel()
+                await asyncio.wait([pipeline])
         finally:
             if self._ledger is not None:
                 self._ledger.close()
+            self._running = False
+
+    async def _pipeline(
+        self, jobs: JobInput, outbox: asyncio.Queue[Outcome | _Failure | None]
+    ) -> None:
+        """Run the feeder, workers, follower and downloaders until every job has settled."""
+        opts = self.options
+        inbox: asyncio.Queue[Job | JobLine] = asyncio.Queue(maxsize=opts.concurrency * 2)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._feed(jobs, inbox))]
+                tasks += [
+                    group.create_task(self._submit_worker(inbox, outbox))
+                    for _ in range(opts.concurrency)
+                ]
+                if opts.wait:
+                    tasks.append(group.create_task(self._follow(outbox)))
+                if opts.wait and opts.download is not None:
+                    tasks += [
+                        group.create_task(self._download_worker(opts.download, outbox))
+                        for _ in range(opts.download_concurrency)
+                    ]
+                await self._settled.wait()
+                for task in tasks:
+                    task.cancel()  # idle by now: they wait for work that will not come
+        except asyncio.CancelledError:
+            raise
+        except BaseException as failure:  # handed to the reader, raised there
+            error = failure
+            if isinstance(failure, BaseExceptionGroup) and len(failure.exceptions) == 1:
+                error = failure.exceptions[0]
+            await outbox.put(_Failure(error))
+            return
+        await outbox.put(None)
 
     # --- feeding ----------------------------------------------------------------------------
 
-    async def _feed(
-        self,
-        jobs: Iterable[Job | JobLine] | AsyncIterable[Job | JobLine],
-        inbox: asyncio.Queue[Job | JobLine | None],
-        counts: _Counts,
-        workers: int,
-    ) -> None:
+    async def _feed(self, jobs: JobInput, inbox: asyncio.Queue[Job | JobLine]) -> None:
         async for job in _aiter(jobs):
-            counts.accepted += 1
+            self._accepted += 1
             await inbox.put(job)
-        counts.fed_all = True
-        for _ in range(workers):
-            await inbox.put(None)
+        self._fed_all = True
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        if self._fed_all and self._emitted == self._accepted:
+            self._settled.set()
+
+    async def _emit(
+        self, outbox: asyncio.Queue[Outcome | _Failure | None], outcome: Outcome, *,
+        final: bool = False,
+    ) -> None:
+        """Hand ``outcome`` to the reader; ``final``: journal it, so a rerun skips the job.
+
+        Only the end of a task that exists is final: refusals and unsent jobs cost nothing, so a
+        rerun (perhaps with the line fixed) tries them again.
+        """
+        if final and self._ledger is not None:
+            await self._ledger.final(outcome.custom_id, outcome.to_dict())
+        await outbox.put(outcome)
+        self._emitted += 1
+        self._check_settled()
 
     # --- submitting -------------------------------------------------------------------------
 
     async def _submit_worker(
         self,
-        inbox: asyncio.Queue[Job | JobLine | None],
-        outbox: asyncio.Queue[Outcome | None],
+        inbox: asyncio.Queue[Job | JobLine],
+        outbox: asyncio.Queue[Outcome | _Failure | None],
     ) -> None:
-        while (item := await inbox.get()) is not None:
-            outcome = await self._handle(item)
+        while True:
+            outcome = await self._handle(await inbox.get())
             if outcome is not None:
                 await self._emit(outbox, outcome)
-        await outbox.put(None)  # wakes the consumer so it sees the end
-
-    async def _emit(self, outbox: asyncio.Queue[Outcome | None], outcome: Outcome) -> None:
-        # Only the end of a task that exists is final: refusals and unsent jobs cost nothing,
-        # so a rerun (perhaps with the line fixed) tries them again.
-        if self._ledger is not None and outcome.task_id is not None and outcome.status in (
-            "succeeded", "failed"
-        ):
-            await self._ledger.final(outcome.custom_id, outcome.to_dict())
-        await outbox.put(outcome)
 
     async def _handle(self, item: Job | JobLine) -> Outcome | None:
-        """Take one job as far as this worker goes; None when the follower takes it on."""
+        """Take one job as far as a worker goes; None when the follower takes it on."""
         if isinstance(item, JobLine):
             if item.job is None:
                 return Outcome(
@@ -261,69 +349,66 @@ class BatchSubmitter:
             item = item.job
         record = self._ledger.get(item.custom_id) if self._ledger else None
         if record is not None and record.final is not None:
-            return Outcome.from_dict(record.final)
+            return attrs.evolve(Outcome.from_dict(record.final), line=item.line)
         if record is not None and record.task_id is not None:
-            account = self._by_label.get(record.account or "", self._accounts[0])
-            return await self._created(item, record.task_id, record.credits, account)
+            return self._created(item, record.task_id, record.credits, self._account_of(record))
         return await self._submit(item, record)
+
+    def _account_of(self, record: JobRecord) -> _Account:
+        """The account an earlier run used for a job (the first one if it is not given now)."""
+        return self._by_label.get(record.account or "", self._accounts[0])
 
     async def _submit(self, job: Job, record: JobRecord | None) -> Outcome | None:
         key = new_correlation_key()
         if record is not None and record.needs_reconcile and record.correlation_key:
-            key = record.correlation_key
             found = await self._reconcile(job, record)
             if isinstance(found, Outcome):
                 return found
             if found is not None:
-                owner = self._by_label.get(record.account or "", self._accounts[0])
-                return await self._created(job, found.id, found.credits, owner)
-        while True:
-            if self._stop is not None:
-                return Outcome(job.custom_id, "not_submitted", job.line, error=self._stop)
-            account = await self._pick_account()
-            if account is None:
-                return Outcome(job.custom_id, "not_submitted", job.line, error=self._stop)
-            if not await self._reserve_budget():
+                return self._created(job, found.id, found.credits, self._account_of(record))
+            key = record.correlation_key  # proven absent: resend it under the same key
+        while self._stop is None:
+            if not await self._room_to_submit():
                 continue
             await self.options.sleep(self._throttle.reserve())
-            if self._stop is not None:
-                self._release_budget(None)
+            account = self._pick_account()
+            if account is None:
+                self._create_settled(None)
                 continue
             result = await self._create_once(job, key, account)
-            if result is None:
-                continue  # throttled: the 429 proves nothing was created; same key again
-            if isinstance(result, Outcome):
+            if isinstance(result, Task):
+                return self._created(job, result.task_id, result.credits, account)
+            if result is not None:
                 return result
-            account.created += 1
-            return await self._created(job, result.task_id, result.credits, account)
+            # None: throttled or out of credits there; nothing was created, so the same key
+        return Outcome(job.custom_id, "not_submitted", job.line, error=self._stop)
 
     async def _create_once(self, job: Job, key: str, account: _Account) -> Task | Outcome | None:
-        """One create: the task, the outcome of a refusal, or None when throttled (retry)."""
-        if self._ledger is not None:
-            await self._ledger.intent(job.custom_id, key, account=account.label)
+        """One create: the task, the outcome of a refusal, or None to try again."""
         try:
+            if self._ledger is not None:
+                await self._ledger.intent(job.custom_id, key, account=account.label)
             task = await account.client.create_reference2video(
                 job.request, correlation_key=key, retry_rate_limits=False
             )
-        except RateLimitError as error:
-            self._release_budget(None)
-            await self._on_rate_limit(error, account)
-            return None
         except BaseException as error:
-            self._release_budget(None)
-            if not isinstance(error, ViduError):
-                raise
-            return self._refused(job, error, account)
+            self._create_settled(account)
+            if isinstance(error, RateLimitError):
+                await self._on_rate_limit(error, account)
+                return None
+            if isinstance(error, ViduError):
+                return self._refused(job, error, account)
+            raise
+        self._create_settled(account, task)
         self._throttle.succeeded()
-        self._release_budget(task.credits)
         if self._observer is not None:
             self._observer.job_created(task.task_id, task.credits)
         if self._ledger is not None:
             await self._ledger.created(job.custom_id, task.task_id, task.credits)
         return task
 
-    def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome:
-        """The outcome of a create that raised (other than a 429)."""
+    def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome | None:
+        """The outcome of a create that raised (other than a 429); None to try elsewhere."""
         info = ErrorInfo.from_exception(error)
         if isinstance(error, ValidationError):
             return Outcome(job.custom_id, "invalid", job.line, error=info)
@@ -331,10 +416,13 @@ class BatchSubmitter:
             self._halt(info)
             return Outcome(job.custom_id, "not_submitted", job.line, error=info)
         if isinstance(error, InsufficientCreditsError):
+            if not account.out_of_credits:
+                logger.warning("%s is out of credits", account.label)
             account.out_of_credits = True
             if all(a.out_of_credits for a in self._accounts):
                 self._halt(info)
-            return Outcome(job.custom_id, "not_submitted", job.line, error=info)
+                return Outcome(job.custom_id, "not_submitted", job.line, error=info)
+            return None
         if isinstance(error, InvalidRequestError | ModerationError):
             return Outcome(job.custom_id, "failed", job.line, error=info)
         if isinstance(error, AmbiguousCreateError):
@@ -344,13 +432,13 @@ class BatchSubmitter:
                 f"{error.correlation_key})",
             )
             return Outcome(job.custom_id, "failed", job.line, error=info)
-        # Retries exhausted on an error that proves nothing was created (or never sent).
+        # Retries exhausted on an error that proves nothing was created (or nothing was sent).
         return Outcome(job.custom_id, "not_submitted", job.line, error=info)
 
     async def _on_rate_limit(self, error: RateLimitError, account: _Account) -> None:
         if error.reason == "QuotaExceeded":
             logger.info("%s: QuotaExceeded; waiting for a running task to finish", account.label)
-            await self._wait_change(self.options.quota_wait)
+            await self._wait_for_a_finish()
             return
         pause = self._throttle.throttled(error.retry_after)
         logger.info(
@@ -358,15 +446,28 @@ class BatchSubmitter:
             account.label, error.reason, pause, _rate_text(self._throttle.rate),
         )
 
+    async def _wait_for_a_finish(self) -> None:
+        """Until one of our followed tasks finishes, or ``quota_wait`` seconds at most."""
+        waiters = {
+            asyncio.ensure_future(self._task_finished.wait()),
+            asyncio.ensure_future(self.options.sleep(self.options.quota_wait)),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.wait(waiters)
+
     async def _reconcile(self, job: Job, record: JobRecord) -> TaskResult | Outcome | None:
         """An earlier run may have created this job's task: find it before sending again."""
-        account = self._by_label.get(record.account or "", self._accounts[0])
+        account = self._account_of(record)
         started = dt.datetime.fromtimestamp(record.intent_at or 0, dt.UTC)
         try:
             found = await account.client.find_task_by_correlation_key(
                 record.correlation_key or "",
-                created_after=started - _RECONCILE_SLACK,
-                created_before=dt.datetime.now(dt.UTC) + _RECONCILE_SLACK,
+                created_after=started - LOOKUP_SLACK,
+                created_before=dt.datetime.now(dt.UTC) + LOOKUP_SLACK,
             )
         except APIError as error:
             info = ErrorInfo(
@@ -399,95 +500,92 @@ class BatchSubmitter:
                 account.limit = first.concurrency_limit or account.limit
                 account.busy_elsewhere = first.current_concurrency or 0
 
-    async def _pick_account(self) -> _Account | None:
-        """The account with the most free capacity; waits while we follow too many tasks."""
-        while len(self._followed) >= self.options.max_pending and self._stop is None:
-            await self._wait_change()
-        alive = [a for a in self._accounts if not a.out_of_credits]
-        if not alive or self._stop is not None:
-            return None
-        return max(alive, key=lambda a: (a.free, -a.created))
+    async def _room_to_submit(self) -> bool:
+        """Wait until a create may start: fewer than ``max_pending`` followed, and the budget.
 
-    async def _reserve_budget(self) -> bool:
-        """With ``max_credits``, never start a create that could take spending past it.
-
-        A task's cost is known only from its create answer, so a create in flight counts at the
-        largest cost seen so far, and until one cost is known creates go one at a time.
+        With ``max_credits``, a create in flight counts at the largest cost seen so far, and
+        until one cost is known creates go one at a time. False when submission stopped.
         """
         budget = self.options.max_credits
-        while budget is not None:
-            if self._stop is not None:
-                return False
-            cost_known = self._largest_cost > 0 or not self._creates_in_flight
-            at_most = self._spent + (self._creates_in_flight + 1) * self._largest_cost
-            if cost_known and at_most <= budget:
+        while self._stop is None:
+            if len(self._followed) >= self.options.max_pending:
+                await self._changed.wait()
+                continue
+            if budget is None:
+                break
+            if self._largest_cost == 0 and self._creates_in_flight:
+                await self._changed.wait()
+                continue
+            if self._spent + (self._creates_in_flight + 1) * self._largest_cost <= budget:
                 break
             if not self._creates_in_flight:
                 self._halt(ErrorInfo(
                     "BudgetReached", f"max_credits {budget} reached ({self._spent} spent)"
                 ))
                 return False
-            await self._wait_change()  # a create in flight will settle the numbers
+            await self._changed.wait()  # a create in flight will settle the numbers
+        else:
+            return False
         self._creates_in_flight += 1
         return True
 
-    def _release_budget(self, cost: int | None) -> None:
+    def _pick_account(self) -> _Account | None:
+        """The account with the most free capacity (None when none can take a create)."""
+        alive = [a for a in self._accounts if not a.out_of_credits]
+        if not alive or self._stop is not None:
+            return None
+        account = max(alive, key=lambda a: (a.free, -a.created))
+        account.in_flight += 1
+        return account
+
+    def _create_settled(self, account: _Account | None, task: Task | None = None) -> None:
+        """A create reserved by ``_room_to_submit`` (and ``_pick_account``) has settled,
+        making ``task`` or nothing."""
         self._creates_in_flight -= 1
-        if cost:
-            self._spent += cost
-            self._largest_cost = max(self._largest_cost, cost)
-        self._signal()
-
-    def _signal(self) -> None:
-        """Wake everyone waiting for a change (a create settled, a task finished)."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def _wait_change(self, timeout: float | None = None) -> None:
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            pass
+        if account is not None:
+            account.in_flight -= 1
+        if account is not None and task is not None:
+            account.created += 1
+            self._spent += task.credits or 0
+            self._largest_cost = max(self._largest_cost, task.credits or 0)
+        self._changed.fire()
 
     def _halt(self, info: ErrorInfo) -> None:
         if self._stop is None:
             logger.warning("stopping new submissions: %s: %s", info.reason, info.message)
             self._stop = info
+            self._changed.fire()
 
     # --- following and downloading ----------------------------------------------------------
 
-    async def _created(
-        self,
-        job: Job,
-        task_id: str,
-        credits: int | None,
-        account: _Account,
+    def _created(
+        self, job: Job, task_id: str, credits: int | None, account: _Account
     ) -> Outcome | None:
         """A task exists for ``job``: report it submitted, or hand it to the follower."""
         if not self.options.wait:
             return Outcome(job.custom_id, "submitted", job.line, task_id=task_id, credits=credits)
         account.in_flight += 1
         self._followed[task_id] = _Followed(job.custom_id, job.line, task_id, account)
-        self._follow_wakeup.set()
+        self._new_followed.fire()
         return None
 
-    async def _follow(self, outbox: asyncio.Queue[Outcome | None]) -> None:
-        """Refresh every followed task in bulk until none is left, forever (cancelled at end)."""
+    async def _follow(self, outbox: asyncio.Queue[Outcome | _Failure | None]) -> None:
+        """Refresh every followed task in bulk, forever (cancelled once all jobs settled)."""
         while True:
             if not self._followed:
-                self._follow_wakeup.clear()
-                await self._follow_wakeup.wait()
+                await self._new_followed.wait()
                 continue
             await self.options.sleep(self.options.poll_interval)
             for followed, result in await self._refresh():
                 del self._followed[followed.task_id]
                 followed.account.in_flight -= 1
-                self._signal()
+                self._task_finished.fire()
+                self._changed.fire()
                 if result.succeeded and self.options.download is not None:
                     await self._downloads.put((followed, result))
                 else:
-                    await self._emit(outbox, Outcome.from_result(followed.custom_id,
-                                                                 followed.line, result))
+                    outcome = Outcome.from_result(followed.custom_id, followed.line, result)
+                    await self._emit(outbox, outcome, final=True)
 
     async def _refresh(self) -> list[tuple[_Followed, TaskResult]]:
         """The followed tasks that reached an end state, 100 ids per list request."""
@@ -497,13 +595,11 @@ class BatchSubmitter:
             by_account.setdefault(followed.account.label, []).append(followed)
         for group in by_account.values():
             client = group[0].account.client
-            for start in range(0, len(group), LIST_IDS_PER_REQUEST):
-                chunk = group[start:start + LIST_IDS_PER_REQUEST]
+            for start in range(0, len(group), MAX_PAGE_SIZE):
+                chunk = group[start:start + MAX_PAGE_SIZE]
                 seen = await self._list_states(client, [f.task_id for f in chunk])
                 for followed in chunk:
-                    result = seen.get(followed.task_id)
-                    if result is None:
-                        result = await self._query_one(client, followed)
+                    result = seen.get(followed.task_id) or await self._query_one(client, followed)
                     if result is None:
                         continue
                     if self._observer is not None:
@@ -530,35 +626,29 @@ class BatchSubmitter:
             logger.info("refreshing %s failed (%s); will try again", followed.task_id, error)
             return None
 
-    async def _download_worker(self, outbox: asyncio.Queue[Outcome | None]) -> None:
-        dest = self.options.download
+    async def _download_worker(
+        self, dest: Path, outbox: asyncio.Queue[Outcome | _Failure | None]
+    ) -> None:
+        """Download finished tasks; a failed download is not final, so a rerun tries again."""
         while True:
             followed, result = await self._downloads.get()
-            files: tuple[str, ...] = ()
-            error: ErrorInfo | None = None
-            if dest is not None:
-                try:
-                    paths = await followed.account.client.download(
-                        result, dest, stem=followed.custom_id
-                    )
-                    files = tuple(str(p) for p in paths)
-                except ViduError as exc:
-                    error = ErrorInfo("DownloadFailed", str(exc))
-            await self._emit(outbox, Outcome.from_result(
-                followed.custom_id, followed.line, result, files=files, error=error
-            ))
+            try:
+                paths = await followed.account.client.download(
+                    result, dest, stem=followed.custom_id
+                )
+            except (ViduError, OSError) as exc:
+                error = ErrorInfo("DownloadFailed", str(exc))
+                outcome = Outcome.from_result(followed.custom_id, followed.line, result,
+                                              error=error)
+                await self._emit(outbox, outcome)
+                continue
+            outcome = Outcome.from_result(
+                followed.custom_id, followed.line, result, files=tuple(str(p) for p in paths)
+            )
+            await self._emit(outbox, outcome, final=True)
 
 
-@attrs.define
-class _Counts:
-    accepted: int = 0
-    emitted: int = 0
-    fed_all: bool = False
-
-
-async def _aiter(
-    jobs: Iterable[Job | JobLine] | AsyncIterable[Job | JobLine],
-) -> AsyncIterator[Job | JobLine]:
+async def _aiter(jobs: JobInput) -> AsyncIterator[Job | JobLine]:
     if isinstance(jobs, AsyncIterable):
         async for job in jobs:
             yield job
@@ -569,4 +659,3 @@ async def _aiter(
 
 def _rate_text(rate: float | None) -> str:
     return "unlimited" if rate is None else f"{rate:.2f}"
-

@@ -62,8 +62,10 @@ class Ledger:
     """An open journal. ``Ledger.open(path)`` reads what earlier runs recorded.
 
     Writes go through one lock, in a worker thread, so the event loop never waits on the disk
-    and records never interleave. ``intent`` and ``created`` records are fsynced; ``final``
-    records are flushed (losing one only means the task is queried again on resume).
+    and records never interleave; a write runs to its end even when its caller is cancelled, so
+    closing the journal after a cancelled batch never races a write. ``intent`` and ``created``
+    records are fsynced; ``final`` records are flushed (losing one only means the task is
+    queried again on resume).
     """
 
     def __init__(self, path: Path, fd: int, jobs: dict[str, JobRecord]) -> None:
@@ -123,7 +125,13 @@ class Ledger:
     async def _write(self, record: dict[str, Any], *, sync: bool = False) -> None:
         line = json.dumps({"v": _VERSION, **record}, ensure_ascii=False) + "\n"
         async with self._lock:
-            await asyncio.to_thread(_append, self._fd, line.encode(), sync)
+            write = asyncio.ensure_future(asyncio.to_thread(_append, self._fd, line.encode(), sync))
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The thread writes on regardless: let it end before anyone can close the file.
+                await asyncio.wait([write])
+                raise
             _apply(self._jobs, record)
 
     def close(self) -> None:

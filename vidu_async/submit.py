@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -20,7 +20,7 @@ import attrs
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.jobs import JobLine, read_jobs
-from vidu_async.outcome import ErrorInfo, Outcome
+from vidu_async.outcome import ErrorInfo
 from vidu_async.progress import ProgressReporter
 
 __all__ = ["SubmitSummary", "count_lines", "report_line", "submit_jobs_file"]
@@ -75,13 +75,13 @@ async def submit_jobs_file(
 
     ticker = asyncio.create_task(_tick(progress)) if progress is not None else None
     try:
-        outcomes: AsyncIterator[Outcome] = submitter.run(lines())
-        async for outcome in outcomes:
-            counts[outcome.status] += 1
-            results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
-            results.flush()
-            if progress is not None:
-                progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
+        async with contextlib.aclosing(submitter.run(lines())) as outcomes:
+            async for outcome in outcomes:
+                counts[outcome.status] += 1
+                results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+                results.flush()
+                if progress is not None:
+                    progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
     finally:
         if ticker is not None:
             ticker.cancel()
