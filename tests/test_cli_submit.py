@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from vidu_async import ReferenceToVideoRequest, ViduClient
 from vidu_async.cli import main
-from vidu_async.testing import FakeVidu, Timeline
+from vidu_async.testing import CANCELED, FakeVidu, Timeline
 
 URL = "https://example.com/ref.png"
 FAST = Timeline(created=0.01, processing=0.05)
@@ -188,3 +189,43 @@ async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
     assert f"vidu-async submit {jobs} --model viduq2" in text
     assert f"--journal {journal}" in text
     assert journal.read_text().count('"kind": "created"') >= 5
+
+
+async def test_single_task_commands(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with ViduClient(sim.api_key, base_url=sim.url) as client:
+        task = await client.create_reference2video(
+            ReferenceToVideoRequest("viduq2", "a cat", images=[URL], payload="mine")
+        )
+    assert await asyncio.to_thread(main, ["wait", task.task_id, "--timeout", "30"]) == 0
+    waited = json.loads(capfd.readouterr().out)
+    assert (waited["id"], waited["state"]) == (task.task_id, "success")
+    assert await asyncio.to_thread(main, ["status", task.task_id]) == 0
+    assert json.loads(capfd.readouterr().out)["state"] == "success"
+    dest = tmp_path / "out"
+    assert await asyncio.to_thread(main, ["download", task.task_id, "--dest", str(dest)]) == 0
+    files = json.loads(capfd.readouterr().out)["files"]
+    assert [Path(f).parent for f in files] == [dest]
+    assert Path(files[0]).read_bytes()[4:8] == b"ftyp"
+    # A task that has finished cannot be cancelled: the API's reason reaches the user.
+    assert await asyncio.to_thread(main, ["cancel", task.task_id]) == 1
+    assert "can not cancel" in capfd.readouterr().err
+    assert await asyncio.to_thread(main, ["status", "999"]) == 1
+    assert "404" in capfd.readouterr().err
+
+
+async def test_cancel_before_the_task_starts(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with FakeVidu(timeline=Timeline(created=3600)) as fake:
+        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        async with ViduClient(fake.api_key, base_url=fake.url) as client:
+            task = await client.create_reference2video(
+                ReferenceToVideoRequest("viduq2", "a cat", images=[URL])
+            )
+        assert await asyncio.to_thread(main, ["cancel", task.task_id]) == 0
+        assert json.loads(capfd.readouterr().out) == {"task_id": task.task_id, "cancelled": True}
+        cancelled = fake.tasks[task.task_id]
+        assert (cancelled.state, cancelled.err_code, cancelled.credits) == ("failed", CANCELED, 0)
