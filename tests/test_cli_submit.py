@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from vidu_async import ReferenceToVideoRequest, ViduClient
 from vidu_async.cli import main
+from vidu_async.submit import Listener
 from vidu_async.testing import CANCELED, FakeVidu, Timeline
 
 URL = "https://example.com/ref.png"
@@ -188,7 +190,8 @@ async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
     journal = tmp_path / "prompts.txt.journal.jsonl"
     assert f"vidu-async submit {jobs} --model viduq2" in text
     assert f"--journal {journal}" in text
-    assert journal.read_text().count('"kind": "created"') >= 5
+    # Every task the simulator created had its intent journalled before the create was sent.
+    assert journal.read_text().count('"kind": "intent"') >= 5
 
 
 async def test_single_task_commands(
@@ -229,3 +232,88 @@ async def test_cancel_before_the_task_starts(
         assert json.loads(capfd.readouterr().out) == {"task_id": task.task_id, "cancelled": True}
         cancelled = fake.tasks[task.task_id]
         assert (cancelled.state, cancelled.err_code, cancelled.credits) == ("failed", CANCELED, 0)
+
+
+# --- callbacks ----------------------------------------------------------------------------------
+
+
+def unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_callbacks_to_a_local_url_finish_the_tasks(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a cat\na dog\na fox\n")
+    out = tmp_path / "results.jsonl"
+    url = f"http://127.0.0.1:{unused_port()}/hooks/vidu"
+    args = submit_args(jobs, "--wait", "--results", str(out), "--callback-url", url)
+    async with asyncio.timeout(60):  # the safety net polls every 120 s: a hang guard
+        assert await asyncio.to_thread(main, args) == 0
+    assert [r["status"] for r in results(out)] == ["succeeded"] * 3
+    assert {t.request["callback_url"] for t in sim.tasks.values()} == {url}
+    assert sim.stats.callbacks_delivered >= 3
+    # Claimed ends are read back in bulk; polling every 0.02 s would have taken many rounds.
+    assert sim.stats.requests_to("list_tasks") <= 3
+    assert sim.stats.requests_to("query") == 0
+    assert f"receiving callbacks to {url} on http://127.0.0.1:" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--listen", "127.0.0.1:8080"], "--listen receives callbacks to follow tasks"),
+        (["--wait", "--listen", "127.0.0.1:8080"], "it needs --wait (or --download) and"),
+        (["--wait", "--callback-url", "https://hooks.example.com/vidu"], "give --listen HOST:PORT"),
+        (["--wait", "--callback-url", "https://hooks.example.com/vidu", "--listen", "8080"],
+         "--listen takes HOST:PORT (e.g. 0.0.0.0:8080), got '8080'"),
+        (["--wait", "--callback-url", "http://127.0.0.1:99999/vidu"], "is not a number"),
+    ],
+)
+async def test_callback_flags_that_cannot_work_are_usage_errors(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    extra: list[str], message: str,
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a cat\n")
+    assert await asyncio.to_thread(main, submit_args(jobs, *extra)) == 2
+    assert message in capfd.readouterr().err
+    assert sim.stats.tasks_created == 0
+
+
+async def test_an_address_already_in_use_is_a_usage_error(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a cat\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        url = f"http://127.0.0.1:{port}/vidu"
+        code = await asyncio.to_thread(main, submit_args(jobs, "--wait", "--callback-url", url))
+    assert code == 2
+    assert f"cannot receive callbacks on 127.0.0.1:{port}" in capfd.readouterr().err
+    assert sim.stats.tasks_created == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "listen", "where"),
+    [
+        ("http://127.0.0.1:8080/vidu/callback", None, ("127.0.0.1", 8080, "/vidu/callback")),
+        ("http://localhost/hook?token=x", None, ("localhost", 80, "/hook")),
+        ("http://[::1]:9000", None, ("::1", 9000, "/")),
+        ("https://hooks.example.com/v/cb", "0.0.0.0:8443", ("0.0.0.0", 8443, "/v/cb")),
+        ("https://hooks.example.com/cb", "[::]:8080", ("::", 8080, "/cb")),
+    ],
+)
+def test_where_callbacks_are_received(
+    url: str, listen: str | None, where: tuple[str, int, str]
+) -> None:
+    listener = Listener.parse(url, listen)
+    assert (listener.host, listener.port, listener.path) == where
+    assert listener.url == url

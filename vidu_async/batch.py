@@ -16,11 +16,16 @@ it mid-statement) and leaving the loop, or cancelling the reader, stops and awai
   ``not_submitted``.
 * Followed tasks are refreshed in bulk, 100 ids per list request, falling back to per-task
   queries; finished ones are downloaded (bounded) and named from the ``custom_id``.
+* With a ``CallbackReceiver``, Vidu's callbacks finish the tasks: a claimed end is read back
+  (in bulk, a burst at a time) before it counts, and a slow full refresh is kept as a safety net
+  for deliveries that never arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -36,6 +41,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -55,6 +61,8 @@ from vidu_async.errors import (
 from vidu_async.jobs import Job, JobLine
 from vidu_async.ledger import JobRecord, Ledger
 from vidu_async.outcome import ErrorInfo, Outcome
+from vidu_async.receiver import CallbackEvent, CallbackReceiver
+from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.tasks import Task, TaskResult, new_correlation_key
 from vidu_async.throttle import Throttle
 
@@ -63,6 +71,10 @@ __all__ = ["BatchObserver", "BatchOptions", "BatchSubmitter", "account_label"]
 logger = logging.getLogger("vidu_async.batch")
 
 JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
+
+_EARLY_CLAIMS = 1000
+"""How many callbacks about tasks not (yet) followed are kept: a callback can overtake the
+answer to the create that made its task; older ones are dropped (the safety net covers them)."""
 
 
 class BatchObserver(Protocol):
@@ -79,6 +91,15 @@ def _optional_rate(_: object, attribute: attrs.Attribute[float | None], value: f
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
+def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value: str | None
+                       ) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
+
+
 @attrs.frozen
 class BatchOptions:
     """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
@@ -90,6 +111,13 @@ class BatchOptions:
     ``QuotaExceeded`` when none of our tasks finishes first. ``sleep`` (every wait: pacing,
     polling, quota) and ``clock`` (the pacing clock, default the event loop's) are injectable
     so tests never wait for real.
+
+    ``callback_url`` is the public URL put on every request that names none of its own, so that
+    Vidu calls back there. With a receiver given to ``BatchSubmitter(callbacks=...)``, a task
+    created with it is finished by its callbacks: a claimed end is read back (in bulk) after
+    ``callback_gather`` seconds, which lets a burst of ends share one request, and every task is
+    refreshed only every ``callback_poll_interval`` seconds, the safety net for lost deliveries.
+    Tasks without that URL (a job's own, or created by an earlier run) keep ``poll_interval``.
     """
 
     concurrency: int = attrs.field(default=8, validator=attrs.validators.ge(1))
@@ -104,6 +132,9 @@ class BatchOptions:
     max_pending: int = attrs.field(default=500, validator=attrs.validators.ge(1))
     download_concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     quota_wait: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    callback_url: str | None = attrs.field(default=None, validator=_optional_http_url)
+    callback_poll_interval: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
+    callback_gather: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     clock: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
     sleep: Callable[[float], Awaitable[None]] = attrs.field(
         default=asyncio.sleep, eq=False, repr=False
@@ -146,6 +177,8 @@ class _Followed:
     line: int | None
     task_id: str
     account: _Account = attrs.field(eq=False)
+    called_back: bool = False
+    """Created with our callback URL while a receiver listens: its end comes by callback."""
 
 
 @attrs.frozen
@@ -182,6 +215,12 @@ class BatchSubmitter:
     iteration after it happened, everything stopped. To stop early, leave the loop inside
     ``contextlib.aclosing(submitter.run(jobs))`` (or cancel the task iterating): the pipeline
     is cancelled and awaited, the journal left consistent for a rerun. One ``run`` at a time.
+
+    ``callbacks``: a receiver of this batch's callbacks (for the keys of ``clients``), served by
+    the caller while the batch runs (``async with receiver.serve(...)``) at the public
+    ``options.callback_url``; the batch is its one consumer of ``events()``. Make it with
+    ``ReceiverOptions(confirm=False)``: the batch reads claimed ends back itself, 100 per
+    request, where a confirming receiver reads each task on its own (both work).
     """
 
     def __init__(
@@ -190,11 +229,18 @@ class BatchSubmitter:
         options: BatchOptions | None = None,
         *,
         observer: BatchObserver | None = None,
+        callbacks: CallbackReceiver | None = None,
     ) -> None:
         self.options = options or BatchOptions()
         group = [clients] if isinstance(clients, ViduClient) else list(clients)
         if not group:
             raise ValueError("BatchSubmitter needs at least one client")
+        if callbacks is not None and not (self.options.wait and self.options.callback_url):
+            raise ValueError(
+                "callbacks finish followed tasks: they need wait=True and a callback_url "
+                "(the public URL that reaches the receiver)"
+            )
+        self._callbacks = callbacks
         self._accounts = [_Account(c, account_label(c)) for c in group]
         self._by_label = {a.label: a for a in self._accounts}
         self._observer = observer
@@ -215,7 +261,14 @@ class BatchSubmitter:
         self._fed_all = False
         self._settled = asyncio.Event()
         self._followed: dict[str, _Followed] = {}
-        self._new_followed = _Signal()
+        self._polled = 0
+        """How many followed tasks only polling finishes (not ``called_back``)."""
+        self._claims: dict[str, TaskResult | None] = {}
+        """Followed tasks a callback says have ended: the confirmed result, or None to read."""
+        self._early: collections.OrderedDict[str, TaskResult | None] = collections.OrderedDict()
+        """The same, for tasks not followed (yet): see ``_EARLY_CLAIMS``."""
+        self._wake = _Signal()
+        """Wakes the follower: a task to follow, or a claimed end."""
         self._changed = _Signal()
         """Fires when a create settles, a task finishes or submission stops."""
         self._task_finished = _Signal()
@@ -278,6 +331,8 @@ class BatchSubmitter:
                 ]
                 if opts.wait:
                     tasks.append(group.create_task(self._follow(outbox)))
+                if self._callbacks is not None:
+                    tasks.append(group.create_task(self._take_callbacks(self._callbacks)))
                 if opts.wait and opts.download is not None:
                     tasks += [
                         group.create_task(self._download_worker(opts.download, outbox))
@@ -377,7 +432,12 @@ class BatchSubmitter:
                 continue
             result = await self._create_once(job, key, account)
             if isinstance(result, Task):
-                return self._created(job, result.task_id, result.credits, account)
+                called_back = self._callbacks is not None and job.request.callback_url in (
+                    None, self.options.callback_url
+                )
+                return self._created(
+                    job, result.task_id, result.credits, account, called_back=called_back
+                )
             if result is not None:
                 return result
             # None: throttled or out of credits there; nothing was created, so the same key
@@ -389,7 +449,7 @@ class BatchSubmitter:
             if self._ledger is not None:
                 await self._ledger.intent(job.custom_id, key, account=account.label)
             task = await account.client.create_reference2video(
-                job.request, correlation_key=key, retry_rate_limits=False
+                self._request_of(job), correlation_key=key, retry_rate_limits=False
             )
         except BaseException as error:
             self._create_settled(account)
@@ -406,6 +466,13 @@ class BatchSubmitter:
         if self._ledger is not None:
             await self._ledger.created(job.custom_id, task.task_id, task.credits)
         return task
+
+    def _request_of(self, job: Job) -> ReferenceToVideoRequest:
+        """The job's request, given our ``callback_url`` unless it names a URL of its own."""
+        url = self.options.callback_url
+        if url is None or job.request.callback_url is not None:
+            return job.request
+        return attrs.evolve(job.request, callback_url=url)
 
     def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome | None:
         """The outcome of a create that raised (other than a 429); None to try elsewhere."""
@@ -559,39 +626,132 @@ class BatchSubmitter:
     # --- following and downloading ----------------------------------------------------------
 
     def _created(
-        self, job: Job, task_id: str, credits: int | None, account: _Account
+        self, job: Job, task_id: str, credits: int | None, account: _Account, *,
+        called_back: bool = False,
     ) -> Outcome | None:
-        """A task exists for ``job``: report it submitted, or hand it to the follower."""
+        """A task exists for ``job``: report it submitted, or hand it to the follower
+        (``called_back``: our receiver will hear of its end)."""
         if not self.options.wait:
             return Outcome(job.custom_id, "submitted", job.line, task_id=task_id, credits=credits)
         account.in_flight += 1
-        self._followed[task_id] = _Followed(job.custom_id, job.line, task_id, account)
-        self._new_followed.fire()
+        self._followed[task_id] = _Followed(job.custom_id, job.line, task_id, account, called_back)
+        self._polled += not called_back
+        if task_id in self._early:  # its callback overtook the create's answer
+            self._claims[task_id] = self._early.pop(task_id)
+        self._wake.fire()
         return None
 
-    async def _follow(self, outbox: asyncio.Queue[Outcome | _Failure | None]) -> None:
-        """Refresh every followed task in bulk, forever (cancelled once all jobs settled)."""
-        while True:
-            if not self._followed:
-                await self._new_followed.wait()
-                continue
-            await self.options.sleep(self.options.poll_interval)
-            for followed, result in await self._refresh():
-                del self._followed[followed.task_id]
-                followed.account.in_flight -= 1
-                self._task_finished.fire()
-                self._changed.fire()
-                if result.succeeded and self.options.download is not None:
-                    await self._downloads.put((followed, result))
-                else:
-                    outcome = Outcome.from_result(followed.custom_id, followed.line, result)
-                    await self._emit(outbox, outcome, final=True)
+    async def _take_callbacks(self, receiver: CallbackReceiver) -> None:
+        """Hand the follower the ends that callbacks claim (cancelled once all jobs settled)."""
+        async with contextlib.aclosing(receiver.events()) as events:
+            async for event in events:
+                self._on_callback(event)
 
-    async def _refresh(self) -> list[tuple[_Followed, TaskResult]]:
-        """The followed tasks that reached an end state, 100 ids per list request."""
+    def _on_callback(self, event: CallbackEvent) -> None:
+        """Show the observer what a callback says, and queue a claimed end for the follower."""
+        followed = event.task_id in self._followed
+        if followed and self._observer is not None:
+            self._observer.task_state(event.task_id, str(event.result.state))
+        if not event.result.is_terminal:
+            return
+        result = event.result if event.confirmed else None  # None: read it before it counts
+        if followed:
+            self._claims[event.task_id] = result
+            self._wake.fire()
+            return
+        self._early[event.task_id] = result
+        if len(self._early) > _EARLY_CLAIMS:
+            self._early.popitem(last=False)
+
+    def _poll_wait(self) -> float:
+        """Seconds between full refreshes: the safety net's while callbacks end every task."""
+        if self._callbacks is not None and not self._polled:
+            return self.options.callback_poll_interval
+        return self.options.poll_interval
+
+    async def _follow(self, outbox: asyncio.Queue[Outcome | _Failure | None]) -> None:
+        """Settle followed tasks as they end, forever (cancelled once all jobs settled).
+
+        Every followed task is refreshed once per ``_poll_wait()``, in bulk. In between, the
+        ends that callbacks claim are settled ``callback_gather`` seconds after they arrive,
+        read back first unless the receiver confirmed them.
+        """
+        timer: asyncio.Future[None] | None = None
+        armed = 0.0
+        try:
+            while True:
+                if not self._followed:
+                    await self._wake.wait()
+                    continue
+                wait = self._poll_wait()
+                if timer is None or wait < armed:  # a task that needs polling came
+                    if timer is not None:
+                        await _cancel(timer)
+                    timer, armed = asyncio.ensure_future(self.options.sleep(wait)), wait
+                if not self._claims:
+                    await self._until_woken(timer)
+                if self._claims and not timer.done():
+                    await self.options.sleep(self.options.callback_gather)
+                if timer.done():
+                    await timer  # done: raises only if the sleep failed
+                    timer = None
+                    self._claims.clear()
+                    finished = await self._refresh(list(self._followed.values()))
+                elif self._claims:
+                    finished = await self._read_claims()
+                else:
+                    continue  # a new task: the wait may have to be shorter
+                for followed, result in finished:
+                    await self._settle(followed, result, outbox)
+        finally:
+            if timer is not None:
+                await _cancel(timer)
+
+    async def _until_woken(self, timer: asyncio.Future[None]) -> None:
+        """Until ``timer`` is done or ``_wake`` fires."""
+        waker = asyncio.ensure_future(self._wake.wait())
+        either: set[asyncio.Future[Any]] = {timer, waker}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancel(waker)
+
+    async def _read_claims(self) -> list[tuple[_Followed, TaskResult]]:
+        """The claimed ends: confirmed ones as they are, the others read back in bulk."""
+        claims, self._claims = self._claims, {}
+        finished: list[tuple[_Followed, TaskResult]] = []
+        unread: list[_Followed] = []
+        for task_id, result in claims.items():
+            followed = self._followed.get(task_id)
+            if followed is None:  # settled by a full refresh meanwhile
+                continue
+            if result is None:
+                unread.append(followed)
+            else:
+                finished.append((followed, result))
+        return finished + await self._refresh(unread)
+
+    async def _settle(
+        self, followed: _Followed, result: TaskResult,
+        outbox: asyncio.Queue[Outcome | _Failure | None],
+    ) -> None:
+        """``followed`` ended with ``result``: stop following it, download or report it."""
+        del self._followed[followed.task_id]
+        self._polled -= not followed.called_back
+        followed.account.in_flight -= 1
+        self._task_finished.fire()
+        self._changed.fire()
+        if result.succeeded and self.options.download is not None:
+            await self._downloads.put((followed, result))
+        else:
+            outcome = Outcome.from_result(followed.custom_id, followed.line, result)
+            await self._emit(outbox, outcome, final=True)
+
+    async def _refresh(self, candidates: Sequence[_Followed]) -> list[tuple[_Followed, TaskResult]]:
+        """The ``candidates`` that reached an end state, 100 ids per list request."""
         finished: list[tuple[_Followed, TaskResult]] = []
         by_account: dict[str, list[_Followed]] = {}
-        for followed in self._followed.values():
+        for followed in candidates:
             by_account.setdefault(followed.account.label, []).append(followed)
         for group in by_account.values():
             client = group[0].account.client
@@ -646,6 +806,12 @@ class BatchSubmitter:
                 followed.custom_id, followed.line, result, files=tuple(str(p) for p in paths)
             )
             await self._emit(outbox, outcome, final=True)
+
+
+async def _cancel(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` and wait until it is done."""
+    future.cancel()
+    await asyncio.wait([future])
 
 
 async def _aiter(jobs: JobInput) -> AsyncIterator[Job | JobLine]:

@@ -28,7 +28,7 @@ from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError, ViduWarning
 from vidu_async.jobs import FORMATS, detect_format, read_jobs
 from vidu_async.progress import ProgressReporter, ProgressState
-from vidu_async.submit import count_lines, report_line, submit_jobs_file
+from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
 
 __all__ = ["main"]
 
@@ -106,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--poll-interval", type=float, default=5.0, help="seconds between status rounds (5)"
     )
+    batch.add_argument(
+        "--listen", metavar="HOST:PORT",
+        help="with --wait and --callback-url: receive Vidu's callbacks on HOST:PORT (e.g. "
+        "0.0.0.0:8080), POSTs to the callback URL's path, verified with the account keys; they "
+        f"finish the tasks, and a status round every {_SAFETY_NET:g} s only catches lost ones. "
+        "Default: the "
+        "URL's own host and port when it is an http:// URL on this machine (127.0.0.1, ::1, "
+        "localhost); any other URL needs --listen. Lines with a callback_url of their own are "
+        "polled",
+    )
     batch.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     submit.set_defaults(run=run_submit)
 
@@ -179,7 +189,10 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--wm-position", type=int, choices=caps.WM_POSITIONS)
     group.add_argument("--wm-url")
     group.add_argument("--meta-data", help="a JSON object, as a string")
-    group.add_argument("--callback-url")
+    group.add_argument(
+        "--callback-url", metavar="URL",
+        help="URL Vidu calls on each state change (submit --wait: received here, see --listen)",
+    )
     group.add_argument("--payload")
 
 
@@ -189,6 +202,9 @@ def add_account_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--base-url", help="API host (default: VIDU_BASE_URL or api.vidu.com)")
     group.add_argument("--auth-scheme", help="Token (default) or Bearer (some gateways)")
 
+
+_SAFETY_NET = BatchOptions().callback_poll_interval
+"""Seconds between the status rounds that catch lost callbacks (the library's default)."""
 
 _DEFAULT_FIELDS = (
     "model", "images", "videos", "duration", "resolution", "aspect_ratio", "movement_amplitude",
@@ -262,14 +278,21 @@ def run_submit(args: argparse.Namespace) -> int:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
     journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
+    wait = args.wait or args.download is not None
+    try:
+        listener = callback_listener(args, wait)
+    except ValueError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_USAGE
     options = BatchOptions(
         concurrency=max(1, args.concurrency),
         rate=args.rate,
-        wait=args.wait or args.download is not None,
+        wait=wait,
         download=args.download,
         max_credits=args.max_credits,
         journal=journal,
         poll_interval=args.poll_interval,
+        callback_url=listener.url if listener else None,
     )
     try:
         clients = clients_from_env(args)
@@ -277,7 +300,7 @@ def run_submit(args: argparse.Namespace) -> int:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
     try:
-        return asyncio.run(_submit(args, clients, options))
+        return asyncio.run(_submit(args, clients, options, listener))
     except KeyboardInterrupt:
         print(
             f"\ninterrupted; the journal {journal} is saved. Resume with:\n"
@@ -287,8 +310,18 @@ def run_submit(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions
-                  ) -> int:
+def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
+    """Where to receive callbacks: only when following tasks to a ``--callback-url``."""
+    if not (wait and args.callback_url):
+        if args.listen is not None:
+            raise ValueError("--listen receives callbacks to follow tasks: it needs --wait (or "
+                             "--download) and --callback-url")
+        return None
+    return Listener.parse(args.callback_url, args.listen)
+
+
+async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
+                  listener: Listener | None) -> int:
     results = args.results.open("w", encoding="utf-8") if args.results else sys.stdout
     progress = ProgressReporter(
         ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
@@ -298,11 +331,14 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
         async with clients[0]:
             summary = await submit_jobs_file(
                 args.jobs, clients, options, defaults=request_defaults(args),
-                results=results, messages=sys.stderr, progress=progress,
+                results=results, messages=sys.stderr, progress=progress, listener=listener,
             )
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
+    except ConfigurationError as error:  # the callback receiver's address
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         progress.close()
         if results is not sys.stdout:

@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 
 import attrs
 from aiohttp import web
@@ -162,7 +162,7 @@ class CallbackReceiver:
         """
         return self._finished.get(task_id)
 
-    async def events(self) -> AsyncIterator[CallbackEvent]:
+    async def events(self) -> AsyncGenerator[CallbackEvent, None]:
         """Every event, as workers produce it, until the consumer stops iterating."""
         if self._on_event is not None:
             raise RuntimeError("this receiver hands its events to on_event, not to events()")

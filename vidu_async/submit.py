@@ -2,28 +2,33 @@
 
 Lines are read lazily; invalid ones are reported on stderr with their line number and become
 ``invalid`` results while the valid ones run. Each outcome is written to the results stream as
-one JSON line the moment it settles, and fed to the progress display.
+one JSON line the moment it settles, and fed to the progress display. With a ``Listener``, a
+callback receiver runs alongside and Vidu's callbacks finish the tasks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import SplitResult, urlsplit
 
 import attrs
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
+from vidu_async.errors import ConfigurationError
 from vidu_async.jobs import JobLine, read_jobs
 from vidu_async.outcome import ErrorInfo
 from vidu_async.progress import ProgressReporter
+from vidu_async.receiver import CallbackReceiver, ReceiverOptions
 
-__all__ = ["SubmitSummary", "count_lines", "report_line", "submit_jobs_file"]
+__all__ = ["Listener", "SubmitSummary", "count_lines", "report_line", "submit_jobs_file"]
 
 
 @attrs.frozen
@@ -38,6 +43,58 @@ class SubmitSummary:
     def all_ok(self) -> bool:
         """Every job succeeded, or was submitted (when not waiting)."""
         return all(status in ("succeeded", "submitted") for status in self.counts)
+
+
+@attrs.frozen
+class Listener:
+    """Where ``submit`` receives Vidu's callbacks: Vidu POSTs to the public ``url``; the
+    receiver listens on ``host:port`` for that URL's path (a proxy in between must pass the
+    path on unchanged: the signature covers it)."""
+
+    url: str
+    host: str
+    port: int
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path or "/"
+
+    @classmethod
+    def parse(cls, url: str, listen: str | None) -> Listener:
+        """From ``--callback-url`` and ``--listen HOST:PORT``; without ``listen``, the URL's
+        own host and port when it is an http:// URL on this machine. ``ValueError`` says what
+        to fix."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"--callback-url must be an http(s) URL, got {url!r}")
+        if listen is None:
+            if parts.scheme != "http" or not _is_loopback(parts.hostname):
+                raise ValueError(
+                    f"--callback-url {url} is not an http:// URL on this machine: give --listen "
+                    "HOST:PORT, the local address that receives what Vidu sends to it"
+                )
+            return cls(url, parts.hostname, _port(parts, url) or 80)
+        where = urlsplit(f"//{listen}")
+        port = _port(where, listen)
+        if not where.hostname or not port or where.path:
+            raise ValueError(f"--listen takes HOST:PORT (e.g. 0.0.0.0:8080), got {listen!r}")
+        return cls(url, where.hostname, port)
+
+
+def _port(parts: SplitResult, text: str) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        raise ValueError(f"the port of {text!r} is not a number from 0 to 65535") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def count_lines(path: Path) -> int:
@@ -63,9 +120,14 @@ async def submit_jobs_file(
     results: TextIO,
     messages: TextIO,
     progress: ProgressReporter | None = None,
+    listener: Listener | None = None,
 ) -> SubmitSummary:
-    """Submit every valid line of ``path``; write one result line per line to ``results``."""
-    submitter = BatchSubmitter(clients, options, observer=progress)
+    """Submit every valid line of ``path``; write one result line per line to ``results``.
+
+    With ``listener`` (and ``options.callback_url`` set to its URL), a receiver verifying with
+    the keys of ``clients`` runs on its address while the batch runs; ``ConfigurationError``
+    when it cannot listen there.
+    """
     counts: Counter[str] = Counter()
 
     def lines() -> Iterator[JobLine]:
@@ -73,21 +135,35 @@ async def submit_jobs_file(
             report_line(item, path, messages)
             yield item
 
-    ticker = asyncio.create_task(_tick(progress)) if progress is not None else None
-    try:
-        async with contextlib.aclosing(submitter.run(lines())) as outcomes:
-            async for outcome in outcomes:
-                counts[outcome.status] += 1
-                results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
-                results.flush()
-                if progress is not None:
-                    progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
-    finally:
-        if ticker is not None:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+    async with contextlib.AsyncExitStack() as stack:
+        receiver = None
+        if listener is not None:
+            receiver = CallbackReceiver(clients, ReceiverOptions(confirm=False))
+            serving = receiver.serve(listener.host, listener.port, path=listener.path)
+            try:
+                local = await stack.enter_async_context(serving)
+            except OSError as error:  # the address is taken, or not this machine's
+                raise ConfigurationError(
+                    f"cannot receive callbacks on {listener.host}:{listener.port}: {error}"
+                ) from error
+            print(f"receiving callbacks to {listener.url} on {local}", file=messages)
+        submitter = BatchSubmitter(clients, options, observer=progress, callbacks=receiver)
+        if progress is not None:
+            stack.push_async_callback(_stop, asyncio.create_task(_tick(progress)))
+        outcomes = await stack.enter_async_context(contextlib.aclosing(submitter.run(lines())))
+        async for outcome in outcomes:
+            counts[outcome.status] += 1
+            results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
+            results.flush()
+            if progress is not None:
+                progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
     return SubmitSummary(dict(counts), submitter.credits_spent, submitter.stop_reason)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _tick(progress: ProgressReporter, every: float = 1.0) -> None:
