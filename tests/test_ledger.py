@@ -53,3 +53,17 @@ async def test_the_journal_is_private_to_its_owner(tmp_path: Path) -> None:
     with Ledger.open(path) as ledger:
         await ledger.intent("a", "k1", account="acct")
     assert path.stat().st_mode & 0o077 == 0
+
+
+async def test_memory_holds_earlier_runs_only_and_take_forgets(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    with Ledger.open(path) as ledger:
+        for i in range(50):
+            await ledger.intent(f"job-{i}", f"k{i}", account="acct")
+        assert len(ledger) == 0  # this run's writes are on disk, not in memory
+    with Ledger.open(path) as again:
+        assert len(again) == 50
+        taken = again.take("job-7")
+        assert taken is not None and taken.correlation_key == "k7"
+        assert again.take("job-7") is None
+        assert len(again) == 49

@@ -402,7 +402,7 @@ class BatchSubmitter:
                     error=ErrorInfo.from_problems(item.errors),
                 )
             item = item.job
-        record = self._ledger.get(item.custom_id) if self._ledger else None
+        record = self._ledger.take(item.custom_id) if self._ledger else None
         if record is not None and record.final is not None:
             return attrs.evolve(Outcome.from_dict(record.final), line=item.line)
         if record is not None and record.task_id is not None:

@@ -65,7 +65,8 @@ class Ledger:
     and records never interleave; a write runs to its end even when its caller is cancelled, so
     closing the journal after a cancelled batch never races a write. ``intent`` and ``created``
     records are fsynced; ``final`` records are flushed (losing one only means the task is
-    queried again on resume).
+    queried again on resume). Memory holds only what earlier runs recorded, and ``take`` drops
+    each record as its job is handled: a 100k-job batch does not keep 100k records alive.
     """
 
     def __init__(self, path: Path, fd: int, jobs: dict[str, JobRecord]) -> None:
@@ -94,13 +95,19 @@ class Ledger:
         return cls(path, fd, jobs)
 
     def get(self, custom_id: str) -> JobRecord | None:
+        """What earlier runs recorded of ``custom_id`` (this run's writes are on disk only)."""
         return self._jobs.get(custom_id)
+
+    def take(self, custom_id: str) -> JobRecord | None:
+        """``get``, and forget the record: a batch takes each job's past once, so the memory
+        held for a resumed run shrinks as it goes instead of staying at one record per job."""
+        return self._jobs.pop(custom_id, None)
 
     def __len__(self) -> int:
         return len(self._jobs)
 
     def records(self) -> list[JobRecord]:
-        """Every job the journal knows, in the order first seen."""
+        """Every job earlier runs recorded (and not yet taken), in the order first seen."""
         return list(self._jobs.values())
 
     async def intent(self, custom_id: str, correlation_key: str, *, account: str) -> None:
@@ -132,7 +139,6 @@ class Ledger:
                 # The thread writes on regardless: let it end before anyone can close the file.
                 await asyncio.wait([write])
                 raise
-            _apply(self._jobs, record)
 
     def close(self) -> None:
         if self._fd >= 0:
