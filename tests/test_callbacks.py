@@ -20,8 +20,7 @@ from vidu_async.callbacks import (
     verify_callback,
 )
 from vidu_async.errors import ConfigurationError, ViduError
-from vidu_async.testing import sign_callback as simulator_sign_callback
-from vidu_async.testing import signing_string as simulator_signing_string
+from vidu_async.testing import callbacks as simulator_callbacks
 
 KEY = "vda_test_secret_key_0123456789"
 SPEC_URL = "http://127.0.0.1:8080/vidu/callback?name=james&age=36"
@@ -124,9 +123,8 @@ def test_sign_callback_defaults_to_now_and_a_fresh_nonce() -> None:
 
 
 def test_the_simulator_signs_with_this_module() -> None:
-    # One implementation: what vidu_async.testing exports is this module's signer.
-    assert simulator_sign_callback is sign_callback
-    assert simulator_signing_string is signing_string
+    # One implementation: the simulator's sender signs with this module's signer.
+    assert simulator_callbacks.sign_callback is sign_callback
 
 
 # --- verification ---------------------------------------------------------------------------

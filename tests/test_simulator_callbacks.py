@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from vidu_async.testing import Account, FakeVidu, ManualClock, Timeline, signing_string
+from vidu_async.callbacks import signing_string
+from vidu_async.testing import Account, FakeVidu, ManualClock, Timeline
 
 BODY = {"model": "viduq2", "prompt": "a cat", "images": ["https://example.com/a.png"]}
 

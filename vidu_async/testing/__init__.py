@@ -6,7 +6,6 @@ and counts what happened (``SimStats``). The pytest plugin gives the ``fake_vidu
 ``vidu-async serve`` runs one from the command line.
 """
 
-from vidu_async.testing.callbacks import callback_headers, sign_callback, signing_string
 from vidu_async.testing.config import (
     ENDPOINTS,
     FAULT_KINDS,
@@ -37,8 +36,5 @@ __all__ = [
     "SimStats",
     "SimTask",
     "Timeline",
-    "callback_headers",
-    "sign_callback",
-    "signing_string",
     "task_cost",
 ]

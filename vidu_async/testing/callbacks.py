@@ -1,8 +1,7 @@
 """The simulator's callback sender: signed POSTs of a task's state, delivered and redelivered.
 
 Callbacks are signed exactly as Vidu signs them (spec section 6), by ``vidu_async.callbacks``:
-the one implementation of the signing string, shared by the simulator and the verifier. Its
-``signing_string`` and ``sign_callback`` are re-exported here for ``vidu_async.testing``.
+the one implementation of the signing string, shared by the simulator and the verifier.
 """
 
 from __future__ import annotations
@@ -14,22 +13,12 @@ from typing import Any
 import aiohttp
 import attrs
 
-from vidu_async.callbacks import sign_callback, signing_string
+from vidu_async.callbacks import sign_callback
 from vidu_async.testing.stats import SimStats
 
-__all__ = [
-    "CallbackSender",
-    "Delivery",
-    "callback_headers",
-    "sign_callback",
-    "signing_string",
-]
+__all__ = ["CallbackSender", "Delivery"]
 
 logger = logging.getLogger("vidu_async.testing.callbacks")
-
-callback_headers = sign_callback
-"""The earlier name of ``sign_callback`` in ``vidu_async.testing``."""
-
 
 @attrs.frozen
 class Delivery:
