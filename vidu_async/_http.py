@@ -9,6 +9,7 @@ an API request, never follows a redirect, and appears in no repr, log or error m
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import ipaddress
@@ -57,6 +58,8 @@ USER_AGENT = f"vidu-async/{__version__}"
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15, sock_read=120)
 """API calls: 15 s to connect, 2 min between bytes of the answer, 5 min in all (large uploads)."""
 
+PREPARE_AT_ONCE = 2
+"""Create bodies with inline media prepared at once: measured, more starve the event loop."""
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _SNIPPET = 300
 
@@ -172,6 +175,8 @@ class SessionPool:
         self.limit = limit
         self.limit_per_host = limit_per_host
         self._sessions: dict[Account | None, aiohttp.ClientSession] = {}
+        self.preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
+        """Bounds the create bodies with inline media being prepared in threads at once."""
         self._closed = False
 
     def __repr__(self) -> str:

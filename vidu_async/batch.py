@@ -425,7 +425,9 @@ class BatchSubmitter:
         while self._stop is None:
             if not await self._room_to_submit():
                 continue
-            await self.options.sleep(self._throttle.reserve())
+            # Ask again after each wait: a pause or a rate change meanwhile applies to everyone.
+            while (wait := self._throttle.next_send()) > 0:
+                await self.options.sleep(wait)
             account = self._pick_account()
             if account is None:
                 self._create_settled(None)

@@ -87,10 +87,18 @@ def _rfc3339(value: dt.datetime, field: str) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _validated_body(request: ReferenceToVideoRequest) -> dict[str, Any]:
-    """Validate, then build the body: both read local files, so they run off the event loop."""
+def _prepared_body(request: ReferenceToVideoRequest, payload: str) -> bytes:
+    """Validate, build and serialize the body, with ``payload`` (the correlation envelope)."""
     request.validate()
-    return request.to_payload()
+    fields = request.to_payload()
+    fields["payload"] = payload
+    return dumps_body(fields)
+
+
+def _only_urls(request: ReferenceToVideoRequest) -> bool:
+    """No local file, bytes or data URI to read, decode or encode: preparing is cheap."""
+    media = (*request.images, *request.videos)
+    return all(isinstance(m, str) and m.lower().startswith(("http://", "https://")) for m in media)
 
 
 def _task_from_result(result: TaskResult) -> Task:
@@ -219,9 +227,14 @@ class ViduClient:
                 f"correlation key), got {len(request.payload or '')}",
             )
             raise ValidationError([problem], model=request.model)
-        fields = await asyncio.to_thread(_validated_body, request)
-        fields["payload"] = sent_payload
-        body = dumps_body(fields)
+        if _only_urls(request):
+            # Microseconds of work: a thread hop would cost more than it saves.
+            body = _prepared_body(request, sent_payload)
+        else:
+            # Reading, base64 and JSON of inline media hold the GIL: off the event loop, and
+            # only a few at once, or the threads together still starve the loop.
+            async with self._pool.preparing:
+                body = await asyncio.to_thread(_prepared_body, request, sent_payload)
         path = "/reference2video"
         first_sent = dt.datetime.now(dt.UTC)
 

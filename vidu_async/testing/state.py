@@ -68,9 +68,10 @@ Clock = Callable[[], float]
 class ManualClock:
     """A clock that moves only when told to: ``advance(seconds)``. Pass it as ``clock=``.
 
-    ``sleep`` is a matching virtual sleep: it records the wait in ``waits`` and advances the
-    clock instead of waiting, so ``RetryPolicy(sleep=clock.sleep, clock=clock)`` retries
-    instantly while every wait stays checkable.
+    ``sleep`` is a matching virtual sleep: it records the wait in ``waits`` and moves the clock
+    to the end of the wait instead of waiting, so ``RetryPolicy(sleep=clock.sleep, clock=clock)``
+    retries instantly while every wait stays checkable. Sleeps that overlap end together: the
+    clock goes to the latest end, never to the sum of concurrent waits.
     """
 
     now: float = 0.0
@@ -86,8 +87,9 @@ class ManualClock:
 
     async def sleep(self, seconds: float) -> None:
         self.waits.append(seconds)
-        self.advance(seconds)
-        await asyncio.sleep(0)
+        end = self.now + seconds
+        await asyncio.sleep(0)  # let the other sleepers of this instant start theirs
+        self.now = max(self.now, end)
 
 
 @attrs.define
