@@ -1,10 +1,11 @@
 """Benchmark 5, payload preparation: time, peak memory and event-loop stalls while 1,000 jobs
 with local 2 MB images are prepared for sending.
 
-Preparation is what ``ViduClient.create_reference2video`` does before a request leaves:
-``validate()`` and ``to_payload()`` (which reads each file and inlines it as a base64 data URI)
-in ``asyncio.to_thread``, then ``dumps_body`` of the result on the event loop. The benchmark runs
-exactly those steps (no network: the bodies are measured and dropped) with 8 jobs at a time, the
+Preparation is what ``ViduClient.create_reference2video`` does before a request leaves, through
+the same method it uses, ``ViduClient.prepare_create_body``: ``validate()``, ``to_payload()``
+(which reads each file and inlines it as a base64 data URI) and ``dumps_body``, in a thread, a
+few bodies at a time. The benchmark calls it (no network: the bodies are measured and dropped)
+with 8 jobs at a time, the
 batch's default concurrency, while a heartbeat task asks to wake every 5 ms and records how late
 it wakes: the longest lateness is the loop's longest stall. Scenarios, each in a fresh child
 process so its peak RSS is its own:
@@ -35,7 +36,9 @@ from typing import Any
 
 from _common import record, table
 
-from vidu_async.requests import ReferenceToVideoRequest, dumps_body
+from vidu_async import ReferenceToVideoRequest, ViduClient
+
+KEY = "0123456789abcdef0123456789abcdef"
 
 HEARTBEAT = 0.005
 
@@ -58,17 +61,6 @@ def png(megabytes: float, tag: int) -> bytes:
             + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
 
 
-async def prepare(request: ReferenceToVideoRequest) -> int:
-    """What the client does before sending (see ``ViduClient.create_reference2video``)."""
-
-    def build() -> dict[str, Any]:
-        request.validate()
-        return request.to_payload()
-
-    fields = await asyncio.to_thread(build)
-    return len(dumps_body(fields))
-
-
 async def heartbeat(stalls: list[float]) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -85,9 +77,12 @@ async def run_scenario(paths: list[list[Path]], concurrency: int) -> dict[str, A
     stalls: list[float] = []
     sizes: list[int] = []
 
+    client = ViduClient("unused-key", base_url="http://127.0.0.1:9")  # never connects
+
     async def worker() -> None:
         for request in requests:
-            sizes.append(await prepare(request))
+            body = await client.prepare_create_body(request, correlation_key=KEY)
+            sizes.append(len(body))
 
     beat = asyncio.create_task(heartbeat(stalls))
     await asyncio.sleep(HEARTBEAT * 2)
@@ -98,6 +93,7 @@ async def run_scenario(paths: list[list[Path]], concurrency: int) -> dict[str, A
             group.create_task(worker())
     seconds = time.perf_counter() - started
     beat.cancel()
+    await client.close()
     stalls.sort()
     return {
         "jobs": len(sizes),

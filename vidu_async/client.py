@@ -202,6 +202,32 @@ class ViduClient:
 
     # --- endpoints ---------------------------------------------------------------------------
 
+    async def prepare_create_body(
+        self, request: ReferenceToVideoRequest, *, correlation_key: str
+    ) -> bytes:
+        """The exact body ``create_reference2video`` sends: validated (``ValidationError``),
+        local media inlined, the correlation envelope in ``payload``.
+
+        Requests with inline media are prepared in a thread, a few at a time, so the event loop
+        never waits on file reads, base64 or JSON.
+        """
+        sent_payload = wrap_payload(correlation_key, request.payload or "")
+        if len(sent_payload) > PAYLOAD_MAX_CHARS:
+            problem = FieldProblem(
+                "payload",
+                f"at most {PAYLOAD_MAX_CHARS - CORRELATION_OVERHEAD} characters through this "
+                f"client (the API's {PAYLOAD_MAX_CHARS} less {CORRELATION_OVERHEAD} for the "
+                f"correlation key), got {len(request.payload or '')}",
+            )
+            raise ValidationError([problem], model=request.model)
+        if _only_urls(request):
+            # Microseconds of work: a thread hop would cost more than it saves.
+            return _prepared_body(request, sent_payload)
+        # Reading, base64 and JSON of inline media hold the GIL: off the event loop, and only
+        # a few at once, or the threads together still starve the loop.
+        async with self._pool.preparing:
+            return await asyncio.to_thread(_prepared_body, request, sent_payload)
+
     async def create_reference2video(
         self,
         request: ReferenceToVideoRequest,
@@ -218,23 +244,7 @@ class ViduClient:
         for callers that pace their own requests.
         """
         key = correlation_key or new_correlation_key()
-        sent_payload = wrap_payload(key, request.payload or "")
-        if len(sent_payload) > PAYLOAD_MAX_CHARS:
-            problem = FieldProblem(
-                "payload",
-                f"at most {PAYLOAD_MAX_CHARS - CORRELATION_OVERHEAD} characters through this "
-                f"client (the API's {PAYLOAD_MAX_CHARS} less {CORRELATION_OVERHEAD} for the "
-                f"correlation key), got {len(request.payload or '')}",
-            )
-            raise ValidationError([problem], model=request.model)
-        if _only_urls(request):
-            # Microseconds of work: a thread hop would cost more than it saves.
-            body = _prepared_body(request, sent_payload)
-        else:
-            # Reading, base64 and JSON of inline media hold the GIL: off the event loop, and
-            # only a few at once, or the threads together still starve the loop.
-            async with self._pool.preparing:
-                body = await asyncio.to_thread(_prepared_body, request, sent_payload)
+        body = await self.prepare_create_body(request, correlation_key=key)
         path = "/reference2video"
         first_sent = dt.datetime.now(dt.UTC)
 
