@@ -29,11 +29,10 @@ from typing import Any
 
 import aiohttp
 from _common import UNLIMITED, Simulator, record, simulator, table
-from overhead import make_jobs, prepared_bodies
+from overhead import batch, make_jobs, prepared_bodies
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from vidu_async.batch import BatchOptions, BatchSubmitter
-from vidu_async.client import ViduClient
+from vidu_async.batch import BatchOptions
 from vidu_async.jobs import Job
 
 CAP = 4.0
@@ -74,15 +73,6 @@ async def gather_tenacity(sim: Simulator, jobs: list[Job], concurrency: int) -> 
     return len(set(ids))
 
 
-async def batch(sim: Simulator, jobs: list[Job], concurrency: int, rate: float | None) -> int:
-    options = BatchOptions(concurrency=concurrency, rate=rate, wait=False)
-    created = 0
-    async with ViduClient(sim.api_key, base_url=sim.url) as client:
-        async for outcome in BatchSubmitter(client, options).run(jobs):
-            created += outcome.status == "submitted"
-    return created
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=300)
@@ -94,8 +84,8 @@ async def main() -> None:
     jobs = make_jobs(n)
     ideal = n / r
     variants: dict[str, Callable[[Simulator], Awaitable[int]]] = {
-        "BatchSubmitter": lambda sim: batch(sim, jobs, c, None),
-        "BatchSubmitter rate=R": lambda sim: batch(sim, jobs, c, r),
+        "BatchSubmitter": lambda sim: batch(sim, jobs, BatchOptions(concurrency=c)),
+        "BatchSubmitter rate=R": lambda sim: batch(sim, jobs, BatchOptions(concurrency=c, rate=r)),
         "gather+tenacity": lambda sim: gather_tenacity(sim, jobs, c),
     }
     results: dict[str, dict[str, Any]] = {}

@@ -88,8 +88,8 @@ async def bare(sim: Simulator, bodies: list[bytes], concurrency: int) -> int:
     return created
 
 
-async def batch(sim: Simulator, jobs: list[Job], concurrency: int, journal: Path | None) -> int:
-    options = BatchOptions(concurrency=concurrency, wait=False, journal=journal)
+async def batch(sim: Simulator, jobs: list[Job], options: BatchOptions) -> int:
+    """Submit ``jobs`` with ``BatchSubmitter``; how many were created."""
     created = 0
     async with ViduClient(sim.api_key, base_url=sim.url) as client:
         async for outcome in BatchSubmitter(client, options).run(jobs):
@@ -130,8 +130,10 @@ async def main() -> None:
             bodies = prepared_bodies(jobs)  # outside the timed region: the bare loop's head start
             variants: dict[str, Callable[[], Awaitable[int]]] = {
                 "bare": partial(bare, sim, bodies, c),
-                "batch": partial(batch, sim, jobs, c, None),
-                "batch+journal": partial(batch, sim, jobs, c, journal),
+                "batch": partial(batch, sim, jobs, BatchOptions(concurrency=c)),
+                "batch+journal": partial(
+                    batch, sim, jobs, BatchOptions(concurrency=c, journal=journal)
+                ),
             }
             names = list(variants)
             for name in names[round_ % 3:] + names[:round_ % 3]:  # rotate who goes first
@@ -142,7 +144,7 @@ async def main() -> None:
             RESULTS.mkdir(exist_ok=True)
             profiler = cProfile.Profile()
             profiler.enable()
-            await batch(sim, jobs, c, None)
+            await batch(sim, jobs, BatchOptions(concurrency=c))
             profiler.disable()
             profiler.dump_stats(profile_path)
         sim_stats = await sim.stats()
