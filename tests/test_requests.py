@@ -244,6 +244,15 @@ def test_from_dict_refuses_unknown_and_missing_fields() -> None:
         ReferenceToVideoRequest.from_dict([1, 2])  # type: ignore[arg-type]
 
 
+def test_from_dict_keeps_any_url_as_a_url(tmp_path: Path) -> None:
+    request = ReferenceToVideoRequest.from_dict(
+        {"model": "viduq2", "prompt": "p", "images": ["ftp://example.com/a.png"]},
+        base_dir=tmp_path,
+    )
+    assert request.images == ("ftp://example.com/a.png",)
+    assert "http" in problems(request)["images[0]"]
+
+
 def test_from_dict_resolves_relative_paths(tmp_path: Path) -> None:
     request = ReferenceToVideoRequest.from_dict(
         {"model": "viduq2", "prompt": "p", "images": ["a.png", URL, "/abs/b.png"]},

@@ -27,6 +27,7 @@ from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError, ViduWarning
 from vidu_async.jobs import FORMATS, detect_format, read_jobs
+from vidu_async.media import is_local
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
 
@@ -223,7 +224,7 @@ def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _absolute_if_local(item: str) -> str:
-    if item.lower().startswith(("http://", "https://", "data:")):
+    if not is_local(item):
         return item
     return str(Path(item).expanduser().resolve())
 

@@ -48,6 +48,7 @@ from vidu_async.errors import (
     ValidationError,
     ViduError,
 )
+from vidu_async.media import is_url
 from vidu_async.requests import ReferenceToVideoRequest, dumps_body
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retrying
 from vidu_async.tasks import (
@@ -98,7 +99,7 @@ def _prepared_body(request: ReferenceToVideoRequest, payload: str) -> bytes:
 def _only_urls(request: ReferenceToVideoRequest) -> bool:
     """No local file, bytes or data URI to read, decode or encode: preparing is cheap."""
     media = (*request.images, *request.videos)
-    return all(isinstance(m, str) and m.lower().startswith(("http://", "https://")) for m in media)
+    return all(is_url(m) for m in media)
 
 
 def _task_from_result(result: TaskResult) -> Task:

@@ -40,7 +40,15 @@ from vidu_async.capabilities import (
 )
 from vidu_async.errors import FieldProblem, ValidationError
 
-__all__ = ["MediaInfo", "MediaKind", "MediaSource", "encode_media", "inspect_media"]
+__all__ = [
+    "MediaInfo",
+    "MediaKind",
+    "MediaSource",
+    "encode_media",
+    "inspect_media",
+    "is_local",
+    "is_url",
+]
 
 MediaSource = str | os.PathLike[str] | bytes
 """An http(s) URL, a ``data:`` URI, a local path (``str`` or ``PathLike``) or the raw bytes."""
@@ -106,13 +114,23 @@ def inspect_media(source: MediaSource, kind: MediaKind, *, field: str) -> MediaI
         raise ValidationError(FieldProblem(field, message) for message in exc.messages) from None
 
 
+def is_url(source: object) -> bool:
+    """Whether an entry is a URL (any ``scheme://``; only http(s) pass validation)."""
+    return isinstance(source, str) and _URL_PREFIX.match(source) is not None
+
+
+def is_local(source: object) -> bool:
+    """Whether an entry names a local file or is raw bytes (neither a URL nor a data URI)."""
+    return not (is_url(source) or (isinstance(source, str) and _is_data_uri(source)))
+
+
 def encode_media(source: MediaSource, kind: MediaKind) -> str:
     """The string to send for an entry: URLs and data URIs as given, files and bytes as data URIs.
 
     Blocking (it reads the whole file): async code calls it through ``asyncio.to_thread``.
     Raises ``ValidationError`` (field ``images`` / ``videos``) if the data is not a ``kind``.
     """
-    if isinstance(source, str) and (_URL_PREFIX.match(source) or _is_data_uri(source)):
+    if isinstance(source, str) and not is_local(source):
         return source
     try:
         if isinstance(source, bytes):

@@ -22,7 +22,14 @@ import attrs
 from vidu_async import capabilities as caps
 from vidu_async.capabilities import ModelCapabilities
 from vidu_async.errors import FieldProblem, ValidationError, ViduWarning
-from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
+from vidu_async.media import (
+    MediaInfo,
+    MediaKind,
+    MediaSource,
+    encode_media,
+    inspect_media,
+    is_local,
+)
 
 __all__ = [
     "KNOWN_FIELDS",
@@ -476,7 +483,7 @@ def _models_where(predicate: Callable[[ModelCapabilities], bool]) -> str:
 
 
 def _resolve(item: Any, base_dir: Path) -> Any:
-    if isinstance(item, str) and not item.lower().startswith(("http://", "https://", "data:")):
+    if isinstance(item, str) and is_local(item):
         path = Path(item).expanduser()
         return path if path.is_absolute() else base_dir / path
     return item
