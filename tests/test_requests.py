@@ -30,7 +30,8 @@ from vidu_async.requests import KNOWN_FIELDS
 
 URL = "https://example.com/ref.png"
 ALL = list(MODELS.values())
-SEED_SPEC = Path(__file__).parents[2] / "shared" / "spec" / "reference2video.seed.txt"
+# The seed document's request example, verbatim (reference2video.seed.txt, "examples" -> "value").
+SEED_REQUEST = Path(__file__).parent / "data" / "seed_request_example.json"
 
 
 def make(model: str = "viduq2", **fields: Any) -> ReferenceToVideoRequest:
@@ -265,11 +266,7 @@ def test_from_dict_resolves_relative_paths(tmp_path: Path) -> None:
 
 
 def seed_request_example() -> dict[str, Any]:
-    text = SEED_SPEC.read_text(encoding="utf-8")
-    marker = '"value": '
-    start = text.index(marker, text.index('"examples"')) + len(marker)
-    raw, _ = json.JSONDecoder().raw_decode(text, start)
-    example: dict[str, Any] = json.loads(raw)
+    example: dict[str, Any] = json.loads(SEED_REQUEST.read_text(encoding="utf-8"))
     return example
 
 
