@@ -13,7 +13,6 @@ from vidu_async.progress import (
     render_line,
     render_summary,
 )
-from vidu_async.tasks import TaskState
 
 START = 1000.0
 CLEAR = "\r\x1b[2K"
@@ -28,22 +27,21 @@ class FakeClock:
 
 
 def busy_state(total: int | None = 300) -> ProgressState:
-    """12 jobs settled (10 succeeded, 1 failed and refunded, 1 invalid), 9 tasks in flight."""
+    """12 jobs settled (10 succeeded, 1 failed, 1 invalid), 9 under way, 380 credits."""
     state = ProgressState(started=START, total=total)
-    for i in range(11):
-        state.job_created(f"done{i}", 20)
-    for i in range(10):
-        state.task_state(f"done{i}", TaskState.SUCCESS)
-        state.job_settled("succeeded", 20, task_id=f"done{i}")
-    state.job_settled("failed", 0, task_id="done10")
-    state.job_settled("invalid", None)
-    for i in range(9):
-        state.job_created(f"run{i}", 20)
-    for i in range(3):
-        state.task_state(f"run{i}", "queueing")
-    for i in range(3, 8):
-        state.task_state(f"run{i}", TaskState.PROCESSING)
+    state.observe(
+        {"succeeded": 10, "failed": 1, "invalid": 1, "created": 1, "queueing": 3,
+         "processing": 5},
+        380,
+    )
     return state
+
+
+def settle(state: ProgressState, status: str, n: int = 1) -> None:
+    """``n`` more jobs settled with ``status`` (as the next snapshot would say)."""
+    counts = {**state.by_status, **state.running}
+    counts[status] = counts.get(status, 0) + n
+    state.observe(counts, state.credits)
 
 
 BUSY_LINE = (
@@ -72,12 +70,12 @@ def test_without_a_total_there_is_no_eta() -> None:
     )
 
 
-def test_unknown_task_states_are_listed_after_the_known_ones() -> None:
+def test_stages_show_in_the_order_of_a_job_s_life_unknown_states_last() -> None:
     state = ProgressState(started=START)
-    state.task_state("a", "paused")
-    state.task_state("b", TaskState.PROCESSING)
-    state.task_state("c", "archived")
-    assert "running 3 (1 processing, 1 archived, 1 paused)" in render_line(state, START)
+    state.observe({"paused": 1, "processing": 1, "archived": 1, "waiting": 2, "creating": 1,
+                   "downloading": 1, "zero": 0}, 0)
+    assert ("running 7 (2 waiting, 1 creating, 1 processing, 1 downloading, 1 archived, "
+            "1 paused)") in render_line(state, START)
 
 
 @pytest.mark.parametrize(
@@ -88,8 +86,7 @@ def test_rate_is_per_second_or_per_minute_when_slow(
     settled: int, seconds: float, shown: str
 ) -> None:
     state = ProgressState(started=START)
-    for _ in range(settled):
-        state.job_settled("succeeded", None)
+    settle(state, "succeeded", settled)
     assert state.rate(START + seconds) == pytest.approx(settled / seconds)
     assert f"rate {shown} |" in render_line(state, START + seconds)
 
@@ -97,12 +94,10 @@ def test_rate_is_per_second_or_per_minute_when_slow(
 def test_eta_divides_the_remaining_jobs_by_the_rate() -> None:
     state = ProgressState(started=START, total=100)
     assert state.eta(START + 10) is None  # nothing settled yet: no rate
-    for _ in range(25):
-        state.job_settled("succeeded", None)
+    settle(state, "succeeded", 25)
     assert state.eta(START + 50) == pytest.approx(150.0)  # 0.5 jobs/s, 75 left
     assert "ETA 2:30" in render_line(state, START + 50)
-    for _ in range(75):
-        state.job_settled("failed", None)
+    settle(state, "failed", 75)
     assert state.eta(START + 60) == 0.0
     assert ProgressState(started=START).eta(START + 60) is None  # total unknown
 
@@ -114,42 +109,12 @@ def test_long_durations_show_hours() -> None:
     assert "elapsed 27:46:40" in render_line(state, START + 100_000)
 
 
-def test_credits_are_counted_once_per_job_and_the_settled_figure_wins() -> None:
-    state = ProgressState(started=START)
-    state.job_created("t1", 20)
-    state.task_state("t1", TaskState.PROCESSING)
-    assert state.credits == 20
-    state.job_settled("succeeded", 20, task_id="t1")
-    assert state.credits == 20
-    state.job_created("t2", 40)
-    state.job_settled("failed", 0, task_id="t2")  # refunded
-    assert state.credits == 20
-    state.job_created("t3", 10)
-    state.job_settled("submitted", None, task_id="t3")  # no new figure: the create's stands
-    assert state.credits == 30
-    state.job_settled("succeeded", 15, task_id="t-from-an-earlier-run")
-    state.job_settled("not_submitted", None)
-    assert state.credits == 45
-    assert state.by_task_state.total() == 0
-    assert dict(state.by_status) == {
-        "succeeded": 2,
-        "failed": 1,
-        "submitted": 1,
-        "not_submitted": 1,
-    }
-
-
-def test_task_states_move_between_counts_and_leave_when_settled() -> None:
-    state = ProgressState(started=START)
-    state.job_created("t1", None)
-    state.task_state("t1", TaskState.QUEUEING)
-    state.task_state("t1", TaskState.PROCESSING)
-    state.task_state("t2", TaskState.QUEUEING)  # a resumed task, never seen created this run
-    assert +state.by_task_state == {"processing": 1, "queueing": 1}
-    state.job_settled("succeeded", None, task_id="t1")
-    state.job_settled("succeeded", None, task_id="t2")
-    assert +state.by_task_state == {}
-    assert "running" not in render_line(state, START)
+def test_a_duplicate_record_is_shown_but_is_no_job() -> None:
+    state = ProgressState(started=START, total=2)
+    state.observe({"succeeded": 2, "duplicate": 1}, 90)
+    assert state.settled == 2 and state.eta(START + 1) == 0.0
+    assert render_line(state, START + 1).startswith("2/2 done (2 succeeded, 1 duplicate) | "
+                                                    "90 credits")
 
 
 def test_the_bar_fills_with_progress_and_fits_the_width() -> None:
@@ -160,8 +125,7 @@ def test_the_bar_fills_with_progress_and_fits_the_width() -> None:
     assert bar == ("[#" + "-" * 24 + "] " + BUSY_LINE)[:99]
     assert len(render_bar(state, now, 40)) == 39
     assert render_bar(state, now, 400) == "[#" + "-" * 29 + "] " + BUSY_LINE
-    for _ in range(288):
-        state.job_settled("succeeded", None)
+    settle(state, "succeeded", 288)
     assert render_bar(state, now, 400).startswith("[" + "#" * 30 + "] 300/300 done")
 
 
@@ -190,8 +154,7 @@ def test_a_terminal_gets_a_bar_redrawn_at_most_ten_times_a_second() -> None:
     assert out.getvalue().count(CLEAR) == 10
     assert "\n" not in out.getvalue()
 
-    state.job_settled("succeeded", 5, task_id="t1")
-    state.job_settled("succeeded", 5, task_id="t2")
+    state.observe({"succeeded": 2}, 10)
     clock.now = START + 2
     reporter.close()
     final_bar = render_bar(state, START + 2, 80)
@@ -207,7 +170,7 @@ def test_elsewhere_a_plain_line_every_interval() -> None:
     expected = []
     for at in (1, 5, 9.9, 10, 15, 19.9, 20.5, 21):
         clock.now = START + at
-        state.job_settled("succeeded", None)
+        settle(state, "succeeded")
         reporter.update()
         if at in (10, 20.5):
             expected.append(render_line(state, clock.now) + "\n")
@@ -226,7 +189,7 @@ def test_quiet_prints_nothing_not_even_the_summary(is_tty: bool) -> None:
     for at in (0, 5, 50):
         clock.now = START + at
         reporter.update()
-    state.job_settled("succeeded", 1)
+    settle(state, "succeeded")
     reporter.close()
     assert out.getvalue() == ""
 
@@ -242,16 +205,16 @@ def test_close_writes_once_and_later_updates_are_ignored() -> None:
     assert out.getvalue() == written == "0 jobs in 0:00 | 0 credits | rate -\n"
 
 
-def test_the_reporter_passes_events_to_its_state_and_draws() -> None:
+def test_show_takes_the_snapshot_and_draws() -> None:
     clock, out = FakeClock(), io.StringIO()
     state = ProgressState(started=START, total=2)
     reporter = ProgressReporter(state, out, clock=clock, is_tty=True, width=200)
-    reporter.job_created("t1", 20)
+    reporter.show({"creating": 2}, 0)
     assert out.getvalue() == CLEAR + render_bar(state, START, 200)
     clock.now = START + 1
-    reporter.task_state("t1", TaskState.PROCESSING)
+    reporter.show({"processing": 1, "succeeded": 1}, 20)
     clock.now = START + 2
-    reporter.job_settled("succeeded", 20, "t1")
-    assert (state.settled, state.credits, state.by_task_state.total()) == (1, 20, 0)
+    reporter.show({"succeeded": 2}, 40)
+    assert (state.settled, state.credits, state.running.total()) == (2, 40, 0)
     assert out.getvalue().count(CLEAR) == 3
     assert out.getvalue().endswith(CLEAR + render_bar(state, START + 2, 200))

@@ -1,7 +1,7 @@
 """The ``vidu-async`` command line: parse arguments, build objects, print. No logic of its own.
 
 Exit codes: 0 all good, 1 some job failed or was invalid, 2 usage error, 3 missing or rejected
-API key before any job ran, 130 interrupted (Ctrl-C).
+API key before any job ran, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import secrets
 import shlex
+import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,13 @@ from vidu_async import demo
 from vidu_async._version import __version__
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
-from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError, ViduWarning
+from vidu_async.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    JournalError,
+    ViduError,
+    ViduWarning,
+)
 from vidu_async.jobs import FORMATS, detect_format, read_jobs
 from vidu_async.media import is_local
 from vidu_async.progress import ProgressReporter, ProgressState
@@ -38,6 +47,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,12 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--journal", type=Path,
         help="journal file that makes reruns resume (default: JOBS.journal.jsonl beside JOBS)",
     )
+    batch.add_argument(
+        "--batch-id", metavar="NAME",
+        help="the batch's identity, from which every job's correlation key derives (default: "
+        "the jobs file's name). A rerun with a new or lost journal looks for the tasks an "
+        "earlier run of the same batch made before paying again",
+    )
+    batch.add_argument(
+        "--fresh", action="store_true",
+        help="start a new batch of the same jobs on purpose: new correlation keys, no search "
+        "for earlier tasks; needs a journal that does not exist yet",
+    )
     batch.add_argument("--results", type=Path, help="results JSONL file (default: stdout)")
     batch.add_argument("--wait", action="store_true", help="follow every task to its end")
     batch.add_argument(
         "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
     )
-    batch.add_argument("--max-credits", type=int, help="stop submitting at this many credits")
+    batch.add_argument(
+        "--max-credits", type=int, metavar="N",
+        help="a hard cap on the credits of this batch's tasks, across every rerun of its "
+        "journal (0 sends nothing)",
+    )
     batch.add_argument(
         "--poll-interval", type=float, default=5.0, help="seconds between status rounds (5)"
     )
@@ -279,36 +304,78 @@ def run_submit(args: argparse.Namespace) -> int:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
     journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
+    batch_id = args.batch_id or args.jobs.name
+    if args.fresh:
+        if journal.exists() and journal.stat().st_size > 0:
+            print(f"vidu-async submit: --fresh starts a new batch, but the journal {journal} "
+                  "already records one: give --journal a new file (or remove that one)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        batch_id = f"{batch_id}#{secrets.token_hex(6)}"
     wait = args.wait or args.download is not None
     try:
         listener = callback_listener(args, wait)
-    except ValueError as error:
-        print(f"vidu-async submit: {error}", file=sys.stderr)
+        options = BatchOptions(
+            concurrency=args.concurrency,
+            rate=args.rate,
+            wait=wait,
+            download=args.download,
+            max_credits=args.max_credits,
+            journal=journal,
+            batch_id=batch_id,
+            poll_interval=args.poll_interval,
+            callback_url=listener.url if listener else None,
+        )
+    except ValueError as error:  # the options' own checks name the option: say it as a flag
+        message = re.sub(
+            r"^'?(\w+)'? must", lambda m: f"--{m[1].replace('_', '-')} must", str(error)
+        )
+        print(f"vidu-async submit: {message}", file=sys.stderr)
         return EXIT_USAGE
-    options = BatchOptions(
-        concurrency=max(1, args.concurrency),
-        rate=args.rate,
-        wait=wait,
-        download=args.download,
-        max_credits=args.max_credits,
-        journal=journal,
-        poll_interval=args.poll_interval,
-        callback_url=listener.url if listener else None,
-    )
     try:
         clients = clients_from_env(args)
     except ConfigurationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
     try:
-        return asyncio.run(_submit(args, clients, options, listener))
-    except KeyboardInterrupt:
+        return asyncio.run(_terminable(_submit(args, clients, options, listener)))
+    except (KeyboardInterrupt, Terminated) as stop:
+        signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(
-            f"\ninterrupted; the journal {journal} is saved. Resume with:\n"
-            f"  vidu-async {_resume_args(args, journal)}",
+            f"\ninterrupted ({signal_name}); the journal {journal} is saved. Tasks already "
+            "created keep running on Vidu and are billed: a rerun follows them. To cancel one "
+            "that has not started: vidu-async cancel TASK_ID (task ids are in the results and "
+            f"the journal). Resume with:\n  vidu-async {_resume_args(args, journal)}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+
+
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM: ``docker stop``, a CI cancel, ``kill``)."""
+
+
+async def _terminable(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; on SIGTERM cancel it (as Ctrl-C does: every task stopped, the journal
+    closed) and raise ``Terminated``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
@@ -323,7 +390,14 @@ def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
 
 async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
                   listener: Listener | None) -> int:
-    results = args.results.open("w", encoding="utf-8") if args.results else sys.stdout
+    try:
+        # Appending, not truncating: a second run refused by the journal's lock must not
+        # empty the first one's results. The first result written starts the file afresh.
+        results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
+    except OSError as error:
+        print(f"vidu-async submit: cannot write the results file {args.results}: "
+              f"{error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     progress = ProgressReporter(
         ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
         quiet=args.quiet,
@@ -337,7 +411,7 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
-    except ConfigurationError as error:  # the callback receiver's address
+    except (ConfigurationError, JournalError) as error:  # the receiver's address, the journal
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_USAGE
     finally:

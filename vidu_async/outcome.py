@@ -3,7 +3,10 @@
 One JSON object per job, matched back to the input by ``custom_id`` (the OpenAI Batch habit).
 ``status`` is the job's end for this run: ``succeeded`` / ``failed`` (the task ended), ``submitted``
 (created, not followed), ``invalid`` (refused before sending), ``not_submitted`` (never sent,
-e.g. credits ran out; a rerun sends it).
+e.g. credits ran out; a rerun sends it), ``ambiguous`` (a create may have made a task and it
+could not be proven either way: nothing was resent; a rerun looks again). One more record
+kind follows the jobs' own when something went wrong that should never happen: ``duplicate``
+names an extra task found under a job's correlation key (cancelled if it had not started).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ from vidu_async.tasks import TaskResult
 
 __all__ = ["STATUSES", "ErrorInfo", "Outcome", "Status"]
 
-Status = Literal["succeeded", "failed", "submitted", "invalid", "not_submitted"]
-STATUSES: tuple[Status, ...] = ("succeeded", "failed", "submitted", "invalid", "not_submitted")
+Status = Literal[
+    "succeeded", "failed", "submitted", "invalid", "not_submitted", "ambiguous", "duplicate"
+]
+STATUSES: tuple[Status, ...] = (
+    "succeeded", "failed", "submitted", "invalid", "not_submitted", "ambiguous", "duplicate"
+)
 
 
 @attrs.frozen

@@ -1,19 +1,17 @@
 """The progress display of ``vidu-async submit``: counts, credits, rate, elapsed time and ETA.
 
-Sans-IO at the core. ``ProgressState`` is fed the batch's events (a task created, a task state
-seen while polling, a job settled) and ``render_line`` / ``render_bar`` / ``render_summary`` turn it
-into text for a given ``now``, so every figure is tested without a clock or a terminal.
-``ProgressReporter`` owns the output: a live bar redrawn in place on a terminal (at most
-``max_redraws_per_second`` times a second), one plain line every ``interval`` seconds otherwise,
-and a summary on ``close()``. ``quiet=True`` silences everything, the summary included: the
-results file and the exit status already say how the batch went. There are no threads and no
-tasks: the caller calls ``update()`` after each event (and may on a timer), the reporter decides
-from its clock whether to draw.
+Sans-IO at the core. ``ProgressState`` holds what the batch says of itself, its
+``BatchSubmitter.snapshot()`` (every job by stage or outcome) and the credits spent, and
+``render_line`` / ``render_bar`` / ``render_summary`` turn it into text for a given ``now``, so
+every figure is tested without a clock or a terminal. ``ProgressReporter`` owns the output: a
+live bar redrawn in place on a terminal (at most ``max_redraws_per_second`` times a second), one
+plain line every ``interval`` seconds otherwise, and a summary on ``close()``. ``quiet=True``
+silences everything, the summary included: the results file and the exit status already say how
+the batch went. There are no threads and no tasks: the caller calls ``show(snapshot, credits)``
+after each event (and on a timer), the reporter decides from its clock whether to draw.
 
-Credits are counted once per job: provisionally when its task is created, replaced by the figure
-the job settles with when that is known (a failed task may be refunded). ``rate`` is settled jobs
-per elapsed second over the whole run; the ETA divides the jobs still to settle by it, and exists
-only when the total is known.
+``rate`` is settled jobs per elapsed second over the whole run; the ETA divides the jobs still to
+settle by it, and exists only when the total is known.
 """
 
 from __future__ import annotations
@@ -21,13 +19,12 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import attrs
 
-from vidu_async.outcome import STATUSES, Status
-from vidu_async.tasks import TaskState
+from vidu_async.outcome import STATUSES
 
 __all__ = [
     "ProgressReporter",
@@ -37,59 +34,41 @@ __all__ = [
     "render_summary",
 ]
 
-_LIVE_ORDER = (TaskState.CREATED, TaskState.QUEUEING, TaskState.PROCESSING)
+_JOB_STATUSES = tuple(s for s in STATUSES if s != "duplicate")
+"""The statuses a job settles with (a ``duplicate`` record is about an extra task, not a job)."""
+_LIVE_ORDER = (
+    "preparing", "reconciling", "waiting", "creating", "created", "queueing", "processing",
+    "downloading",
+)
 _CLEAR_LINE = "\r\x1b[2K"
 
 
 @attrs.define
-class _Tracked:
-    """A task of a job not yet settled: its last state seen and the credits counted for it."""
-
-    state: str
-    credits: int | None
-
-
-@attrs.define
 class ProgressState:
-    """What the display knows about a run; mutable, since it accumulates events as they come.
+    """What the display knows about a run: the batch's latest ``snapshot`` and credits.
 
     ``started`` is a reading of the same clock that ``now`` comes from in the render functions.
     ``total`` is the number of jobs when known up front (a counted jobs file), else ``None``.
-    ``by_status`` counts settled jobs; ``by_task_state`` counts the tasks of unsettled jobs by
-    their last state seen; ``credits`` is the credits spent so far.
     """
 
     started: float
     total: int | None = None
     by_status: Counter[str] = attrs.field(init=False, factory=Counter)
-    by_task_state: Counter[str] = attrs.field(init=False, factory=Counter)
+    """Settled jobs by status (and ``duplicate`` records)."""
+    running: Counter[str] = attrs.field(init=False, factory=Counter)
+    """Jobs not settled, by stage: ``waiting``, ``creating``, a task state..."""
     credits: int = attrs.field(init=False, default=0)
-    _tasks: dict[str, _Tracked] = attrs.field(init=False, factory=dict, repr=False)
+
+    def observe(self, snapshot: Mapping[str, int], credits: int) -> None:
+        """Take the batch's ``snapshot()`` and the credits it spent."""
+        self.by_status = Counter({k: n for k, n in snapshot.items() if k in STATUSES and n})
+        self.running = Counter({k: n for k, n in snapshot.items() if k not in STATUSES and n})
+        self.credits = credits
 
     @property
     def settled(self) -> int:
         """How many jobs have settled, whatever their status."""
-        return self.by_status.total()
-
-    def job_created(self, task_id: str, credits: int | None) -> None:
-        """A task was created for a job; ``credits`` is its cost as the create answered it."""
-        self._move(task_id, TaskState.CREATED)
-        self._set_credits(self._tasks[task_id], credits)
-
-    def task_state(self, task_id: str, state: TaskState | str) -> None:
-        """A task was seen in ``state`` (while polling, or from a callback)."""
-        self._move(task_id, str(state))
-
-    def job_settled(self, status: Status, credits: int | None, task_id: str | None = None) -> None:
-        """A job reached its end for this run. Pass ``task_id`` whenever the job has a task, so
-        that its credits are not counted twice and it leaves the live counts."""
-        self.by_status[status] += 1
-        tracked = self._tasks.pop(task_id, None) if task_id is not None else None
-        if tracked is None:
-            tracked = _Tracked(state="", credits=None)
-        else:
-            self.by_task_state[tracked.state] -= 1
-        self._set_credits(tracked, credits)
+        return sum(self.by_status[s] for s in _JOB_STATUSES)
 
     def rate(self, now: float) -> float | None:
         """Settled jobs per second since the start, or ``None`` before the first one."""
@@ -107,22 +86,6 @@ class ProgressState:
             return 0.0
         rate = self.rate(now)
         return None if rate is None else remaining / rate
-
-    def _move(self, task_id: str, state: str) -> None:
-        tracked = self._tasks.get(task_id)
-        if tracked is None:
-            self._tasks[task_id] = _Tracked(state=state, credits=None)
-        else:
-            self.by_task_state[tracked.state] -= 1
-            tracked.state = state
-        self.by_task_state[state] += 1
-
-    def _set_credits(self, tracked: _Tracked, credits: int | None) -> None:
-        """Make ``credits`` the figure counted for ``tracked``, replacing any earlier one."""
-        if credits is None:
-            return
-        self.credits += credits - (tracked.credits or 0)
-        tracked.credits = credits
 
 
 def _duration(seconds: float) -> str:
@@ -156,15 +119,16 @@ def _settled_part(state: ProgressState) -> str:
 
 def render_line(state: ProgressState, now: float) -> str:
     """One line of progress, e.g.
-    ``12/300 done (10 succeeded, 2 failed) | running 9 (3 queueing, 6 processing) |
+    ``12/300 done (10 succeeded, 2 failed) | running 9 (1 waiting, 2 queueing, 6 processing) |
     450 credits | rate 2.1/min | elapsed 5:42 | ETA 2:15:00`` (on one line).
 
-    The running part appears only while tasks are in flight, the ETA only when the total is known.
+    The running part appears only while jobs are under way, the ETA only when the total is
+    known.
     """
     parts = [_settled_part(state)]
-    running = state.by_task_state.total()
+    running = state.running.total()
     if running:
-        parts.append(f"running {running} ({_counts(state.by_task_state, _LIVE_ORDER)})")
+        parts.append(f"running {running} ({_counts(state.running, _LIVE_ORDER)})")
     parts += [
         f"{state.credits} credits",
         f"rate {_rate(state.rate(now))}",
@@ -210,8 +174,6 @@ class ProgressReporter:
     ``clock`` must be the clock ``state.started`` was read from. ``width`` fixes the terminal
     width; by default it is asked of the terminal at each redraw, so resizing works.
 
-    Its ``job_created`` / ``task_state`` / ``job_settled`` feed the state and call ``update()``,
-    so the reporter can be handed to a batch as its observer.
     """
 
     def __init__(
@@ -236,19 +198,9 @@ class ProgressReporter:
         self._last_draw: float | None = None if self._tty else state.started
         self._closed = False
 
-    def job_created(self, task_id: str, credits: int | None) -> None:
-        """``state.job_created``, then ``update()``: the reporter is a ``BatchObserver``."""
-        self.state.job_created(task_id, credits)
-        self.update()
-
-    def task_state(self, task_id: str, state: TaskState | str) -> None:
-        """``state.task_state``, then ``update()``."""
-        self.state.task_state(task_id, state)
-        self.update()
-
-    def job_settled(self, status: Status, credits: int | None, task_id: str | None = None) -> None:
-        """``state.job_settled``, then ``update()``."""
-        self.state.job_settled(status, credits, task_id)
+    def show(self, snapshot: Mapping[str, int], credits: int) -> None:
+        """``state.observe``, then ``update()``."""
+        self.state.observe(snapshot, credits)
         self.update()
 
     def update(self) -> None:

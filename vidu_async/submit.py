@@ -147,17 +147,43 @@ async def submit_jobs_file(
                     f"cannot receive callbacks on {listener.host}:{listener.port}: {error}"
                 ) from error
             print(f"receiving callbacks to {listener.url} on {local}", file=messages)
-        submitter = BatchSubmitter(clients, options, observer=progress, callbacks=receiver)
+        submitter = BatchSubmitter(clients, options, callbacks=receiver)
         if progress is not None:
-            stack.push_async_callback(_stop, asyncio.create_task(_tick(progress)))
+            stack.push_async_callback(_stop, asyncio.create_task(_tick(progress, submitter)))
         outcomes = await stack.enter_async_context(contextlib.aclosing(submitter.run(lines())))
+        writer = _ResultsWriter(results, messages)
         async for outcome in outcomes:
             counts[outcome.status] += 1
-            results.write(json.dumps(outcome.to_dict(), ensure_ascii=False) + "\n")
-            results.flush()
+            writer.write(outcome.to_dict())
             if progress is not None:
-                progress.job_settled(outcome.status, outcome.credits, outcome.task_id)
+                progress.show(submitter.snapshot(), submitter.credits_spent)
     return SubmitSummary(dict(counts), submitter.credits_spent, submitter.stop_reason)
+
+
+class _ResultsWriter:
+    """Writes results lines; when the stream breaks (``| head`` exited), says so once and
+    stops writing there while the batch goes on (every end is in the journal too)."""
+
+    def __init__(self, out: TextIO, messages: TextIO) -> None:
+        self._out: TextIO | None = out
+        self._messages = messages
+        self._first = True
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self._out is None:
+            return
+        try:
+            if self._first and self._out.seekable():
+                self._out.truncate(0)  # a results file holds this run's results only
+            self._first = False
+            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._out.flush()
+        except OSError as error:  # BrokenPipeError, a full disk
+            name = getattr(self._out, "name", "results")
+            self._out = None
+            print(f"results stream {name} failed ({error.strerror or error}): no more results "
+                  "are written there; the batch goes on and its journal keeps every end",
+                  file=self._messages)
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -166,8 +192,8 @@ async def _stop(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _tick(progress: ProgressReporter, every: float = 1.0) -> None:
-    """Let the display redraw (elapsed time, ETA) even while no job settles."""
+async def _tick(progress: ProgressReporter, batch: BatchSubmitter, every: float = 0.5) -> None:
+    """Show where the batch is (and the elapsed time, the ETA) even while no job settles."""
     while True:
+        progress.show(batch.snapshot(), batch.credits_spent)
         await asyncio.sleep(every)
-        progress.update()

@@ -1,0 +1,167 @@
+"""The money invariants, driven by hypothesis through random sequences of runs, interruptions,
+lost journals, new jobs and time passing, against the simulator with faults on every create.
+
+Each example is one account on the simulator, faulty in a random way (lost answers, 500s after
+the task was made, 429s, resets) and playing a random reading of the docs' uncertain points
+(a lagging list, a skewed server clock, a list without payloads). The machine then runs the
+same batch again and again: to its end, or interrupted after a few outcomes (the journal stays
+consistent, as after Ctrl-C), sometimes after its journal was deleted, sometimes with a job
+added in front. After every step:
+
+- no correlation key has two tasks on the server (nothing was ever paid twice);
+- the budget, when there is one, was never passed while the journal lived;
+and after every run that was not interrupted, every job was reported exactly once.
+
+All time is virtual (one ``ManualClock`` for the simulator, the client's retries and the batch),
+so a 30 s visibility lag costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.client import ViduClient
+from vidu_async.jobs import Job
+from vidu_async.outcome import Outcome
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks, task_cost
+
+COST = task_cost("viduq2", 5, off_peak=False)
+CREDITS = 100_000
+
+FAULTS = {
+    "none": Faults(),
+    "lost answers": Faults(create=EndpointFaults(commit_then_drop=0.3, server_error=0.1)),
+    "throttled and reset": Faults(create=EndpointFaults(too_many_requests=0.2, reset=0.2,
+                                                        quota_exceeded=0.1)),
+    "everything": Faults(
+        create=EndpointFaults(commit_then_drop=0.2, server_error=0.1, too_many_requests=0.1,
+                              truncated=0.1),
+        list_tasks=EndpointFaults(server_error=0.1),
+    ),
+}
+QUIRKS = {
+    "documented": Quirks(),
+    "lagging list": Quirks(list_lag=10.0),
+    "server clock ahead": Quirks(clock_skew=600.0),
+    "server clock behind": Quirks(clock_skew=-600.0),
+    "list without payload": Quirks(list_without_payload=True),
+    "paper paging": Quirks(paper_paging=True),
+}
+
+
+def job(i: int) -> Job:
+    request = ReferenceToVideoRequest("viduq2", f"a heron fishing, take {i}",
+                                      images=["https://example.com/heron.png"], duration=5)
+    return Job(f"heron-{i}", request)
+
+
+class PayOnce(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.folder = Path(tempfile.mkdtemp(prefix="pay-once-"))
+        self.journal = self.folder / "batch.journal.jsonl"
+        self.clock = ManualClock(now=1000.0)
+        self.jobs = [job(i) for i in range(6)]
+        self.next_job = 6
+        self.sim: FakeVidu | None = None
+        self.cap: int | None = None
+        self.journal_lost = False
+
+    @initialize(
+        faults=st.sampled_from(sorted(FAULTS)),
+        quirks=st.sampled_from(sorted(QUIRKS)),
+        cap=st.none() | st.integers(0, 8).map(lambda n: n * COST),
+        seed=st.integers(0, 2**16),
+    )
+    def start(self, faults: str, quirks: str, cap: int | None, seed: int) -> None:
+        self.sim = FakeVidu(faults=FAULTS[faults], quirks=QUIRKS[quirks], clock=self.clock,
+                            seed=seed, credits=CREDITS)
+        self.loop.run_until_complete(self.sim.__aenter__())
+        self.cap = cap
+
+    async def _run(self, stop_after: int | None) -> list[Outcome]:
+        assert self.sim is not None
+        policy = RetryPolicy(sleep=self.clock.sleep, clock=self.clock, max_attempts=8,
+                             budget=3600.0, visibility_lag=30.0)
+        options = BatchOptions(
+            concurrency=3, wait=True, journal=self.journal, batch_id="herons",
+            max_credits=self.cap, poll_interval=5.0, clock=self.clock, sleep=self.clock.sleep,
+        )
+        outcomes: list[Outcome] = []
+        async with ViduClient(self.sim.api_key, base_url=self.sim.url, retry=policy) as client:
+            batch = BatchSubmitter(client, options)
+            async with contextlib.aclosing(batch.run(list(self.jobs))) as run:
+                async for outcome in run:
+                    outcomes.append(outcome)
+                    if stop_after is not None and len(outcomes) >= stop_after:
+                        break
+        return outcomes
+
+    @rule()
+    def run_to_the_end(self) -> None:
+        outcomes = self.loop.run_until_complete(self._run(None))
+        reported = Counter(o.custom_id for o in outcomes if o.status != "duplicate")
+        assert reported == Counter(j.custom_id for j in self.jobs), "every job reported once"
+        assert not [o for o in outcomes if o.status == "duplicate"], "a key had two tasks"
+        for outcome in outcomes:
+            if outcome.status == "succeeded":
+                assert outcome.task_id is not None
+                assert self.sim is not None
+                assert self.sim.tasks[outcome.task_id].request["prompt"] == (
+                    next(j for j in self.jobs if j.custom_id == outcome.custom_id).request.prompt
+                ), "a job was given another job's task"
+
+    @rule(after=st.integers(0, 4))
+    def interrupt(self, after: int) -> None:
+        self.loop.run_until_complete(self._run(after))
+
+    @rule()
+    def lose_the_journal(self) -> None:
+        self.journal.unlink(missing_ok=True)
+        self.journal_lost = True
+
+    @rule()
+    def add_a_job_in_front(self) -> None:
+        self.jobs.insert(0, job(self.next_job))
+        self.next_job += 1
+
+    @rule(seconds=st.sampled_from([1.0, 20.0, 300.0]))
+    def time_passes(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @invariant()
+    def no_key_has_two_tasks(self) -> None:
+        if self.sim is not None:
+            assert self.sim.stats.duplicate_payloads() == {}
+
+    @invariant()
+    def the_budget_holds_while_the_journal_lives(self) -> None:
+        if self.sim is None or self.cap is None or self.journal_lost:
+            return
+        assert CREDITS - self.sim.balance() <= self.cap
+
+    def teardown(self) -> None:
+        if self.sim is not None:
+            self.loop.run_until_complete(self.sim.__aexit__(None, None, None))
+        self.loop.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+PayOnce.TestCase.settings = settings(
+    max_examples=30, stateful_step_count=6, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestPayOnce = PayOnce.TestCase

@@ -1,0 +1,122 @@
+"""Who a job is, across runs and journals: its request's fingerprint, its correlation key, its
+cost class.
+
+A job's correlation key is derived, not drawn: ``sha256(batch id, job id, fingerprint,
+attempt)``. A rerun of the same batch (same jobs file, or the same explicit ``batch_id``) thus
+puts the same key on the same request even when its journal is gone, which lets a batch find
+the tasks an earlier run made before paying again. The first 8 hex digits of every key are the
+batch's own tag, so the tasks of one batch can be told from all others in the account's list.
+
+The fingerprint is what the job asks for: the body it would send, without ``payload`` (our
+correlation envelope travels there), with each local
+file or bytes entry standing as the SHA-256 of its content. Two runs agree on it exactly when
+they would send the same request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vidu_async.media import MediaKind, MediaSource, is_local
+from vidu_async.requests import ReferenceToVideoRequest
+
+__all__ = ["MediaDigests", "batch_tag", "belongs_to", "cost_class", "fingerprint", "job_key"]
+
+_TAG_LENGTH = 8
+
+
+def batch_tag(batch_id: str) -> str:
+    """The first 8 hex digits of every correlation key of the batch ``batch_id``."""
+    return hashlib.sha256(f"batch\0{batch_id}".encode()).hexdigest()[:_TAG_LENGTH]
+
+
+def job_key(batch_id: str, job_id: str, fingerprint: str, attempt: int = 0) -> str:
+    """The correlation key (32 lowercase hex digits) of one job's ``attempt``-th task.
+
+    ``attempt`` is 0 for a job's first task; a deliberate retry of a failed task (a new,
+    billed task on purpose) takes the next number, so its key differs.
+    """
+    material = f"job\0{batch_id}\0{job_id}\0{fingerprint}\0{attempt}".encode()
+    rest = hashlib.sha256(material).hexdigest()[: 32 - _TAG_LENGTH]
+    return batch_tag(batch_id) + rest
+
+
+def belongs_to(key: str | None, batch_id: str) -> bool:
+    """Whether a correlation key was made by the batch ``batch_id``."""
+    return key is not None and len(key) == 32 and key.startswith(batch_tag(batch_id))
+
+
+def cost_class(request: ReferenceToVideoRequest) -> str:
+    """The fields a task's price may depend on, as one string: tasks of one class cost the same.
+
+    Defaults stay ``-`` rather than being filled in from the capability table: a class is only
+    a name to learn a price under, and the same request always gets the same name.
+    """
+    parts = (
+        "reference2video",
+        request.model,
+        request.duration,
+        request.resolution,
+        bool(request.off_peak),
+        request.audio,
+        len(request.videos) > 0,
+    )
+    return "/".join("-" if part is None else str(part) for part in parts)
+
+
+class MediaDigests:
+    """SHA-256 of local media files, each file read once per run (keyed by path, size and
+    modification time, so an edited file is read again). Thread-safe: fingerprints are taken
+    in worker threads."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, source: MediaSource, kind: MediaKind) -> str:
+        """The entry as it stands in a fingerprint: a digest for local data, else itself."""
+        if isinstance(source, bytes):
+            return "sha256:" + hashlib.sha256(source).hexdigest()
+        if not is_local(source):
+            return str(source)
+        path = os.fspath(source)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return f"missing:{path}"  # validation reports it; the fingerprint just differs
+        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            known = self._known.get(key)
+        if known is None:
+            known = "sha256:" + _file_digest(path)
+            with self._lock:
+                self._known[key] = known
+        return known
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(
+    request: ReferenceToVideoRequest,
+    media: Callable[[MediaSource, MediaKind], str] | None = None,
+) -> str:
+    """The SHA-256 (hex) of what ``request`` asks for; see the module docstring.
+
+    Blocking when the request has local media (it reads them): call it in a thread.
+    """
+    body: dict[str, Any] = request.body_with(media or MediaDigests())
+    body.pop("payload", None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

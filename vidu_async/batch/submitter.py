@@ -1,0 +1,949 @@
+"""``BatchSubmitter``: the I/O around the batch's decisions, one coroutine per job's life.
+
+``_life`` reads as a job's whole story, input line to outcome: take its fingerprint and derive
+its key; ask the journal what an earlier run did (``plan``); replay, refuse, reconcile, follow
+or create it; follow its task to its end; download it. Every "what now?" on the way is a pure
+function of the package (``plan``, ``gate``, ``verdicts``, ``follow``); this module only waits,
+sends and records.
+
+Concurrency is bounded twice: at most ``concurrency`` creates in flight (the ``_creating``
+semaphore) and at most ``max_pending`` + ``concurrency`` jobs alive at once (the feeder waits
+for a slot before reading the next job), so memory stays flat whatever the input's size. All
+of it runs in one ``asyncio.TaskGroup`` inside a task of its own; ``run()`` only reads its
+outcomes, so leaving the loop or cancelling stops and awaits everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import secrets
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import attrs
+
+from vidu_async.batch.follow import Schedule
+from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
+from vidu_async.batch.identity import (
+    MediaDigests,
+    belongs_to,
+    cost_class,
+    fingerprint,
+    job_key,
+)
+from vidu_async.batch.plan import (
+    Create,
+    Follow,
+    JobFacts,
+    Reconcile,
+    Refuse,
+    Replay,
+    plan,
+)
+from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
+from vidu_async.client import MAX_PAGE_SIZE, ViduClient
+from vidu_async.errors import APIError, AuthenticationError, NotFoundError, ViduError
+from vidu_async.jobs import Job, JobLine
+from vidu_async.journal import Journal
+from vidu_async.media import is_local
+from vidu_async.outcome import ErrorInfo, Outcome
+from vidu_async.receiver import CallbackEvent, CallbackReceiver
+from vidu_async.reconcile import Absent, Found, TaskIndex
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.tasks import Task, TaskResult, TaskState
+from vidu_async.throttle import Throttle
+
+__all__ = ["BatchObserver", "BatchOptions", "BatchSubmitter", "account_label"]
+
+logger = logging.getLogger("vidu_async.batch")
+
+JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
+
+_CANCELLABLE = frozenset({TaskState.CREATED, TaskState.QUEUEING})
+
+
+class BatchObserver(Protocol):
+    """Receives progress events (the CLI's progress display is one)."""
+
+    def job_created(self, task_id: str, credits: int | None) -> None: ...
+
+    def task_state(self, task_id: str, state: str) -> None: ...
+
+
+def _optional_rate(_: object, attribute: attrs.Attribute[float | None], value: float | None
+                   ) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value: str | None
+                       ) -> None:
+    if value is None:
+        return
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
+
+
+MIN_POLL_INTERVAL = 0.5
+"""The shortest allowed ``poll_interval``: shorter only burns status requests."""
+
+
+@attrs.frozen
+class BatchOptions:
+    """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
+
+    ``batch_id`` names the batch: every job's correlation key derives from it, the job's id
+    and its request, so a rerun of the same batch finds the tasks an earlier run made even
+    without its journal (the CLI uses the jobs file's name). A journal keeps the id it was
+    started with. None: the journal's, else a fresh random one (no rerun can recognise it).
+
+    ``max_credits`` is a hard cap on the credits of the tasks this batch creates, across every
+    run of the same journal (see ``gate``); 0 sends nothing. ``max_pending`` bounds the tasks
+    followed at once; ``quota_wait`` is the longest wait after ``QuotaExceeded`` when none of
+    our tasks finishes first; ``retry_after_cap`` is the longest ``Retry-After`` obeyed (a
+    longer demand stops submitting, and a rerun goes on later). ``sleep`` (every wait) and
+    ``clock`` (pacing and polling, default the event loop's) are injectable so tests never wait
+    for real.
+
+    ``callback_url`` is the public URL put on every request that names none of its own, so that
+    Vidu calls back there. With a receiver given to ``BatchSubmitter(callbacks=...)``, a task
+    created with it is finished by its callbacks: a claimed end is read back (in bulk) after
+    ``callback_gather`` seconds, and every task is refreshed only every
+    ``callback_poll_interval`` seconds, the safety net for lost deliveries. Tasks without that
+    URL keep ``poll_interval``.
+    """
+
+    concurrency: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    rate: float | None = attrs.field(default=None, validator=_optional_rate)
+    wait: bool = False
+    download: Path | None = None
+    max_credits: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    journal: Path | None = None
+    batch_id: str | None = None
+    poll_interval: float = attrs.field(
+        default=5.0, validator=attrs.validators.ge(MIN_POLL_INTERVAL)
+    )
+    max_pending: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    download_concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
+    quota_wait: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    retry_after_cap: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
+    callback_url: str | None = attrs.field(default=None, validator=_optional_http_url)
+    callback_poll_interval: float = attrs.field(
+        default=120.0, validator=attrs.validators.ge(MIN_POLL_INTERVAL)
+    )
+    callback_gather: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    clock: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
+    sleep: Callable[[float], Awaitable[None]] = attrs.field(
+        default=asyncio.sleep, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.download is not None and not self.wait:
+            raise ValueError("download needs wait=True: only followed tasks are downloaded")
+
+
+def account_label(client: ViduClient) -> str:
+    """A stable name for an account that reveals nothing of its key (journals are shared)."""
+    account = client.account
+    digest = hashlib.sha256(f"{account.base_url}\0{account.api_key}".encode()).hexdigest()
+    return f"acct-{digest[:12]}"
+
+
+@attrs.define
+class _Account:
+    """One account's client and what we know of its capacity."""
+
+    client: ViduClient
+    label: str
+    limit: int = 5
+    busy_elsewhere: int = 0
+    """Tasks processing when the run started (from ``get_credits``), not ours."""
+    in_flight: int = 0
+    """Our creates in flight plus our followed tasks that have not finished."""
+    down: ErrorInfo | None = None
+
+    def view(self) -> AccountView:
+        return AccountView(self.label, self.limit - self.busy_elsewhere - self.in_flight,
+                           self.down)
+
+
+@attrs.frozen
+class _Failure:
+    """What the pipeline sends the reader when it died of ``error``."""
+
+    error: BaseException
+
+
+class _Signal:
+    """Wakes everyone waiting at the moment it fires (an ``Event`` that re-arms itself)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    def wait(self) -> Coroutine[Any, Any, bool]:
+        """Await the next firing (the event is taken now, so a firing before the first await
+        still counts)."""
+        return self._event.wait()
+
+
+@attrs.define
+class _Made:
+    """A task this run made or found for a job, remembered for the duplicate check."""
+
+    job_id: str
+    task_id: str
+    account: str
+
+
+class BatchSubmitter:
+    """Submit jobs through one or more clients (accounts) and yield one ``Outcome`` per job.
+
+    ``async for outcome in BatchSubmitter(client, options).run(jobs)``: ``jobs`` is an iterable
+    or async iterable of ``Job`` (or ``JobLine``, whose invalid lines become ``invalid``
+    outcomes), each ``custom_id`` unique. Outcomes come as jobs settle, not in input order;
+    after the last job, one ``duplicate`` outcome per extra task found under a job's key (this
+    should never happen; the extras not started yet are cancelled). A rejected key raises
+    ``AuthenticationError`` from the first iteration, before any job is read; an error that is
+    no job's fault (the journal's disk, a bug) is raised from the iteration after it happened,
+    everything stopped. To stop early, leave the loop inside
+    ``contextlib.aclosing(submitter.run(jobs))`` (or cancel the task iterating): the pipeline is
+    cancelled and awaited, the journal left consistent for a rerun. One ``run`` at a time.
+
+    ``callbacks``: a receiver of this batch's callbacks (for the keys of ``clients``), served by
+    the caller while the batch runs at the public ``options.callback_url``; the batch is its one
+    consumer of ``events()``. Make it with ``ReceiverOptions(confirm=False)``: the batch reads
+    claimed ends back itself, 100 per request.
+    """
+
+    def __init__(
+        self,
+        clients: ViduClient | Sequence[ViduClient],
+        options: BatchOptions | None = None,
+        *,
+        observer: BatchObserver | None = None,
+        callbacks: CallbackReceiver | None = None,
+    ) -> None:
+        self.options = options or BatchOptions()
+        group = [clients] if isinstance(clients, ViduClient) else list(clients)
+        if not group:
+            raise ValueError("BatchSubmitter needs at least one client")
+        if callbacks is not None and not (self.options.wait and self.options.callback_url):
+            raise ValueError(
+                "callbacks finish followed tasks: they need wait=True and a callback_url "
+                "(the public URL that reaches the receiver)"
+            )
+        self._callbacks = callbacks
+        self._accounts = {a.label: a for a in (_Account(c, account_label(c)) for c in group)}
+        self._observer = observer
+        self._clock = self.options.clock or (lambda: asyncio.get_running_loop().time())
+        self._running = False
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh state for one run."""
+        opts = self.options
+        self._throttle = Throttle(opts.rate, self._clock)
+        self._journal: Journal | None = None
+        self._batch_id = opts.batch_id or ""
+        self._stop: ErrorInfo | None = None
+        self._spent_before = 0
+        self._spent = 0
+        self._costs: dict[str, int] = {}
+        self._reserved = 0
+        self._unknown_in_flight = 0
+        self._states: collections.Counter[str] = collections.Counter()
+        self._made: dict[str, _Made] = {}
+        self._adoptable: dict[str, tuple[TaskResult, str]] = {}
+        """Tasks of this batch an earlier run made, by key (a new journal's start-up scan)."""
+        self._unproven: dict[str, TaskIndex] = {}
+        """Accounts whose start-up scan could not show payloads: their tasks by prompt."""
+        self._task_states: dict[str, str] = {}
+        self._changed = _Signal()
+        """Fires when a create settles, a task finishes or submission stops."""
+        self._task_finished = _Signal()
+        self._wake = _Signal()
+        """Wakes the follower: a task to follow, or a claimed end."""
+        self._schedule = Schedule(
+            opts.poll_interval, opts.callback_poll_interval, gather=opts.callback_gather
+        )
+        self._waiters: dict[str, asyncio.Future[TaskResult]] = {}
+        self._creating = asyncio.Semaphore(opts.concurrency)
+        self._downloading = asyncio.Semaphore(opts.download_concurrency)
+        self._digests = MediaDigests()
+        for account in self._accounts.values():
+            account.in_flight = 0
+            account.down = None
+
+    # --- what a caller can ask ---------------------------------------------------------------
+
+    @property
+    def stop_reason(self) -> ErrorInfo | None:
+        """Why submission stopped early (credits, key, budget), or None."""
+        return self._stop
+
+    @property
+    def credits_spent(self) -> int:
+        """Credits of the tasks created in this run."""
+        return self._spent
+
+    @property
+    def credits_total(self) -> int:
+        """Credits of every task the journal recorded for this batch, this run's included."""
+        return self._spent_before + self._spent
+
+    @property
+    def batch_id(self) -> str:
+        """The batch's identity (known once ``run`` started)."""
+        return self._batch_id
+
+    def snapshot(self) -> Mapping[str, int]:
+        """Where every job read so far is: jobs alive by stage (``preparing``,
+        ``reconciling``, ``waiting``, ``creating``, the task states ``created`` / ``queueing``
+        / ``processing``, ``downloading``) and settled jobs by their outcome's status."""
+        return {state: n for state, n in self._states.items() if n > 0}
+
+    def _move(self, old: str | None, new: str | None) -> None:
+        if old is not None:
+            self._states[old] -= 1
+        if new is not None:
+            self._states[new] += 1
+
+    # --- the run -----------------------------------------------------------------------------
+
+    async def run(self, jobs: JobInput) -> AsyncGenerator[Outcome, None]:
+        """Yield one ``Outcome`` per job as it settles; see the class docstring."""
+        if self._running:
+            raise RuntimeError("this BatchSubmitter is already running a batch")
+        self._running = True
+        self._reset()
+        opts = self.options
+        try:
+            if opts.journal is not None:
+                self._journal = await Journal.open(
+                    opts.journal, batch_id=opts.batch_id or _fresh_batch_id()
+                )
+                self._batch_id = self._journal.batch_id
+                self._spent_before = self._journal.spent
+                self._costs.update(self._journal.costs)
+            elif not self._batch_id:
+                self._batch_id = _fresh_batch_id()
+            await self._probe_accounts()
+            if opts.batch_id is not None and (self._journal is None or self._journal.is_new):
+                await self._index_earlier_tasks()
+            outbox: asyncio.Queue[Outcome | _Failure | None] = asyncio.Queue(
+                maxsize=opts.concurrency * 2
+            )
+            pipeline = asyncio.create_task(self._pipeline(jobs, outbox), name="vidu-batch")
+            try:
+                while (item := await outbox.get()) is not None:
+                    if isinstance(item, _Failure):
+                        raise item.error
+                    yield item
+            finally:
+                pipeline.cancel()
+                await asyncio.wait([pipeline])
+        finally:
+            if self._journal is not None:
+                await self._journal.close()
+            self._running = False
+
+    async def _pipeline(
+        self, jobs: JobInput, outbox: asyncio.Queue[Outcome | _Failure | None]
+    ) -> None:
+        """Run every job's life, the follower and the callback reader; then the duplicate
+        check."""
+        opts = self.options
+        try:
+            async with asyncio.TaskGroup() as group:
+                helpers = []
+                if opts.wait:
+                    helpers.append(group.create_task(self._follow()))
+                if self._callbacks is not None:
+                    helpers.append(group.create_task(self._take_callbacks(self._callbacks)))
+                async with asyncio.TaskGroup() as lives:
+                    alive = asyncio.Semaphore(opts.max_pending + opts.concurrency)
+                    async for item in _aiter(jobs):
+                        await alive.acquire()
+                        lives.create_task(self._life(item, outbox, alive))
+                for helper in helpers:
+                    helper.cancel()  # idle by now: they wait for work that will not come
+            for outcome in await self._check_duplicates():
+                await outbox.put(outcome)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as failure:  # handed to the reader, raised there
+            error = failure
+            while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+                error = error.exceptions[0]
+            await outbox.put(_Failure(error))
+            return
+        await outbox.put(None)
+
+    async def _life(
+        self, item: Job | JobLine, outbox: asyncio.Queue[Outcome | _Failure | None],
+        alive: asyncio.Semaphore,
+    ) -> None:
+        try:
+            outcome, final = await self._job(item)
+            if final and self._journal is not None:
+                await self._journal.final(outcome.custom_id, outcome.to_dict())
+            self._move(None, outcome.status)
+            await outbox.put(outcome)
+        finally:
+            alive.release()
+
+    # --- one job's life ----------------------------------------------------------------------
+
+    async def _job(self, item: Job | JobLine) -> tuple[Outcome, bool]:
+        """One job, from its input line to its outcome; True when the outcome is final (its
+        task ended: journalled, so a rerun replays it instead of asking again)."""
+        if isinstance(item, JobLine):
+            if item.job is None:
+                info = ErrorInfo.from_problems(item.errors)
+                return Outcome(item.custom_id or f"line-{item.line}", "invalid", item.line,
+                               error=info), False
+            item = item.job
+        job = item
+        with self._at("preparing"):
+            facts = await self._facts(job)
+            record = self._journal.take(job.custom_id) if self._journal else None
+            action = plan(facts, record, frozenset(self._accounts))
+        if isinstance(action, Replay):
+            return attrs.evolve(Outcome.from_dict(action.result), line=job.line), False
+        if isinstance(action, Refuse):
+            return Outcome(job.custom_id, "invalid", job.line, error=action.error), False
+        if isinstance(action, Follow):
+            return await self._follow_task(job, facts.key, action.task_id, action.account,
+                                           action.credits)
+        pinned: str | None = None
+        with self._at("reconciling"):
+            if isinstance(action, Reconcile):
+                found = await self._reconcile(job, action)
+                pinned = action.account
+            else:
+                found = await self._earlier_task(job, facts.key)
+        if isinstance(found, Outcome):
+            return found, False
+        if found is not None:
+            task, label = found
+            logger.info("%s: found task %s made earlier for it", job.custom_id, task.id)
+            if self._journal is not None:
+                await self._journal.created(job.custom_id, task_id=task.id, credits=task.credits)
+            return await self._follow_task(job, facts.key, task.id, label, task.credits)
+        made = await self._create(job, facts, pinned)
+        if isinstance(made, Outcome):
+            return made, False
+        created, label = made
+        return await self._follow_task(job, facts.key, created.task_id, label, created.credits,
+                                       by_callback=self._by_callback(job))
+
+    @contextlib.contextmanager
+    def _at(self, stage: str) -> Iterator[None]:
+        """The job is in ``stage`` (for ``snapshot``) while the block runs."""
+        self._move(None, stage)
+        try:
+            yield
+        finally:
+            self._move(stage, None)
+
+    async def _facts(self, job: Job) -> JobFacts:
+        """The job's fingerprint and key (local media are hashed in a thread)."""
+        media = (*job.request.images, *job.request.videos)
+        if any(is_local(m) for m in media):
+            print_ = await asyncio.to_thread(fingerprint, job.request, self._digests)
+        else:
+            print_ = fingerprint(job.request, self._digests)
+        return JobFacts(job.custom_id, print_, job_key(self._batch_id, job.custom_id, print_))
+
+    # --- finding what an earlier run made ----------------------------------------------------
+
+    async def _index_earlier_tasks(self) -> None:
+        """A new journal for a named batch: note the tasks an earlier run (with a lost journal,
+        or from another checkout) made under this batch's keys, so they are not paid again."""
+        for account in self._accounts.values():
+            try:
+                index = await account.client.reconciler.snapshot()
+            except APIError as error:
+                raise APIError(
+                    f"cannot check {account.label} for tasks an earlier run of batch "
+                    f"{self._batch_id!r} made ({error}); nothing was sent"
+                ) from error
+            for key, tasks in index.by_key.items():
+                if belongs_to(key, self._batch_id):
+                    self._adoptable[key] = (tasks[0], account.label)
+            if not index.payload_visible:
+                self._unproven[account.label] = index
+
+    async def _earlier_task(
+        self, job: Job, key: str
+    ) -> tuple[TaskResult, str] | Outcome | None:
+        """The task (and account) an earlier run made under ``key``, from the start-up index.
+
+        Where the list shows no payloads, the account's tasks with the job's model and prompt
+        are read one by one (a task's own answer carries its payload)."""
+        found = self._adoptable.pop(key, None)
+        if found is not None:
+            return found
+        for label, index in self._unproven.items():
+            client = self._accounts[label].client
+            for task_id in index.candidates(job.request.model, job.request.prompt):
+                try:
+                    task = await client.get_task(task_id)
+                except NotFoundError:
+                    continue
+                except APIError as error:
+                    return Outcome(job.custom_id, "ambiguous", job.line, error=ErrorInfo(
+                        "AmbiguousCreate",
+                        f"task {task_id} may be this job's, made by an earlier run, and "
+                        f"reading it failed ({error}); nothing was sent. Rerun to look again",
+                    ))
+                if task.correlation_key == key:
+                    return task, label
+        return None
+
+    async def _reconcile(
+        self, job: Job, action: Reconcile
+    ) -> tuple[TaskResult, str] | Outcome | None:
+        """Find the task a create whose answer was never recorded made; None when proven
+        absent (it is then sent once more, under the same key, on the same account)."""
+        client = self._accounts[action.account].client
+        sent = dt.datetime.fromtimestamp(action.server_at or 0, dt.UTC)
+        settled = sent + dt.timedelta(seconds=client.create_horizon)
+        try:
+            result = await client.reconciler.lookup(
+                action.key, model=job.request.model, prompt=job.request.prompt,
+                sent_at=sent, settled_at=settled,
+            )
+        except APIError as error:
+            result = None
+            reason = str(error)
+        else:
+            if isinstance(result, Found):
+                return result.task, action.account
+            if isinstance(result, Absent):
+                return None
+            reason = result.reason
+        return Outcome(job.custom_id, "ambiguous", job.line, error=ErrorInfo(
+            "AmbiguousCreate",
+            f"an earlier run may have created this task and it could not be proven either way "
+            f"({reason}); nothing was sent. Rerun with the same journal to look again "
+            f"(correlation key {action.key})",
+        ))
+
+    # --- creating ----------------------------------------------------------------------------
+
+    async def _create(
+        self, job: Job, facts: JobFacts, pinned: str | None
+    ) -> tuple[Task, str] | Outcome:
+        """Send the job's create once the gate lets it go; the task and its account, or the
+        job's outcome when it cannot be created in this run."""
+        price_class = cost_class(job.request)
+        while True:
+            with self._at("waiting"):
+                await self._creating.acquire()
+            try:
+                # From the gate's Go to the reservation in _send nothing else can pass it.
+                with self._at("waiting"):
+                    decision = await self._gate_open(price_class, pinned)
+                if isinstance(decision, Stop):
+                    if decision.batch:
+                        self._halt(decision.error)
+                    return Outcome(job.custom_id, "not_submitted", job.line,
+                                   error=decision.error)
+                made = await self._send(job, facts, decision, price_class)
+            finally:
+                self._creating.release()
+            if made is not None:
+                return made
+
+    async def _gate_open(self, price_class: str, pinned: str | None) -> Go | Stop:
+        """Wait until the gate lets a create go (or stops it), and the pacing allows."""
+        while True:
+            decision = self._gate(price_class, pinned)
+            if isinstance(decision, Wait):
+                await self._changed.wait()
+                continue
+            if isinstance(decision, Stop):
+                return decision
+            # Ask again after each wait: a pause or a rate change applies to everyone.
+            pause = self._throttle.next_send()
+            if pause <= 0:
+                return decision
+            await self.options.sleep(pause)
+
+    def _gate(self, price_class: str, pinned: str | None) -> Go | Wait | Stop:
+        budget = Budget(
+            self.options.max_credits, self.credits_total, self._reserved,
+            self._unknown_in_flight > 0, self._costs,
+        )
+        return gate(
+            price_class, budget, [a.view() for a in self._accounts.values()],
+            account=pinned, followed=len(self._schedule),
+            max_pending=self.options.max_pending if self.options.wait else None,
+            stopped=self._stop,
+        )
+
+    async def _send(
+        self, job: Job, facts: JobFacts, go: Go, price_class: str
+    ) -> tuple[Task, str] | Outcome | None:
+        """One create (the client retries and reconciles within it); None to try again."""
+        account = self._accounts[go.account]
+        self._reserve(go.reserve, +1)
+        account.in_flight += 1
+        try:
+            if self._journal is not None:
+                await self._journal.intent(
+                    job.custom_id, key=facts.key, account=account.label,
+                    fingerprint=facts.fingerprint, cost_class=price_class,
+                    server_at=account.client.server_clock.now().timestamp(),
+                )
+            with self._at("creating"):
+                task = await account.client.create_reference2video(
+                    self._request_of(job), correlation_key=facts.key, retry_rate_limits=False
+                )
+        except ViduError as error:
+            failure: ViduError | None = error
+        else:
+            failure = None
+        finally:
+            # No await until the credits are counted: nobody sees them in neither place.
+            account.in_flight -= 1
+            self._reserve(go.reserve, -1)
+            self._changed.fire()
+        if failure is not None:
+            return await self._refused(job, failure, account)
+        self._throttle.succeeded()
+        self._spent += task.credits or 0
+        self._costs.setdefault(price_class, task.credits or 0)
+        if self._journal is not None:
+            await self._journal.created(job.custom_id, task_id=task.task_id, credits=task.credits)
+        if self._observer is not None:
+            self._observer.job_created(task.task_id, task.credits)
+        cap = self.options.max_credits
+        if cap is not None and self.credits_total > cap:
+            return await self._cancel_over_budget(job, task, account, cap)
+        return task, account.label
+
+    def _reserve(self, cost: int | None, sign: int) -> None:
+        if cost is None:
+            self._unknown_in_flight += sign
+        else:
+            self._reserved += sign * cost
+
+    async def _cancel_over_budget(
+        self, job: Job, task: Task, account: _Account, cap: int
+    ) -> Outcome:
+        """A task of a price not known before broke the cap: cancel it at once (free before
+        it starts) and stop submitting."""
+        message = (f"the task cost {task.credits} credits, more than the {cap} of max_credits "
+                   f"left room for")
+        try:
+            await account.client.cancel_task(task.task_id)
+        except ViduError as error:
+            info = ErrorInfo("BudgetExceeded", f"{message}; cancelling it failed ({error})")
+            self._halt(info)
+            return Outcome(job.custom_id, "submitted", job.line, task_id=task.task_id,
+                           credits=task.credits, error=info)
+        self._spent -= task.credits or 0
+        info = ErrorInfo("BudgetReached", f"{message}; it was cancelled before it started")
+        self._halt(info)
+        if self._journal is not None:
+            await self._journal.created(job.custom_id, task_id=task.task_id, credits=0)
+        return Outcome(job.custom_id, "not_submitted", job.line, task_id=task.task_id,
+                       credits=0, error=info)
+
+    def _request_of(self, job: Job) -> ReferenceToVideoRequest:
+        """The job's request, given our ``callback_url`` unless it names a URL of its own."""
+        url = self.options.callback_url
+        if url is None or job.request.callback_url is not None:
+            return job.request
+        return attrs.evolve(job.request, callback_url=url)
+
+    def _by_callback(self, job: Job) -> bool:
+        """Whether our receiver will hear of this job's task's end."""
+        return self._callbacks is not None and job.request.callback_url in (
+            None, self.options.callback_url
+        )
+
+    async def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome | None:
+        """What a create's error means (``verdicts``), acted on; None to try again."""
+        meaning = verdict(error, retry_after_cap=self.options.retry_after_cap)
+        if isinstance(meaning, End):
+            return Outcome(job.custom_id, meaning.status, job.line, error=meaning.error)
+        if isinstance(meaning, Halt):
+            self._halt(meaning.error)
+            return None
+        if isinstance(meaning, AccountDown):
+            if account.down is None:
+                logger.warning("%s can take no more creates: %s: %s", account.label,
+                               meaning.error.reason, meaning.error.message)
+            account.down = meaning.error
+            return None
+        assert isinstance(meaning, Retry)
+        if meaning.pace == "quota":
+            logger.info("%s: QuotaExceeded; waiting for a running task to finish", account.label)
+            await self._wait_for_a_finish()
+        else:
+            pause = self._throttle.throttled(meaning.retry_after)
+            logger.info("%s: %s; every worker pauses %.1fs", account.label,
+                        ErrorInfo.from_exception(error).reason, pause)
+        return None
+
+    async def _wait_for_a_finish(self) -> None:
+        """Until one of our followed tasks finishes, or ``quota_wait`` seconds at most."""
+        waiters = {
+            asyncio.ensure_future(self._task_finished.wait()),
+            asyncio.ensure_future(self.options.sleep(self.options.quota_wait)),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.wait(waiters)
+
+    def _halt(self, info: ErrorInfo) -> None:
+        if self._stop is None:
+            logger.warning("stopping new submissions: %s: %s", info.reason, info.message)
+            self._stop = info
+            self._changed.fire()
+
+    async def _probe_accounts(self) -> None:
+        """Learn each account's concurrency; a rejected key fails here, before any job runs."""
+        for account in self._accounts.values():
+            try:
+                credits = await account.client.get_credits()
+            except AuthenticationError:
+                raise
+            except APIError as error:
+                logger.info("%s: could not read credits (%s); assuming defaults", account.label,
+                            error)
+                continue
+            if credits.remains:
+                first = credits.remains[0]
+                account.limit = first.concurrency_limit or account.limit
+                account.busy_elsewhere = first.current_concurrency or 0
+
+    # --- following and downloading -----------------------------------------------------------
+
+    async def _follow_task(
+        self, job: Job, key: str, task_id: str, label: str, credits: int | None,
+        *, by_callback: bool = False,
+    ) -> tuple[Outcome, bool]:
+        """The job's task exists: report it submitted, or follow it to its end (and download
+        it)."""
+        self._made[key] = _Made(job.custom_id, task_id, label)
+        if not self.options.wait:
+            return Outcome(job.custom_id, "submitted", job.line, task_id=task_id,
+                           credits=credits), False
+        account = self._accounts[label]
+        account.in_flight += 1
+        waiter: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        self._waiters[task_id] = waiter
+        self._seen(task_id, str(TaskState.CREATED))
+        self._schedule.add(task_id, label, by_callback=by_callback, now=self._clock())
+        self._wake.fire()
+        try:
+            result = await waiter
+        finally:
+            del self._waiters[task_id]
+            self._schedule.remove(task_id)
+            self._move(self._task_states.pop(task_id), None)
+            account.in_flight -= 1
+            self._task_finished.fire()
+            self._changed.fire()
+        if not (result.succeeded and self.options.download is not None):
+            return Outcome.from_result(job.custom_id, job.line, result), True
+        try:
+            with self._at("downloading"):
+                async with self._downloading:
+                    paths = await account.client.download(
+                        result, self.options.download, stem=job.custom_id
+                    )
+        except (ViduError, OSError) as exc:
+            error = ErrorInfo("DownloadFailed", str(exc))
+            return Outcome.from_result(job.custom_id, job.line, result, error=error), False
+        files = tuple(str(p) for p in paths)
+        return Outcome.from_result(job.custom_id, job.line, result, files=files), True
+
+    async def _take_callbacks(self, receiver: CallbackReceiver) -> None:
+        """Hand the follower the ends that callbacks claim (cancelled once all jobs settled)."""
+        async with contextlib.aclosing(receiver.events()) as events:
+            async for event in events:
+                self._on_callback(event)
+
+    def _on_callback(self, event: CallbackEvent) -> None:
+        """Show the observer what a callback says; settle a confirmed end, or have a claimed
+        one read back soon."""
+        waiter = self._waiters.get(event.task_id)
+        if waiter is not None:
+            self._seen(event.task_id, str(event.result.state))
+        if not event.result.is_terminal:
+            return
+        if event.confirmed and waiter is not None:
+            if not waiter.done():
+                waiter.set_result(event.result)
+            return
+        if self._schedule.claim(event.task_id, self._clock()):
+            self._wake.fire()
+
+    def _seen(self, task_id: str, state: str) -> None:
+        """A followed task was seen in ``state``: move its job in the snapshot."""
+        self._move(self._task_states.get(task_id), state)
+        self._task_states[task_id] = state
+        if self._observer is not None:
+            self._observer.task_state(task_id, state)
+
+    async def _follow(self) -> None:
+        """Refresh followed tasks when due and settle those that ended, forever (cancelled
+        once all jobs settled)."""
+        while True:
+            now = self._clock()
+            due = self._schedule.due(now)
+            if not due:
+                woken = self._wake.wait()
+                first = self._schedule.next_due()
+                if first is None:
+                    await woken
+                else:
+                    await _first_of(woken, self.options.sleep(max(0.0, first - now)))
+                continue
+            by_account: dict[str, list[str]] = collections.defaultdict(list)
+            for watch in due:
+                by_account[watch.account].append(watch.task_id)
+            for label, task_ids in by_account.items():
+                await self._refresh(self._accounts[label].client, task_ids)
+
+    async def _refresh(self, client: ViduClient, task_ids: list[str]) -> None:
+        """Read ``task_ids`` (100 per list request, one by one if listing fails) and settle
+        those that ended."""
+        for start in range(0, len(task_ids), MAX_PAGE_SIZE):
+            chunk = task_ids[start:start + MAX_PAGE_SIZE]
+            seen = await self._list_states(client, chunk)
+            unfinished = []
+            for task_id in chunk:
+                result = seen.get(task_id) or await self._query_one(client, task_id)
+                waiter = self._waiters.get(task_id)
+                if result is None or waiter is None:
+                    unfinished.append(task_id)
+                    continue
+                self._seen(task_id, str(result.state))
+                if result.is_terminal:
+                    self._schedule.remove(task_id)
+                    if not waiter.done():
+                        waiter.set_result(result)
+                else:
+                    unfinished.append(task_id)
+            self._schedule.refreshed(unfinished, self._clock())
+
+    async def _list_states(self, client: ViduClient, task_ids: list[str]
+                           ) -> dict[str, TaskResult]:
+        try:
+            return {r.id: r async for r in client.list_tasks(task_ids=task_ids)}
+        except APIError as error:
+            logger.info("bulk refresh of %d tasks failed (%s); querying one by one",
+                        len(task_ids), error)
+            return {}
+
+    async def _query_one(self, client: ViduClient, task_id: str) -> TaskResult | None:
+        try:
+            return await client.get_task(task_id)
+        except NotFoundError as error:
+            return TaskResult(id=task_id, state="failed", err_code=error.reason)
+        except APIError as error:
+            logger.info("refreshing %s failed (%s); will try again", task_id, error)
+            return None
+
+    # --- the safety net ----------------------------------------------------------------------
+
+    async def _check_duplicates(self) -> list[Outcome]:
+        """Group this batch's tasks by key; report every extra task and cancel those not
+        started. The batch never sends a second create for a key, so this should find nothing;
+        if it ever does, nobody pays for it silently."""
+        if not self._made:
+            return []
+        outcomes = []
+        for account in self._accounts.values():
+            try:
+                index = await account.client.reconciler.snapshot()
+            except APIError as error:
+                logger.warning("could not check %s for duplicate tasks: %s", account.label, error)
+                continue
+            if not index.payload_visible:
+                logger.warning("could not check %s for duplicate tasks: its task list does "
+                               "not show payloads", account.label)
+                continue
+            for key, tasks in index.by_key.items():
+                made = self._made.get(key)
+                if made is None or len(tasks) < 2:
+                    continue
+                for extra in tasks:
+                    if extra.id != made.task_id:
+                        outcomes.append(await self._duplicate(account, made, extra))
+        return outcomes
+
+    async def _duplicate(self, account: _Account, made: _Made, extra: TaskResult) -> Outcome:
+        state = str(extra.state)
+        note = f"a second task ({extra.id}) exists for job {made.job_id!r} (kept: {made.task_id})"
+        if extra.state in _CANCELLABLE:
+            try:
+                await account.client.cancel_task(extra.id)
+            except ViduError as error:
+                note += f"; cancelling it failed ({error})"
+            else:
+                note += "; it was cancelled before it started"
+                state = "cancelled"
+        else:
+            note += f"; it is {state} and cannot be cancelled"
+        logger.error("duplicate task: %s", note)
+        return Outcome(made.job_id, "duplicate", None, task_id=extra.id, state=state,
+                       credits=extra.credits, error=ErrorInfo("DuplicateTask", note))
+
+
+def _fresh_batch_id() -> str:
+    return "batch-" + secrets.token_hex(8)
+
+
+async def _first_of(*waits: Awaitable[Any]) -> None:
+    """Until the first of ``waits`` is done; the others are cancelled."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+        await asyncio.wait(futures)
+
+
+async def _aiter(jobs: JobInput) -> AsyncIterator[Job | JobLine]:
+    if isinstance(jobs, AsyncIterable):
+        async for job in jobs:
+            yield job
+    else:
+        for job in jobs:
+            yield job
