@@ -26,7 +26,7 @@ from vidu_async._version import __version__
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError, ViduWarning
-from vidu_async.jobs import FORMATS, detect_format, read_jobs
+from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file, read_jobs
 from vidu_async.media import is_local
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
@@ -230,14 +230,12 @@ def _absolute_if_local(item: str) -> str:
 
 
 def jobs_or_usage_error(args: argparse.Namespace) -> str | None:
-    """Why the jobs file cannot be read at all (a usage error), or None."""
-    path: Path = args.jobs
+    """Why the jobs file cannot be run at all (a usage error: missing, a directory, no jobs in
+    it, a CSV file without a header...), or None."""
     try:
-        detect_format(path)
-    except ValueError as exc:
+        check_jobs_file(args.jobs)
+    except JobsFileError as exc:
         return str(exc)
-    if not path.is_file():
-        return f"{path}: no such file"
     return None
 
 
