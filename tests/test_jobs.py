@@ -43,7 +43,7 @@ def test_jsonl_lines_become_jobs_with_line_numbers(tmp_path: Path) -> None:
     ]
     assert lines[0].job is not None and lines[0].job.custom_id == "a"
     assert "not valid JSON" in lines[1].errors[0].message
-    assert lines[3].custom_id == "line-5"
+    assert lines[3].custom_id is not None and lines[3].custom_id.startswith("auto-")
     assert lines[3].errors[0].message == "viduq3 accepts 3..16 seconds, got 2"
     assert lines[4].errors[0].message == "'a' is already used on line 1"
     assert lines[5].errors[0].field == "colour"
@@ -72,7 +72,7 @@ def test_csv_cells_are_typed_and_lists_split(tmp_path: Path) -> None:
     assert first.request.images == (URL, URL)
     assert (first.request.duration, first.request.bgm, first.request.prompt) == (6, True, "a, b")
     assert {p.field for p in lines[1].errors} == {"duration", "bgm"}
-    assert "number of cells" in lines[2].errors[0].message
+    assert lines[2].errors[0].message == "has 2 cells, the header has 6"
 
 
 def test_text_files_are_one_prompt_per_line_and_media_resolve_against_the_file(
@@ -141,3 +141,79 @@ def test_console_entry_points_run(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.load(io.StringIO(done.stdout))["ok"] is True
+
+
+# --- a line without custom_id is identified by what it asks ------------------------------------
+
+
+def ids(path: Path) -> dict[str, str]:
+    """{prompt: custom_id} of every line of a jobs file."""
+    lines = list(read_jobs(path, defaults={"model": "viduq2", "images": ["ref.png"]}))
+    return {i.job.request.prompt: i.custom_id for i in lines if i.job and i.custom_id}
+
+
+@pytest.mark.parametrize(
+    ("name", "header", "line"),
+    [
+        ("p.txt", "", "{}"),
+        ("p.csv", "prompt\n", "{}"),
+        ("p.jsonl", "", '{{"prompt": "{}"}}'),
+    ],
+)
+def test_inserting_or_reordering_lines_keeps_every_other_id(
+    tmp_path: Path, name: str, header: str, line: str
+) -> None:
+    Image.new("RGB", (300, 200)).save(tmp_path / "ref.png")
+    path = tmp_path / name
+
+    def ids_of(*prompts: str) -> dict[str, str]:
+        write(path, header + "".join(line.format(p) + "\n" for p in prompts))
+        return ids(path)
+
+    before = ids_of("a cat", "a dog", "a fox")
+    assert all(i.startswith("auto-") and len(i) == len("auto-") + 16 for i in before.values())
+    assert len(set(before.values())) == 3
+    inserted = ids_of("a new one", "a cat", "a dog", "a fox")
+    assert {p: inserted[p] for p in before} == before
+    assert ids_of("a fox", "a cat", "a dog") == before
+
+
+def test_identical_lines_stay_separate_jobs_numbered_in_file_order(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.txt", "a cat\na dog\na cat\na cat\n")
+    lines = list(read_jobs(path, defaults={"model": "viduq2", "images": [URL]}))
+    cat = lines[0].custom_id
+    assert [i.custom_id for i in lines] == [cat, lines[1].custom_id, f"{cat}-2", f"{cat}-3"]
+    assert all(i.ok for i in lines)
+
+
+def test_the_id_depends_on_the_request_defaults_and_the_media_file_not_the_file_name(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sub").mkdir()
+    first = write(tmp_path / "a.txt", "a cat\n")
+    same = write(tmp_path / "b.txt", "a cat\n")
+    elsewhere = write(tmp_path / "sub" / "a.txt", "a cat\n")
+
+    def the_id(path: Path, **defaults: object) -> str | None:
+        [line] = read_jobs(path, defaults={"model": "viduq2", "images": ["ref.png"], **defaults})
+        return line.custom_id
+
+    assert the_id(first) == the_id(same)
+    assert the_id(first) != the_id(elsewhere)  # ref.png resolves to another file
+    assert the_id(first) != the_id(first, duration=8)
+    # a relative path and the absolute one it resolves to ask the same thing
+    assert the_id(first) == the_id(first, images=[str(tmp_path / "ref.png")])
+
+
+def test_an_explicit_id_may_look_like_an_auto_id_but_ids_stay_unique(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.txt", "a cat\n")
+    [auto] = read_jobs(path, defaults={"model": "viduq2", "images": [URL]})
+    jsonl = write(
+        tmp_path / "jobs.jsonl",
+        f'{{"prompt": "a cat"}}\n{{"custom_id": "{auto.custom_id}", "prompt": "a dog"}}\n',
+    )
+    lines = list(read_jobs(jsonl, defaults={"model": "viduq2", "images": [URL]}))
+    assert lines[0].custom_id == auto.custom_id
+    assert [str(p) for p in lines[1].errors] == [
+        f"custom_id: {auto.custom_id!r} is already used on line 1"
+    ]

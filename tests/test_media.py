@@ -410,6 +410,41 @@ def test_truncated_data_is_rejected_at_every_cut(name: str) -> None:
             assert "truncated" in message or "no moov box" in message, (cut, message)
 
 
+@pytest.mark.parametrize("name", sorted(TRUNCATABLE))
+def test_truncated_files_are_rejected_at_every_cut(name: str, tmp_path: Path) -> None:
+    """Files are read through seeks, not slices: a cut inside the header must not upset them."""
+    data = TRUNCATABLE[name]
+    kind: MediaKind = "video" if name.startswith(("mp4", "avi")) else "image"
+    path = tmp_path / "cut.bin"
+    for cut in cut_points(len(data)):
+        path.write_bytes(data[:cut])
+        [message] = rejected(path, kind, field="f")
+        assert message.startswith(f"{path}: "), cut
+        if cut >= 16:
+            assert "truncated" in message or "no moov box" in message, (cut, message)
+
+
+@pytest.mark.parametrize(
+    ("variant", "cut", "expected"),
+    [
+        ("png", 28, "not a valid PNG file: truncated: 28 bytes end inside the header"),
+        ("jpeg-baseline", 30, "not a valid JPEG file: truncated: the marker at byte 89 is cut off"),
+    ],
+)
+def test_an_image_file_cut_inside_its_header_is_named(
+    variant: str, cut: int, expected: str, tmp_path: Path
+) -> None:
+    path = tmp_path / f"cut-{variant}"
+    path.write_bytes(image(variant)[:cut])
+    assert the_problem(path) == f"{path}: {expected}"
+
+
+def test_a_path_the_os_refuses_is_a_problem_not_a_crash() -> None:
+    assert the_problem("ref\x00.png") == (
+        "'ref\\x00.png': not a usable file path (embedded null byte)"
+    )
+
+
 def patch(data: bytes, offset: int, new: bytes) -> bytes:
     return data[:offset] + new + data[offset + len(new) :]
 
@@ -699,3 +734,23 @@ def test_fuzz_mutated_and_truncated_valid_files(name: str, draw: st.DataObject) 
         blob[offset] = value
     cut = draw.draw(st.integers(0, len(blob)))
     probe_everything(bytes(blob[:cut]))
+
+
+@pytest.fixture(scope="module")
+def fuzz_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz") / "probe.bin"
+
+
+@FUZZ_SETTINGS
+@given(st.sampled_from(sorted(SEEDS)), st.data())
+def test_fuzz_mutated_and_truncated_files_on_disk(
+    fuzz_file: Path, name: str, draw: st.DataObject
+) -> None:
+    """The same as above through a ``FileReader``: seeks and reads past the end, not slices."""
+    blob = bytearray(SEEDS[name])
+    position = st.integers(0, len(blob) - 1)
+    for offset, value in draw.draw(st.lists(st.tuples(position, st.integers(0, 255)), max_size=4)):
+        blob[offset] = value
+    cut = draw.draw(st.one_of(*(st.integers(0, min(len(blob), n)) for n in (48, 256, len(blob)))))
+    fuzz_file.write_bytes(bytes(blob[:cut]))
+    probe_everything(fuzz_file)

@@ -78,6 +78,8 @@ class FileReader:
     size: int
 
     def read_at(self, offset: int, count: int) -> bytes:
+        if count <= 0:  # as slicing bytes does; ``file.read`` would read all or raise
+            return b""
         self.file.seek(offset)
         return self.file.read(count)
 
@@ -132,6 +134,8 @@ def _read_in(reader: Reader, start: int, stop: int, offset: int, count: int, wha
 
 def _require_end(reader: Reader, start: int, marker: bytes, what: str) -> None:
     """Fail unless ``marker`` occurs in the last bytes of the data (but not before ``start``)."""
+    if start > reader.size:
+        raise ProbeError(f"truncated: {reader.size:,} bytes end inside the header")
     begin = max(start, reader.size - _TAIL)
     if marker not in reader.read_at(begin, reader.size - begin):
         raise ProbeError(f"truncated: it does not end with {what}")

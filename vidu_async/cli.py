@@ -35,7 +35,7 @@ from vidu_async.errors import (
     ViduError,
     ViduWarning,
 )
-from vidu_async.jobs import FORMATS, detect_format, read_jobs
+from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file, read_jobs
 from vidu_async.media import is_local
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
@@ -255,14 +255,12 @@ def _absolute_if_local(item: str) -> str:
 
 
 def jobs_or_usage_error(args: argparse.Namespace) -> str | None:
-    """Why the jobs file cannot be read at all (a usage error), or None."""
-    path: Path = args.jobs
+    """Why the jobs file cannot be run at all (a usage error: missing, a directory, no jobs in
+    it, a CSV file without a header...), or None."""
     try:
-        detect_format(path)
-    except ValueError as exc:
+        check_jobs_file(args.jobs)
+    except JobsFileError as exc:
         return str(exc)
-    if not path.is_file():
-        return f"{path}: no such file"
     return None
 
 

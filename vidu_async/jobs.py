@@ -2,23 +2,56 @@
 
 A job is a request plus the caller's ``custom_id`` (the OpenAI Batch habit): results are matched
 back by it, and a rerun recognises finished work by it. Every line yields a ``JobLine``, valid or
-not, carrying its 1-based line number, so one bad line is reported and the rest still run.
+not, carrying its 1-based line number, so one bad line is reported and the rest still run: a line
+that is not UTF-8, longer than ``MAX_LINE_BYTES``, nested too deeply or otherwise unreadable is
+that line's error, never the file's.
+
+A line without a ``custom_id`` is identified by what it asks, not by where it stands: its id is
+``auto-`` and 16 hex digits of the SHA-256 of its fields as canonical JSON (defaults applied,
+relative media paths made absolute, keys sorted, no whitespace), with ``-2``, ``-3``... on the
+second, third... line of the file asking exactly the same. Inserting, deleting or reordering other
+lines never changes an id, so a rerun of an edited file neither pays twice nor attaches a video to
+the wrong prompt. An explicit ``custom_id`` is not special: every id in a file must be unique.
+
+Files are UTF-8 (a BOM is allowed), lines end with ``\n`` or ``\r\n``. A CSV file starts with a
+header of field names, matched case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all
+work); a first row naming no known field is taken as a missing header and fails the whole file
+(``JobsFileError``), since reading it as one would silently drop the first job.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
+import itertools
 import json
-from collections.abc import Iterator, Mapping
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import attrs
 
-from vidu_async.errors import FieldProblem, ValidationError
-from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.errors import FieldProblem, ValidationError, ViduError
+from vidu_async.media import is_local
+from vidu_async.requests import KNOWN_FIELDS, ReferenceToVideoRequest
 
-__all__ = ["FORMATS", "Job", "JobFormat", "JobLine", "detect_format", "read_jobs"]
+__all__ = [
+    "FORMATS",
+    "MAX_LINE_BYTES",
+    "Job",
+    "JobFormat",
+    "JobLine",
+    "JobsFileError",
+    "auto_id",
+    "check_jobs_file",
+    "count_jobs",
+    "detect_format",
+    "read_jobs",
+]
 
 JobFormat = Literal["jsonl", "csv", "txt"]
 FORMATS: dict[str, JobFormat] = {
@@ -30,11 +63,26 @@ FORMATS: dict[str, JobFormat] = {
 }
 """File extensions and the format each one means."""
 
+MAX_LINE_BYTES = 32 * 1024 * 1024
+"""The longest line read (its line ending included); a longer one is that line's error. Room for
+the largest legal inline media: a video under 20 MB is about 27 MB as a base64 data URI."""
+
 _INT_FIELDS = frozenset({"duration", "seed", "wm_position"})
 _BOOL_FIELDS = frozenset({"bgm", "audio", "off_peak", "watermark"})
 _LIST_FIELDS = frozenset({"images", "videos", "sounds"})
+_MEDIA_FIELDS = ("images", "videos")
 _TRUE = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "0", "no", "n", "off"})
+_HEADER_NAMES = frozenset({"custom_id", *KNOWN_FIELDS})
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+"""Control characters a prompt may hold: tab and line breaks (a CSV cell keeps its CRLF)."""
+_SKIP_CHUNK = 1024 * 1024
+"""Block size for skipping the rest of a line that is too long."""
+
+
+class JobsFileError(ViduError, ValueError):
+    """The jobs file as a whole cannot be read: unknown type, missing, a directory, a CSV file
+    without a header, or no job in it. One bad line is never this: it is that line's error."""
 
 
 @attrs.frozen
@@ -72,12 +120,14 @@ class JobLine:
 
 
 def detect_format(path: Path) -> JobFormat:
-    """The format a jobs file's extension names; ``ValueError`` for one we do not read."""
+    """The format a jobs file's extension names; ``JobsFileError`` for one we do not read."""
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
         known = ", ".join(FORMATS)
-        raise ValueError(f"{path}: unknown jobs file type {path.suffix!r}; use {known}") from None
+        raise JobsFileError(
+            f"{path}: unknown jobs file type {path.suffix!r}; use {known}"
+        ) from None
 
 
 def read_jobs(
@@ -86,64 +136,188 @@ def read_jobs(
     defaults: Mapping[str, Any] | None = None,
     fmt: JobFormat | None = None,
 ) -> Iterator[JobLine]:
-    """Yield one ``JobLine`` per non-blank line of ``path``, lazily, each one checked offline.
+    """Yield one ``JobLine`` per job line of ``path``, lazily, each one checked offline.
 
     ``defaults`` fill fields a line leaves out (the CLI's ``--model``, ``--image``...). Relative
-    media paths in the file resolve against the file's folder. A ``custom_id`` defaults to
-    ``line-N``; a repeated one is an error on the later line.
+    media paths in the file resolve against the file's folder. A line without ``custom_id`` gets
+    ``auto_id`` of its fields; a repeated id is an error on the later line. A CSV file without a
+    header raises ``JobsFileError`` when iteration starts; an empty file yields nothing.
     """
     fmt = fmt or detect_format(path)
+    defaults = defaults or {}
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        for number, record in _records(handle, fmt):
-            yield _job_line(number, record, defaults or {}, path.parent, seen)
-
-
-def _records(handle: Any, fmt: JobFormat) -> Iterator[tuple[int, dict[str, Any] | FieldProblem]]:
-    """The raw records of a file, as (line number, fields or the problem reading them)."""
-    if fmt == "csv":
-        yield from _csv_records(handle)
-        return
-    for number, text in enumerate(handle, start=1):
-        text = text.strip()
-        if not text:
-            continue
-        if fmt == "txt":
-            yield number, {"prompt": text}
-            continue
+    repeats: dict[str, int] = {}
+    for number, record in _records(path, fmt):
         try:
-            value = json.loads(text)
-        except ValueError as exc:
-            yield number, FieldProblem("(line)", f"not valid JSON: {exc}")
+            item = _job_line(number, record, defaults, path.parent, seen, repeats)
+        except Exception as exc:  # one line's surprise must never stop the rest of the file
+            problem = FieldProblem("(line)", f"cannot be read: {type(exc).__name__}: {exc}")
+            item = JobLine(number, None, None, (problem,))
+        yield item
+
+
+def count_jobs(path: Path, fmt: JobFormat | None = None) -> int:
+    """How many ``JobLine``s ``read_jobs`` yields for ``path`` (a progress total), without
+    checking any line: blank lines and the CSV header do not count, bad lines do."""
+    return sum(1 for _ in _records(path, fmt or detect_format(path)))
+
+
+def check_jobs_file(path: Path, fmt: JobFormat | None = None) -> None:
+    """Raise ``JobsFileError`` saying why ``path`` cannot be run as a jobs file at all.
+
+    Reads only up to the first job: enough to find a missing file, a directory, an unknown
+    type, a CSV file without a header, or a file with no job line.
+    """
+    fmt = fmt or detect_format(path)
+    if path.is_dir():
+        raise JobsFileError(f"{path}: is a directory, not a jobs file")
+    if not path.exists():
+        raise JobsFileError(f"{path}: no such file")
+    if not path.is_file():
+        raise JobsFileError(f"{path}: not a regular file")
+    try:
+        first = next(_records(path, fmt), None)
+    except OSError as exc:
+        raise JobsFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if first is None:
+        after = " (after the CSV header)" if fmt == "csv" else ""
+        raise JobsFileError(f"{path}: no jobs in it: every line{after} is blank")
+
+
+def auto_id(fields: Mapping[str, Any], base_dir: Path) -> str:
+    """The id of a line without ``custom_id``: a hash of the request fields it asks for.
+
+    ``fields`` are the line's fields with the defaults applied; relative local media paths
+    resolve against ``base_dir`` and enter the hash as absolute paths.
+    """
+    canonical = {
+        key: _absolute_media(value, base_dir) if key in _MEDIA_FIELDS else value
+        for key, value in fields.items()
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+    return "auto-" + hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
+
+
+def _absolute_media(value: Any, base_dir: Path) -> Any:
+    if not isinstance(value, list | tuple):
+        return value
+    return [
+        os.path.abspath(base_dir / Path(item).expanduser())
+        if isinstance(item, str | os.PathLike) and is_local(item)
+        else item
+        for item in value
+    ]
+
+
+# --- reading: bytes to lines to records ---------------------------------------------------------
+
+_Record = dict[str, Any] | str | FieldProblem
+"""A job line's fields, a JSON line's text (parsed when the line becomes a job, so that counting
+stays cheap), or the problem that makes the line unreadable."""
+_Line = tuple[int, str, FieldProblem | None]
+"""A physical line: its number, its text with the line ending, and why it is unreadable."""
+
+
+def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, _Record]]:
+    """The job records of a file, each with the number of the line where it starts."""
+    with path.open("rb") as handle:
+        lines = _lines(handle)
+        if fmt == "csv":
+            yield from _csv_records(lines, path)
+            return
+        for number, text, problem in lines:
+            if problem is not None:
+                yield number, problem
+            elif text.strip():
+                yield number, {"prompt": text.strip()} if fmt == "txt" else text.strip()
+
+
+def _lines(handle: BinaryIO) -> Iterator[_Line]:
+    """Every line of a binary file, decoded on its own so one bad byte spoils only its line."""
+    for number in itertools.count(1):
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            while raw and not raw.endswith(b"\n"):
+                raw = handle.readline(_SKIP_CHUNK)
+            problem = FieldProblem(
+                "(line)", f"longer than {MAX_LINE_BYTES:,} bytes, the most a line may hold"
+            )
+            yield number, "\n", problem
             continue
-        if isinstance(value, dict):
-            yield number, value
-        else:
-            yield number, FieldProblem("(line)", "must be a JSON object of request fields")
+        if number == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8) :]
+        try:
+            yield number, raw.decode("utf-8"), None
+        except UnicodeDecodeError as exc:
+            problem = FieldProblem(
+                "(line)",
+                f"not UTF-8 at byte {exc.start + 1:,} of the line "
+                f"(0x{raw[exc.start]:02x}): save the file as UTF-8",
+            )
+            yield number, raw.decode("utf-8", "replace"), problem
 
 
-def _csv_records(handle: Any) -> Iterator[tuple[int, dict[str, Any] | FieldProblem]]:
-    reader = csv.DictReader(handle, strict=True)
-    rows = iter(reader)
+def _csv_records(lines: Iterable[_Line], path: Path) -> Iterator[tuple[int, _Record]]:
+    """CSV records after the header, each numbered by the line where the record starts (a
+    quoted cell may span lines). A record touching an unreadable line is that line's error."""
+    if csv.field_size_limit() < MAX_LINE_BYTES:  # process-wide: only ever raised, never lowered
+        csv.field_size_limit(MAX_LINE_BYTES)
+    spoiled: list[FieldProblem] = []
+
+    def texts() -> Iterator[str]:
+        for _number, text, problem in lines:
+            if problem is not None:
+                spoiled.append(problem)
+            yield text
+
+    reader = csv.reader(texts(), strict=True)
+    header: list[str] | None = None
     while True:
+        start = reader.line_num + 1
         try:
-            row = next(rows)
+            row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield reader.line_num, FieldProblem("(line)", f"not valid CSV: {exc}")
+            spoiled[:] = [FieldProblem("(line)", f"not valid CSV: {exc}")]
+            row = []
+        if spoiled:
+            problem, spoiled[:] = spoiled[0], []
+            if header is None:
+                raise JobsFileError(f"{path}:{start}: the CSV header: {problem.message}")
+            yield start, problem
+        elif not any(cell.strip() for cell in row):
             continue
-        if None in row or any(v is None for v in row.values()):
-            cells = len(reader.fieldnames or [])
-            yield reader.line_num, FieldProblem(
-                "(line)", f"has a different number of cells than the header's {cells}"
+        elif header is None:
+            header = _header(row, f"{path}:{start}")
+        elif len(row) != len(header):
+            yield start, FieldProblem(
+                "(line)", f"has {len(row)} cells, the header has {len(header)}"
             )
-            continue
-        if not any(v.strip() for v in row.values()):
-            continue
-        yield reader.line_num, {
-            k.strip(): _csv_value(k.strip(), v) for k, v in row.items() if v.strip()
-        }
+        else:
+            cells = zip(header, row, strict=True)
+            yield start, {name: _csv_value(name, text) for name, text in cells if text.strip()}
+
+
+def _header(row: list[str], where: str) -> list[str]:
+    """The field names of a CSV header row, normalised; ``JobsFileError`` if it is no header."""
+    names = [re.sub(r"[\s-]+", "_", cell.strip()).casefold() for cell in row]
+    if not _HEADER_NAMES.intersection(names):
+        raise JobsFileError(
+            f"{where}: a CSV jobs file must start with a header row of field names, such "
+            f"as custom_id,model,prompt,images; the first row {_short(','.join(row))!r} names "
+            f"none of {', '.join(sorted(_HEADER_NAMES))}"
+        )
+    twice = sorted({name for name in names if name and names.count(name) > 1})
+    if twice:
+        raise JobsFileError(f"{where}: the CSV header names {', '.join(twice)} twice")
+    return names
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _csv_value(field: str, text: str) -> Any:
@@ -153,7 +327,7 @@ def _csv_value(field: str, text: str) -> Any:
         if text.startswith("["):
             try:
                 return json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return text
         return [part.strip() for part in text.split("|") if part.strip()]
     if field in _INT_FIELDS:
@@ -169,11 +343,15 @@ def _csv_value(field: str, text: str) -> Any:
 
 def _job_line(
     number: int,
-    record: dict[str, Any] | FieldProblem,
+    record: _Record,
     defaults: Mapping[str, Any],
     base_dir: Path,
     seen: dict[str, int],
+    repeats: dict[str, int],
 ) -> JobLine:
+    """Check one record; ``seen`` (id to line) and ``repeats`` (auto id to count) span the file."""
+    if isinstance(record, str):
+        record = _json_fields(record)
     if isinstance(record, FieldProblem):
         return JobLine(number, None, None, (record,))
     fields = dict(record)
@@ -183,14 +361,18 @@ def _job_line(
     problems: list[FieldProblem] = []
     if raw_id is not None and (custom_id is None or not custom_id.strip()):
         problems.append(FieldProblem("custom_id", f"must be a non-empty string, got {raw_id!r}"))
-    custom_id = custom_id or f"line-{number}"
+    merged = {**defaults, **fields}
+    if not custom_id:
+        base = auto_id(merged, base_dir)
+        repeats[base] = count = repeats.get(base, 0) + 1
+        custom_id = base if count == 1 else f"{base}-{count}"
     if custom_id in seen:
         problems.append(
             FieldProblem("custom_id", f"{custom_id!r} is already used on line {seen[custom_id]}")
         )
     else:
         seen[custom_id] = number
-    merged = {**defaults, **fields}
+    problems += _control_problems(merged.get("prompt"))
     try:
         request = ReferenceToVideoRequest.from_dict(merged, base_dir=base_dir)
     except ValidationError as exc:
@@ -200,3 +382,33 @@ def _job_line(
     if problems:
         return JobLine(number, custom_id, None, tuple(problems), result.warnings)
     return JobLine(number, custom_id, Job(custom_id, request, number), (), result.warnings)
+
+
+def _json_fields(text: str) -> dict[str, Any] | FieldProblem:
+    """A JSONL line's fields, or why it is not a JSON object."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return FieldProblem("(line)", "not valid JSON: nested too deeply")
+    except ValueError as exc:
+        return FieldProblem("(line)", f"not valid JSON: {exc}")
+    if isinstance(value, dict):
+        return value
+    return FieldProblem("(line)", "must be a JSON object of request fields")
+
+
+def _control_problems(prompt: object) -> list[FieldProblem]:
+    """The first control character in a prompt (a NUL, an escape...), other than tab and
+    line breaks: never meant, and the server's answer to one is unknown."""
+    if not isinstance(prompt, str):
+        return []
+    for index, char in enumerate(prompt, start=1):
+        if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS:
+            return [
+                FieldProblem(
+                    "prompt",
+                    f"contains the control character U+{ord(char):04X} at character {index}; "
+                    "only tab and line breaks are allowed",
+                )
+            ]
+    return []

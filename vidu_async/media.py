@@ -219,6 +219,8 @@ def _file_errors(path: str) -> Iterator[None]:
         raise _Rejected(f"file not found: {path}") from None
     except OSError as exc:
         raise _Rejected(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    except ValueError as exc:  # the OS refuses the path itself: a NUL character in it
+        raise _Rejected(f"{path!r}: not a usable file path ({exc})") from None
 
 
 def _inspect_file(path: str, kind: MediaKind) -> MediaInfo:

@@ -23,7 +23,7 @@ import attrs
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.jobs import JobLine, read_jobs
+from vidu_async.jobs import JobLine, count_jobs, read_jobs
 from vidu_async.outcome import ErrorInfo
 from vidu_async.progress import ProgressReporter
 from vidu_async.receiver import CallbackReceiver, ReceiverOptions
@@ -98,9 +98,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def count_lines(path: Path) -> int:
-    """The number of non-blank lines (the job count a progress display shows), read in blocks."""
-    with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+    """The number of jobs a progress display shows: the lines ``read_jobs`` yields."""
+    return count_jobs(path)
 
 
 def report_line(item: JobLine, path: Path, out: TextIO) -> None:
