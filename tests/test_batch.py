@@ -675,12 +675,12 @@ async def test_finished_tasks_are_downloaded_under_their_custom_id(tmp_path: Pat
     async with FakeVidu(timeline=FAST) as sim, sim_client(sim) as c:
         outcomes = by_id(await collect(submitter(c, wait=True, download=dest), jobs))
     sizes = file_sizes(dest)
-    assert sorted(sizes) == ["clip_1.mp4", "clip_2.mp4", "clip_3.mp4"]
+    assert sorted(sizes) == ["clip 1.mp4", "clip 2.mp4", "clip 3.mp4"]
     assert min(sizes.values()) > 0
     for i in range(1, 4):
         outcome = outcomes[f"clip {i}"]
         assert outcome.status == "succeeded" and outcome.creations
-        assert outcome.files == (str(dest / f"clip_{i}.mp4"),)
+        assert outcome.files == (str(dest / f"clip {i}.mp4"),)
 
 
 async def test_a_failed_task_is_a_failed_outcome_with_its_err_code(tmp_path: Path) -> None:

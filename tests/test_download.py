@@ -1,21 +1,39 @@
-"""Downloads: safe names, whole files only, one refresh of an expired link, no key to file hosts."""
+"""Downloads: one distinct safe name per job, whole files only, retried transfers, one refresh
+of an expired link, no key to file hosts."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
+import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vidu_async.client import ViduClient
-from vidu_async.download import extension_for, safe_stem
+from vidu_async.download import (
+    MAX_STEM_BYTES,
+    download_creation,
+    extension_for,
+    file_stem,
+    partial_path,
+    remove_partial_files,
+    retryable,
+    safe_stem,
+)
 from vidu_async.errors import DownloadError
-from vidu_async.retry import RetryPolicy, no_wait
+from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import Creation, TaskResult
+from vidu_async.testing import ManualClock
 
 KEY = "sk-download-test-SECRET"
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4096  # ~1 MB, several chunks
@@ -24,23 +42,55 @@ ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
 class FileHost:
-    """A file host (``/files``, ``/expired``, ``/broken``, ``/stalled``) and the task query."""
+    """A file host and the task query. ``/files`` serves ``VIDEO``, ``/own/<name>`` bytes of its
+    own, ``/flaky`` cuts ``cuts`` bodies short first, ``/broken`` always cuts the body short,
+    ``/reset`` drops the connection unanswered, ``/stalled`` stops midway, ``/gated`` waits
+    midway for ``release``."""
 
     def __init__(self) -> None:
         self.file_requests: list[tuple[str, str | None]] = []
         self.queries = 0
         self.fresh_url = ""
+        self.cuts = 0
         self.stalled = asyncio.Event()
         self.release = asyncio.Event()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/files/{name}", self._file)
+        app.router.add_get("/own/{name}", self._own)
+        app.router.add_get("/flaky/{name}", self._flaky)
         app.router.add_get("/expired/{name}", self._expired)
         app.router.add_get("/broken/{name}", self._broken)
+        app.router.add_get("/reset/{name}", self._reset)
         app.router.add_get("/stalled/{name}", self._stalled)
+        app.router.add_get("/gated/{name}", self._gated)
         app.router.add_get("/ent/v2/tasks/{id}/creations", self._query)
         return app
+
+    async def _own(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        return web.Response(body=own_bytes(request.match_info["name"]), content_type="video/mp4")
+
+    async def _flaky(self, request: web.Request) -> web.StreamResponse:
+        if self.cuts:
+            self.cuts -= 1
+            return await self._broken(request)
+        return await self._file(request)
+
+    async def _reset(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        assert request.transport is not None
+        request.transport.abort()
+        raise ConnectionResetError("scripted")
+
+    async def _gated(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        response = await self._partial(request)
+        self.stalled.set()
+        await asyncio.wait_for(self.release.wait(), 5)
+        await response.write(VIDEO[100_000:])
+        return response
 
     def _record(self, request: web.Request) -> None:
         self.file_requests.append((request.path, request.headers.get("Authorization")))
@@ -95,10 +145,25 @@ async def server(host: FileHost, aiohttp_server: ServerFactory) -> Any:
 
 
 @pytest.fixture
-async def client(server: TestServer) -> Any:
+def time() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def client(server: TestServer, time: ManualClock) -> Any:
     base = str(server.make_url("/"))
-    async with ViduClient(KEY, base_url=base, retry=RetryPolicy(sleep=no_wait)) as client:
+    policy = RetryPolicy(max_attempts=3, sleep=time.sleep, clock=time, random=lambda: 1.0)
+    async with ViduClient(KEY, base_url=base, retry=policy) as client:
         yield client
+
+
+def own_bytes(name: str) -> bytes:
+    return f"<{name}>".encode() * 5000
+
+
+def suffixed(cleaned: str, original: str) -> str:
+    """The documented form of a changed name: cleaned text, ``-``, 12 hex of the original's hash."""
+    return f"{cleaned}-{hashlib.sha256(original.encode()).hexdigest()[:12]}"
 
 
 def result(task_id: str, *creations: tuple[str, str]) -> TaskResult:
@@ -116,23 +181,122 @@ def listing(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    "text",
     [
-        ("911084878697623552", "911084878697623552"),
+        "911084878697623552",
+        "cat-1",
+        "job_",
+        "a__b.v2",
+        "console",
+        "héllo wörld",
+        "job 1",
+        "猫-1",
+        "鱼",
+        "שלום-1",
+        "مرحبا",
+        "हिन्दी",
+        "a" * MAX_STEM_BYTES,
+        "猫" * 66 + "xy",  # 200 bytes
+    ],
+)
+def test_a_safe_text_keeps_its_exact_name(text: str) -> None:
+    assert safe_stem(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "cleaned"),
+    [
+        ("Cat", "Cat"),
+        ("ß", "ß"),
         ("../../etc/passwd", "etc_passwd"),
         ("/etc/passwd", "etc_passwd"),
         ("C:\\Windows\\system32", "C_Windows_system32"),
+        ('a<b>c:d"e|f?g*h', "a_b_c_d_e_f_g_h"),
         ("..", "download"),
         ("", "download"),
+        ("🐱", "download"),
+        ("❤️x", "x"),
         (".hidden", "hidden"),
+        ("-rf", "rf"),
+        ("name.", "name"),
         ("a\x00b\nc\x1bd", "a_b_c_d"),
         ("a..b", "a.b"),
-        ("héllo wörld", "h_llo_w_rld"),
-        ("x" * 500, "x" * 120),
+        (" lead", "lead"),
+        ("trail. ", "trail"),
+        ("a\u00a0b\tc", "a_b_c"),  # no-break space, tab
+        ("CON .txt", "_CON .txt"),
+        ("e\u0301", "é"),  # NFD in, NFC out
+        ("\u202egpj.exe", "gpj.exe"),  # right-to-left override
+        ("con", "_con"),
+        ("NUL.tar.gz", "_NUL.tar.gz"),
+        ("com1", "_com1"),
+        ("lpt²", "_lpt²"),
+        ("a-0123456789ab", "a-0123456789ab"),  # looks suffixed
+        ("a" * (MAX_STEM_BYTES + 1), "a" * (MAX_STEM_BYTES - 13)),
+        ("猫" * 67, "猫" * 62),  # 201 bytes, cut to fit 187 bytes and the suffix
     ],
 )
-def test_safe_stem(text: str, expected: str) -> None:
-    assert safe_stem(text) == expected
+def test_a_changed_text_gets_a_suffix_from_the_original(text: str, cleaned: str) -> None:
+    assert safe_stem(text) == suffixed(cleaned, text)
+
+
+def test_a_lone_surrogate_is_named_too() -> None:
+    name = safe_stem("a\ud800")
+    assert name.startswith("a_-")
+    assert name != safe_stem("a\ud801")
+
+
+@pytest.mark.parametrize("text", ["猫" * 300, "x" + "猫" * 100, "é" * 250, "e\u0301" * 100])
+def test_a_long_name_is_bounded_in_bytes_and_cut_between_characters(text: str) -> None:
+    name = safe_stem(text)
+    assert MAX_STEM_BYTES - 3 < len(name.encode()) <= MAX_STEM_BYTES
+    assert name.endswith(suffixed("", text))
+
+
+def test_several_creations_are_named_after_the_pair() -> None:
+    def stem(base: str, creation_id: str) -> str:
+        return file_stem(base, Creation(id=creation_id), 0, several=True)
+
+    assert stem("j", "c-1").startswith("j_c-1-")
+    assert len({stem("j", "c-1"), safe_stem("j_c-1"), stem("j_c", "1"), stem("j", "c-2")}) == 4
+    assert file_stem("j", Creation(id="c-1"), 0, several=False) == "j"
+    assert file_stem(None, Creation(id="c-1"), 0, several=False) == "c-1"
+    assert file_stem(None, Creation(), 3, several=False) == "3"
+
+
+def is_safe_component(name: str) -> bool:
+    return (
+        0 < len(name.encode()) <= MAX_STEM_BYTES
+        and name == unicodedata.normalize("NFC", name)
+        and not name.startswith((".", "-", " "))
+        and not name.endswith((".", " "))
+        and not re.search(r'[<>:"/\\|?*]', name)
+        and all(c == " " or unicodedata.category(c)[0] not in "CZ" for c in name)
+        and not re.fullmatch(r"(?i)(con|prn|aux|nul|com[\d¹²³]|lpt[\d¹²³])", name.split(".")[0])
+    )
+
+
+job_ids = st.one_of(
+    st.text(),
+    st.text(alphabet="aAbB_/.-\\猫é\u0301 ", max_size=8),
+    st.tuples(st.text(min_size=1), st.text(min_size=1)),
+)
+
+
+def name_of(job: str | tuple[str, str]) -> str:
+    if isinstance(job, str):
+        return safe_stem(job)
+    return file_stem(job[0], Creation(id=job[1]), 0, several=True)
+
+
+@given(job_ids, job_ids)
+def test_distinct_jobs_get_distinct_safe_names(
+    a: str | tuple[str, str], b: str | tuple[str, str]
+) -> None:
+    assert is_safe_component(name_of(a))
+    assert is_safe_component(name_of(b))
+    if a != b:  # distinct even on a case-insensitive file system
+        assert name_of(a).casefold() != name_of(b).casefold()
 
 
 @pytest.mark.parametrize(
@@ -165,13 +329,15 @@ async def test_a_stem_names_the_files(
     client: ViduClient, server: TestServer, tmp_path: Path
 ) -> None:
     url = str(server.make_url("/files/v"))
+    assert await client.download(result("t", ("c-1", url)), tmp_path, stem="job-1") == (
+        tmp_path / "job-1.mp4",
+    )
     assert await client.download(result("t", ("c-1", url)), tmp_path, stem="../job 1") == (
-        tmp_path / "job_1.mp4",
+        tmp_path / (suffixed("job 1", "../job 1") + ".mp4"),
     )
-    assert await client.download(result("t", ("c-1", url), ("c-2", url)), tmp_path, stem="j") == (
-        tmp_path / "j_c-1.mp4",
-        tmp_path / "j_c-2.mp4",
-    )
+    paths = await client.download(result("t", ("c-1", url), ("c-2", url)), tmp_path, stem="j")
+    assert [p.name[: len("j_c-1-")] for p in paths] == ["j_c-1-", "j_c-2-"]
+    assert len(listing(tmp_path)) == 4
 
 
 async def test_an_expired_link_is_refreshed_once(
@@ -221,12 +387,12 @@ async def test_hostile_names_stay_inside_the_destination(
         ("../" * 100 + "y" * 300, url),
     )
     paths = await client.download(task, dest)
-    assert [p.name for p in paths] == [
-        "etc_passwd_abs_olute.mp4",
-        "etc_passwd_nul_byte.mp4",
-        "etc_passwd_" + "y" * 60 + ".mp4",
+    assert [re.sub(r"-[0-9a-f]{12}\.mp4$", "", p.name)[:20] for p in paths] == [
+        "etc_passwd__abs_olut",
+        "etc_passwd_nul_byte",
+        "etc_passwd_._._._._.",
     ]
-    assert all(p.parent == dest for p in paths)
+    assert all(p.parent == dest and len(p.name.encode()) < 255 for p in paths)
     assert listing(tmp_path) == ["dest"]
 
 
@@ -261,3 +427,179 @@ async def test_an_unfinished_task_has_nothing_to_download(
     pending = TaskResult.from_dict({"id": "task-6", "state": "processing"})
     with pytest.raises(DownloadError, match="task-6 is processing"):
         await client.download(pending, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (DownloadError("x", url="u", status=500), True),
+        (DownloadError("x", url="u", status=503), True),
+        (DownloadError("x", url="u", status=429), True),
+        (DownloadError("x", url="u", status=403), False),
+        (DownloadError("x", url="u", status=404), False),
+        (DownloadError("x", url="u"), False),  # no cause: not a transfer failure
+    ],
+)
+def test_which_answers_are_retried(error: DownloadError, expected: bool) -> None:
+    assert retryable(error) is expected
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        (aiohttp.ServerDisconnectedError(), True),
+        (aiohttp.ClientPayloadError("Response payload is not completed"), True),
+        (aiohttp.ClientConnectionError("refused"), True),
+        (TimeoutError(), True),
+        (aiohttp.InvalidURL("nope"), False),
+        (FileExistsError("a partial file"), False),
+    ],
+)
+def test_which_transfer_failures_are_retried(cause: BaseException, expected: bool) -> None:
+    error = DownloadError("x", url="u")
+    error.__cause__ = cause
+    assert retryable(error) is expected
+
+
+JOB_IDS = [
+    "猫-1",
+    "狗-1",
+    "鱼",
+    "鸟",
+    "🐱",
+    "🐶",
+    "שלום",
+    "مرحبا-1",
+    "猫" * 200,
+    "猫" * 199 + "狗",
+    "a/b",
+    "a_b",
+    "Cat",
+    "cat",
+    "cat-1",
+    "job 1",
+    "job_1",
+]
+
+
+async def test_every_job_downloads_to_its_own_file(
+    client: ViduClient, server: TestServer, tmp_path: Path
+) -> None:
+    paths = {}
+    for number, job_id in enumerate(JOB_IDS):
+        task = result(f"task-{number}", ("c-1", str(server.make_url(f"/own/k{number}"))))
+        (paths[job_id],) = await client.download(task, tmp_path, stem=job_id)
+    assert len(listing(tmp_path)) == len(JOB_IDS)
+    assert len({p.name.casefold() for p in paths.values()}) == len(JOB_IDS)
+    for number, job_id in enumerate(JOB_IDS):
+        assert paths[job_id].read_bytes() == own_bytes(f"k{number}")
+    assert [paths[job_id].name for job_id in ("猫-1", "鱼", "cat", "cat-1", "a_b")] == [
+        "猫-1.mp4",
+        "鱼.mp4",
+        "cat.mp4",
+        "cat-1.mp4",
+        "a_b.mp4",
+    ]
+
+
+async def test_a_partial_file_of_an_interrupted_run_is_replaced(
+    client: ViduClient, server: TestServer, tmp_path: Path
+) -> None:
+    stale = partial_path(tmp_path / "task-7.mp4")
+    assert stale.name == ".task-7.mp4.part"
+    stale.write_bytes(b"half of an old download")
+    task = result("task-7", ("c-1", str(server.make_url("/files/v.mp4"))))
+    (path,) = await client.download(task, tmp_path)
+    assert path.read_bytes() == VIDEO
+    assert listing(tmp_path) == ["task-7.mp4"]
+
+
+def test_remove_partial_files_removes_only_old_partial_files(tmp_path: Path) -> None:
+    for name in [".a.mp4.part", ".b.mp4.1a2b3c4d.part", ".new.mp4.part", "c.part", "d.mp4"]:
+        (tmp_path / name).write_bytes(b"x")
+        if name != ".new.mp4.part":
+            os.utime(tmp_path / name, (1000.0, 1000.0))
+    (tmp_path / ".dir.part").mkdir()
+    removed = remove_partial_files(tmp_path, before=2000.0)
+    assert sorted(p.name for p in removed) == [".a.mp4.part", ".b.mp4.1a2b3c4d.part"]
+    assert listing(tmp_path) == [".dir.part", ".new.mp4.part", "c.part", "d.mp4"]
+    assert [p.name for p in remove_partial_files(tmp_path)] == [".new.mp4.part"]
+
+
+async def test_a_truncated_body_is_retried_until_whole(
+    client: ViduClient, server: TestServer, host: FileHost, time: ManualClock, tmp_path: Path
+) -> None:
+    host.cuts = 2
+    task = result("task-8", ("c-1", str(server.make_url("/flaky/v.mp4?sig=abc"))))
+    (path,) = await client.download(task, tmp_path)
+    assert path.read_bytes() == VIDEO
+    assert listing(tmp_path) == ["task-8.mp4"]
+    assert [p for p, _ in host.file_requests] == ["/flaky/v.mp4"] * 3
+    assert time.waits == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("route", ["reset", "broken"])
+async def test_a_host_that_always_fails_gives_a_download_error_naming_the_link(
+    client: ViduClient,
+    server: TestServer,
+    host: FileHost,
+    time: ManualClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    route: str,
+) -> None:
+    task = result("task-9", ("c-1", str(server.make_url(f"/{route}/v.mp4?sig=secret"))))
+    with pytest.raises(DownloadError) as info:
+        await client.download(task, tmp_path)
+    public = str(server.make_url(f"/{route}/v.mp4"))
+    assert info.value.url == public
+    assert str(info.value).startswith(f"downloading {public}: ")
+    assert "Error" in str(info.value)  # the cause's type: ServerDisconnectedError, ...
+    assert "3 attempts made" in str(info.value)
+    assert "secret" not in str(info.value) + caplog.text
+    assert len(host.file_requests) in (3, 6)  # aiohttp may resend an unanswered GET once itself
+    assert time.waits == [1.0, 2.0]  # three attempts of ours
+    assert listing(tmp_path) == []
+
+
+async def test_downloads_of_one_target_take_turns(
+    server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    creation = Creation(id="c-1", url=str(server.make_url("/gated/v.mp4")))
+    async with aiohttp.ClientSession() as session:
+
+        def download() -> Awaitable[Path]:
+            return download_creation(
+                session, creation, tmp_path, "job", client_timeout=aiohttp.ClientTimeout(total=10)
+            )
+
+        first = asyncio.create_task(download())
+        await asyncio.wait_for(host.stalled.wait(), 5)
+        second = asyncio.create_task(download())
+        for _ in range(50):  # time enough for the second to reach the file host, were it let
+            await asyncio.sleep(0)
+        assert len(host.file_requests) == 1
+        host.release.set()
+        assert await first == await second == tmp_path / "job.mp4"
+    assert len(host.file_requests) == 2
+    assert (tmp_path / "job.mp4").read_bytes() == VIDEO
+    assert listing(tmp_path) == ["job.mp4"]
+
+
+async def test_a_partial_file_taken_over_by_another_process_is_not_published(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    task = result("task-10", ("c-1", str(server.make_url("/gated/v.mp4"))))
+    running = asyncio.create_task(client.download(task, tmp_path))
+    await asyncio.wait_for(host.stalled.wait(), 5)
+    partial = partial_path(tmp_path / "task-10.mp4")
+    async with asyncio.timeout(5):
+        while not partial.exists():  # noqa: ASYNC110 - waiting for the partial file to appear
+            await asyncio.sleep(0.01)
+    partial.unlink()  # what another process starting the same download does
+    partial.write_bytes(b"the other process's bytes")
+    host.release.set()
+    with pytest.raises(DownloadError, match="replaced by another process"):
+        await running
+    assert listing(tmp_path) == [partial.name]
+    assert partial.read_bytes() == b"the other process's bytes"

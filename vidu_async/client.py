@@ -495,4 +495,5 @@ class ViduClient:
                 total=None, sock_connect=timeout.sock_connect, sock_read=timeout.sock_read
             ),
             refresh=fresh_link if task_id else None,
+            retry=self._retry,
         )

@@ -1,21 +1,46 @@
-"""Downloading result files: safe names, whole files only, and one refresh of an expired link.
+"""Downloading result files: one name per job, whole files only, retried transfers.
 
-File names come from server data (task and creation ids), so they are reduced to a safe
-alphabet and can never leave the destination folder. A file is streamed into a hidden temporary
-file beside its target, flushed to disk, then renamed over the target: a reader never sees half
-a file, and a failed or cancelled download leaves nothing behind. An existing file of the same
-name is replaced. File hosts are not the API: requests to them carry no ``Authorization``.
+Names. A file is named after a job's text (its ``custom_id``, else the task id), so that text
+must become one safe path component, and two jobs must never share a file. The text is NFC
+normalised; letters, marks and digits of any script stay, and so do spaces, ``_``, ``-`` and
+``.``; every run of other characters (path separators, controls, other white space,
+``<>:"|?*``, emoji) becomes ``_``; runs of dots become one; leading spaces, dots, ``_`` and
+dashes and trailing spaces and dots are removed; a reserved Windows device name (``CON``,
+``NUL``, ``COM1``... also before a dot) gets a ``_`` in front. A name is at most
+``MAX_STEM_BYTES`` bytes of UTF-8 (file systems count bytes, not characters). The text keeps
+its exact name only when all that changed nothing, the name is case-stable (no letter that case
+folding changes, so ``Cat`` and ``cat`` cannot meet on a case-insensitive disk) and it does not
+end like a suffix; otherwise the name is the cleaned, shortened text plus ``-`` and 12 hex of
+the SHA-256 of the original text. So ``cat-1`` and ``猫-1`` stay as they are, while ``Cat``,
+``a/b`` and ``..`` get suffixes, and distinct texts give distinct names, even ignoring case
+(exact names never look suffixed; suffixed ones differ by hash). A task with several creations
+names each file after the pair (text, creation id), always suffixed from the pair, so it meets
+no single job's name either.
+
+Files. A file is streamed into ``.<name>.part`` beside its target, flushed to disk, then renamed
+over the target: a reader never sees half a file, and a failed or cancelled download leaves
+nothing behind. The partial name is fixed, so a run killed mid-download leaves a file the next
+attempt replaces (``remove_partial_files`` sweeps a whole folder). Downloads of one target in
+one process take turns (a lock per target); a partial file replaced by another process is never
+published. An existing target is this job's earlier download and is replaced.
+
+Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from the file host is
+retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
+Errors and logs name the link without its query (signed links carry secrets there). File hosts
+are not the API: requests to them carry no ``Authorization``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
 import os
 import re
-import secrets
+import time
+import unicodedata
 import urllib.parse
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -23,15 +48,32 @@ from typing import BinaryIO
 import aiohttp
 
 from vidu_async.errors import DownloadError
+from vidu_async.retry import RetryPolicy, backoff_wait, stop_reason
 from vidu_async.tasks import Creation
 
-__all__ = ["download_creation", "extension_for", "file_stem", "safe_stem"]
+__all__ = [
+    "MAX_STEM_BYTES",
+    "download_creation",
+    "extension_for",
+    "file_stem",
+    "partial_path",
+    "remove_partial_files",
+    "retryable",
+    "safe_stem",
+]
 
 logger = logging.getLogger("vidu_async.download")
 
+MAX_STEM_BYTES = 200
+"""The longest file stem in UTF-8 bytes: with an extension and ``.``/``.part`` around it, a
+partial file's name stays under the common 255-byte limit."""
+
 _CHUNK = 1 << 20
-_MAX_STEM = 120
 _EXPIRED = (403, 404)
+_HASH_HEX = 12
+_LOOKS_SUFFIXED = re.compile(rf"-[0-9a-f]{{{_HASH_HEX}}}\Z")
+_RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])\Z")
+_URL_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s?#'\"<>]*)[?#][^\s'\"<>]*", re.IGNORECASE)
 _SAFE_EXTENSIONS = frozenset(
     {".mp4", ".mov", ".webm", ".avi", ".mkv", ".jpg", ".jpeg", ".png", ".webp", ".gif"}
 )
@@ -46,28 +88,70 @@ _CONTENT_TYPES = {
     "image/gif": ".gif",
 }
 _DEFAULT_EXTENSION = ".mp4"  # a creation's ``url`` is its video
+_EMPTY = "download"
+
+_writers: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
 
-def safe_stem(text: str, *, max_length: int = _MAX_STEM) -> str:
-    """``text`` made safe as (part of) a file name: ASCII letters, digits, ``.``, ``_``, ``-``.
-
-    Path separators, control characters and anything else become ``_``; leading and trailing
-    dots are removed and runs of dots collapsed (no ``..``, no hidden file); the result is at
-    most ``max_length`` characters and never empty.
-    """
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
-    cleaned = re.sub(r"\.{2,}", ".", cleaned).strip("._-")
-    return cleaned[:max_length].rstrip("._-") or "download"
+def safe_stem(text: str) -> str:
+    """The file stem of a job named ``text``: ``text`` itself when it is already safe, else its
+    cleaned form plus a suffix from ``text`` (the rules are in the module docstring)."""
+    return _stem(text, _utf8(text), exact=True)
 
 
 def file_stem(base: str | None, creation: Creation, index: int, *, several: bool) -> str:
-    """The file name (without extension) of a creation, each part made safe: ``<base>``, or
-    ``<base>_<creation id>`` when a task has ``several`` creations (or there is no base).
+    """The file stem of a creation: ``safe_stem(base)``, or from the pair ``(base, creation id)``
+    when a task has ``several`` creations (or there is no base), shown as ``<base>_<id>``.
     The creation's position stands in for a missing creation id."""
-    parts = [base or ""]
+    parts = [base] if base else []
     if several or not base:
         parts.append(creation.id or str(index))
-    return "_".join(safe_stem(part, max_length=_MAX_STEM // 2) for part in parts if part)
+    if len(parts) == 1:
+        return safe_stem(parts[0])
+    # 0xFF never occurs in UTF-8: the key is unambiguous and unlike any single text's key.
+    return _stem("_".join(parts), b"\xff".join(_utf8(part) for part in parts), exact=False)
+
+
+def _stem(text: str, key: bytes, *, exact: bool) -> str:
+    cleaned = _clean(text)
+    if exact and cleaned == text and _keeps_its_name(cleaned):
+        return cleaned
+    suffix = "-" + hashlib.sha256(key).hexdigest()[:_HASH_HEX]
+    return _truncate(cleaned, MAX_STEM_BYTES - len(suffix)) + suffix
+
+
+def _clean(text: str) -> str:
+    """``text`` NFC normalised, unsafe runs made ``_``, bad ends trimmed, reserved names escaped."""
+    marked = "".join(c if _allowed(c) else "\x00" for c in unicodedata.normalize("NFC", text))
+    cleaned = re.sub(r"\.{2,}", ".", re.sub("\x00+", "_", marked)).lstrip(" ._-").rstrip(" .")
+    cleaned = cleaned or _EMPTY
+    return "_" + cleaned if _RESERVED.match(cleaned.split(".")[0].rstrip(" ")) else cleaned
+
+
+def _allowed(char: str) -> bool:
+    """Letters, marks and digits of any script, space and ``_-.``; not the invisible variation
+    selectors (marks that follow emoji)."""
+    if "\ufe00" <= char <= "\ufe0f" or "\U000e0100" <= char <= "\U000e01ef":
+        return False
+    return char in " _-." or unicodedata.category(char)[0] in "LMN"
+
+
+def _keeps_its_name(name: str) -> bool:
+    """Whether a clean name may be used as it is: short enough, case-stable, not suffix-like."""
+    return (
+        len(_utf8(name)) <= MAX_STEM_BYTES
+        and name == name.casefold() == name.upper().casefold()
+        and not _LOOKS_SUFFIXED.search(name)
+    )
+
+
+def _truncate(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` whose UTF-8 form fits in ``max_bytes`` (whole characters)."""
+    return _utf8(text)[:max_bytes].decode("utf-8", "ignore")
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # lone surrogates can come from JSON
 
 
 def extension_for(url: str, content_type: str | None) -> str:
@@ -80,14 +164,98 @@ def extension_for(url: str, content_type: str | None) -> str:
     return _CONTENT_TYPES.get(media_type, _DEFAULT_EXTENSION)
 
 
+def partial_path(target: Path) -> Path:
+    """The temporary file a download of ``target`` is written to: ``.<name>.part`` beside it."""
+    return target.with_name(f".{target.name}.part")
+
+
+def remove_partial_files(
+    folder: str | os.PathLike[str], *, before: float | None = None
+) -> tuple[Path, ...]:
+    """Remove the partial files (``.*.part``) in ``folder`` last written before the time
+    ``before`` (``time.time()`` scale; default now), e.g. at the start of a run; return them.
+
+    Blocking: call it through ``asyncio.to_thread`` from a running event loop.
+    """
+    cutoff = time.time() if before is None else before
+    removed = []
+    for entry in os.scandir(folder):
+        if not (entry.name.startswith(".") and entry.name.endswith(".part")):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except FileNotFoundError:  # removed meanwhile
+            continue
+    return tuple(removed)
+
+
+def retryable(error: DownloadError) -> bool:
+    """Whether a failed download attempt may be tried again: a 429 or 5xx from the file host,
+    or no whole answer (connection refused or reset, a timeout, a body cut short)."""
+    if error.status is not None:
+        return error.status == 429 or error.status >= 500
+    cause = error.__cause__
+    return isinstance(cause, aiohttp.ClientError | TimeoutError) and not isinstance(
+        cause, aiohttp.InvalidURL
+    )
+
+
 def _public(url: str) -> str:
     """The link without its query and fragment, fit for messages and logs."""
     return urllib.parse.urlsplit(url)._replace(query="", fragment="").geturl()
 
 
+def _reason(error: BaseException) -> str:
+    """Why an attempt failed, with the query of any link in the text cut off."""
+    return _URL_QUERY.sub(r"\1", f"{type(error).__name__}: {error}")
+
+
+def _create(partial: Path) -> BinaryIO:
+    """Open ``partial`` as a new file, replacing one left by an interrupted run.
+
+    Only this process's lock holder writes ``partial``, so an existing one is a leftover (or
+    another process's, which then cannot publish it: see ``_publish``).
+    """
+    partial.unlink(missing_ok=True)
+    return partial.open("xb")
+
+
 def _finish(file: BinaryIO) -> None:
     file.flush()
     os.fsync(file.fileno())
+
+
+def _is_ours(partial: Path, identity: tuple[int, int]) -> bool:
+    try:
+        stat = partial.stat()
+    except FileNotFoundError:
+        return False
+    return (stat.st_dev, stat.st_ino) == identity
+
+
+async def _save(content: aiohttp.StreamReader, target: Path, url: str) -> None:
+    """Stream ``content`` into the partial file of ``target``, then rename it over ``target``."""
+    partial = partial_path(target)
+    file = _create(partial)  # not in a thread: a cancellation must not orphan the new file
+    stat = os.fstat(file.fileno())
+    identity = (stat.st_dev, stat.st_ino)
+    try:
+        with file:
+            async for chunk in content.iter_chunked(_CHUNK):
+                await asyncio.to_thread(file.write, chunk)
+            await asyncio.to_thread(_finish, file)
+        if not _is_ours(partial, identity):
+            raise DownloadError(
+                f"downloading {_public(url)}: {partial} was replaced by another process",
+                url=_public(url),
+            )
+        partial.replace(target)
+    except BaseException:
+        if _is_ours(partial, identity):
+            partial.unlink(missing_ok=True)
+        raise
 
 
 async def _fetch(
@@ -97,7 +265,7 @@ async def _fetch(
     stem: str,
     client_timeout: aiohttp.ClientTimeout,
 ) -> Path:
-    """Stream ``url`` into ``dest/<stem><ext>`` through a temporary file; return the path."""
+    """One attempt: stream ``url`` into ``dest/<stem><ext>``; return the path."""
     try:
         async with session.get(url, timeout=client_timeout) as response:
             if response.status != 200:
@@ -107,23 +275,49 @@ async def _fetch(
                     status=response.status,
                 )
             target = dest / (stem + extension_for(url, response.content_type))
-            partial = dest / f".{stem}.{secrets.token_hex(4)}.part"
-            try:
-                with partial.open("xb") as file:
-                    async for chunk in response.content.iter_chunked(_CHUNK):
-                        await asyncio.to_thread(file.write, chunk)
-                    await asyncio.to_thread(_finish, file)
-                partial.replace(target)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    partial.unlink()
-                raise
+            await _save(response.content, target, url)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise DownloadError(
-            f"downloading {_public(url)}: {type(exc).__name__}: {exc}", url=_public(url)
+            f"downloading {_public(url)}: {_reason(exc)}", url=_public(url)
         ) from exc
     logger.debug("downloaded %s to %s", _public(url), target)
     return target
+
+
+async def _fetch_retrying(fetch: Callable[[], Awaitable[Path]], policy: RetryPolicy) -> Path:
+    """``fetch()`` until it succeeds, fails for good, or ``policy`` says stop waiting."""
+    started = policy.clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return await fetch()
+        except DownloadError as error:
+            if not retryable(error):
+                raise
+            wait = backoff_wait(attempt, policy)
+            stop = stop_reason(attempt, policy.clock() - started, wait, policy)
+            if stop is not None:
+                raise DownloadError(
+                    f"{error}; gave up: {stop}", url=error.url, status=error.status
+                ) from error.__cause__
+            logger.info(
+                "%s; retrying in %.2fs (attempt %d of %d)",
+                error,
+                wait,
+                attempt + 1,
+                policy.max_attempts,
+            )
+        await policy.sleep(wait)
+
+
+def _writer_lock(dest: Path, stem: str) -> asyncio.Lock:
+    """The lock that makes downloads to ``dest/<stem>.*`` in this process take turns."""
+    key = (os.path.abspath(dest), stem)
+    lock = _writers.get(key)
+    if lock is None:
+        lock = _writers[key] = asyncio.Lock()
+    return lock
 
 
 async def download_creation(
@@ -134,18 +328,28 @@ async def download_creation(
     *,
     client_timeout: aiohttp.ClientTimeout,
     refresh: Callable[[], Awaitable[str]] | None = None,
+    retry: RetryPolicy | None = None,
 ) -> Path:
     """Download ``creation``'s video into ``dest`` as ``<stem><ext>``; return the path.
 
-    When the file host answers 403 or 404 (signed links expire after about a day) and
-    ``refresh`` is given, it is awaited once for a fresh link, which is tried once.
+    Failed transfers are retried under ``retry`` (default ``RetryPolicy()``). When the file
+    host answers 403 or 404 (signed links expire after about a day) and ``refresh`` is given, it
+    is awaited once for a fresh link, which is tried (with retries) once.
     """
     if not creation.url:
         raise DownloadError(f"creation {creation.id or '(no id)'} has no url", url="")
-    try:
-        return await _fetch(session, creation.url, dest, stem, client_timeout)
-    except DownloadError as error:
-        if error.status not in _EXPIRED or refresh is None:
-            raise
-        logger.info("link %s answered HTTP %d; asking for a fresh one", error.url, error.status)
-    return await _fetch(session, await refresh(), dest, stem, client_timeout)
+    policy = retry or RetryPolicy()
+
+    async def attempt(url: str) -> Path:
+        return await _fetch_retrying(
+            lambda: _fetch(session, url, dest, stem, client_timeout), policy
+        )
+
+    async with _writer_lock(dest, stem):
+        try:
+            return await attempt(creation.url)
+        except DownloadError as error:
+            if error.status not in _EXPIRED or refresh is None:
+                raise
+            logger.info("link %s answered HTTP %d; asking for a fresh one", error.url, error.status)
+        return await attempt(await refresh())
