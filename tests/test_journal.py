@@ -276,6 +276,18 @@ async def test_a_failed_write_is_reported_and_cut_off(tmp_path: Path) -> None:
     assert 0 < kept[0] < 100 and kept[1] == 0  # the finals went in one group
 
 
+async def test_a_cancelled_open_leaves_no_lock_behind(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    opening = asyncio.create_task(Journal.open(path, batch_id="b"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the opening thread has been started
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    async with await Journal.open(path, batch_id="b") as journal:
+        assert journal.batch_id == "b"
+
+
 async def test_after_close_writes_are_refused(tmp_path: Path) -> None:
     journal = await Journal.open(tmp_path / "journal.jsonl", batch_id="b")
     await journal.close()

@@ -250,21 +250,19 @@ class Journal:
         """
         if self._closing:
             raise JournalError(f"journal {self.path} is closed")
-        self._raise_failure()
+        self._raise(self._failure)
         self._lines.append(json.dumps({"v": _VERSION, **record}, ensure_ascii=False).encode()
                            + b"\n")
         self._sync_wanted |= durable
         self._wake.set()
         if durable:
-            failure = await asyncio.shield(self._group)
-            if failure is not None:
-                self._failure_seen = True
-                raise JournalError(str(failure))
+            self._raise(await asyncio.shield(self._group))
 
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
+    def _raise(self, failure: JournalError | None) -> None:
+        """Raise a write failure to a caller (a fresh one each time: tracebacks do not pile up)."""
+        if failure is not None:
             self._failure_seen = True
-            raise JournalError(str(self._failure))
+            raise JournalError(str(failure))
 
     async def _write_groups(self) -> None:
         """The one writer: each group is every record queued meanwhile, one write, one fsync."""
@@ -276,9 +274,9 @@ class Journal:
                     await self._write_group()
                 if self._closing:
                     return
-        finally:
-            if not self._group.done():  # only when cancelled: nobody may wait forever
-                self._group.set_result(JournalError(f"journal {self.path} was closed mid-write"))
+        finally:  # closed, or cancelled with the loop: nobody may wait forever
+            if not self._group.done():
+                self._group.set_result(JournalError(f"journal {self.path} is closed"))
 
     async def _write_group(self) -> None:
         data, sync, group = b"".join(self._lines), self._sync_wanted, self._group
