@@ -24,6 +24,8 @@ from vidu_async.errors import (
     FieldProblem,
     InsufficientCreditsError,
     InvalidRequestError,
+    JournalError,
+    JournalLockedError,
     ModerationError,
     NotFoundError,
     RateLimitError,
@@ -36,6 +38,7 @@ from vidu_async.errors import (
     ViduWarning,
 )
 from vidu_async.jobs import Job, JobLine, read_jobs
+from vidu_async.journal import Journal
 from vidu_async.ledger import Ledger
 from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
 from vidu_async.outcome import ErrorInfo, Outcome
@@ -87,6 +90,9 @@ __all__ = [
     "InvalidRequestError",
     "Job",
     "JobLine",
+    "Journal",
+    "JournalError",
+    "JournalLockedError",
     "Ledger",
     "MediaInfo",
     "MediaKind",

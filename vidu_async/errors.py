@@ -25,6 +25,8 @@ __all__ = [
     "FieldProblem",
     "InsufficientCreditsError",
     "InvalidRequestError",
+    "JournalError",
+    "JournalLockedError",
     "ModerationError",
     "NotFoundError",
     "RateLimitError",
@@ -247,6 +249,17 @@ class TaskTimeoutError(ViduError, TimeoutError):
         self.task_id = task_id
         self.last = last
         super().__init__(message)
+
+
+class JournalError(ViduError):
+    """The batch journal cannot be used (unreadable, corrupt, not a file, a failed write).
+
+    The message is one line naming the path (and line) and what to do: the CLI prints it as is.
+    """
+
+
+class JournalLockedError(JournalError):
+    """Another run (this process or another) holds the journal; the message names that process."""
 
 
 _MODERATION_REASONS = frozenset(

@@ -1,0 +1,461 @@
+"""The batch journal: an append-only JSONL file that makes a batch crash-safe and single-run.
+
+For each job (keyed by an opaque job id the batch computes) it records, in order: an **intent**
+(the correlation key the create will carry, the request's fingerprint, the account label, the
+cost class, local and server time), on disk before the create is sent; the **created** task id
+and its credits once the API answers; and the **final** outcome. A rerun with the same journal
+therefore knows, for every job, whether it is done, whether a task exists to follow, or whether
+a create may have been sent whose answer was lost (an intent without a task id).
+
+One run at a time: ``Journal.open`` takes an exclusive ``flock`` on ``<journal>.lock`` (released
+by the kernel when the process dies, even by ``kill -9``), and a second open fails at once naming
+the holder. Writes are **group-committed**: one writer coroutine writes every waiting record with
+one ``write`` and at most one ``fsync``, so concurrent creates share a sync instead of paying one
+each. Every disk operation runs in a thread. A torn last line (the process died mid-write) is
+dropped on open: it was never synced, so what it recorded had not happened yet.
+
+Format: one JSON object per line with ``"v": 2``; the first record is a header
+``{"kind": "batch", "batch_id": ...}``. Version 1 journals (``ledger.py``) are read too: their
+records carry ``custom_id`` where version 2 has ``job``, so a v1 record's job id is its custom_id,
+and its fingerprint, cost class and server time are None (unknown). The API key is never written
+here: records hold ids, account labels, keys of our own making, and results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import stat
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+
+from vidu_async.errors import JournalError, JournalLockedError
+
+__all__ = ["JobRecord", "Journal"]
+
+_VERSION = 2
+_MAX_LINE = 1 << 20
+"""No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
+
+
+@attrs.frozen
+class JobRecord:
+    """What earlier runs recorded of one job: the latest intent, its task, its end state."""
+
+    job_id: str
+    correlation_key: str | None = None
+    fingerprint: str | None = None
+    """What the job asked for when its create was sent (None in a version 1 journal)."""
+    account: str | None = None
+    cost_class: str | None = None
+    intent_at: float | None = None
+    """Local wall-clock time (epoch seconds) the create was about to be sent."""
+    server_at: float | None = None
+    """The server's clock (epoch seconds) at the intent, for reconcile windows."""
+    task_id: str | None = None
+    credits: int | None = None
+    final: Mapping[str, Any] | None = None
+    """The job's result record once it reached an end state."""
+
+    @property
+    def is_final(self) -> bool:
+        return self.final is not None
+
+    @property
+    def needs_reconcile(self) -> bool:
+        """A create may have been sent, but its answer was never recorded."""
+        return self.correlation_key is not None and self.task_id is None and self.final is None
+
+
+@attrs.define
+class _Loaded:
+    """What reading a journal found: the jobs, the batch identity, what was spent and learned."""
+
+    jobs: dict[str, JobRecord] = attrs.field(factory=dict)
+    batch_id: str | None = None
+    spent: int = 0
+    costs: dict[str, int] = attrs.field(factory=dict)
+    end: int = 0
+    """Bytes of complete lines: where appends continue (a torn tail is cut there)."""
+
+    def apply(self, record: Mapping[str, Any]) -> None:
+        """Fold one parsed record into the state."""
+        kind = record["kind"]
+        if kind == "batch":
+            if self.batch_id is None:
+                self.batch_id = record.get("batch_id")
+            return
+        job_id = record.get("job", record.get("custom_id"))
+        current = self.jobs.get(job_id) or JobRecord(job_id)
+        if kind == "intent":
+            current = JobRecord(
+                job_id,
+                correlation_key=record.get("key"),
+                fingerprint=record.get("fingerprint"),
+                account=record.get("account"),
+                cost_class=record.get("cost_class"),
+                intent_at=record.get("at"),
+                server_at=record.get("server_at"),
+            )
+        elif kind == "created":
+            task_id, credits = record.get("task_id"), record.get("credits")
+            if task_id != current.task_id and isinstance(credits, int):
+                self.spent += credits
+                if current.cost_class is not None:
+                    self.costs[current.cost_class] = credits
+            current = attrs.evolve(current, task_id=task_id, credits=credits)
+        else:
+            current = attrs.evolve(current, final=record.get("result"))
+        self.jobs[job_id] = current
+
+
+class Journal:
+    """An open, locked journal; ``await Journal.open(path, batch_id=...)``, then ``close()``.
+
+    Memory holds only what earlier runs recorded, and ``take`` drops each record as its job is
+    handled; this run's writes live on disk only. ``writes`` and ``syncs`` count the writer's
+    ``write`` and ``fsync`` calls (one of each per group at most).
+    """
+
+    def __init__(self, path: Path, fd: int, lock_fd: int, loaded: _Loaded, batch_id: str) -> None:
+        self.path = path
+        self.batch_id = batch_id
+        self.is_new = not loaded.jobs
+        self.spent = loaded.spent
+        self.spent_this_run = 0
+        self.writes = 0
+        self.syncs = 0
+        self._costs = loaded.costs
+        self._jobs = loaded.jobs
+        self._fd = fd
+        self._lock_fd = lock_fd
+        self._end = loaded.end
+        self._open_intents: dict[str, str] = {}
+        """This run's intents without a task yet: job id -> cost class (to learn its cost)."""
+        self._lines: list[bytes] = []
+        self._sync_wanted = False
+        loop = asyncio.get_running_loop()
+        self._group: asyncio.Future[JournalError | None] = loop.create_future()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._failure: JournalError | None = None
+        self._failure_seen = False
+        self._writer = asyncio.create_task(self._write_groups(), name=f"journal {path}")
+
+    @classmethod
+    async def open(cls, path: Path, *, batch_id: str) -> Journal:
+        """Lock and read the journal at ``path`` (creating it, and its folder, if missing).
+
+        ``batch_id`` is recorded in the header of a journal that has none; an existing journal
+        keeps its own (``.batch_id``). Raises ``JournalLockedError`` if another run holds it,
+        ``JournalError`` if it cannot be used.
+        """
+        opening = asyncio.ensure_future(asyncio.to_thread(_open, path, batch_id))
+        try:
+            fd, lock_fd, loaded, header = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening])  # the thread opens on: close what it opened
+            if not opening.exception():
+                for opened in opening.result()[:2]:
+                    os.close(opened)
+            raise
+        return cls(path, fd, lock_fd, loaded, header)
+
+    @property
+    def costs(self) -> Mapping[str, int]:
+        """Cost class -> credits one task of it cost, as learned from earlier runs and this one."""
+        return self._costs
+
+    def take(self, job_id: str) -> JobRecord | None:
+        """What earlier runs recorded of ``job_id``, forgotten here: memory shrinks as jobs go."""
+        return self._jobs.pop(job_id, None)
+
+    def pending(self) -> list[JobRecord]:
+        """Records not taken (e.g. of jobs no longer in the jobs file), in the order first seen."""
+        return list(self._jobs.values())
+
+    async def intent(
+        self,
+        job_id: str,
+        *,
+        key: str,
+        account: str,
+        fingerprint: str,
+        cost_class: str,
+        server_at: float,
+    ) -> None:
+        """Record that a create carrying ``key`` is about to be sent; on disk when this returns."""
+        self._open_intents[job_id] = cost_class
+        await self._commit(
+            {"kind": "intent", "job": job_id, "key": key, "account": account,
+             "fingerprint": fingerprint, "cost_class": cost_class,
+             "at": round(time.time(), 3), "server_at": server_at},
+            durable=True,
+        )
+
+    async def created(self, job_id: str, *, task_id: str, credits: int | None) -> None:
+        """Record the task a create made (and its credits); on disk when this returns."""
+        cost_class = self._open_intents.pop(job_id, None)
+        if credits is not None:
+            self.spent += credits
+            self.spent_this_run += credits
+            if cost_class is not None:
+                self._costs[cost_class] = credits
+        await self._commit(
+            {"kind": "created", "job": job_id, "task_id": task_id, "credits": credits},
+            durable=True,
+        )
+
+    async def final(self, job_id: str, result: Mapping[str, Any]) -> None:
+        """Record the job's end state; written with the next group, without waiting for it."""
+        self._open_intents.pop(job_id, None)
+        await self._commit({"kind": "final", "job": job_id, "result": dict(result)}, durable=False)
+
+    async def close(self) -> None:
+        """Write everything pending, release the lock. Raises a write failure no caller saw."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.shield(self._writer)
+        except asyncio.CancelledError:
+            await asyncio.wait([self._writer])  # the last group is on its way: let it land
+            raise
+        finally:
+            os.close(self._fd)
+            os.close(self._lock_fd)  # releases the flock
+        if self._failure is not None and not self._failure_seen:
+            raise JournalError(str(self._failure))
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _commit(self, record: dict[str, Any], *, durable: bool) -> None:
+        """Queue one record for the next group; ``durable``: wait until that group is synced.
+
+        A cancelled caller stops waiting, but its record stays queued and the group is written
+        whole: cancellation never tears a write nor drops another caller's record.
+        """
+        if self._closing:
+            raise JournalError(f"journal {self.path} is closed")
+        self._raise(self._failure)
+        self._lines.append(json.dumps({"v": _VERSION, **record}, ensure_ascii=False).encode()
+                           + b"\n")
+        self._sync_wanted |= durable
+        self._wake.set()
+        if durable:
+            self._raise(await asyncio.shield(self._group))
+
+    def _raise(self, failure: JournalError | None) -> None:
+        """Raise a write failure to a caller (a fresh one each time: tracebacks do not pile up)."""
+        if failure is not None:
+            self._failure_seen = True
+            raise JournalError(str(failure))
+
+    async def _write_groups(self) -> None:
+        """The one writer: each group is every record queued meanwhile, one write, one fsync."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._lines:
+                    await self._write_group()
+                if self._closing:
+                    return
+        finally:  # closed, or cancelled with the loop: nobody may wait forever
+            if not self._group.done():
+                self._group.set_result(JournalError(f"journal {self.path} is closed"))
+
+    async def _write_group(self) -> None:
+        data, sync, group = b"".join(self._lines), self._sync_wanted, self._group
+        self._lines, self._sync_wanted = [], False
+        self._group = asyncio.get_running_loop().create_future()
+        try:
+            if self._failure is None:
+                write = asyncio.ensure_future(asyncio.to_thread(_append, self._fd, data, sync))
+                try:
+                    await asyncio.wait([write])
+                finally:
+                    if not write.done():  # cancelled: the thread writes on, let it end first
+                        await asyncio.wait([write])
+                    if (error := write.exception()) is not None:
+                        self._fail(error)
+                    else:
+                        self._end += len(data)
+                        self.writes += 1
+                        self.syncs += sync
+        finally:
+            group.set_result(self._failure)
+
+    def _fail(self, error: BaseException) -> None:
+        """Remember a failed write (later writes would follow a torn line) and cut it off."""
+        reason = getattr(error, "strerror", None) or str(error)
+        self._failure = JournalError(f"cannot write journal {self.path}: {reason}")
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._end)
+
+
+def _append(fd: int, data: bytes, sync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    if sync:
+        os.fsync(fd)
+
+
+def _open(path: Path, batch_id: str) -> tuple[int, int, _Loaded, str]:
+    """Lock, open and read the journal (in a thread): its fds, what it holds, its batch id."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            _refuse_special(path, os.stat(path).st_mode)  # before a lock file lands beside it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(path)
+        try:
+            fd, loaded = _open_locked(path, batch_id)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+    except OSError as error:
+        raise _os_error(path, error) from None
+    return fd, lock_fd, loaded, loaded.batch_id or batch_id
+
+
+def _open_locked(path: Path, batch_id: str) -> tuple[int, _Loaded]:
+    """Open and read the locked journal; cut a torn tail; write the header if it has none."""
+    fd, created = _open_file(path)
+    try:
+        _refuse_special(path, os.fstat(fd).st_mode)
+        if created:
+            _sync_folder(path.parent)
+        with open(fd, "rb", closefd=False) as handle:
+            loaded = _read(handle, path)
+        if loaded.end < os.fstat(fd).st_size:
+            os.ftruncate(fd, loaded.end)  # a torn last line: its record never took effect
+        if loaded.batch_id is None:
+            header = {"v": _VERSION, "kind": "batch", "batch_id": batch_id,
+                      "at": round(time.time(), 3)}
+            data = json.dumps(header, ensure_ascii=False).encode() + b"\n"
+            _append(fd, data, sync=True)
+            loaded.end += len(data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, loaded
+
+
+def _refuse_special(path: Path, mode: int) -> None:
+    """A journal must be a regular file: a pipe or a device would be read forever."""
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a file")
+        raise JournalError(
+            f"journal {path} is {kind}, not a regular file: give the path of a journal file"
+        )
+
+
+def _lock(path: Path) -> int:
+    """Take the exclusive lock beside the journal and say who holds it; or name the holder."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise JournalLockedError(
+            f"journal {path} is in use by {holder or 'another process'}; "
+            "wait for that run to end (or stop it), or use another journal"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    since = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    holder = f"process {os.getpid()} on {socket.gethostname()} since {since}"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, holder.encode() + b"\n", 0)
+    return fd
+
+
+def _open_file(path: Path) -> tuple[int, bool]:
+    """Open (or create) the journal for appending: the fd, and whether it was just created.
+
+    ``O_NONBLOCK`` keeps a named pipe swapped in since the check from blocking the open.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600), True
+    except FileExistsError:
+        return os.open(path, flags), False
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a new journal's directory entry durable (the file's own fsync does not)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read(handle: BinaryIO, path: Path) -> _Loaded:
+    """Fold every complete line; stop before a torn last line. Memory: the records only."""
+    loaded = _Loaded()
+    number = 0
+    while raw := handle.readline(_MAX_LINE):
+        number += 1
+        if not raw.endswith(b"\n"):
+            if len(raw) < _MAX_LINE:
+                break  # torn: the last line, never synced
+            raise JournalError(
+                f"{path}:{number}: a line over 1 MiB, which no journal writes: "
+                "is this the right file?"
+            )
+        loaded.end += len(raw)
+        if raw.strip():
+            loaded.apply(_parse(raw, path, number))
+    return loaded
+
+
+def _parse(raw: bytes, path: Path, number: int) -> dict[str, Any]:
+    """One line as a record of a kind this version knows, or a one-line ``JournalError``."""
+    where = f"{path}:{number}"
+    try:
+        record = json.loads(raw)
+    except ValueError as error:
+        record, reason = None, f"not JSON ({error})"
+    else:
+        reason = "not a journal record"
+    if isinstance(record, dict):
+        version = record.get("v")
+        if isinstance(version, int) and version > _VERSION:
+            raise JournalError(
+                f"{where}: written by a newer vidu-async (format v{version}); upgrade to resume it"
+            )
+        kind = record.get("kind")
+        job_id = record.get("job", record.get("custom_id"))
+        if kind == "batch" or (kind in ("intent", "created", "final") and isinstance(job_id, str)):
+            return record
+    raise JournalError(
+        f"{where}: {reason}; the journal is damaged: repair or delete that line, "
+        "or move the journal aside to start afresh"
+    )
+
+
+def _os_error(path: Path, error: OSError) -> JournalError:
+    """An OS failure as one line: the journal, the file concerned and the system's reason."""
+    other = error.filename is not None and str(error.filename) != str(path)
+    concerned = f" ({error.filename})" if other else ""
+    return JournalError(f"cannot use journal {path}{concerned}: {error.strerror or error}")
