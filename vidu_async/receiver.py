@@ -252,7 +252,11 @@ class CallbackReceiver:
         opts = self.options
         async with self.running():
             runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, keepalive_timeout=opts.read_timeout
+                app,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=opts.read_timeout,  # idle, or half a request, after an answer
+                lingering_time=opts.read_timeout,  # the unread rest of a refused request's body
             )
             await runner.setup()
             assert runner.server is not None  # set up above
@@ -502,9 +506,18 @@ class _Guarded(asyncio.Protocol):
 
 
 class _Refused(asyncio.Protocol):
-    """A connection beyond the cap: answered 503 (Vidu delivers again later) and closed."""
+    """A connection beyond the cap: answered 503 (Vidu delivers again later) and ended. What the
+    client sends is read and dropped (closing on unread data would reset the answer away), for a
+    second at most."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+        assert isinstance(transport, asyncio.Transport)
         transport.write(_REFUSAL)
-        transport.close()
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(1.0, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # dropped: the answer is already on its way
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
