@@ -18,7 +18,7 @@ from pytest_aiohttp import AiohttpClient
 from vidu_async.callbacks import sign_callback
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.receiver import CallbackEvent, CallbackReceiver, ReceiverOptions
+from vidu_async.receiver import CallbackEvent, CallbackReceiver, LogLimiter, ReceiverOptions
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import TaskResult
@@ -464,3 +464,171 @@ async def test_misuse_is_refused(clients: tuple[ViduClient, ViduClient]) -> None
     for prefix in ("hooks", "/hooks/", "/hooks?x=1"):
         with pytest.raises(ValueError, match=f"path_prefix must be .* got '{re.escape(prefix)}'"):
             ReceiverOptions(path_prefix=prefix)
+
+
+# --- under abuse --------------------------------------------------------------------------------
+
+
+WRITERS: list[asyncio.StreamWriter] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_writers() -> AsyncIterator[None]:
+    """Close the raw connections a test opened."""
+    yield
+    while WRITERS:
+        WRITERS.pop().close()
+
+
+async def stall(url: str, count: int) -> list[asyncio.StreamReader]:
+    """``count`` connections that send half a request's headers and then nothing (slowloris)."""
+    host, port = url.split("/")[2].split(":")
+    readers = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /vidu/callback HTTP/1.1\r\nHost: x\r\nDate: ")
+        WRITERS.append(writer)
+        readers.append(reader)
+    return readers
+
+
+async def closed_at(reader: asyncio.StreamReader) -> float:
+    """When the server closed the connection (event loop clock), after whatever it answered."""
+    async with asyncio.timeout(5):  # a guard against a hang: without a deadline none closes
+        await reader.read()
+    return asyncio.get_running_loop().time()
+
+
+async def test_slow_clients_are_closed_by_the_deadline_and_do_not_delay_a_callback(
+    clients: tuple[ViduClient, ViduClient],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    options = ReceiverOptions(read_timeout=0.3, max_connections=100)
+    receiver = CallbackReceiver(clients[0], options)
+    events = receiver.events()
+    loop = asyncio.get_running_loop()
+    async with receiver.serve() as url:
+        slow = await stall(url, 60)
+        started = loop.time()
+        assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
+        assert (await next_event(events)).task_id == "t"
+        answered = loop.time() - started
+        closed = [await closed_at(reader) for reader in slow]
+    assert answered < options.read_timeout  # it was not queued behind the slow ones
+    assert all(started + 0.2 < at < started + options.read_timeout + 2 for at in closed)
+    closes = [r for r in caplog.records if "sent no request" in r.getMessage()]
+    assert [r.getMessage() for r in closes] == ["closed a connection that sent no request in 0.3 s"]
+
+
+async def test_connections_beyond_the_cap_get_503_until_some_close(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(read_timeout=0.3, max_connections=3))
+    async with receiver.serve() as url:
+        slow = await stall(url, 3)
+        [extra] = await stall(url, 1)
+        async with asyncio.timeout(5):  # a guard against a hang
+            refusal = await extra.read()
+        assert refusal.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+        for reader in slow:  # closed by the deadline: their places are free again
+            await closed_at(reader)
+        assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
+
+
+async def test_a_body_that_does_not_arrive_gets_408(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(read_timeout=0.3))
+    async with receiver.serve() as url:
+        host, port = url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        headers = sign_callback(KEY, url) | {"Host": "x", "Content-Length": "100"}
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(f"POST /vidu/callback HTTP/1.1\r\n{head}\r\n{{".encode())
+        async with asyncio.timeout(5):  # a guard against a hang
+            answer = await reader.readline()
+        WRITERS.append(writer)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 32 levels"),
+        (b'{"id": "t", "x": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32 levels"),
+    ],
+)
+async def test_a_deeply_nested_body_gets_400_and_the_next_callback_is_taken(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession, body: bytes, reason: str
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        status, text = await post(http, url, body)
+        assert (status, reason in text) == (400, True)
+        shallow = {"id": "t", "state": "processing", "x": [[[[["five levels"]]]]]}
+        assert await post(http, url, shallow) == (200, "accepted")
+
+
+async def test_a_worker_hit_by_an_unexpected_error_logs_it_and_goes_on(
+    stepper: Stepper,
+    clients: tuple[ViduClient, ViduClient],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A closed client raises RuntimeError (not a ViduError) when the worker reads the task.
+    closed = ViduClient(OTHER_KEY, base_url=stepper.sim.url)
+    await closed.close()
+    receiver = CallbackReceiver([clients[0], closed], ReceiverOptions(confirm_concurrency=1))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        claim = {"id": "t-other", "state": "success"}
+        assert await post(http, url, claim, key=OTHER_KEY) == (200, "accepted")
+        assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
+        assert (await next_event(events)).task_id == "t"  # the only worker is still there
+        # The failed claim was forgotten: its redelivery is taken, not dropped as a duplicate.
+        assert await post(http, url, claim, key=OTHER_KEY) == (200, "accepted")
+    [record, *_] = [r for r in caplog.records if "unexpectedly" in r.getMessage()]
+    message = "handling the success callback of task t-other failed unexpectedly"
+    assert record.getMessage() == message
+    assert record.exc_info is not None and "client is closed" in str(record.exc_info[1])
+    assert KEY not in caplog.text and OTHER_KEY not in caplog.text
+
+
+async def test_a_flood_of_forged_callbacks_logs_one_line_per_interval(
+    clients: tuple[ViduClient, ViduClient],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = ManualClock()
+    receiver = CallbackReceiver(clients[0], ReceiverOptions(monotonic=clock))
+    async with receiver.serve() as url:
+        for _ in range(50):
+            assert (await post(http, url, {"id": "t"}, key="a guess"))[0] == 401
+        clock.advance(10.0)
+        assert (await post(http, url, {"id": "t"}, key="a guess"))[0] == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidu_async.receiver"]
+    assert len(lines) == 2
+    assert lines[0].startswith("refused a callback to /vidu/callback: signature does not match")
+    assert lines[1].endswith("(and 49 more like it since the last report)")
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        ([(0.0, "a")], [0]),
+        ([(0.0, "a"), (1.0, "a"), (9.9, "a")], [0, None, None]),
+        ([(0.0, "a"), (1.0, "a"), (2.0, "a"), (10.0, "a"), (10.5, "a")], [0, None, None, 2, None]),
+        ([(0.0, "a"), (1.0, "b"), (2.0, "a")], [0, 0, None]),
+        ([(0.0, "a"), (25.0, "a")], [0, 0]),
+    ],
+)
+def test_log_limiter(events: list[tuple[float, str]], expected: list[int | None]) -> None:
+    clock = ManualClock()
+    limiter = LogLimiter(interval=10.0, clock=clock)
+    allowed = []
+    for at, kind in events:
+        clock.advance(at - clock())
+        allowed.append(limiter.allow(kind))
+    assert allowed == expected

@@ -19,7 +19,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -33,6 +33,7 @@ from vidu_async.errors import (
     ConfigurationError,
     RateLimitError,
     ResponseFormatError,
+    redact,
     status_error_class,
 )
 from vidu_async.retry import parse_retry_after
@@ -41,11 +42,13 @@ __all__ = [
     "API_PREFIX",
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
+    "MAX_ANSWER_BYTES",
     "USER_AGENT",
     "Account",
     "SessionPool",
     "call_name",
     "normalize_base_url",
+    "read_bounded",
     "send",
     "status_error",
 ]
@@ -60,6 +63,9 @@ DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15, sock_read=12
 
 PREPARE_AT_ONCE = 2
 """Create bodies with inline media prepared at once: measured, more starve the event loop."""
+MAX_ANSWER_BYTES = 16 * 2**20
+"""The most one API answer may hold: a page of 100 tasks is well under 1 MB. A bigger (or
+endless) answer fails its call rather than filling memory."""
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _SNIPPET = 300
 
@@ -182,6 +188,10 @@ class SessionPool:
     def __repr__(self) -> str:
         return f"<SessionPool sessions={len(self._sessions)} closed={self._closed}>"
 
+    def api_keys(self) -> tuple[str, ...]:
+        """The keys of the accounts this pool has sessions for: scrubbed from any server text."""
+        return tuple(account.api_key for account in self._sessions if account is not None)
+
     def session(self, account: Account | None) -> aiohttp.ClientSession:
         """The session for ``account`` (None: file hosts); must be called in a running loop."""
         if self._closed:
@@ -206,9 +216,8 @@ class SessionPool:
             await session.close()
 
 
-def _snippet(body: bytes) -> str:
+def _snippet(text: str) -> str:
     """A short, single-line, tag-free excerpt of an answer body for an error message."""
-    text = body.decode("utf-8", errors="replace")
     text = re.sub(r"<[^>]*>", " ", text)
     text = " ".join(text.split())
     return text if len(text) <= _SNIPPET else text[: _SNIPPET - 3] + "..."
@@ -221,12 +230,15 @@ def status_error(
     body: bytes,
     call: str,
     now: dt.datetime,
+    *,
+    secrets: Iterable[str] = (),
 ) -> APIStatusError:
     """The exception for an error answer, from Vidu's ``{"code", "reason", "message",
     "metadata": {"trace_id"}}`` body; any other body (a proxy's HTML page) gives the HTTP
-    phrase and a snippet of its text."""
-    text = body.decode("utf-8", errors="replace")
-    lowered = {name.lower(): value for name, value in headers.items()}
+    phrase and a snippet of its text. Every text kept is scrubbed of ``secrets`` (``redact``)."""
+    secrets = tuple(secrets)
+    text = redact(body.decode("utf-8", errors="replace"), secrets)
+    lowered = {name.lower(): redact(value, secrets) for name, value in headers.items()}
     try:
         data = json.loads(text)
     except ValueError:
@@ -238,12 +250,12 @@ def status_error(
     else:
         kind = lowered.get("content-type", "unknown type")
         reason, trace_id = phrase or "HTTPError", None
-        message = f"answer is not a Vidu error ({kind}): {_snippet(body)}" if body else ""
+        message = f"answer is not a Vidu error ({kind}): {_snippet(text)}" if body else ""
     fields: dict[str, Any] = {
         "status": status,
-        "reason": reason,
-        "message": message,
-        "trace_id": str(trace_id) if trace_id else None,
+        "reason": redact(reason, secrets),
+        "message": redact(message, secrets),
+        "trace_id": redact(str(trace_id), secrets) if trace_id else None,
         "body": text,
         "call": call,
         "headers": lowered,
@@ -254,8 +266,11 @@ def status_error(
     return cls(**fields)
 
 
-def _redirect_error(status: int, location: str, call: str) -> APIStatusError:
+def _redirect_error(
+    status: int, location: str, call: str, secrets: Iterable[str]
+) -> APIStatusError:
     target = urllib.parse.urlsplit(location)._replace(query="", fragment="").geturl()
+    target = redact(target, secrets)
     return APIStatusError(
         status=status,
         reason="Redirect",
@@ -272,15 +287,60 @@ def call_name(method: str, path: str) -> str:
     return f"{method} {API_PREFIX}{path}"
 
 
-def _parse_success(body: bytes, call: str) -> Any:
+def _parse_success(body: bytes, call: str, secrets: Iterable[str]) -> Any:
     if not body.strip():
         return {}
     try:
         return json.loads(body)
     except ValueError:
-        raise ResponseFormatError(
-            f"{call} answered with something that is not JSON: {_snippet(body)}", field="(body)"
-        ) from None
+        pass  # raised below, outside the except: the decode error's context holds the body
+    text = redact(body.decode("utf-8", errors="replace"), secrets)
+    raise ResponseFormatError(
+        f"{call} answered with something that is not JSON: {_snippet(text)}", field="(body)"
+    )
+
+
+async def read_bounded(
+    response: aiohttp.ClientResponse, call: str, limit: int = MAX_ANSWER_BYTES
+) -> bytes:
+    """The body of ``response``; ``ResponseFormatError`` as soon as it is known to exceed
+    ``limit`` bytes (its ``Content-Length`` says so, or that much has arrived), reading no more."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        response.close()
+        raise _too_large(call, limit, f"it announces {declared:,} bytes")
+    content = bytearray()
+    async for chunk in response.content.iter_any():
+        content += chunk
+        if len(content) > limit:
+            response.close()
+            raise _too_large(call, limit, f"{len(content):,} bytes had arrived")
+    return bytes(content)
+
+
+def _too_large(call: str, limit: int, seen: str) -> ResponseFormatError:
+    return ResponseFormatError(
+        f"{call}: the answer is larger than {limit:,} bytes, the most one API answer may hold "
+        f"({seen}); stopped reading it",
+        field="(body)",
+    )
+
+
+def _connection_error(exc: Exception, call: str, secrets: Iterable[str]) -> APIConnectionError:
+    """Our error for an exchange that got no answer. It keeps the scrubbed text of ``exc``,
+    never ``exc`` itself: aiohttp's request info repeats the ``Authorization`` header."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(
+            f"timed out connecting ({redact(str(exc), secrets)})", call=call, sent=False
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(
+            f"could not connect: {redact(str(exc), secrets)}", call=call, sent=False
+        )
+    if isinstance(exc, TimeoutError):  # aiohttp's read timeouts and the total timeout
+        return APITimeoutError("timed out waiting for the answer", call=call)
+    detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+    return APIConnectionError(f"connection lost ({detail})", call=call)
 
 
 async def send(
@@ -304,7 +364,9 @@ async def send(
     if body is not None:
         headers["Content-Type"] = "application/json"
     session = pool.session(account)
+    secrets = pool.api_keys()
     started = time.monotonic()
+    failure: APIConnectionError | None = None
     try:
         async with session.request(
             method,
@@ -314,22 +376,17 @@ async def send(
             headers=headers,
             allow_redirects=False,
         ) as response:
-            content = await response.read()
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise APITimeoutError(f"timed out connecting ({exc})", call=call, sent=False) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise APIConnectionError(f"could not connect: {exc}", call=call, sent=False) from exc
-    except TimeoutError as exc:  # aiohttp's read timeouts and the total timeout
-        raise APITimeoutError("timed out waiting for the answer", call=call) from exc
-    except aiohttp.ClientError as exc:
-        raise APIConnectionError(
-            f"connection lost ({type(exc).__name__}: {exc})", call=call
-        ) from exc
+            content = await read_bounded(response, call)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        failure = _connection_error(exc, call, secrets)
+    if failure is not None:
+        raise failure  # outside the except: no __context__ holding the request's headers
     logger.debug("%s -> %d in %.3fs", call, response.status, time.monotonic() - started)
     if 200 <= response.status < 300:
-        return _parse_success(content, call)
+        return _parse_success(content, call, secrets)
     if 300 <= response.status < 400:
-        raise _redirect_error(response.status, response.headers.get("Location", ""), call)
+        location = response.headers.get("Location", "")
+        raise _redirect_error(response.status, location, call, secrets)
     raise status_error(
         response.status,
         response.reason or "",
@@ -337,4 +394,5 @@ async def send(
         content,
         call,
         dt.datetime.now(dt.UTC),
+        secrets=secrets,
     )

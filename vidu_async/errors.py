@@ -8,6 +8,8 @@ ours, so every other module can use it.
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -37,8 +39,11 @@ __all__ = [
     "ValidationError",
     "ViduError",
     "ViduWarning",
+    "redact",
     "status_error_class",
 ]
+
+REDACTED = "[redacted]"
 
 
 class ViduWarning(UserWarning):
@@ -260,6 +265,22 @@ class JournalError(ViduError):
 
 class JournalLockedError(JournalError):
     """Another run (this process or another) holds the journal; the message names that process."""
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each secret replaced by ``[redacted]``, also JSON-escaped or URL-encoded.
+
+    Server text (a gateway echoing the ``Authorization`` header) passes here before an error keeps
+    it, so no message, body, header or log line built from an error can carry an API key.
+    """
+    for secret in secrets:
+        if not secret:
+            continue
+        forms = {secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/")}
+        forms.add(urllib.parse.quote(secret, safe=""))
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, REDACTED)
+    return text
 
 
 _MODERATION_REASONS = frozenset(

@@ -15,6 +15,12 @@ with the client of the account that signed it, and the event reports what that r
 ``processing`` is passed on as sent; so is everything with ``ReceiverOptions(confirm=False)``,
 for a consumer that reads the tasks itself, in bulk. Everything is bounded: the nonces, the
 ``(task_id, state)`` pairs and the finished tasks remembered (``remember`` each), both queues.
+
+Under abuse ``serve()`` stays up: it holds at most ``max_connections`` connections (more are
+answered 503 and closed), closes one whose request does not arrive within ``read_timeout``
+(slowloris), answers a body nested too deeply 400, and logs each kind of problem at most once per
+``LOG_INTERVAL`` seconds with a count of the repeats held back. A worker hit by an unexpected
+error logs it and goes on.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -40,7 +48,14 @@ from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError, ViduError
 from vidu_async.tasks import TaskResult, TaskState
 
-__all__ = ["DEFAULT_CALLBACK_PATH", "CallbackEvent", "CallbackReceiver", "ReceiverOptions"]
+__all__ = [
+    "DEFAULT_CALLBACK_PATH",
+    "LOG_INTERVAL",
+    "CallbackEvent",
+    "CallbackReceiver",
+    "LogLimiter",
+    "ReceiverOptions",
+]
 
 logger = logging.getLogger("vidu_async.receiver")
 
@@ -48,6 +63,11 @@ DEFAULT_CALLBACK_PATH = "/vidu/callback"
 _MAX_BODY = 8 * 2**20
 """Largest callback body ``serve()`` accepts: a ``payload`` may hold 1,048,576 characters,
 JSON-escaped up to 6 bytes each (aiohttp's default limit is 1 MiB)."""
+_MAX_DEPTH = 32
+"""Deepest nesting of a callback body accepted: a task is 4 levels deep (creations)."""
+LOG_INTERVAL = 10.0
+"""Seconds between two log lines about the same kind of problem (the repeats are counted)."""
+_REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 @attrs.frozen
@@ -59,7 +79,12 @@ class ReceiverOptions:
     either way. ``max_pending`` bounds the callbacks waiting to be confirmed, and the events
     waiting for their consumer. ``remember`` bounds each of: nonces (kept ``2 * max_skew``),
     ``(task_id, state)`` pairs (kept ``duplicate_window`` seconds) and finished tasks.
-    ``clock`` (POSIX seconds) checks ``Date``; ``monotonic`` ages what is remembered.
+    ``clock`` (POSIX seconds) checks ``Date``; ``monotonic`` ages what is remembered and
+    spaces the log lines.
+
+    ``serve()`` holds at most ``max_connections`` connections at once, and gives a request
+    ``read_timeout`` seconds for its headers (from the connection's start or the previous
+    answer) and as many again for its body; a callback takes milliseconds.
 
     ``confirm=False`` passes end states on unconfirmed, as sent, for a consumer that reads the
     tasks itself (a batch refreshing 100 tasks per list request): one read per task saved.
@@ -72,6 +97,8 @@ class ReceiverOptions:
     remember: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
     duplicate_window: float = attrs.field(default=3600.0, validator=attrs.validators.gt(0))
     confirm: bool = True
+    max_connections: int = attrs.field(default=256, validator=attrs.validators.ge(1))
+    read_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     clock: Callable[[], float] = attrs.field(default=time.time, eq=False, repr=False)
     monotonic: Callable[[], float] = attrs.field(default=time.monotonic, eq=False, repr=False)
 
@@ -82,6 +109,27 @@ class ReceiverOptions:
                 f"path_prefix must be empty or a path such as '/hooks' (a leading '/', no "
                 f"trailing '/'), got {value!r}"
             )
+
+
+@attrs.define
+class LogLimiter:
+    """At most one log line per kind of problem per ``interval`` seconds, so that a flood (a
+    thousand slow clients, forged callbacks) cannot fill the log; the repeats are counted."""
+
+    interval: float = LOG_INTERVAL
+    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False)
+    _last: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
+    _held: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+
+    def allow(self, kind: str) -> int | None:
+        """None: hold this line back; else log it, saying how many were held back before it."""
+        now = self.clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.interval:
+            self._held[kind] += 1
+            return None
+        self._last[kind] = now
+        return self._held.pop(kind, 0)
 
 
 @attrs.frozen
@@ -149,6 +197,7 @@ class CallbackReceiver:
         self._pending: asyncio.Queue[_Claim] = asyncio.Queue(opts.max_pending)
         self._events: asyncio.Queue[CallbackEvent] = asyncio.Queue(opts.max_pending)
         self._running = False
+        self._log = LogLimiter(clock=opts.monotonic)
 
     def __repr__(self) -> str:
         return f"<CallbackReceiver accounts={len(self._keys)} running={self._running}>"
@@ -200,17 +249,28 @@ class CallbackReceiver:
         ``path``; yields the local callback URL (behind a proxy, give Vidu the public one)."""
         app = web.Application(client_max_size=_MAX_BODY)
         app.router.add_post(path, self.handler)
+        opts = self.options
         async with self.running():
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=opts.read_timeout,  # idle, or half a request, after an answer
+                lingering_time=opts.read_timeout,  # the unread rest of a refused request's body
+            )
             await runner.setup()
+            assert runner.server is not None  # set up above
+            gate = _Gate(runner.server, opts.max_connections, opts.read_timeout, self._warn)
+            server = await asyncio.get_running_loop().create_server(gate, host, port)
             try:
-                await web.TCPSite(runner, host, port).start()
-                bound_host, bound_port = runner.addresses[0][:2]
+                bound_host, bound_port = server.sockets[0].getsockname()[:2]
                 shown = f"[{bound_host}]" if ":" in bound_host else bound_host
                 logger.info("receiving Vidu callbacks on %s:%d%s", shown, bound_port, path)
                 yield f"http://{shown}:{bound_port}{path}"
             finally:
+                server.close()
                 await runner.cleanup()
+                await server.wait_closed()
 
     async def handler(self, request: web.Request) -> web.Response:
         """The aiohttp handler for Vidu's callback POSTs (see the module docstring)."""
@@ -228,12 +288,18 @@ class CallbackReceiver:
                 path_prefix=self.options.path_prefix,
             )
         except CallbackVerificationError as error:
-            logger.warning("refused a callback to %s: %s", request.raw_path, error)
+            self._warn("unverified", "refused a callback to %s: %s", request.raw_path, error)
             return web.Response(status=401, text=str(error))
         try:
-            claim = _Claim(_parse_body(await request.read()), self._clients[key])
+            async with asyncio.timeout(self.options.read_timeout):
+                raw = await request.read()
+        except TimeoutError:
+            self._warn("slow body", "a callback's body took over %g s", self.options.read_timeout)
+            return web.Response(status=408, text="the body took too long to arrive")
+        try:
+            claim = _Claim(_parse_body(raw), self._clients[key])
         except ValueError as error:  # bad JSON or UTF-8, or ResponseFormatError naming a field
-            logger.warning("a verified callback has a bad body: %s", error)
+            self._warn("bad body", "a verified callback has a bad body: %s", error)
             return web.Response(status=400, text=f"the body is not a task: {error}")
         if claim.body.id in self._finished:
             return web.Response(text="ignored: the task has already finished")
@@ -243,28 +309,59 @@ class CallbackReceiver:
             self._pending.put_nowait(claim)
         except asyncio.QueueFull:
             self._claims.discard(claim.key)
-            logger.warning(
-                "too many callbacks waiting; asked Vidu to deliver task %s's again", claim.body.id
+            self._warn(
+                "queue full",
+                "too many callbacks waiting; asked Vidu to deliver task %s's again",
+                claim.body.id,
             )
             return web.Response(status=503, text="too many callbacks waiting; deliver it later")
         return web.Response(text="accepted")
 
     # --- the workers --------------------------------------------------------------------------
 
+    def _warn(self, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        """Log a warning about a ``kind`` of problem, unless one was logged a moment ago."""
+        held = self._log.allow(kind)
+        if held is None:
+            return
+        if held:
+            message += " (and %d more like it since the last report)"
+            args = (*args, held)
+        logger.warning(message, *args, exc_info=exc_info)
+
     async def _work(self) -> None:
+        """One worker: each claim in turn; an error on one is logged and the next one comes."""
         while True:
-            event = await self._confirm(await self._pending.get())
-            if event is None:
-                continue
-            if self._on_event is None:
-                await self._events.put(event)
-                continue
+            claim = await self._pending.get()
             try:
-                await self._on_event(event)
-            except Exception:  # the caller's bug: report it, keep receiving
-                logger.exception(
-                    "on_event failed on the %s event of task %s", event.claimed, event.task_id
+                await self._hand_on(claim)
+            except Exception:  # a bug, ours or a dependency's: report it, keep receiving
+                self._claims.discard(claim.key)  # a redelivery may get through
+                self._warn(
+                    "unexpected",
+                    "handling the %s callback of task %s failed unexpectedly",
+                    claim.body.state,
+                    claim.body.id,
+                    exc_info=True,
                 )
+
+    async def _hand_on(self, claim: _Claim) -> None:
+        event = await self._confirm(claim)
+        if event is None:
+            return
+        if self._on_event is None:
+            await self._events.put(event)
+            return
+        try:
+            await self._on_event(event)
+        except Exception:  # the caller's bug: report it, keep receiving
+            self._warn(
+                "on_event",
+                "on_event failed on the %s event of task %s",
+                event.claimed,
+                event.task_id,
+                exc_info=True,
+            )
 
     async def _confirm(self, claim: _Claim) -> CallbackEvent | None:
         """The event for ``claim``, end states read back first; None when there is nothing new."""
@@ -277,11 +374,18 @@ class CallbackReceiver:
             result = await claim.client.get_task(body.id)
         except ViduError as error:
             self._claims.discard(claim.key)  # a redelivery may confirm it
-            logger.warning("could not confirm that task %s is %s: %s", body.id, body.state, error)
+            self._warn(
+                "unconfirmed",
+                "could not confirm that task %s is %s: %s",
+                body.id,
+                body.state,
+                error,
+            )
             return None
         if result.state != body.state:
             self._claims.discard(claim.key)  # the true callback for that state is still to come
-            logger.warning(
+            self._warn(
+                "contradicted",
                 "a callback said task %s is %s; reading it says %s",
                 body.id,
                 body.state,
@@ -298,7 +402,122 @@ class CallbackReceiver:
 
 def _parse_body(raw: bytes) -> TaskResult:
     """The task a callback body describes; ``ValueError`` saying what is wrong with it."""
-    data = json.loads(raw)
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        data = None  # reported below, outside the except (a short error, no deep traceback)
+    if data is None or _deeper_than(data, _MAX_DEPTH):
+        raise ValueError(f"the JSON is nested deeper than {_MAX_DEPTH} levels")
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     return TaskResult.from_dict(data)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON ``value`` nests arrays and objects more than ``limit`` levels (no recursion)."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
+
+
+class _Gate:
+    """The protocol factory of ``serve()``: aiohttp's protocol for each connection, guarded by a
+    header deadline, while fewer than ``limit`` are open; beyond, a 503 and a close."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        limit: int,
+        deadline: float,
+        warn: Callable[..., None],
+    ) -> None:
+        self._server = server
+        self._limit = limit
+        self.deadline = deadline
+        self.warn = warn
+        self.open: weakref.WeakSet[_Guarded] = weakref.WeakSet()
+        """Connections not yet lost (one whose transport never came is collected)."""
+
+    def __call__(self) -> asyncio.Protocol:
+        if len(self.open) >= self._limit:
+            self.warn("connections", "refused a connection: %d are open already", self._limit)
+            return _Refused()
+        guarded = _Guarded(self._server(), self)
+        self.open.add(guarded)
+        return guarded
+
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, closed unless the first request's headers end
+    (a blank line) within the gate's deadline; aiohttp's keep-alive timeout guards the next."""
+
+    def __init__(self, inner: asyncio.Protocol, gate: _Gate) -> None:
+        self._inner = inner
+        self._gate = gate
+        self._tail = b""
+        self._timer: asyncio.TimerHandle | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._gate.deadline, self._expire)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            seen = self._tail + data
+            if b"\r\n\r\n" in seen:
+                self._timer.cancel()
+                self._timer = None
+            self._tail = seen[-3:]
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._gate.open.discard(self)
+        self._inner.connection_lost(exc)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._gate.warn(
+            "slow headers", "closed a connection that sent no request in %g s", self._gate.deadline
+        )
+        assert self._transport is not None  # the timer starts with the connection
+        self._transport.close()
+
+
+class _Refused(asyncio.Protocol):
+    """A connection beyond the cap: answered 503 (Vidu delivers again later) and ended. What the
+    client sends is read and dropped (closing on unread data would reset the answer away), for a
+    second at most."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_REFUSAL)
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(1.0, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # dropped: the answer is already on its way
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself

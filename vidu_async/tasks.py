@@ -9,7 +9,8 @@ timestamps ``None``, lists ``()``. Only the task id is required.
 
 Equality: ``extra`` takes part in ``==`` (an answer with different unknown fields is a different
 answer) but not in ``hash``; ``raw`` takes part in neither and is left out of ``repr`` (it repeats
-the parsed fields and can hold a megabyte of payload). Timestamps are aware UTC datetimes,
+the parsed fields and can hold a megabyte of payload); in ``repr`` a data URI shows its type
+and size only, and text over 1,000 characters its start. Timestamps are aware UTC datetimes,
 truncated to microseconds.
 
 The correlation envelope. A create whose answer is lost may still have created a billed task.
@@ -175,6 +176,37 @@ def _preview(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+_REPR_CHARS = 1000
+
+
+def _brief(value: Any) -> Any:
+    """``value`` with its long strings shortened, for a repr: a data URI keeps its media type
+    and size (``data:image/png;base64,iVBORw0K…(2.1 MB)``), other text its first 100 chars."""
+    if isinstance(value, str):
+        if value.startswith("data:") and "," in value:
+            head, _, data = value.partition(",")
+            return f"{head},{data[:8]}…({_size(len(data) * 3 // 4)})"
+        if len(value) > _REPR_CHARS:
+            return f"{value[:100]}…({len(value):,} chars)"
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(_brief(item) for item in value)
+    if isinstance(value, Mapping):
+        return {key: _brief(item) for key, item in value.items()}
+    return value
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def _brief_repr(value: Any) -> str:
+    return repr(_brief(value))
+
+
 def _describe(value: object) -> str:
     """How a JSON value reads in an error message: its JSON kind, and a short preview of scalars."""
     if value is None:
@@ -307,8 +339,8 @@ class Task(_Parsed):
     state: TaskState | str = ""
     model: str = ""
     style: str = ""
-    prompt: str = ""
-    images: tuple[str, ...] = ()
+    prompt: str = attrs.field(default="", repr=_brief_repr)
+    images: tuple[str, ...] = attrs.field(default=(), repr=_brief_repr)
     duration: int | None = None
     seed: int | None = None
     aspect_ratio: str = ""
@@ -316,17 +348,17 @@ class Task(_Parsed):
     movement_amplitude: str = ""
     created_at: dt.datetime | None = None
     credits: int | None = None
-    payload: str = ""
+    payload: str = attrs.field(default="", repr=_brief_repr)
     correlation_key: str | None = None
     cus_priority: int | None = None
     off_peak: bool = False
     watermark: bool = False
     is_rec: bool = False
     wm_position: int | str | None = None
-    wm_url: str = ""
+    wm_url: str = attrs.field(default="", repr=_brief_repr)
     meta_data: str = ""
     client_request_id: str = ""
-    extra: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=_brief_repr)
     raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -370,7 +402,7 @@ class Creation(_Parsed):
     url: str = ""
     cover_url: str = ""
     watermarked_url: str = ""
-    extra: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=_brief_repr)
     raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -397,15 +429,15 @@ class TaskResult(_Parsed):
     state: TaskState | str = ""
     err_code: str = ""
     credits: int | None = None
-    payload: str = ""
+    payload: str = attrs.field(default="", repr=_brief_repr)
     correlation_key: str | None = None
     bgm: bool = False
     off_peak: bool = False
     creations: tuple[Creation, ...] = ()
     model: str = ""
-    prompt: str = ""
+    prompt: str = attrs.field(default="", repr=_brief_repr)
     created_at: dt.datetime | None = None
-    extra: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=_brief_repr)
     raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
@@ -451,7 +483,7 @@ class TaskPage(_Parsed):
 
     tasks: tuple[TaskResult, ...] = ()
     next_page_token: str = ""
-    extra: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=_brief_repr)
     raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -473,7 +505,7 @@ class CreditBalance(_Parsed):
     concurrency_limit: int | None = None
     current_concurrency: int | None = None
     queue_count: int | None = None
-    extra: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=_brief_repr)
     raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
@@ -495,7 +527,7 @@ class Credits(_Parsed):
 
     remains: tuple[CreditBalance, ...] = ()
     packages: tuple[Any, ...] = attrs.field(default=(), hash=False)
-    extra: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    extra: dict[str, Any] = attrs.field(factory=dict, hash=False, repr=_brief_repr)
     raw: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod

@@ -1,0 +1,117 @@
+"""The API key never leaves through an error: a gateway echoing it back is scrubbed everywhere.
+
+Real sockets: a small aiohttp.web gateway that puts the ``Authorization`` header it received into
+its error messages, headers and bodies, and one that answers malformed HTTP (so that aiohttp's
+own error, holding the request's headers, is what the client sees).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from vidu_async.client import ViduClient
+from vidu_async.errors import APIError, APIStatusError, redact
+from vidu_async.retry import RetryPolicy, no_wait
+
+KEY = "vda_sk/secret+key=0123456789"
+"""A key with characters that JSON (``\\/``) and URLs (``%2F``) escape."""
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def echo_gateway() -> web.Application:
+    """Every task read fails; each answer repeats the ``Authorization`` header in some form."""
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        auth = request.headers["Authorization"]
+        kind = request.match_info["task_id"]
+        if kind == "json":
+            body = {
+                "code": 400,
+                "reason": f"BadRequest {auth}",
+                "message": f"unknown credentials {auth!r}",
+                "metadata": {"trace_id": auth},
+            }
+            return web.json_response(body, status=400, headers={"X-Echo": auth})
+        if kind == "escaped":  # a PHP-style encoder escapes '/'
+            text = json.dumps({"reason": "Unauthorized", "message": auth}).replace("/", "\\/")
+            return web.Response(status=401, text=text, content_type="application/json")
+        if kind == "text":
+            return web.Response(status=500, text=f"<h1>upstream failed</h1> got {auth}")
+        if kind == "redirect":
+            raise web.HTTPFound(f"https://elsewhere.example/{auth.split()[1]}?k={auth}")
+        if kind == "garbage":
+            return web.Response(status=200, text=f"not json: {auth}")
+        assert request.transport is not None
+        request.transport.write(f"HTTP/1.1 200 OK\r\nX-Bad: {auth}\x00\r\n\r\n".encode())
+        request.transport.close()  # malformed: aiohttp raises ClientResponseError
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", echo)
+    return app
+
+
+def everything_shown(error: BaseException) -> str:
+    """All an error reporter prints: str and repr along the whole chain, and the traceback."""
+    parts = ["".join(traceback.format_exception(error))]
+    seen: BaseException | None = error
+    while seen is not None:
+        parts += [str(seen), repr(seen), repr(vars(seen))]
+        seen = seen.__cause__ or seen.__context__
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("kind", ["json", "escaped", "text", "redirect", "garbage", "malformed"])
+async def test_an_echoed_key_appears_in_no_error_chain_traceback_or_log(
+    aiohttp_server: ServerFactory, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await aiohttp_server(echo_gateway())
+    retry = RetryPolicy(max_attempts=2, sleep=no_wait)
+    async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=retry) as client:
+        with pytest.raises(APIError) as caught:
+            await client.get_task(kind)
+    shown = everything_shown(caught.value)
+    assert "[redacted]" in shown or kind == "malformed"
+    for form in (KEY, "secret+key", "secret%2Bkey", "sk\\/secret"):
+        assert form not in shown
+        assert form not in caplog.text
+
+
+async def test_an_echoed_key_is_scrubbed_from_every_field_of_the_error(
+    aiohttp_server: ServerFactory,
+) -> None:
+    server = await aiohttp_server(echo_gateway())
+    async with ViduClient(KEY, base_url=str(server.make_url("/"))) as client:
+        with pytest.raises(APIError) as caught:
+            await client.get_task("json")
+    error = caught.value
+    assert isinstance(error, APIStatusError)
+    assert error.reason == "BadRequest Token [redacted]"
+    assert error.message == "unknown credentials 'Token [redacted]'"
+    assert error.trace_id == "Token [redacted]"
+    assert error.headers["x-echo"] == "Token [redacted]"
+    assert KEY not in error.body and error.body.count("[redacted]") == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets", "expected"),
+    [
+        ("Token k/e+y!", ["k/e+y!"], "Token [redacted]"),
+        ('{"m": "k\\/e+y!"}', ["k/e+y!"], '{"m": "[redacted]"}'),
+        ("?auth=Token%20k%2Fe%2By%21", ["k/e+y!"], "?auth=Token%20[redacted]"),
+        ("key-a or key-b", ["key-a", "key-b"], "[redacted] or [redacted]"),
+        ("nothing to hide", [""], "nothing to hide"),
+        ("no secrets", [], "no secrets"),
+    ],
+)
+def test_redact(text: str, secrets: list[str], expected: str) -> None:
+    assert redact(text, secrets) == expected
