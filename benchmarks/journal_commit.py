@@ -4,7 +4,8 @@
 return), the way a batch journals its creates, with an optional simulated create latency between
 them. Variants, alternating over rounds on the same disk (median kept):
 
-- ``ledger``: ``vidu_async.ledger.Ledger``, one write and one fsync per record (the old journal);
+- ``ledger``: one write and one fsync per record, each in a thread behind a lock (what the old
+  ``Ledger`` did before group commit; kept here as the baseline);
 - ``journal``: ``vidu_async.journal.Journal``, group commit (one write and one fsync per group).
 
 No network: this measures the journal alone. The journals go in a temporary folder under
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -29,7 +32,6 @@ from typing import Any
 from _common import record, table
 
 from vidu_async.journal import Journal
-from vidu_async.ledger import Ledger
 
 Pair = Callable[[str], Awaitable[None]]
 
@@ -50,11 +52,22 @@ async def run_workers(jobs: int, concurrency: int, pair: Pair) -> float:
 
 
 async def with_ledger(path: Path, args: argparse.Namespace) -> dict[str, Any]:
-    with Ledger.open(path) as ledger:
+    """The baseline: every record written and fsynced on its own."""
+    lock = asyncio.Lock()
+    with path.open("ab") as handle:
+        def append(line: bytes) -> None:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        async def durable(record: dict[str, Any]) -> None:
+            async with lock:
+                await asyncio.to_thread(append, json.dumps(record).encode() + b"\n")
+
         async def pair(job_id: str) -> None:
-            await ledger.intent(job_id, f"key-{job_id}", account="acct")
+            await durable({"kind": "intent", "job": job_id, "key": f"key-{job_id}"})
             await asyncio.sleep(args.create_ms / 1000)
-            await ledger.created(job_id, f"task-{job_id}", 20)
+            await durable({"kind": "created", "job": job_id, "task_id": f"task-{job_id}"})
 
         seconds = await run_workers(args.jobs, args.concurrency, pair)
     return {"seconds": seconds, "fsyncs": 2 * args.jobs}

@@ -37,9 +37,8 @@ from vidu_async.errors import (
     ViduError,
     ViduWarning,
 )
-from vidu_async.jobs import Job, JobLine, read_jobs
+from vidu_async.jobs import Job, JobLine, JobsFileError, read_jobs
 from vidu_async.journal import Journal
-from vidu_async.ledger import Ledger
 from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, inspect_media
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.progress import ProgressReporter, ProgressState
@@ -90,10 +89,10 @@ __all__ = [
     "InvalidRequestError",
     "Job",
     "JobLine",
+    "JobsFileError",
     "Journal",
     "JournalError",
     "JournalLockedError",
-    "Ledger",
     "MediaInfo",
     "MediaKind",
     "MediaSource",

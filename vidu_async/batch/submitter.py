@@ -22,6 +22,8 @@ import datetime as dt
 import hashlib
 import logging
 import secrets
+import tempfile
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -60,7 +62,14 @@ from vidu_async.batch.plan import (
 )
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
-from vidu_async.errors import APIError, AuthenticationError, NotFoundError, ViduError
+from vidu_async.download import remove_partial_files
+from vidu_async.errors import (
+    APIError,
+    AuthenticationError,
+    ConfigurationError,
+    NotFoundError,
+    ViduError,
+)
 from vidu_async.jobs import Job, JobLine
 from vidu_async.journal import Journal
 from vidu_async.media import is_local
@@ -352,6 +361,8 @@ class BatchSubmitter:
                 self._costs.update(self._journal.costs)
             elif not self._batch_id:
                 self._batch_id = _fresh_batch_id()
+            if opts.download is not None:
+                await asyncio.to_thread(_ready_download_folder, opts.download)
             await self._probe_accounts()
             if opts.batch_id is not None and (self._journal is None or self._journal.is_new):
                 await self._index_earlier_tasks()
@@ -923,6 +934,20 @@ class BatchSubmitter:
         logger.error("duplicate task: %s", note)
         return Outcome(made.job_id, "duplicate", None, task_id=extra.id, state=state,
                        credits=extra.credits, error=ErrorInfo("DuplicateTask", note))
+
+
+def _ready_download_folder(folder: Path) -> None:
+    """Make sure videos can be saved in ``folder`` before anything is paid for (else
+    ``ConfigurationError``), and remove an interrupted run's partial files there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vidu-write-check-"):
+            pass
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot save videos in {folder}: {error.strerror or error}"
+        ) from None
+    remove_partial_files(folder, before=time.time())
 
 
 def _fresh_batch_id() -> str:
