@@ -163,6 +163,7 @@ class ViduClient:
             limits=scan_limits,
         )
         self._unsettled: dict[str, _Sent] = {}
+        self._learning_clock = asyncio.Lock()
         self._owns_pool = pool is None
         if pool is None:
             pool = SessionPool(
@@ -355,8 +356,9 @@ class ViduClient:
         clock = self._server_clock
         what = f"the answer was lost ({cause})" if cause else "its outcome is unknown"
         try:
-            if not clock.learned:
-                await self.get_credits()  # any answer teaches the server's clock
+            async with self._learning_clock:
+                if not clock.learned:
+                    await self.get_credits()  # any answer teaches the server's clock
             verdict = await self._reconciler.lookup(
                 key,
                 model=sent.model,
