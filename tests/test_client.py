@@ -38,7 +38,7 @@ from vidu_async.errors import (
 )
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
-from vidu_async.tasks import TaskState, split_payload
+from vidu_async.tasks import TaskState, new_correlation_key, split_payload
 from vidu_async.testing import ManualClock
 
 KEY = "sk-test-0123456789abcdef-SECRET"
@@ -677,6 +677,22 @@ async def test_lookups_send_both_page_size_spellings_and_no_window_end(
     assert vidu.list_queries[0]["pager.pagesz"] == vidu.list_queries[0]["paper.pagesz"] == "100"
     assert "created_at.from" in vidu.list_queries[0]
     assert "created_at.to" not in vidu.list_queries[0]
+
+
+async def test_a_cancelled_create_retried_with_the_same_key_makes_one_task(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    vidu.create_faults = ["hang-after"]  # the task is created; its answer never comes
+    key = new_correlation_key()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.create_reference2video(request(), correlation_key=key)
+    (only,) = vidu.tasks.values()
+    found = await client.find_task_by_correlation_key(key)
+    task = await client.create_reference2video(request(), correlation_key=key)
+    assert found is not None and found.id == task.task_id == only["id"]
+    assert vidu.count("POST /ent/v2/reference2video") == 1  # looked up, never resent
+    assert task.payload == "my own payload"
 
 
 async def test_a_create_proven_absent_is_resent_with_the_same_key(
