@@ -228,3 +228,13 @@ async def test_find_without_payload_in_the_list_is_ambiguous_not_absent(
         await client.create_reference2video(request())
         with pytest.raises(AmbiguousCreateError, match="no payload"):
             await client.find_task_by_correlation_key(new_correlation_key())
+
+
+async def test_find_with_a_create_settled_long_ago_proves_absence_at_once(
+    time: ManualClock,
+) -> None:
+    async for _sim, client in world(time, Faults(), Quirks()):
+        long_ago = client.server_clock.local_now() - dt.timedelta(minutes=5)
+        missing = new_correlation_key()
+        assert await client.find_task_by_correlation_key(missing, settled_at=long_ago) is None
+        assert time.waits == []

@@ -480,18 +480,22 @@ class ViduClient:
         *,
         created_after: dt.datetime | None = None,
         created_before: dt.datetime | None = None,
+        settled_at: dt.datetime | None = None,
     ) -> TaskResult | None:
         """The task whose payload carries ``key``; None when proven absent (sending it again with
         the same key is then safe); ``AmbiguousCreateError`` when the list cannot tell.
 
         A create of this client that was cancelled or ambiguous is looked up with what the
-        client remembers of it. Otherwise ``created_after`` (this machine's clock) is when the
-        create was first sent (None: the list's 7-day window), and absence is proven only
-        ``RetryPolicy.visibility_lag`` after now. ``created_before`` is ignored (the window
-        ends at the server's own now); it remains for existing callers.
+        client remembers of it. Otherwise, on this machine's clock, ``created_after`` is when the
+        create was first sent (None: the list's 7-day window) and ``settled_at`` the latest it
+        could still have been sending (default: now; see ``create_horizon``); absence is proven
+        only ``RetryPolicy.visibility_lag`` after that. ``created_before`` is ignored (the
+        window ends at the server's own now); it remains for existing callers.
         """
         del created_before
-        sent = self._unsettled.get(key) or _Sent(created_after, self._server_clock.local_now())
+        clock = self._server_clock
+        local_settled = clock.local_now() if settled_at is None else settled_at
+        sent = self._unsettled.get(key) or _Sent(created_after, local_settled)
         return await self._lookup(key, sent, cause=None)
 
     async def wait_for_task(
