@@ -38,7 +38,7 @@ from vidu_async.errors import (
 )
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
-from vidu_async.tasks import TaskState, split_payload
+from vidu_async.tasks import TaskState, new_correlation_key, split_payload
 from vidu_async.testing import ManualClock
 
 KEY = "sk-test-0123456789abcdef-SECRET"
@@ -56,8 +56,9 @@ class FakeVidu:
 
     ``create_faults`` / ``list_faults`` / ``query_faults`` are consumed one per call (then
     normal). A fault is a status code (answered with a Vidu error body, the task not created),
-    or one of: "reset-after" / "500-after" / "hang-after" / "truncated-after" (create the task,
-    then drop the connection / answer 500 / not answer until ``release`` / cut the answer
+    or one of: "reset-after" / "500-after" / "409-after" / "hang-after" / "truncated-after"
+    (create the task, then drop the connection / answer 500 or 409 / not answer until
+    ``release`` / cut the answer
     short), "html-502", "redirect", "garbage" (a 200 that is not JSON), "empty" (an empty
     task list).
     """
@@ -75,6 +76,7 @@ class FakeVidu:
         self.list_faults: list[Any] = []
         self.query_faults: list[Any] = []
         self.headers: dict[str, str] = {}
+        self.list_queries: list[dict[str, str]] = []
         self.release = asyncio.Event()
         self._ids = itertools.count(900_000_000_000_000_001)
 
@@ -137,7 +139,8 @@ class FakeVidu:
         self.create_bodies.append(body)
         self.content_types.append(request.content_type)
         fault = self.create_faults.pop(0) if self.create_faults else None
-        if fault not in ("reset-after", "500-after", "hang-after", "truncated-after", None):
+        scripted = ("reset-after", "500-after", "409-after", "hang-after", "truncated-after")
+        if fault not in (*scripted, None):
             self.create_faults.insert(0, fault)
             answer = await self._fault(self.create_faults, request)
             assert answer is not None
@@ -151,6 +154,8 @@ class FakeVidu:
             raise ConnectionResetError("scripted reset")
         if fault == "500-after":
             return web.json_response(error_body(500, "InternalServiceFailure"), status=500)
+        if fault == "409-after":
+            return web.json_response(error_body(409, "Conflict"), status=409)
         if fault == "hang-after":
             await asyncio.wait_for(self.release.wait(), 5)
         if fault == "truncated-after":
@@ -195,6 +200,7 @@ class FakeVidu:
         if answer is not None:
             return answer
         q = request.query
+        self.list_queries.append(dict(q))
         since = dt.datetime.fromisoformat(q.get("created_at.from", "2000-01-01T00:00:00Z"))
         until = dt.datetime.fromisoformat(q.get("created_at.to", "2100-01-01T00:00:00Z"))
         ids, states = q.getall("task_ids", []), q.getall("states", [])
@@ -652,6 +658,43 @@ async def test_a_lost_answer_finds_the_task_instead_of_paying_twice(
     assert task.model == "viduq2"
 
 
+async def test_a_409_conflict_on_create_is_looked_up_and_the_task_returned(
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
+) -> None:
+    vidu.create_faults = ["409-after"]
+    task = await client.create_reference2video(request())
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+    assert list(vidu.tasks) == [task.task_id]
+    assert task.payload == "my own payload"
+    assert time.waits == []  # found at once: no wait needed
+
+
+async def test_lookups_send_both_page_size_spellings_and_no_window_end(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    vidu.create_faults = ["500-after"]
+    await client.create_reference2video(request())
+    assert vidu.list_queries[0]["pager.pagesz"] == vidu.list_queries[0]["paper.pagesz"] == "100"
+    assert "created_at.from" in vidu.list_queries[0]
+    assert "created_at.to" not in vidu.list_queries[0]
+
+
+async def test_a_cancelled_create_retried_with_the_same_key_makes_one_task(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    vidu.create_faults = ["hang-after"]  # the task is created; its answer never comes
+    key = new_correlation_key()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.create_reference2video(request(), correlation_key=key)
+    (only,) = vidu.tasks.values()
+    found = await client.find_task_by_correlation_key(key)
+    task = await client.create_reference2video(request(), correlation_key=key)
+    assert found is not None and found.id == task.task_id == only["id"]
+    assert vidu.count("POST /ent/v2/reference2video") == 1  # looked up, never resent
+    assert task.payload == "my own payload"
+
+
 async def test_a_create_proven_absent_is_resent_with_the_same_key(
     client: ViduClient, vidu: FakeVidu, time: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -659,11 +702,12 @@ async def test_a_create_proven_absent_is_resent_with_the_same_key(
     vidu.create_faults = [500]  # refused before creating anything
     task = await client.create_reference2video(request())
     assert vidu.count("POST /ent/v2/reference2video") == 2
-    assert vidu.count("GET /ent/v2/tasks") == 2  # looked twice before declaring it absent
+    assert vidu.count("GET /ent/v2/tasks") == 2  # at once, then once absence can be proven
     first, second = (b["payload"] for b in vidu.create_bodies)
     assert first == second
     assert list(vidu.tasks) == [task.task_id]
-    assert time.waits == [2.0, 1.0]  # the absence check interval, then the retry backoff
+    # visibility_lag plus twice the server clock's uncertainty, then the retry backoff
+    assert time.waits == [34.0, 1.0]
     assert any("no task has correlation key" in r.getMessage() for r in caplog.records)
 
 
@@ -676,7 +720,7 @@ async def test_a_task_appearing_late_in_the_list_is_still_found(
     assert vidu.count("POST /ent/v2/reference2video") == 1
     assert vidu.count("GET /ent/v2/tasks") == 2
     assert list(vidu.tasks) == [task.task_id]
-    assert time.waits == [2.0]
+    assert time.waits == [34.0]
 
 
 async def test_a_failed_lookup_raises_ambiguous_and_never_resends(
@@ -768,12 +812,16 @@ async def test_the_key_appears_in_no_log_record_repr_or_error(
     errors: list[BaseException] = []
     vidu.create_faults = ["hang-after", "500-after"]
     vidu.list_faults = [500] * 10
-    vidu.query_faults = ["redirect"]
+
+    async def redirected() -> Any:
+        vidu.query_faults = ["redirect"]
+        return await client.get_credits()
+
     async with await ambiguous_client(server, policy, sock_read=0.2) as client:
         for call in (
             lambda: client.create_reference2video(request()),
             lambda: client.create_reference2video(request()),
-            client.get_credits,
+            redirected,
             lambda: client.for_account(Account("wrong", str(server.make_url("/")))).get_task("1"),
         ):
             try:

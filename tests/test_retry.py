@@ -71,6 +71,7 @@ UNREADABLE = ResponseFormatError("not JSON", field="(body)")
         (status(InvalidRequestError, 400, "FieldInvalid"), RAISE, RAISE, RAISE),
         (status(InsufficientCreditsError, 400, "CreditInsufficient"), RAISE, RAISE, RAISE),
         (status(NotFoundError, 404, "TaskNotFound"), RAISE, RAISE, RAISE),
+        (status(InvalidRequestError, 409, "Conflict"), RAISE, LOOKUP, RAISE),
         (status(APIStatusError, 302, "Redirect"), RAISE, RAISE, RAISE),
         (AmbiguousCreateError("x", correlation_key="k", cause=None), RAISE, RAISE, RAISE),
         (ValueError("a bug"), RAISE, RAISE, RAISE),

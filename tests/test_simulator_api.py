@@ -7,9 +7,11 @@ and error shape.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from vidu_async.testing import (
     Account,
     FakeVidu,
     ManualClock,
+    Quirks,
     Timeline,
     task_cost,
 )
@@ -546,3 +549,73 @@ async def test_stats_are_served_as_json(api: Api, sim: FakeVidu) -> None:
     assert stats["duplicate_payloads"] == {"x": 2}
     assert stats["requests"] == {"create": {"200": 2}, "query": {"404": 1}}
     assert stats["max_in_flight"] >= 1 and stats["in_flight"] == 0
+
+
+# --- the readings of the docs' uncertain points (Quirks) ----------------------------------------
+
+
+async def test_every_answer_carries_a_date_on_the_skewed_clock(
+    http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    async with FakeVidu("key-a", clock=clock, quirks=Quirks(clock_skew=-600.0)) as sim:
+        api = Api(http, sim)
+        created = await api.create()
+        async with http.get(sim.url + "/ent/v2/credits", headers=api.headers) as ok:
+            ok_date = parsedate_to_datetime(ok.headers["Date"])
+        async with http.get(sim.url + "/ent/v2/tasks/1/creations", headers=api.headers) as miss:
+            assert miss.status == 404
+            miss_date = parsedate_to_datetime(miss.headers["Date"])
+        now = dt.datetime.now(dt.UTC)
+        for date in (ok_date, miss_date):
+            assert abs((date - now).total_seconds() + 600) < 5
+        created_at = dt.datetime.fromisoformat(created["created_at"])
+        assert abs((created_at - ok_date).total_seconds()) < 2
+        # the default window (7 days back from the skewed now) and explicit bounds both use it
+        _, page = await api.list()
+        assert [t["id"] for t in page["tasks"]] == [created["task_id"]]
+        since = (now - dt.timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
+        _, page = await api.list({"created_at.from": since})
+        assert page["tasks"] == []
+
+
+async def test_a_lagging_list_hides_new_tasks_that_a_query_shows(
+    http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    async with FakeVidu("key-a", clock=clock, quirks=Quirks(list_lag=10.0)) as sim:
+        api = Api(http, sim)
+        created = await api.create()
+        assert (await api.query(created["task_id"]))["id"] == created["task_id"]
+        clock.advance(9.9)
+        assert (await api.list())[1]["tasks"] == []
+        clock.advance(0.1)
+        assert [t["id"] for t in (await api.list())[1]["tasks"]] == [created["task_id"]]
+
+
+async def test_a_list_without_payload_omits_only_that_field(
+    http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    async with FakeVidu("key-a", clock=clock, quirks=Quirks(list_without_payload=True)) as sim:
+        api = Api(http, sim)
+        created = await api.create(payload="mine")
+        (item,) = (await api.list())[1]["tasks"]
+        assert "payload" not in item
+        assert (item["model"], item["prompt"]) == ("viduq2", "a cat")
+        assert (await api.query(created["task_id"]))["payload"] == "mine"
+
+
+async def test_paper_paging_reads_only_the_paper_spelling(
+    http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    async with FakeVidu("key-a", clock=clock, quirks=Quirks(paper_paging=True)) as sim:
+        api = Api(http, sim)
+        created = [(await api.create(payload=str(i)))["task_id"] for i in range(23)]
+        _, page = await api.list({"pager.pagesz": "100"})
+        assert len(page["tasks"]) == 10  # pager.pagesz ignored: the default 10
+        _status, page = await api.list({"pager.pagesz": "100", "paper.pagesz": "20"})
+        assert len(page["tasks"]) == 20
+        _, rest = await api.list(
+            {"paper.pagesz": "20", "pager.page_token": page["next_page_token"]}
+        )
+        assert [t["id"] for t in page["tasks"] + rest["tasks"]] == created[::-1]
+        _, third = await api.list({"paper.pagesz": "10", "paper.page": "2"})
+        assert [t["id"] for t in third["tasks"]] == created[2::-1]

@@ -43,8 +43,18 @@ from vidu_async.media import MediaInfo, MediaKind, MediaSource, encode_media, in
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.receiver import CallbackEvent, CallbackReceiver, ReceiverOptions
+from vidu_async.reconcile import (
+    Absent,
+    Found,
+    Reconciler,
+    ScanLimitError,
+    ScanLimits,
+    TaskIndex,
+    Unknown,
+)
 from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
 from vidu_async.retry import RetryPolicy
+from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
     CORRELATION_PREFIX,
@@ -69,6 +79,7 @@ __all__ = [
     "APIError",
     "APIStatusError",
     "APITimeoutError",
+    "Absent",
     "Account",
     "AmbiguousCreateError",
     "AuthenticationError",
@@ -85,6 +96,7 @@ __all__ = [
     "DownloadError",
     "ErrorInfo",
     "FieldProblem",
+    "Found",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Job",
@@ -104,17 +116,23 @@ __all__ = [
     "ProgressState",
     "RateLimitError",
     "ReceiverOptions",
+    "Reconciler",
     "ReferenceToVideoRequest",
     "ResponseFormatError",
     "RetryLaterError",
     "RetryPolicy",
+    "ScanLimitError",
+    "ScanLimits",
+    "ServerClock",
     "ServerError",
     "SessionPool",
     "Task",
+    "TaskIndex",
     "TaskPage",
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
+    "Unknown",
     "ValidationError",
     "ValidationResult",
     "ViduClient",

@@ -19,7 +19,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -351,8 +351,12 @@ async def send(
     *,
     params: Sequence[tuple[str, str]] = (),
     body: bytes | None = None,
+    on_date: Callable[[str], None] | None = None,
 ) -> Any:
     """One request to the API: the decoded JSON answer, or an exception from ``errors``.
+
+    ``on_date`` is given the ``Date`` header of every answer, success or error, as soon as it
+    arrives (the server clock learns from it).
 
     A 2xx answer is returned parsed; 3xx raises ``APIStatusError`` (not followed); any other
     status raises the ``status_error_class`` for it. Network failures raise
@@ -376,6 +380,9 @@ async def send(
             headers=headers,
             allow_redirects=False,
         ) as response:
+            date = response.headers.get("Date")
+            if on_date is not None and date:
+                on_date(date)
             content = await read_bounded(response, call)
     except (aiohttp.ClientError, TimeoutError) as exc:
         failure = _connection_error(exc, call, secrets)

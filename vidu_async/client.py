@@ -2,21 +2,20 @@
 
 A create carries a correlation key in its ``payload`` (see ``tasks``: the user's own payload
 travels after it and comes back unchanged). When a create's answer is lost (read timeout, reset
-after sending, 5xx, an unreadable answer) the client does not resend blindly: it lists the
-account's tasks created around the attempt and matches the key.
+after sending, 5xx, 409 ``Conflict``, an unreadable answer) the client does not resend blindly:
+the account's ``Reconciler`` (``reconcile``) looks the key up in the task list, on the server's
+clock (``server_clock``), sharing scans between every create waiting at the same time.
 
 - Found: that task is returned as if the create had answered. It is built from the list item,
   which carries fewer fields than a create answer (``type``, ``style``, ``seed`` and the like
   keep their empty defaults; the list item's other fields are in ``raw``).
-- Absent: the list can lag a just-created task, so absence counts as proven only after
-  ``RetryPolicy.absence_checks`` lookups (``absence_check_interval`` apart) all miss; then the
-  create is resent with the same key, within the same attempts and time budget. (Absence is as
-  certain as the list: a server that commits the lost request only after those checks would
-  still make a second task; the checks' spacing is the guard.)
-- The lookup failed too: ``AmbiguousCreateError`` carrying the key; nothing is resent.
+- Absent (proven only after ``RetryPolicy.visibility_lag``): the create is resent with the same
+  key, within the same attempts and time budget.
+- Unknown, or the lookup failed too: ``AmbiguousCreateError`` carrying the key; nothing is
+  resent.
 
-The lookup window runs from ``LOOKUP_SLACK`` before the first attempt to ``LOOKUP_SLACK`` after
-now, which absorbs clock skew between this machine and the server.
+A create cancelled or left ambiguous is remembered by key: calling ``create_reference2video``
+again with the same ``correlation_key``, or ``find_task_by_correlation_key``, looks it up first.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import urllib.parse
 from collections.abc import AsyncGenerator, Iterable, Sequence
@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Self, overload
 
 import aiohttp
+import attrs
 
 from vidu_async._http import Account, SessionPool, call_name, send
 from vidu_async.capabilities import PAYLOAD_MAX_CHARS
@@ -49,8 +50,10 @@ from vidu_async.errors import (
     ViduError,
 )
 from vidu_async.media import is_url
+from vidu_async.reconcile import WINDOW_SLACK, Found, Reconciler, ScanLimits, Unknown
 from vidu_async.requests import ReferenceToVideoRequest, dumps_body
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retrying
+from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
     Creation,
@@ -67,8 +70,8 @@ __all__ = ["LOOKUP_SLACK", "MAX_PAGE_SIZE", "ViduClient"]
 
 logger = logging.getLogger("vidu_async.client")
 
-LOOKUP_SLACK = dt.timedelta(minutes=5)
-"""How far the correlation lookup window reaches beyond the create's own time, both ways."""
+LOOKUP_SLACK = WINDOW_SLACK
+"""How far before a create's first attempt its lookup window starts (``reconcile.WINDOW_SLACK``)."""
 MAX_PAGE_SIZE = 100
 """The API's largest list page, and the most ``task_ids`` one list call may filter on."""
 
@@ -102,6 +105,22 @@ def _only_urls(request: ReferenceToVideoRequest) -> bool:
     return all(is_url(m) for m in media)
 
 
+def _page_size(size: int) -> list[tuple[str, str]]:
+    """The page size in both spellings the docs use (API.md section 7): one of them is read."""
+    return [("pager.pagesz", str(size)), ("paper.pagesz", str(size))]
+
+
+@attrs.frozen
+class _Sent:
+    """A create whose outcome is unknown: when it was first sent and last settled (local clock
+    readings of ``ServerClock.local_now``), and what candidates look like."""
+
+    first_sent: dt.datetime | None
+    settled: dt.datetime
+    model: str | None = None
+    prompt: str | None = None
+
+
 def _task_from_result(result: TaskResult) -> Task:
     """A ``Task`` from a list item: what the item carries, empty defaults for the rest."""
     fields = {key: value for key, value in result.raw.items() if key != "id"}
@@ -114,7 +133,8 @@ class ViduClient:
     ``api_key``, ``base_url`` and ``auth_scheme`` fall back to ``VIDU_API_KEY``,
     ``VIDU_BASE_URL`` (then ``https://api.vidu.com``) and ``VIDU_AUTH_SCHEME`` (then ``Token``).
     ``timeout``, ``limit`` and ``limit_per_host`` configure the sessions (see
-    ``aiohttp.ClientTimeout`` and ``aiohttp.TCPConnector``); ``retry`` how hard calls try.
+    ``aiohttp.ClientTimeout`` and ``aiohttp.TCPConnector``); ``retry`` how hard calls try;
+    ``scan_limits`` bounds the task-list scans that reconcile lost creates.
     Clients for other accounts share this one's sessions through ``for_account``; the client
     that created the pool closes every session on exit.
     """
@@ -130,9 +150,20 @@ class ViduClient:
         limit_per_host: int | None = None,
         retry: RetryPolicy | None = None,
         pool: SessionPool | None = None,
+        scan_limits: ScanLimits | None = None,
     ) -> None:
         self._account = Account.from_env(api_key, base_url=base_url, auth_scheme=auth_scheme)
         self._retry = retry or RetryPolicy()
+        self._server_clock = ServerClock(self._retry.clock)
+        self._reconciler = Reconciler(
+            pages=self._scan_pages,
+            get_task=self.get_task,
+            clock=self._server_clock,
+            policy=self._retry,
+            limits=scan_limits,
+        )
+        self._unsettled: dict[str, _Sent] = {}
+        self._learning_clock = asyncio.Lock()
         self._owns_pool = pool is None
         if pool is None:
             pool = SessionPool(
@@ -158,6 +189,23 @@ class ViduClient:
     def retry(self) -> RetryPolicy:
         return self._retry
 
+    @property
+    def server_clock(self) -> ServerClock:
+        """The account's clock, learned from the ``Date`` header of every answer."""
+        return self._server_clock
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The account's reconciler: correlation-key lookups and shared task-list scans."""
+        return self._reconciler
+
+    @property
+    def create_horizon(self) -> float:
+        """The longest (seconds) one create call can keep sending: the retry budget plus the
+        pool's total request timeout (infinite without one)."""
+        total = self._pool.timeout.total
+        return self._retry.budget + (math.inf if total is None else total)
+
     def for_account(self, account: Account) -> ViduClient:
         """A client for another account, sharing this client's sessions and retry policy.
 
@@ -169,6 +217,7 @@ class ViduClient:
             auth_scheme=account.auth_scheme,
             retry=self._retry,
             pool=self._pool,
+            scan_limits=self._reconciler.limits,
         )
 
     async def __aenter__(self) -> Self:
@@ -198,7 +247,14 @@ class ViduClient:
     ) -> Any:
         retrier = retrying(self._retry, kind, call_name(method, path))
         return await retrier(
-            send, self._pool, self._account, method, path, params=params, body=body
+            send,
+            self._pool,
+            self._account,
+            method,
+            path,
+            params=params,
+            body=body,
+            on_date=self._server_clock.observe,
         )
 
     # --- endpoints ---------------------------------------------------------------------------
@@ -246,18 +302,30 @@ class ViduClient:
         """
         key = correlation_key or new_correlation_key()
         body = await self.prepare_create_body(request, correlation_key=key)
+        earlier = self._unsettled.get(key)
+        if earlier is not None:  # cancelled or ambiguous before: look before sending again
+            found = await self._lookup(key, earlier, cause=None)
+            if found is not None:
+                del self._unsettled[key]
+                return _task_from_result(found)
         path = "/reference2video"
-        first_sent = dt.datetime.now(dt.UTC)
+        clock = self._server_clock
+        first_sent = clock.local_now()
+
+        def sent() -> _Sent:
+            return _Sent(first_sent, clock.local_now(), request.model, request.prompt)
 
         async def attempt() -> Task:
             try:
-                return Task.from_dict(
-                    await send(self._pool, self._account, "POST", path, body=body)
+                answer = await send(
+                    self._pool, self._account, "POST", path, body=body, on_date=clock.observe
                 )
+                return Task.from_dict(answer)
             except APIError as error:
                 if decide(error, CallKind.CREATE) is not Verdict.LOOKUP:
                     raise
-                found = await self._find_lost_create(key, first_sent, error)
+                logger.info("create answer lost (%s); looking up correlation key %s", error, key)
+                found = await self._lookup(key, sent(), cause=error)
                 if found is None:
                     raise  # proven absent: the retrier may resend it
                 return _task_from_result(found)
@@ -268,38 +336,62 @@ class ViduClient:
             call_name("POST", path),
             retry_rate_limits=retry_rate_limits,
         )
-        return await retrier(attempt)
+        try:
+            task: Task = await retrier(attempt)
+        except AmbiguousCreateError:
+            self._unsettled[key] = sent()
+            raise
+        except ViduError:
+            self._unsettled.pop(key, None)  # refused, or proven absent
+            raise
+        except BaseException:  # cancelled: the request may still be on its way
+            self._unsettled[key] = sent()
+            raise
+        self._unsettled.pop(key, None)
+        return task
 
-    async def _find_lost_create(
-        self, key: str, first_sent: dt.datetime, error: APIError
-    ) -> TaskResult | None:
-        """The task a create with an unknown outcome made, None if proven absent, or raise
-        ``AmbiguousCreateError`` when the lookup fails."""
-        logger.info("create answer lost (%s); looking up correlation key %s", error, key)
-        for check in range(self._retry.absence_checks):
-            if check:
-                await self._retry.sleep(self._retry.absence_check_interval)
-            try:
-                found = await self.find_task_by_correlation_key(
+    async def _lookup(self, key: str, sent: _Sent, *, cause: APIError | None) -> TaskResult | None:
+        """The task carrying ``key``, None if proven absent; ``AmbiguousCreateError`` when the
+        list cannot tell or the lookup fails."""
+        clock = self._server_clock
+        what = f"the answer was lost ({cause})" if cause else "its outcome is unknown"
+        try:
+            async with self._learning_clock:
+                if not clock.learned:
+                    await self.get_credits()  # any answer teaches the server's clock
+            verdict = await self._reconciler.lookup(
+                key,
+                model=sent.model,
+                prompt=sent.prompt,
+                sent_at=None if sent.first_sent is None else clock.to_server(sent.first_sent),
+                settled_at=clock.to_server(sent.settled),
+            )
+        except ViduError as lookup_error:
+            raise AmbiguousCreateError(
+                f"POST /ent/v2/reference2video: {what} and the lookup failed too "
+                f"({lookup_error}); the task may exist and be billed. Reconcile with "
+                f"find_task_by_correlation_key({key!r}) before sending it again",
+                correlation_key=key,
+                cause=cause,
+            ) from lookup_error
+        if isinstance(verdict, Unknown):
+            raise AmbiguousCreateError(
+                f"POST /ent/v2/reference2video: {what} and {verdict.reason}; the task may "
+                f"exist and be billed: do not send correlation key {key!r} again blindly",
+                correlation_key=key,
+                cause=cause,
+            )
+        if isinstance(verdict, Found):
+            if verdict.others:
+                logger.warning(
+                    "correlation key %s is carried by %d tasks: %s",
                     key,
-                    created_after=first_sent - LOOKUP_SLACK,
-                    created_before=dt.datetime.now(dt.UTC) + LOOKUP_SLACK,
+                    1 + len(verdict.others),
+                    ", ".join(t.id for t in (verdict.task, *verdict.others)),
                 )
-            except ViduError as lookup_error:
-                raise AmbiguousCreateError(
-                    f"POST /ent/v2/reference2video: the answer was lost ({error}) and the "
-                    f"lookup failed too ({lookup_error}); the task may exist and be billed. "
-                    f"Reconcile with find_task_by_correlation_key({key!r}) before sending "
-                    "it again",
-                    correlation_key=key,
-                    cause=error,
-                ) from lookup_error
-            if found is not None:
-                logger.info("found task %s by correlation key %s", found.id, key)
-                return found
-        logger.info(
-            "no task has correlation key %s after %d lookups", key, self._retry.absence_checks
-        )
+            logger.info("found task %s by correlation key %s", verdict.task.id, key)
+            return verdict.task
+        logger.info("no task has correlation key %s: proven absent", key)
         return None
 
     async def get_task(self, task_id: str) -> TaskResult:
@@ -350,10 +442,21 @@ class ViduClient:
             params.append(("created_at.to", _rfc3339(created_before, "created_before")))
         params += [("states", str(state)) for state in states]
         params += [("task_ids", task_id) for task_id in ids]
-        params.append(("pager.pagesz", str(page_size)))
-        return self._pages(params)
+        return self._items([*params, *_page_size(page_size)])
 
-    async def _pages(self, params: list[tuple[str, str]]) -> AsyncGenerator[TaskResult, None]:
+    async def _items(self, params: list[tuple[str, str]]) -> AsyncGenerator[TaskResult, None]:
+        async with contextlib.aclosing(self._pages(params)) as pages:
+            async for page in pages:
+                for task in page.tasks:
+                    yield task
+
+    def _scan_pages(self, since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        """The reconciler's view of the list: every task since ``since``, the largest pages."""
+        params = [] if since is None else [("created_at.from", _rfc3339(since, "since"))]
+        return self._pages([*params, *_page_size(MAX_PAGE_SIZE)])
+
+    async def _pages(self, params: list[tuple[str, str]]) -> AsyncGenerator[TaskPage, None]:
+        """Page after page, following ``next_page_token`` (whatever page size comes back)."""
         token = ""
         seen: set[str] = set()
         while True:
@@ -361,8 +464,7 @@ class ViduClient:
             page = TaskPage.from_dict(
                 await self._call("GET", "/tasks", CallKind.QUERY, params=query)
             )
-            for task in page.tasks:
-                yield task
+            yield page
             token = page.next_page_token
             if not token or not page.tasks:
                 return
@@ -373,16 +475,28 @@ class ViduClient:
             seen.add(token)
 
     async def find_task_by_correlation_key(
-        self, key: str, *, created_after: dt.datetime, created_before: dt.datetime
+        self,
+        key: str,
+        *,
+        created_after: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
+        settled_at: dt.datetime | None = None,
     ) -> TaskResult | None:
-        """The task created between the two times whose payload carries ``key``, or None."""
-        async with contextlib.aclosing(
-            self.list_tasks(created_after=created_after, created_before=created_before)
-        ) as tasks:
-            async for task in tasks:
-                if task.correlation_key == key:
-                    return task
-        return None
+        """The task whose payload carries ``key``; None when proven absent (sending it again with
+        the same key is then safe); ``AmbiguousCreateError`` when the list cannot tell.
+
+        A create of this client that was cancelled or ambiguous is looked up with what the
+        client remembers of it. Otherwise, on this machine's clock, ``created_after`` is when the
+        create was first sent (None: the list's 7-day window) and ``settled_at`` the latest it
+        could still have been sending (default: now; see ``create_horizon``); absence is proven
+        only ``RetryPolicy.visibility_lag`` after that. ``created_before`` is ignored (the
+        window ends at the server's own now); it remains for existing callers.
+        """
+        del created_before
+        clock = self._server_clock
+        local_settled = clock.local_now() if settled_at is None else settled_at
+        sent = self._unsettled.get(key) or _Sent(created_after, local_settled)
+        return await self._lookup(key, sent, cause=None)
 
     async def wait_for_task(
         self,

@@ -9,8 +9,9 @@ The rules, by kind of call:
 - a query (GET) is retried on connection errors, timeouts, 429, 5xx and ``OperationInProcess``;
 - a create is *resent* only when the server cannot have created a task: 429,
   ``OperationInProcess``, or a failure before the request left this machine. Any other lost answer
-  (read timeout, reset after sending, 5xx, an unreadable answer) is ``Verdict.LOOKUP``: the client
-  must find out whether the task exists before anything else (see ``ViduClient``);
+  (read timeout, reset after sending, 5xx, an unreadable answer, 409 ``Conflict``: "this already
+  exists") is ``Verdict.LOOKUP``: the client must find out whether the task exists before
+  anything else (see ``reconcile``);
 - a cancel is resent only when it cannot have reached the server (a cancel that did reach it and
   is sent again fails with a confusing ``BadRequest``): the caller can query the task instead;
 - 401, 403, 400 (``CreditInsufficient`` included) and 404 are never retried.
@@ -63,6 +64,9 @@ __all__ = [
 
 logger = logging.getLogger("vidu_async.retry")
 
+CONFLICT = 409
+"""``Conflict`` ("resource key conflict"): on a create it may mean the task already exists."""
+
 
 class CallKind(enum.StrEnum):
     """What a call does to the server, which decides what may be repeated."""
@@ -95,7 +99,10 @@ def decide(error: BaseException, kind: CallKind) -> Verdict:
     ambiguous = isinstance(error, ServerError | APIConnectionError)
     if kind is CallKind.QUERY:
         return Verdict.RETRY if ambiguous else Verdict.RAISE
-    if kind is CallKind.CREATE and (ambiguous or isinstance(error, ResponseFormatError)):
+    conflict = isinstance(error, APIStatusError) and error.status == CONFLICT
+    if kind is CallKind.CREATE and (
+        ambiguous or conflict or isinstance(error, ResponseFormatError)
+    ):
         return Verdict.LOOKUP
     return Verdict.RAISE
 
@@ -145,9 +152,9 @@ class RetryPolicy:
 
     ``initial_wait`` and ``max_wait`` bound the exponential backoff (full jitter: a uniformly
     random wait up to ``min(max_wait, initial_wait * 2 ** (attempt - 1))``). ``budget`` is the
-    total time in seconds one call may take, waits included. ``absence_checks`` lookups,
-    ``absence_check_interval`` seconds apart, must all miss before an ambiguous create counts as
-    proven absent (a just-created task may take a moment to appear in the task list).
+    total time in seconds one call may take, waits included. ``visibility_lag`` is the longest
+    a created task may take to appear in the task list (seconds): a lost create counts as proven
+    absent only by a list scan that started that long after it could last have committed.
     ``sleep``, ``clock`` and ``random`` are injectable so tests control time.
     """
 
@@ -156,8 +163,7 @@ class RetryPolicy:
     initial_wait: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_wait: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     retry_after_cap: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
-    absence_checks: int = attrs.field(default=2, validator=attrs.validators.ge(1))
-    absence_check_interval: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+    visibility_lag: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     sleep: Callable[[float], Awaitable[None]] = attrs.field(default=asyncio.sleep, eq=False)
     clock: Callable[[], float] = attrs.field(default=time.monotonic, eq=False)
     random: Callable[[], float] = attrs.field(default=random.random, eq=False)

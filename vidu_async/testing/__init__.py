@@ -12,6 +12,7 @@ from vidu_async.testing.config import (
     Account,
     EndpointFaults,
     Faults,
+    Quirks,
     RateLimit,
     Timeline,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "FakeVidu",
     "Faults",
     "ManualClock",
+    "Quirks",
     "RateLimit",
     "SimStats",
     "SimTask",

@@ -14,6 +14,7 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable
+from email.utils import format_datetime
 from typing import Any
 
 import attrs
@@ -21,7 +22,7 @@ from aiohttp import web
 
 from vidu_async.capabilities import BODY_MAX_BYTES
 from vidu_async.testing.answers import SimError, error_body
-from vidu_async.testing.config import ENDPOINTS
+from vidu_async.testing.config import ENDPOINTS, Quirks
 from vidu_async.testing.faults import FaultInjector
 from vidu_async.testing.media import COVER_JPEG, FILE_NAMES, LinkSigner, frame_size, tiny_mp4
 from vidu_async.testing.render import Links, create_response, result_body
@@ -62,6 +63,7 @@ class SimSettings:
     link_ttl: float
     seed: int
     signer: LinkSigner = attrs.field(factory=LinkSigner)
+    quirks: Quirks = attrs.field(factory=Quirks)
 
     def links(self, base_url: str, now: float) -> Links:
         """Links made at ``now`` (simulator clock) on the simulator at ``base_url``."""
@@ -105,6 +107,8 @@ class _Api:
         status = NO_ANSWER
         try:
             response, status = await self._answer(request, handler, endpoint)
+            if not response.prepared:
+                response.headers["Date"] = self._date()
             return response
         finally:
             self.stats.request_finished(endpoint, status)
@@ -179,6 +183,12 @@ class _Api:
         if self.sim.account(_api_key(request)) is None:
             raise SimError(401, "Unauthorized", "the API key is not valid")
 
+    def _date(self) -> str:
+        """The ``Date`` header: the simulator's (possibly skewed) wall clock."""
+        return format_datetime(
+            dt.datetime.fromtimestamp(self.sim.now_ns() / 1e9, dt.UTC), usegmt=True
+        )
+
     def _error(self, exc: SimError) -> web.Response:
         trace_id = f"{self._traces.getrandbits(128):032x}"
         body = error_body(exc.status, exc.reason, exc.message, trace_id)
@@ -198,6 +208,7 @@ class _Api:
         cut = web.StreamResponse(status=response.status)
         cut.content_type = response.content_type
         cut.content_length = len(body)
+        cut.headers["Date"] = self._date()
         await cut.prepare(request)
         await cut.write(body[: len(body) // 2])
         self._drop(request)
@@ -243,12 +254,11 @@ class _Api:
     async def list_tasks(self, request: web.Request) -> web.Response:
         tasks, last = self.sim.list_tasks(_api_key(request), self._list_query(request))
         links = self._links(request)
-        return web.json_response(
-            {
-                "tasks": [result_body(task, links) for task in tasks],
-                "next_page_token": last or "",
-            }
-        )
+        items = [result_body(task, links) for task in tasks]
+        if self.settings.quirks.list_without_payload:
+            for item in items:
+                del item["payload"]
+        return web.json_response({"tasks": items, "next_page_token": last or ""})
 
     def _list_query(self, request: web.Request) -> ListQuery:
         params = request.query
@@ -267,16 +277,17 @@ class _Api:
             raise SimError(
                 400, "FieldInvalid", f"states: unknown {unknown}; expected some of {STATES}"
             )
-        pagesz = _param_int(params, "pager.pagesz", 10)
+        spelling = "paper" if self.settings.quirks.paper_paging else "pager"
+        pagesz = _param_int(params, f"{spelling}.pagesz", 10)
         if not 1 <= pagesz <= _MAX_PAGE_SIZE:
             raise SimError(
                 400,
                 "PageSizeOutOfRange",
-                f"pager.pagesz must be 1..{_MAX_PAGE_SIZE}, got {pagesz}",
+                f"{spelling}.pagesz must be 1..{_MAX_PAGE_SIZE}, got {pagesz}",
             )
-        page = _param_int(params, "pager.page", 0)
+        page = _param_int(params, f"{spelling}.page", 0)
         if page < 0:
-            raise SimError(400, "FieldInvalid", f"pager.page must be 0 or more, got {page}")
+            raise SimError(400, "FieldInvalid", f"{spelling}.page must be 0 or more, got {page}")
         token = params.get("pager.page_token", "")
         try:
             after = parse_page_token(token) if token else None

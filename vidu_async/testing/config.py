@@ -13,6 +13,7 @@ __all__ = [
     "Account",
     "EndpointFaults",
     "Faults",
+    "Quirks",
     "RateLimit",
     "Timeline",
 ]
@@ -102,6 +103,27 @@ class EndpointFaults:
         """The probability of the fault named ``kind`` (one of ``FAULT_KINDS``)."""
         value: float = getattr(self, kind)
         return value
+
+
+@attrs.frozen
+class Quirks:
+    """Which reading of the docs' uncertain points (API.md section 7) the simulator plays; each
+    switch is off by default (the documented, most convenient reading).
+
+    - ``list_lag``: seconds (simulator clock) a new task stays out of ``GET /tasks``; it is
+      visible to ``GET /tasks/{id}/creations`` at once;
+    - ``clock_skew``: seconds added to the server's clock: the ``Date`` header and every
+      ``created_at`` it reports or filters by;
+    - ``list_without_payload``: list items carry no ``payload`` key;
+    - ``paper_paging``: the list reads its page size and page from ``paper.pagesz`` /
+      ``paper.page`` (default page size 10) and ignores ``pager.pagesz`` / ``pager.page``; the
+      token stays ``pager.page_token``.
+    """
+
+    list_lag: float = attrs.field(default=0.0, validator=_non_negative)
+    clock_skew: float = 0.0
+    list_without_payload: bool = False
+    paper_paging: bool = False
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from vidu_async.testing.app import SimSettings, build_app
 from vidu_async.testing.callbacks import CallbackSender, Delivery
-from vidu_async.testing.config import Account, Faults, Timeline
+from vidu_async.testing.config import Account, Faults, Quirks, Timeline
 from vidu_async.testing.faults import FaultInjector
 from vidu_async.testing.render import result_body
 from vidu_async.testing.state import (
@@ -49,7 +49,8 @@ class FakeVidu:
     ``clock`` (monotonic seconds, default the event loop's) drives the task timeline, link expiry
     and the rate limit; pass a ``ManualClock`` to step time by hand. ``seed`` makes faults, task
     outcomes and ids repeat from run to run. ``poll_interval`` is how often (in real seconds) the
-    background scheduler advances tasks; every request also advances them first.
+    background scheduler advances tasks; every request also advances them first. ``quirks``
+    picks the reading of the docs' uncertain points to play (list lag, clock skew, ...).
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class FakeVidu:
         port: int = 0,
         callback_retry_delay: float = 1.0,
         poll_interval: float = 0.02,
+        quirks: Quirks | None = None,
     ) -> None:
         if accounts is None:
             accounts = {api_key: Account(credits=credits, concurrency_limit=concurrency_limit)}
@@ -80,7 +82,10 @@ class FakeVidu:
         self._faults = faults or Faults()
         self._timeline = timeline or Timeline()
         self._seed = seed
-        self._settings = SimSettings(auth_scheme=auth_scheme, link_ttl=link_ttl, seed=seed)
+        self._quirks = quirks or Quirks()
+        self._settings = SimSettings(
+            auth_scheme=auth_scheme, link_ttl=link_ttl, seed=seed, quirks=self._quirks
+        )
         self._clock = clock
         self._host = host
         self._port = port
@@ -102,6 +107,8 @@ class FakeVidu:
             seed=self._seed,
             stats=self.stats,
             on_change=self._state_changed,
+            clock_skew=self._quirks.clock_skew,
+            list_lag=self._quirks.list_lag,
         )
         faults = FaultInjector(self._faults, seed=self._seed, clock=clock)
         self._runner = web.AppRunner(

@@ -169,6 +169,8 @@ class Simulation:
         seed: int,
         stats: SimStats,
         on_change: Callable[[SimTask], None] = lambda task: None,
+        clock_skew: float = 0.0,
+        list_lag: float = 0.0,
     ) -> None:
         self.timeline = timeline
         self.stats = stats
@@ -180,7 +182,8 @@ class Simulation:
         self._ids = random.Random(f"{seed}:ids")
         self._next_id = self._ids.randrange(9 * 10**17, 91 * 10**16)
         self._clock_origin = clock()
-        self._wall_origin_ns = time.time_ns()
+        self._wall_origin_ns = time.time_ns() + round(clock_skew * 1e9)
+        self._list_lag = list_lag
         self._cursor = -math.inf
 
     # --- reading -----------------------------------------------------------------------------
@@ -193,7 +196,8 @@ class Simulation:
         return self._clock()
 
     def now_ns(self) -> int:
-        """Wall-clock time, nanoseconds since the epoch, moving with the simulator's clock."""
+        """Wall-clock time (skewed by ``clock_skew``), nanoseconds since the epoch, moving with
+        the simulator's clock."""
         return self._wall_origin_ns + round((self._clock() - self._clock_origin) * 1e9)
 
     def account(self, api_key: str) -> AccountState | None:
@@ -217,13 +221,15 @@ class Simulation:
 
     def list_tasks(self, api_key: str, query: ListQuery) -> tuple[list[SimTask], str | None]:
         """One page of this account's tasks, newest first, and the key of the page's last task
-        when more follow (for ``next_page_token``)."""
+        when more follow (for ``next_page_token``). Tasks younger than ``list_lag`` are left out."""
         key = _list_order
+        listed_by = self.now() - self._list_lag
         matches = sorted(
             (
                 task
                 for task in self._account(api_key).tasks.values()
                 if query.since_ns <= task.created_ns <= query.until_ns
+                and task.created_at <= listed_by
                 and (not query.task_ids or task.task_id in query.task_ids)
                 and (not query.states or task.state in query.states)
             ),

@@ -1,0 +1,240 @@
+"""The reconciler: pure decisions by table, then lost creates against the simulator's readings.
+
+Time is virtual: the simulator and the client share a ``ManualClock``, so a 30 s visibility lag
+costs nothing and every wait is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from vidu_async import ViduClient
+from vidu_async.errors import AmbiguousCreateError
+from vidu_async.reconcile import (
+    Absent,
+    Found,
+    Rescan,
+    TaskIndex,
+    Unknown,
+    judge,
+    proof_time,
+)
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy
+from vidu_async.server_clock import ServerClock, offset_from_date
+from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks
+
+T0 = dt.datetime(2026, 1, 20, 6, 0, 0, tzinfo=dt.UTC)
+IMAGE = "https://example.com/cat.png"
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+def item(task_id: str, key: str | None = None, **fields: Any) -> TaskResult:
+    data: dict[str, Any] = {"id": task_id, "model": "viduq2", "prompt": "p", **fields}
+    if key is not None:
+        data["payload"] = wrap_payload(key, "")
+    return TaskResult.from_dict(data)
+
+
+# --- pure decisions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("date", "received", "expected"),
+    [
+        ("Tue, 20 Jan 2026 06:00:00 GMT", at(0), 0.5),
+        ("Tue, 20 Jan 2026 06:10:00 GMT", at(0.25), 599.75 + 0.5),
+        ("Tue, 20 Jan 2026 05:50:00 GMT", at(0), -599.5),
+        ("Tue, 20 Jan 2026 06:00:00 -0000", at(1), -0.5),
+        ("yesterday", at(0), None),
+        ("", at(0), None),
+    ],
+)
+def test_offset_from_date(date: str, received: dt.datetime, expected: float | None) -> None:
+    assert offset_from_date(date, received) == expected
+
+
+def test_server_clock_runs_on_the_policy_clock_and_learns_from_dates() -> None:
+    time = ManualClock()
+    clock = ServerClock(time)
+    start = clock.now()
+    assert not clock.learned and clock.offset == 0.0
+    time.advance(30)
+    assert clock.now() - start == dt.timedelta(seconds=30)
+    ahead = clock.local_now() + dt.timedelta(minutes=10)
+    clock.observe(ahead.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    assert clock.learned and 599 < clock.offset <= 600.5
+    clock.observe("not a date")  # ignored
+    assert 599 < clock.offset <= 600.5
+
+
+def test_proof_time_adds_the_lag_and_twice_the_uncertainty() -> None:
+    assert proof_time(at(0), 30.0, 2.0) == at(34)
+
+
+KEY, OTHER = "ab" * 16, "cd" * 16
+
+
+@pytest.mark.parametrize(
+    ("hits", "visible", "started", "expected"),
+    [
+        ((item("1", KEY),), True, 0, Found(item("1", KEY))),
+        ((item("1", KEY), item("2", KEY)), True, 0, Found(item("1", KEY), (item("2", KEY),))),
+        ((item("1", KEY),), False, 99, Found(item("1", KEY))),
+        ((), True, 33.9, Rescan(at(34))),
+        ((), False, 10, Rescan(at(34))),
+        ((), True, 34, Absent()),
+        ((), False, 34, Unknown),
+    ],
+)
+def test_judge(
+    hits: tuple[TaskResult, ...], visible: bool, started: float, expected: object
+) -> None:
+    verdict = judge(hits, payload_visible=visible, scan_started=at(started), proof_at=at(34))
+    if expected is Unknown:
+        assert isinstance(verdict, Unknown) and "payload" in verdict.reason
+    else:
+        assert verdict == expected
+
+
+@pytest.mark.parametrize(
+    ("tasks", "visible", "candidates"),
+    [
+        ((), True, ()),
+        ((item("1", KEY), item("2", OTHER)), True, ()),
+        ((item("1"), item("2", prompt="q"), item("3", model="viduq1")), False, ("1",)),
+        ((item("1", KEY), item("2")), False, ("2",)),
+    ],
+)
+def test_task_index(
+    tasks: tuple[TaskResult, ...], visible: bool, candidates: tuple[str, ...]
+) -> None:
+    index = TaskIndex.of(tasks, at(0))
+    assert index.payload_visible is visible
+    assert index.candidates("viduq2", "p") == candidates
+    assert {k: [t.id for t in v] for k, v in index.by_key.items()} == {
+        t.correlation_key: [t.id] for t in tasks if t.correlation_key
+    }
+
+
+# --- lost creates against the simulator ------------------------------------------------------
+
+DROPPED = Faults(create=EndpointFaults(commit_then_drop=1.0))
+"""Every create is committed and billed, then its connection dropped without an answer."""
+MIXED = Faults(create=EndpointFaults(commit_then_drop=0.4, server_error=0.3))
+"""Lost answers whose task exists, and 500s whose task does not."""
+
+
+def request(prompt: str = "a cat surfing") -> ReferenceToVideoRequest:
+    return ReferenceToVideoRequest("viduq2", prompt, images=(IMAGE,))
+
+
+@pytest.fixture
+def time() -> ManualClock:
+    return ManualClock()
+
+
+async def world(
+    time: ManualClock, faults: Faults, quirks: Quirks
+) -> AsyncIterator[tuple[FakeVidu, ViduClient]]:
+    policy = RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0, max_attempts=10)
+    async with (
+        FakeVidu(clock=time, faults=faults, quirks=quirks, seed=3) as sim,
+        ViduClient(sim.api_key, base_url=sim.url, retry=policy) as client,
+    ):
+        yield sim, client
+
+
+async def create_all(client: ViduClient, n: int) -> list[Task | AmbiguousCreateError]:
+    async def one(i: int) -> Task | AmbiguousCreateError:
+        try:
+            return await client.create_reference2video(request(f"prompt {i % 3}"))
+        except AmbiguousCreateError as error:
+            return error
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def assert_no_second_task(sim: FakeVidu, outcomes: list[Task | AmbiguousCreateError]) -> None:
+    assert sim.stats.duplicate_payloads() == {}
+    by_key = {t.payload: t for t in sim.tasks.values()}
+    for outcome in outcomes:
+        if isinstance(outcome, Task):
+            assert sim.tasks[outcome.task_id].payload == wrap_payload(
+                outcome.correlation_key or "", ""
+            )
+    returned = {o.task_id for o in outcomes if isinstance(o, Task)}
+    assert returned <= {t.task_id for t in by_key.values()}
+
+
+READINGS = {
+    "list lags 10 s": Quirks(list_lag=10.0),
+    "server clock +10 min": Quirks(clock_skew=600.0),
+    "server clock -10 min": Quirks(clock_skew=-600.0),
+    "list without payload": Quirks(list_without_payload=True),
+    "paper paging": Quirks(paper_paging=True),
+    "all at once": Quirks(
+        list_lag=10.0, clock_skew=-600.0, list_without_payload=True, paper_paging=True
+    ),
+}
+
+
+@pytest.mark.parametrize("quirks", READINGS.values(), ids=READINGS.keys())
+@pytest.mark.parametrize("faults", [DROPPED, MIXED], ids=["dropped", "mixed"])
+async def test_lost_creates_never_make_a_second_task(
+    time: ManualClock, faults: Faults, quirks: Quirks
+) -> None:
+    async for sim, client in world(time, faults, quirks):
+        outcomes = await create_all(client, 12)
+        assert_no_second_task(sim, outcomes)
+        if faults is DROPPED:  # every task exists: each is found, under every reading
+            assert all(isinstance(o, Task) for o in outcomes)
+            assert sim.stats.tasks_created == 12
+        if not quirks.list_without_payload:  # absence is provable: nothing stays ambiguous
+            assert all(isinstance(o, Task) for o in outcomes)
+
+
+async def test_concurrent_lost_creates_share_scans(time: ManualClock) -> None:
+    async for sim, client in world(time, DROPPED, Quirks(list_lag=10.0)):
+        outcomes = await create_all(client, 30)
+        assert all(isinstance(o, Task) for o in outcomes)
+        assert client.reconciler.scans <= 6  # far fewer than one (or two) per create
+        assert sim.stats.requests_to("list_tasks") == client.reconciler.scans  # one page each
+        assert sim.stats.requests_to("credits") == 1  # the server clock learned once
+
+
+async def test_find_for_an_unknown_key_waits_out_the_lag_then_proves_absence(
+    time: ManualClock,
+) -> None:
+    async for _sim, client in world(time, Faults(), Quirks(clock_skew=600.0)):
+        assert await client.find_task_by_correlation_key(new_correlation_key()) is None
+        assert time.waits == [34.0]
+        assert 599 < client.server_clock.offset <= 601
+
+
+async def test_find_without_payload_in_the_list_is_ambiguous_not_absent(
+    time: ManualClock,
+) -> None:
+    async for _sim, client in world(time, Faults(), Quirks(list_without_payload=True)):
+        await client.create_reference2video(request())
+        with pytest.raises(AmbiguousCreateError, match="no payload"):
+            await client.find_task_by_correlation_key(new_correlation_key())
+
+
+async def test_find_with_a_create_settled_long_ago_proves_absence_at_once(
+    time: ManualClock,
+) -> None:
+    async for _sim, client in world(time, Faults(), Quirks()):
+        long_ago = client.server_clock.local_now() - dt.timedelta(minutes=5)
+        missing = new_correlation_key()
+        assert await client.find_task_by_correlation_key(missing, settled_at=long_ago) is None
+        assert time.waits == []

@@ -1,0 +1,324 @@
+"""One reconciler per account: did a create whose answer was lost make a task?
+
+A lost create is looked up by the correlation key in its ``payload`` (see ``tasks``). The rules
+(API.md section 7), each a plain function tested by table:
+
+- windows and times are on the *server's* clock (``ServerClock``), never the local one; the list
+  is asked from ``WINDOW_SLACK`` before the first attempt, with no ``created_at.to``;
+- the list may lag creates: absence is proven only by a scan that started at least
+  ``RetryPolicy.visibility_lag`` (plus twice the clock's uncertainty) after the create could last
+  have committed (``proof_time``); an earlier miss means wait and scan again;
+- the list may omit ``payload``: then a miss proves nothing; items with the same model and
+  prompt are confirmed with ``GET /tasks/{id}/creations``, and failing that the answer is
+  ``Unknown`` (the caller must not resend).
+
+Every key waiting at a moment is served by one scan of the account (from the earliest window
+start); keys arriving during a scan join the next one. Scans are bounded by ``ScanLimits``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+
+import attrs
+
+from vidu_async.errors import ViduError
+from vidu_async.retry import RetryPolicy
+from vidu_async.server_clock import ServerClock
+from vidu_async.tasks import TaskPage, TaskResult
+
+__all__ = [
+    "WINDOW_SLACK",
+    "Absent",
+    "Found",
+    "Reconciler",
+    "Rescan",
+    "ScanLimitError",
+    "ScanLimits",
+    "TaskIndex",
+    "Unknown",
+    "judge",
+    "proof_time",
+]
+
+logger = logging.getLogger("vidu_async.reconcile")
+
+WINDOW_SLACK = dt.timedelta(seconds=60)
+"""How far before the first attempt (server clock) a lookup window starts: absorbs the ``Date``
+header's one-second resolution and transit many times over."""
+
+PageSource = Callable[[dt.datetime | None], AsyncGenerator[TaskPage, None]]
+"""The account's task list from a ``created_at.from`` (None: the list's default window)."""
+
+
+@attrs.frozen
+class Found:
+    """The task carrying the key; ``others``: more tasks with the same key (duplicates)."""
+
+    task: TaskResult
+    others: tuple[TaskResult, ...] = ()
+
+
+@attrs.frozen
+class Absent:
+    """Proven: no task carries the key, and none can still appear. Resending is safe."""
+
+
+@attrs.frozen
+class Unknown:
+    """The list cannot tell (it carries no ``payload``, no candidate matched): do not resend."""
+
+    reason: str
+
+
+@attrs.frozen
+class Rescan:
+    """Not proven yet: scan again once the server's clock reads ``at``."""
+
+    at: dt.datetime
+
+
+def proof_time(settled_at: dt.datetime, visibility_lag: float, uncertainty: float) -> dt.datetime:
+    """The earliest server time a scan may start and prove a create absent that could last have
+    committed at ``settled_at``: both readings may be off by ``uncertainty``, hence twice it."""
+    return settled_at + dt.timedelta(seconds=visibility_lag + 2 * uncertainty)
+
+
+def judge(
+    hits: Sequence[TaskResult],
+    *,
+    payload_visible: bool,
+    scan_started: dt.datetime,
+    proof_at: dt.datetime,
+) -> Found | Absent | Unknown | Rescan:
+    """What one scan says about a key: ``hits`` are the tasks seen carrying it (oldest first)."""
+    if hits:
+        return Found(hits[0], tuple(hits[1:]))
+    if scan_started < proof_at:
+        return Rescan(proof_at)
+    if payload_visible:
+        return Absent()
+    return Unknown(
+        "the task list carries no payload and no task with the same model and prompt carries "
+        "the key, so absence cannot be proven"
+    )
+
+
+def _oldest_first(task: TaskResult) -> tuple[dt.datetime, str]:
+    return (task.created_at or dt.datetime.min.replace(tzinfo=dt.UTC), task.id)
+
+
+@attrs.frozen
+class TaskIndex:
+    """One scan of an account's tasks: ``by_key`` (correlation key -> tasks, oldest first) and
+    whether the list visibly carries ``payload`` (every item has the key; an empty list does).
+
+    ``started_at`` is the server time the scan started (no earlier than it evaluated any page).
+    """
+
+    tasks: tuple[TaskResult, ...]
+    started_at: dt.datetime
+    by_key: Mapping[str, tuple[TaskResult, ...]]
+    payload_visible: bool
+
+    @classmethod
+    def of(cls, tasks: Iterable[TaskResult], started_at: dt.datetime) -> TaskIndex:
+        listed = tuple(tasks)
+        grouped: dict[str, list[TaskResult]] = {}
+        for task in listed:
+            if task.correlation_key is not None:
+                grouped.setdefault(task.correlation_key, []).append(task)
+        by_key = {k: tuple(sorted(v, key=_oldest_first)) for k, v in grouped.items()}
+        visible = all("payload" in task.raw for task in listed)
+        return cls(listed, started_at, by_key, visible)
+
+    def candidates(self, model: str | None = None, prompt: str | None = None) -> tuple[str, ...]:
+        """Ids of items without ``payload`` that may still carry a key: same model and prompt
+        (None matches any)."""
+        return tuple(
+            task.id
+            for task in self.tasks
+            if "payload" not in task.raw
+            and model in (None, task.model)
+            and prompt in (None, task.prompt)
+        )
+
+
+@attrs.frozen
+class ScanLimits:
+    """Bounds on one scan: ``max_pages`` list pages, ``budget`` seconds, and at most
+    ``max_confirmations`` candidates confirmed one by one per lookup."""
+
+    max_pages: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    budget: float = attrs.field(default=120.0, validator=attrs.validators.gt(0))
+    max_confirmations: int = attrs.field(default=50, validator=attrs.validators.ge(0))
+
+
+class ScanLimitError(ViduError):
+    """A scan of the task list ran past its ``ScanLimits``: nothing is proven either way."""
+
+
+@attrs.define
+class _Scan:
+    """One scan, to be run once and shared by every key that joined it before it started."""
+
+    since: dt.datetime | None
+    unbounded: bool
+    index: TaskIndex | None = None
+    error: ViduError | None = None
+
+    def widen(self, since: dt.datetime | None) -> None:
+        if since is None:
+            self.unbounded = True
+        elif self.since is None or since < self.since:
+            self.since = since
+
+
+class Reconciler:
+    """Looks keys up in one account's task list, one shared scan at a time (see the module).
+
+    ``pages`` lists the account's tasks from a start time; ``get_task`` confirms a candidate;
+    ``clock`` is the account's server clock; ``policy`` gives ``visibility_lag``, ``sleep`` and
+    the monotonic ``clock`` that times scans.
+    """
+
+    def __init__(
+        self,
+        *,
+        pages: PageSource,
+        get_task: Callable[[str], Awaitable[TaskResult]],
+        clock: ServerClock,
+        policy: RetryPolicy,
+        limits: ScanLimits | None = None,
+    ) -> None:
+        self._pages = pages
+        self._get_task = get_task
+        self.clock = clock
+        self._policy = policy
+        self.limits = limits or ScanLimits()
+        self.scans = 0
+        """How many scans this reconciler has run."""
+        self._next: _Scan | None = None
+        self._running = asyncio.Lock()
+        self._confirmed: dict[str, TaskResult] = {}
+
+    async def lookup(
+        self,
+        key: str,
+        *,
+        model: str | None,
+        prompt: str | None,
+        sent_at: dt.datetime | None,
+        settled_at: dt.datetime,
+    ) -> Found | Absent | Unknown:
+        """Whether a create carrying ``key`` made a task: scans (shared), waiting with the
+        policy's ``sleep`` until absence can be proven. Times are on the server's clock:
+        ``sent_at`` when the first attempt was sent (None: the list's whole default window),
+        ``settled_at`` when the last one ended. Raises ``ViduError`` when a scan fails."""
+        proof_at = proof_time(settled_at, self._policy.visibility_lag, self.clock.uncertainty)
+        since = None if sent_at is None else sent_at - WINDOW_SLACK
+        slept_until: dt.datetime | None = None
+        while True:
+            index = await self._shared_scan(since)
+            hits = index.by_key.get(key, ())
+            if not hits and not index.payload_visible:
+                hits = await self._confirm(key, index, index.candidates(model, prompt))
+            # A scan this lookup joined started after its wait ended: trust the wait as well as
+            # the clock (a test's instant sleep moves no clock).
+            started = max(index.started_at, slept_until or index.started_at)
+            verdict = judge(
+                hits,
+                payload_visible=index.payload_visible,
+                scan_started=started,
+                proof_at=proof_at,
+            )
+            if not isinstance(verdict, Rescan):
+                return verdict
+            wait = (verdict.at - self.clock.now()).total_seconds()
+            logger.info("key %s not found yet; scanning again in %.1fs", key, max(wait, 0.0))
+            if wait > 0:
+                await self._policy.sleep(math.ceil(wait * 1000) / 1000)
+            slept_until = verdict.at
+
+    async def snapshot(self, since: dt.datetime | None = None) -> TaskIndex:
+        """One scan of the account's tasks created since ``since`` (server clock; None: the
+        list's own default window), shared with any lookups waiting at the same time."""
+        return await self._shared_scan(since)
+
+    async def confirm(self, task_ids: Iterable[str]) -> tuple[TaskResult, ...]:
+        """The tasks ``task_ids`` as ``GET /tasks/{id}/creations`` reports them (with
+        ``payload``); each id is fetched once per reconciler."""
+        found = []
+        for task_id in task_ids:
+            if task_id not in self._confirmed:
+                self._confirmed[task_id] = await self._get_task(task_id)
+            found.append(self._confirmed[task_id])
+        return tuple(found)
+
+    async def _confirm(
+        self, key: str, index: TaskIndex, candidates: Sequence[str]
+    ) -> tuple[TaskResult, ...]:
+        """The candidates carrying ``key``, each the list item completed by its query."""
+        fresh = [c for c in candidates if c not in self._confirmed]
+        if len(fresh) > self.limits.max_confirmations:
+            raise ScanLimitError(
+                f"{len(fresh)} tasks without payload would need confirming one by one "
+                f"(max_confirmations={self.limits.max_confirmations})"
+            )
+        listed = {task.id: task for task in index.tasks}
+        hits = [
+            TaskResult.from_dict({**listed[t.id].raw, **t.raw}) if t.id in listed else t
+            for t in await self.confirm(candidates)
+            if t.correlation_key == key
+        ]
+        return tuple(sorted(hits, key=_oldest_first))
+
+    async def _shared_scan(self, since: dt.datetime | None) -> TaskIndex:
+        scan = self._next
+        if scan is None:
+            scan = self._next = _Scan(since, unbounded=since is None)
+        else:
+            scan.widen(since)
+        async with self._running:
+            if scan.index is None and scan.error is None:
+                # Nobody ran it yet (or its runner was cancelled): run it for everyone.
+                if self._next is scan:
+                    self._next = None
+                try:
+                    scan.index = await self._scan(None if scan.unbounded else scan.since)
+                except ViduError as error:
+                    scan.error = error
+        if scan.error is not None:
+            raise scan.error
+        assert scan.index is not None
+        return scan.index
+
+    async def _scan(self, since: dt.datetime | None) -> TaskIndex:
+        limits = self.limits
+        started_at = self.clock.now()
+        deadline = self._policy.clock() + limits.budget
+        self.scans += 1
+        tasks: list[TaskResult] = []
+        pages = 0
+        async with contextlib.aclosing(self._pages(since)) as stream:
+            async for page in stream:
+                pages += 1
+                tasks += page.tasks
+                more = bool(page.next_page_token and page.tasks)
+                if more and pages >= limits.max_pages:
+                    raise ScanLimitError(
+                        f"the task list has more than {limits.max_pages} pages since "
+                        f"{since or 'the default window'} (ScanLimits.max_pages)"
+                    )
+                if more and self._policy.clock() > deadline:
+                    raise ScanLimitError(
+                        f"scanning the task list took over {limits.budget:g}s "
+                        f"after {pages} pages (ScanLimits.budget)"
+                    )
+        logger.debug("scanned %d tasks in %d pages since %s", len(tasks), pages, since)
+        return TaskIndex.of(tasks, started_at)
