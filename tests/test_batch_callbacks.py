@@ -180,7 +180,7 @@ class World:
         return BatchOptions(
             wait=True, concurrency=10, poll_interval=POLL, callback_url=callback_url,
             callback_poll_interval=SAFETY, callback_gather=GATHER, sleep=self.time.sleep,
-            **more,  # type: ignore[arg-type]
+            clock=self.clock, **more,  # type: ignore[arg-type]
         )
 
 
@@ -229,7 +229,8 @@ async def test_100_jobs_finish_from_callbacks_with_a_tenth_of_the_status_request
     polled = await run_to_the_end_by_polling(world, make_jobs(100))
     by_polling = status_requests(world.sim)
     assert [o.status for o in polled] == ["succeeded"] * 100
-    assert by_polling == ENDS // POLL + 1  # one list request (100 ids) a round, to 305 s
+    # One list request (100 ids) a round, to 305 s, and the duplicate check's scan at the end.
+    assert by_polling == ENDS // POLL + 1 + 1
 
     start = world.clock.now
     receiver = CallbackReceiver(world.client, ReceiverOptions(confirm=False))
@@ -248,7 +249,7 @@ async def test_100_jobs_finish_from_callbacks_with_a_tenth_of_the_status_request
 
     assert [o.status for o in got] == ["succeeded"] * 100
     by_callbacks = status_requests(world.sim) - by_polling
-    assert by_callbacks == 2 + 1
+    assert by_callbacks == 2 + 1 + 1  # safety rounds, the read-back, the duplicate check
     assert by_callbacks <= by_polling / 10
     assert world.sim.stats.callbacks_delivered == 200  # processing and success, each task
     assert Counter(t.request.get("callback_url") for t in world.sim.tasks.values()) == {
@@ -298,7 +299,8 @@ async def test_tasks_whose_callbacks_are_lost_still_finish_at_the_safety_poll(
     assert {o.custom_id for o in got[90:]} == {j.custom_id for j in jobs[9::10]}
     stats = world.sim.stats
     assert stats.callback_attempts_failed == 10 * (1 + 4)  # processing once, success 1 + 3 retries
-    assert status_requests(world.sim) == 2 + 1 + 1  # safety, safety, the 90 at once, safety
+    # Safety, safety, the 90 at once, safety, and the duplicate check's scan.
+    assert status_requests(world.sim) == 2 + 1 + 1 + 1
 
 
 # --- how claims are read -------------------------------------------------------------------------
@@ -317,12 +319,11 @@ async def test_a_confirming_receiver_s_ends_are_settled_without_reading_again(
         await seen.until(lambda: seen.created == 3)
         await to_the_end(world, 0.0)
         await seen.until(lambda: seen.states["success"] == 3)
-        await world.time.until_asked(GATHER, 1)
-        await world.time.advance(GATHER)
-        got = await outcomes.all()
+        got = await outcomes.all()  # confirmed ends settle at once: no gathering, no read
     assert [o.status for o in got] == ["succeeded"] * 3
     assert world.sim.stats.requests_to("query") == 3  # the receiver's confirmations
-    assert world.sim.stats.requests_to("list_tasks") == 2  # the safety net's rounds only
+    # The safety net's rounds, and the duplicate check's scan: no read-back.
+    assert world.sim.stats.requests_to("list_tasks") == 2 + 1
 
 
 async def test_a_job_s_own_callback_url_is_kept_and_its_task_polled(world: World) -> None:
@@ -343,7 +344,8 @@ async def test_a_job_s_own_callback_url_is_kept_and_its_task_polled(world: World
         got = await outcomes.all()
     assert {t.request["callback_url"] for t in world.sim.tasks.values()} == {elsewhere, url}
     assert [o.status for o in got] == ["succeeded"] * 2
-    assert status_requests(world.sim) == 2  # a poll at 5 s; the one at 301 s ends both
+    # A poll at 5 s; the one at 301 s ends both; the duplicate check's scan.
+    assert status_requests(world.sim) == 2 + 1
 
 
 async def test_a_callback_before_its_task_is_followed_is_kept_for_it(
@@ -358,6 +360,7 @@ async def test_a_callback_before_its_task_is_followed_is_kept_for_it(
             world.client, attrs.evolve(world.options(url), wait=False, journal=journal)
         )
         assert [o.status async for o in first.run(make_jobs(1))] == ["submitted"]
+        lists_before = world.sim.stats.requests_to("list_tasks")  # its duplicate check
         await world.time.advance(ENDS)  # processing, then success: called back, nobody reads
 
         async def jobs_once_both_callbacks_are_taken() -> AsyncIterator[Job]:
@@ -373,7 +376,7 @@ async def test_a_callback_before_its_task_is_followed_is_kept_for_it(
         await world.time.advance(GATHER)
         got = await outcomes.all()
     assert [o.status for o in got] == ["succeeded"]
-    assert world.sim.stats.requests_to("list_tasks") == 1
+    assert world.sim.stats.requests_to("list_tasks") - lists_before == 1
 
 
 def test_callbacks_need_wait_and_a_callback_url() -> None:

@@ -127,7 +127,8 @@ GATE_CASES: list[tuple[str, str, Budget, list[AccountView], dict[str, Any], obje
     ("no budget, unknown price", "new", budget(None), [A, B], {}, Go("acct-b", None)),
     ("fits exactly", "c40", budget(100, spent=20, reserved=40), [A], {}, Go("acct-a", 40)),
     ("would pass the cap while creates are in flight", "c40",
-     budget(100, spent=20, reserved=41), [A], {}, Wait("the budget is reserved by creates in flight")),
+     budget(100, spent=20, reserved=41), [A], {},
+     Wait("the budget is reserved by creates in flight")),
     ("an unknown price waits for creates in flight", "new", budget(100, reserved=40), [A], {},
      Wait("a price not known yet goes alone")),
     ("nothing starts while an unknown price is in flight", "c40", budget(1000, unknown=True),
@@ -150,10 +151,14 @@ def test_gate(name: str, price: str, money: Budget, accounts: list[AccountView],
 
 
 def test_gate_stops_the_job_when_its_price_no_longer_fits_and_nothing_is_in_flight() -> None:
-    decision = gate("c40", budget(100, spent=70), [A])
-    assert isinstance(decision, Stop) and not decision.batch  # a cheaper job may still fit
+    money = Budget(100, 70, costs={"c40": 40, "c20": 20})
+    decision = gate("c40", money, [A])
+    assert isinstance(decision, Stop) and not decision.batch  # a c20 job still fits
     assert decision.error.reason == "BudgetReached"
-    assert "max_credits 100" in decision.error.message
+    assert decision.error.message == "max_credits 100 reached (70 spent, this task costs 40)"
+    assert gate("c20", money, [A]) == Go("acct-a", 20)
+    only_dear = gate("c40", budget(100, spent=70), [A])  # no price known fits: the batch stops
+    assert isinstance(only_dear, Stop) and only_dear.batch
 
 
 @pytest.mark.parametrize("spent", [100, 150])

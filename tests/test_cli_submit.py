@@ -34,7 +34,7 @@ async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
 
 def submit_args(jobs: Path, *extra: str) -> list[str]:
     return ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet",
-            "--poll-interval", "0.02", *extra]
+            "--poll-interval", "0.02", "--visibility-lag", "0.5", *extra]
 
 
 def results(path: Path) -> list[dict[str, object]]:
@@ -186,7 +186,7 @@ async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
         _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 130
     text = err.decode()
-    assert "interrupted; the journal" in text
+    assert "interrupted (Ctrl-C); the journal" in text
     journal = tmp_path / "prompts.txt.journal.jsonl"
     assert f"vidu-async submit {jobs} --model viduq2" in text
     assert f"--journal {journal}" in text

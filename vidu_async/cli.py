@@ -38,6 +38,7 @@ from vidu_async.errors import (
 from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file, read_jobs
 from vidu_async.media import is_local
 from vidu_async.progress import ProgressReporter, ProgressState
+from vidu_async.retry import RetryPolicy
 from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
 
 __all__ = ["main"]
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument(
         "--poll-interval", type=float, default=5.0, help="seconds between status rounds (5)"
+    )
+    batch.add_argument(
+        "--visibility-lag", type=float, metavar="SECONDS",
+        help="how long a new task may take to appear in the task list: a create whose answer "
+        f"was lost counts as not made only this long after it could last have arrived "
+        f"({RetryPolicy().visibility_lag:g})",
     )
     batch.add_argument(
         "--listen", metavar="HOST:PORT",
@@ -290,8 +297,10 @@ def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
     Raises ``ConfigurationError`` naming the variable when there is no key.
     """
     keys = [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
+    lag = getattr(args, "visibility_lag", None)
+    retry = None if lag is None else RetryPolicy(visibility_lag=lag)
     first = ViduClient(keys[0] if keys else None, base_url=args.base_url,
-                       auth_scheme=args.auth_scheme)
+                       auth_scheme=args.auth_scheme, retry=retry)
     return [first, *(first.for_account(attrs.evolve(first.account, api_key=k))
                      for k in keys[1:])]
 
@@ -325,16 +334,16 @@ def run_submit(args: argparse.Namespace) -> int:
             callback_url=listener.url if listener else None,
         )
     except ValueError as error:  # the options' own checks name the option: say it as a flag
-        message = re.sub(
-            r"^'?(\w+)'? must", lambda m: f"--{m[1].replace('_', '-')} must", str(error)
-        )
-        print(f"vidu-async submit: {message}", file=sys.stderr)
+        print(f"vidu-async submit: {_flag(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     try:
         clients = clients_from_env(args)
     except ConfigurationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
+    except ValueError as error:  # --visibility-lag
+        print(f"vidu-async submit: {_flag(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return asyncio.run(_terminable(_submit(args, clients, options, listener)))
     except (KeyboardInterrupt, Terminated) as stop:
@@ -347,6 +356,12 @@ def run_submit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+
+
+def _flag(message: str) -> str:
+    """An option check's message (``'poll_interval' must be ...``) with the option named as
+    its command-line flag (``--poll-interval must be ...``)."""
+    return re.sub(r"^'?(\w+)'? must", lambda m: f"--{m[1].replace('_', '-')} must", message)
 
 
 class Terminated(Exception):
@@ -365,7 +380,10 @@ async def _terminable(work: Coroutine[Any, Any, int]) -> int:
         terminated = True
         task.cancel()
 
-    loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (RuntimeError, ValueError):  # not the main thread (an embedding program's signals)
+        return await task
     try:
         return await task
     except asyncio.CancelledError:

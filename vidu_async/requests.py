@@ -464,7 +464,7 @@ class _Checker:
             return
         # Serialize with each media entry replaced by "" and add the entries' real lengths:
         # the size of the body that will be sent, without reading or encoding any file.
-        skeleton = dumps_body(self.r._body(lambda _item, _kind: ""))
+        skeleton = dumps_body(self.r.body_with(lambda _item, _kind: ""))
         self.body_bytes = len(skeleton) + sum(i.encoded_length for i in self.media.values())
         if self.body_bytes > caps.BODY_MAX_BYTES:
             self.error(

@@ -114,7 +114,10 @@ def gate(
             if not budget.idle:
                 return Wait("the budget is reserved by creates in flight")
             spent = f"{budget.spent} spent" + (f", this task costs {cost}" if cost else "")
+            # The batch stops once no price known can fit (a job of an unknown price could
+            # be cheaper, but would then go alone with what is left; not worth the wait).
+            cheapest = min(budget.costs.values(), default=1)
             return Stop(ErrorInfo("BudgetReached", f"max_credits {budget.cap} reached ({spent})"),
-                        batch=left <= 0)
+                        batch=left < max(cheapest, 1))
     best = max(alive, key=lambda a: a.free)
     return Go(best.label, cost)

@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import math
 import secrets
 import tempfile
 import time
@@ -52,7 +53,6 @@ from vidu_async.batch.identity import (
     job_key,
 )
 from vidu_async.batch.plan import (
-    Create,
     Follow,
     JobFacts,
     Reconcile,
@@ -75,7 +75,7 @@ from vidu_async.journal import Journal
 from vidu_async.media import is_local
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
-from vidu_async.reconcile import Absent, Found, TaskIndex
+from vidu_async.reconcile import WINDOW_SLACK, Absent, Found, TaskIndex
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.tasks import Task, TaskResult, TaskState
 from vidu_async.throttle import Throttle
@@ -112,8 +112,9 @@ def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value:
         raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
 
 
-MIN_POLL_INTERVAL = 0.5
-"""The shortest allowed ``poll_interval``: shorter only burns status requests."""
+MIN_POLL_INTERVAL = 0.01
+"""The shortest allowed ``poll_interval`` (0 would poll in a busy loop; the simulator's tests
+poll every few hundredths of a second, a real batch every few seconds)."""
 
 
 @attrs.frozen
@@ -301,6 +302,9 @@ class BatchSubmitter:
             opts.poll_interval, opts.callback_poll_interval, gather=opts.callback_gather
         )
         self._waiters: dict[str, asyncio.Future[TaskResult]] = {}
+        self._slept_until = -math.inf
+        self._run_started: dict[str, dt.datetime] = {}
+        self._creates_sent = False
         self._creating = asyncio.Semaphore(opts.concurrency)
         self._downloading = asyncio.Semaphore(opts.download_concurrency)
         self._digests = MediaDigests()
@@ -364,6 +368,10 @@ class BatchSubmitter:
             if opts.download is not None:
                 await asyncio.to_thread(_ready_download_folder, opts.download)
             await self._probe_accounts()
+            self._run_started = {  # where the duplicate check's scan starts, per account
+                a.label: a.client.server_clock.now() - WINDOW_SLACK
+                for a in self._accounts.values()
+            }
             if opts.batch_id is not None and (self._journal is None or self._journal.is_new):
                 await self._index_earlier_tasks()
             outbox: asyncio.Queue[Outcome | _Failure | None] = asyncio.Queue(
@@ -397,7 +405,10 @@ class BatchSubmitter:
                 if self._callbacks is not None:
                     helpers.append(group.create_task(self._take_callbacks(self._callbacks)))
                 async with asyncio.TaskGroup() as lives:
-                    alive = asyncio.Semaphore(opts.max_pending + opts.concurrency)
+                    # Creating jobs, plus the ones read ahead; and the followed ones.
+                    alive = asyncio.Semaphore(
+                        2 * opts.concurrency + (opts.max_pending if opts.wait else 0)
+                    )
                     async for item in _aiter(jobs):
                         await alive.acquire()
                         lives.create_task(self._life(item, outbox, alive))
@@ -544,14 +555,16 @@ class BatchSubmitter:
         absent (it is then sent once more, under the same key, on the same account)."""
         client = self._accounts[action.account].client
         sent = dt.datetime.fromtimestamp(action.server_at or 0, dt.UTC)
-        settled = sent + dt.timedelta(seconds=client.create_horizon)
+        # The run that sent it is over (this run holds the journal's lock, or that run was
+        # cancelled before this one started): nothing of it was sent after this run began.
+        settled = min(sent + dt.timedelta(seconds=client.create_horizon),
+                      self._run_started[action.account] + WINDOW_SLACK)
         try:
             result = await client.reconciler.lookup(
                 action.key, model=job.request.model, prompt=job.request.prompt,
                 sent_at=sent, settled_at=settled,
             )
         except APIError as error:
-            result = None
             reason = str(error)
         else:
             if isinstance(result, Found):
@@ -633,6 +646,7 @@ class BatchSubmitter:
                     fingerprint=facts.fingerprint, cost_class=price_class,
                     server_at=account.client.server_clock.now().timestamp(),
                 )
+            self._creates_sent = True
             with self._at("creating"):
                 task = await account.client.create_reference2video(
                     self._request_of(job), correlation_key=facts.key, retry_rate_limits=False
@@ -777,7 +791,7 @@ class BatchSubmitter:
         waiter: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
         self._waiters[task_id] = waiter
         self._seen(task_id, str(TaskState.CREATED))
-        self._schedule.add(task_id, label, by_callback=by_callback, now=self._clock())
+        self._schedule.add(task_id, label, by_callback=by_callback, now=self._now())
         self._wake.fire()
         try:
             result = await waiter
@@ -820,7 +834,7 @@ class BatchSubmitter:
             if not waiter.done():
                 waiter.set_result(event.result)
             return
-        if self._schedule.claim(event.task_id, self._clock()):
+        if self._schedule.claim(event.task_id, self._now()):
             self._wake.fire()
 
     def _seen(self, task_id: str, state: str) -> None:
@@ -830,25 +844,46 @@ class BatchSubmitter:
         if self._observer is not None:
             self._observer.task_state(task_id, state)
 
+    def _now(self) -> float:
+        """The follower's time: the clock, or later if an injected sleep said more time passed
+        (a virtual sleep returns at once; the time it stood for still counts)."""
+        return max(self._clock(), self._slept_until)
+
     async def _follow(self) -> None:
         """Refresh followed tasks when due and settle those that ended, forever (cancelled
-        once all jobs settled)."""
-        while True:
-            now = self._clock()
-            due = self._schedule.due(now)
-            if not due:
-                woken = self._wake.wait()
+        once all jobs settled). One timer is armed for the earliest due time; a new task or
+        a claim re-arms it only when it makes that time earlier."""
+        timer: asyncio.Future[None] | None = None
+        armed = math.inf
+        try:
+            while True:
+                now = self._now()
+                due = self._schedule.due(now)
+                if due:
+                    by_account: dict[str, list[str]] = collections.defaultdict(list)
+                    for watch in due:
+                        by_account[watch.account].append(watch.task_id)
+                    for label, task_ids in by_account.items():
+                        await self._refresh(self._accounts[label].client, task_ids)
+                    continue
                 first = self._schedule.next_due()
-                if first is None:
-                    await woken
-                else:
-                    await _first_of(woken, self.options.sleep(max(0.0, first - now)))
-                continue
-            by_account: dict[str, list[str]] = collections.defaultdict(list)
-            for watch in due:
-                by_account[watch.account].append(watch.task_id)
-            for label, task_ids in by_account.items():
-                await self._refresh(self._accounts[label].client, task_ids)
+                if first is not None and (timer is None or first < armed):
+                    if timer is not None:
+                        await _cancel(timer)
+                    timer, armed = asyncio.ensure_future(self.options.sleep(first - now)), first
+                woken: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+                either: list[asyncio.Future[Any]] = [woken] if timer is None else [woken, timer]
+                try:
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await _cancel(woken)
+                if timer is not None and timer.done():
+                    timer.result()  # raises only if the sleep itself failed
+                    self._slept_until = max(self._slept_until, armed)
+                    timer, armed = None, math.inf
+        finally:
+            if timer is not None:
+                await _cancel(timer)
 
     async def _refresh(self, client: ViduClient, task_ids: list[str]) -> None:
         """Read ``task_ids`` (100 per list request, one by one if listing fails) and settle
@@ -870,7 +905,7 @@ class BatchSubmitter:
                         waiter.set_result(result)
                 else:
                     unfinished.append(task_id)
-            self._schedule.refreshed(unfinished, self._clock())
+            self._schedule.refreshed(unfinished, self._now())
 
     async def _list_states(self, client: ViduClient, task_ids: list[str]
                            ) -> dict[str, TaskResult]:
@@ -895,13 +930,15 @@ class BatchSubmitter:
     async def _check_duplicates(self) -> list[Outcome]:
         """Group this batch's tasks by key; report every extra task and cancel those not
         started. The batch never sends a second create for a key, so this should find nothing;
-        if it ever does, nobody pays for it silently."""
-        if not self._made:
+        if it ever does, nobody pays for it silently. One scan per account, of the tasks
+        created since this run started: a second task for a key would come from a create of this
+        run (an interrupted earlier run's creates are not checked again)."""
+        if not self._creates_sent:
             return []
         outcomes = []
         for account in self._accounts.values():
             try:
-                index = await account.client.reconciler.snapshot()
+                index = await account.client.reconciler.snapshot(self._run_started[account.label])
             except APIError as error:
                 logger.warning("could not check %s for duplicate tasks: %s", account.label, error)
                 continue
@@ -954,15 +991,10 @@ def _fresh_batch_id() -> str:
     return "batch-" + secrets.token_hex(8)
 
 
-async def _first_of(*waits: Awaitable[Any]) -> None:
-    """Until the first of ``waits`` is done; the others are cancelled."""
-    futures = [asyncio.ensure_future(w) for w in waits]
-    try:
-        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in futures:
-            future.cancel()
-        await asyncio.wait(futures)
+async def _cancel(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` and wait until it is done."""
+    future.cancel()
+    await asyncio.wait([future])
 
 
 async def _aiter(jobs: JobInput) -> AsyncIterator[Job | JobLine]:

@@ -64,8 +64,9 @@ def verdict(error: BaseException, *, retry_after_cap: float) -> Verdict:
         if wait is not None and wait > retry_after_cap:
             return Halt(ErrorInfo(
                 "RetryAfterTooLong",
-                f"the server asked to wait {_duration(wait)} before the next create ({info.reason}),"
-                f" more than the {retry_after_cap:g} s this batch accepts; rerun later",
+                f"the server asked to wait {_duration(wait)} before the next create "
+                f"({info.reason}), more than the {retry_after_cap:g} s this batch accepts; "
+                "rerun later",
             ))
         return Retry("quota" if error.reason == "QuotaExceeded" else "throttle", wait)
     if isinstance(error, AuthenticationError | InsufficientCreditsError):
