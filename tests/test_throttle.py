@@ -72,6 +72,12 @@ def test_next_send_books_a_slot_only_when_it_is_due() -> None:
     assert throttle.next_send() == pytest.approx(0.25)
 
 
+def test_without_a_start_rate_an_unknown_limit_starts_unpaced() -> None:
+    throttle = make(None, Clock())
+    assert throttle.rate is None
+    assert {throttle.next_send() for _ in range(100)} == {0.0}
+
+
 def test_an_unknown_limit_starts_slowly_and_grows_per_success_until_unpaced() -> None:
     clock = Clock()
     throttle = make(None, clock, start_rate=10.0, growth=1.0, unpaced_above=100.0)
@@ -111,7 +117,7 @@ def test_a_token_buckets_429s_are_found_and_the_rate_held_near_the_limit() -> No
     under the limit and, after a few seconds of probing, stays within 10% of it; few 429s."""
     clock = Clock()
     start = clock.now
-    throttle = make(None, clock)
+    throttle = make(None, clock, start_rate=10.0)
     bucket = Bucket(30.0, clock.now)
     retry_at = [start] * 16  # when each worker may ask again
     passed = refused = 0

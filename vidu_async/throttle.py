@@ -9,10 +9,11 @@ rate limit being overrun always does). The new rate is what got through while se
 current rate, less a ``margin``; it is held ``hold`` seconds, then probed by ``recovery``
 requests a second per second, and a 429 while probing drops straight back to it.
 
-Without a configured ``max_rate`` the batch starts at ``start_rate`` and grows ``1 + growth``
-times per success (so the pace doubles in a few answers at any rate, as TCP's slow start does per
-round trip), going unpaced above ``unpaced_above``; a first 429 freezes that growth until the
-next ``recent`` answers say whether it was noise. The whole batch pauses only when a limit is
+Without a configured ``max_rate`` the batch starts unpaced; given a ``start_rate`` it starts
+there instead (sparing a strict limit the first burst of every worker at once, at the cost of
+a slower start when there is no limit) and grows ``1 + growth`` times per success (the pace
+doubles in a few answers at any rate, as TCP's slow start does per round trip), going unpaced
+above ``unpaced_above``, until a limit is found. The whole batch pauses only when a limit is
 signalled and almost nothing gets through (a window exhausted, an outage): then for the server's
 ``Retry-After``, else a jittered backoff that doubles per pause in a row.
 
@@ -42,7 +43,7 @@ class Throttle:
     max_rate: float | None
     clock: Callable[[], float]
     min_rate: float = 0.2
-    start_rate: float = 10.0
+    start_rate: float | None = None
     growth: float = 0.2
     unpaced_above: float = 2000.0
     recent: int = 20
@@ -68,7 +69,7 @@ class Throttle:
     _successes: deque[float] = attrs.field(init=False, factory=deque)
 
     def __attrs_post_init__(self) -> None:
-        self._slow_start = self.max_rate is None
+        self._slow_start = self.max_rate is None and self.start_rate is not None
         self._rate = self.start_rate if self.max_rate is None else self._cap
         self._answers = deque(maxlen=self.recent)
         self._last_update = self.clock()
