@@ -1,13 +1,14 @@
-"""A discrete-event model of the batch's pacing against a token bucket: no sockets, no sleeping.
+"""A discrete-event model of the batch's pacing: no sockets, no sleeping.
 
 C workers share one ``vidu_async.throttle.Throttle`` on a simulated clock; each asks it when to
-send, the request reaches a token bucket (R a second, bursts of B, a 429 with a whole-seconds
-``Retry-After`` beyond) after half a round trip, and the answer comes back after the other
-half. The model runs in a fraction of a second, so it is how ``throttle.py`` was tuned; the
-figures to quote come from ``goodput.py`` against the real simulator, which they track closely.
+send, the request reaches the server after half a round trip, and the answer comes back after the
+other half. The server answers 429 at random with a given probability (noise), and/or beyond a
+token bucket (R a second, bursts of B, a whole-seconds ``Retry-After``). The model runs in a
+fraction of a second, so it is how ``throttle.py`` was tuned; the figures to quote come from
+``goodput.py`` against the real simulator.
 
-Each worker loops as ``batch.py`` does: ask ``next_send``, sleep what it says, ask again (so a
-pause or a rate change that happens meanwhile is followed), then send.
+Each worker loops as the batch does: ask ``next_send``, sleep what it says, ask again, send; on a
+429 sleep what ``throttled`` returns, then ask again.
 
     python benchmarks/throttle_model.py
 """
@@ -15,6 +16,7 @@ pause or a rate change that happens meanwhile is followed), then send.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 
@@ -22,29 +24,37 @@ from _common import table
 
 from vidu_async.throttle import Throttle
 
-SCENARIOS = [  # jobs, limit R, burst B, configured rate
-    (300, 20.0, 1, None),
-    (300, 20.0, 20, None),
-    (300, 20.0, 1, 20.0),
-    (1000, 5.0, 1, None),
-    (1000, 50.0, 1, None),
-    (3000, 100.0, 10, None),
+SCENARIOS = [  # name, jobs, bucket (R, B) or None, random 429 share, configured rate, round trip
+    ("clean", 1000, None, 0.0, None, 0.05),
+    ("5% random 429s", 1000, None, 0.05, None, 0.05),
+    ("bucket 30/s", 600, (30.0, 1), 0.0, None, 0.003),
+    ("bucket 30/s, rate=30", 600, (30.0, 1), 0.0, 30.0, 0.003),
+    ("bucket 20/s burst 20", 300, (20.0, 20), 0.0, None, 0.003),
+    ("bucket 5/s", 300, (5.0, 1), 0.0, None, 0.003),
+    ("bucket 100/s burst 10", 3000, (100.0, 10), 0.0, None, 0.003),
+    ("bucket 30/s + 5% random", 600, (30.0, 1), 0.05, None, 0.003),
 ]
+
+START_RATES = [None, 10.0]
 
 
 def run(
     jobs: int,
-    limit: float,
-    burst: int,
+    bucket: tuple[float, int] | None,
+    noise: float,
     rate: float | None,
+    rtt: float,
+    start_rate: float | None = None,
     workers: int = 16,
-    rtt: float = 0.002,
     seed: int = 1,
 ) -> tuple[float, int, int]:
     """(seconds, requests, 429s) to get ``jobs`` creates through."""
     rng = random.Random(seed)
     now = 0.0
-    throttle = Throttle(max_rate=rate, clock=lambda: now, rng=random.Random(seed))
+    throttle = Throttle(
+        max_rate=rate, clock=lambda: now, start_rate=start_rate, rng=random.Random(seed)
+    )
+    limit, burst = bucket if bucket is not None else (math.inf, 1)
     tokens, updated = float(burst), 0.0
     events: list[tuple[float, int, str, float | None]] = []
     counter = 0
@@ -59,52 +69,56 @@ def run(
     todo, done, requests, refused = jobs, 0, 0, 0
     while events and done < jobs:
         now, _, kind, retry_after = heapq.heappop(events)
-        jitter = rng.uniform(0, 0.001)  # timers fire a little late
+        late = rng.uniform(0, 0.0005)  # timers fire a little late
         if kind == "want" and todo:
             wait = throttle.next_send()
             if wait > 0:
-                at(now + wait + jitter, "want")
+                at(now + wait + late, "want")
                 continue
             todo -= 1
-            at(now + jitter, "send")
+            at(now + late, "send")
         elif kind == "send":
             requests += 1
-            arrival = now + rtt / 2
-            tokens = min(float(burst), tokens + (arrival - updated) * limit)
-            updated = arrival
-            if tokens >= 1:
+            arrival = now + rtt / 2 + rng.uniform(0, 0.0003)
+            if bucket is not None:
+                tokens = min(float(burst), tokens + (arrival - updated) * limit)
+                updated = arrival
+            if bucket is not None and tokens < 1:
+                at(now + rtt, "429", math.ceil((1 - tokens) / limit))
+            elif rng.random() < noise:
+                at(now + rtt, "429")
+            else:
                 tokens -= 1
                 at(now + rtt, "ok")
-            else:
-                at(now + rtt, "429", math.ceil((1 - tokens) / limit))
         elif kind == "ok":
             throttle.succeeded()
             done += 1
             at(now, "want")
         elif kind == "429":
             refused += 1
-            throttle.throttled(retry_after)
             todo += 1
-            at(now, "want")
+            at(now + throttle.throttled(retry_after), "want")
     return now, requests, refused
 
 
 def main() -> None:
     rows = []
-    for jobs, limit, burst, rate in SCENARIOS:
-        seconds, requests, refused = run(jobs, limit, burst, rate)
+    clean = None
+    for (name, jobs, bucket, noise, rate, rtt), start in itertools.product(SCENARIOS, START_RATES):
+        seconds, requests, refused = run(jobs, bucket, noise, rate, rtt, start)
+        if name == "clean":
+            clean = seconds
+        if bucket is None:
+            versus = f"{seconds / clean:.2f}x clean"
+        else:
+            versus = f"{jobs / bucket[0] / seconds:.3f} of ideal"
         rows.append(
-            [
-                jobs,
-                f"{limit:g}",
-                burst,
-                "-" if rate is None else f"{rate:g}",
-                f"{seconds / (jobs / limit):.2f}x",
-                refused,
-                f"{refused / requests:.1%}",
-            ]
+            [name, "-" if start is None else f"{start:g}", jobs,
+             "-" if rate is None else f"{rate:g}", f"{seconds:.2f}", versus, refused,
+             f"{refused / requests:.1%}"]
         )
-    print(table(["jobs", "limit R/s", "burst", "rate", "vs ideal", "429s", "429 share"], rows))
+    headers = ["scenario", "start_rate", "jobs", "rate", "seconds", "result", "429s", "429 share"]
+    print(table(headers, rows))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -31,30 +32,39 @@ def send_times(throttle: Throttle, clock: Clock, count: int) -> list[float]:
     return times
 
 
-def pace(throttle: Throttle, clock: Clock, seconds: float, rate: float, passing: float) -> None:
-    """Send at ``rate`` for ``seconds``; a ``passing`` share of the requests succeed."""
-    due = 0.0
-    for _ in range(round(seconds * rate)):
-        clock.now += 1 / rate
-        throttle.next_send()
-        due += passing
-        if due >= 1:
-            due -= 1
-            throttle.succeeded()
+class Bucket:
+    """A strict token bucket: ``rate`` a second, bursts of one; None if a request passes, else
+    the whole seconds of its ``Retry-After``."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate, self.tokens, self.updated = rate, 1.0, now
+
+    def __call__(self, now: float) -> int | None:
+        self.tokens = min(1.0, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        return math.ceil((1 - self.tokens) / self.rate)
 
 
 def test_a_configured_rate_spaces_requests_evenly() -> None:
     clock = Clock()
-    throttle = make(4.0, clock)
+    throttle = make(4.0, clock, slack=0.0)
     start = clock.now
     assert send_times(throttle, clock, 5) == pytest.approx(
         [start, start + 0.25, start + 0.5, start + 0.75, start + 1.0]
     )
 
 
+def test_a_configured_rate_is_paced_slightly_under() -> None:
+    clock = Clock()
+    assert make(30.0, clock, slack=0.01).rate == pytest.approx(29.7)
+
+
 def test_next_send_books_a_slot_only_when_it_is_due() -> None:
     clock = Clock()
-    throttle = make(4.0, clock)
+    throttle = make(4.0, clock, slack=0.0)
     assert throttle.next_send() == 0.0
     assert [throttle.next_send() for _ in range(3)] == pytest.approx([0.25] * 3)  # not booked
     clock.now += 0.25
@@ -62,116 +72,133 @@ def test_next_send_books_a_slot_only_when_it_is_due() -> None:
     assert throttle.next_send() == pytest.approx(0.25)
 
 
-def test_waiting_workers_follow_a_pause_that_starts_while_they_sleep() -> None:
-    clock = Clock()
-    throttle = make(10.0, clock)
-    assert throttle.next_send() == 0.0
-    assert throttle.next_send() == pytest.approx(0.1)
-    throttle.throttled(retry_after=2.0)
-    clock.now += 0.1
-    assert throttle.next_send() == pytest.approx(1.9)
-
-
-def test_unlimited_never_waits_until_throttled() -> None:
-    clock = Clock()
-    throttle = make(None, clock)
-    assert {throttle.next_send() for _ in range(100)} == {0.0}
+def test_without_a_start_rate_an_unknown_limit_starts_unpaced() -> None:
+    throttle = make(None, Clock())
     assert throttle.rate is None
+    assert {throttle.next_send() for _ in range(100)} == {0.0}
 
 
-def test_when_the_pace_got_through_the_limit_is_just_under_it() -> None:
+def test_an_unknown_limit_starts_slowly_and_grows_per_success_until_unpaced() -> None:
     clock = Clock()
-    throttle = make(10.0, clock, margin=0.05)
-    pace(throttle, clock, seconds=2, rate=10, passing=1.0)
-    assert throttle.throttled(retry_after=3.0) == 3.0
-    assert throttle.rate == pytest.approx(9.5)
-    # Answers to requests sent before the pause do not cut the rate again.
-    clock.now += 1
-    throttle.throttled(retry_after=1.0)
-    assert throttle.paused_until == pytest.approx(clock.now + 2.0)
-    assert throttle.rate == pytest.approx(9.5)
-    # Every worker waits out the same pause, then the lower rate spaces them.
-    end = throttle.paused_until
-    assert send_times(throttle, clock, 3) == pytest.approx([end, end + 1 / 9.5, end + 2 / 9.5])
-
-
-def test_when_far_less_got_through_the_rate_is_what_got_through() -> None:
-    clock = Clock()
-    throttle = make(10.0, clock, margin=0.1, window=1.0)
-    pace(throttle, clock, seconds=2, rate=10, passing=0.3)
-    throttle.throttled(retry_after=1.0)
-    assert throttle.rate == pytest.approx(3 * 0.9)
-
-
-def test_the_measured_rate_is_held_then_probed_additively_up_to_the_ceiling() -> None:
-    clock = Clock()
-    throttle = make(10.0, clock, margin=0.5, hold=30.0, recovery=1.0)
-    pace(throttle, clock, seconds=2, rate=10, passing=1.0)
-    throttle.throttled(retry_after=0.0)
-    assert throttle.rate == pytest.approx(5.0)
-    clock.now += 29
-    assert throttle.rate == pytest.approx(5.0)
-    clock.now += 3
-    assert throttle.rate == pytest.approx(7.0)
-    clock.now += 100
+    throttle = make(None, clock, start_rate=10.0, growth=1.0, unpaced_above=100.0)
     assert throttle.rate == 10.0
+    for expected in (20.0, 40.0, 80.0, None):
+        throttle.succeeded()
+        assert throttle.rate == expected
+    assert {throttle.next_send() for _ in range(50)} == {0.0}
 
 
-def test_an_unpaced_start_restarts_from_what_got_through_and_grows_fast() -> None:
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("max_rate", [None, 200.0])
+def test_random_429s_at_5_percent_never_lower_the_rate_nor_pause_anyone(
+    seed: int, max_rate: float | None
+) -> None:
+    """2,000 answers from 16 workers, 5% of them 429 at random: each costs its own request a
+    short retry, never a shared pause, and the rate only ever grows."""
     clock = Clock()
-    throttle = make(None, clock, window=1.0, growth=2.0)
-    for _ in range(16):
-        assert throttle.next_send() == 0.0
-    throttle.succeeded()  # one of sixteen got through
-    assert throttle.throttled(retry_after=1.0) == 1.0
-    assert throttle.rate == pytest.approx(1.0)
-    clock.now += 1.0  # the pause
-    assert throttle.rate == pytest.approx(1.0)
-    clock.now += 2.0
-    assert throttle.rate == pytest.approx(9.0)  # three times a second, no ceiling yet
-    clock.now += 100_000  # a long wait (max_pending, quota) must not overflow the growth
-    assert throttle.rate is not None
-    assert throttle.next_send() < 1e-9
+    throttle = make(max_rate, clock)
+    noise = random.Random(seed)
+    rates: list[float] = []
+    for _ in range(2000):
+        while (wait := throttle.next_send()) > 0:
+            clock.now += wait
+        clock.now += 0.05 / 16  # answers come back interleaved from 16 workers
+        if noise.random() < 0.05:
+            assert 0.05 <= throttle.throttled() <= 0.15
+            assert throttle.paused_until <= clock.now
+        else:
+            throttle.succeeded()
+        rates.append(math.inf if throttle.rate is None else throttle.rate)
+    assert rates == sorted(rates)
 
 
-def test_a_429_right_after_a_pause_only_trims_a_known_ceiling() -> None:
+def test_a_token_buckets_429s_are_found_and_the_rate_held_near_the_limit() -> None:
+    """16 workers against a strict bucket of 30/s for 20 s: once found, the rate is never far
+    under the limit and, after a few seconds of probing, stays within 10% of it; few 429s."""
     clock = Clock()
-    throttle = make(None, clock, margin=0.1)
-    pace(throttle, clock, seconds=2, rate=10, passing=1.0)
-    throttle.throttled(retry_after=0.0)  # unpaced: restarts from what got through
-    pace(throttle, clock, seconds=2, rate=10, passing=1.0)
-    throttle.throttled(retry_after=1.0)
-    assert throttle.rate == pytest.approx(9.0)
-    clock.now += 1.05  # 50 ms after the pause, nothing measured yet
-    throttle.throttled(retry_after=1.0)
-    assert throttle.rate == pytest.approx(8.1)
+    start = clock.now
+    throttle = make(None, clock, start_rate=10.0)
+    bucket = Bucket(30.0, clock.now)
+    retry_at = [start] * 16  # when each worker may ask again
+    passed = refused = 0
+    found: list[float] = []
+    late: list[float] = []
+    while clock.now < start + 20:
+        worker = min(range(16), key=retry_at.__getitem__)
+        clock.now = max(clock.now, retry_at[worker])
+        if (wait := throttle.next_send()) > 0:
+            retry_at[worker] = clock.now + wait
+            continue
+        retry_after = bucket(clock.now)
+        if retry_after is None:
+            passed += 1
+            throttle.succeeded()
+            retry_at[worker] = clock.now
+        else:
+            refused += 1
+            own = throttle.throttled(retry_after)
+            assert own >= retry_after  # Retry-After is honoured for that request
+            retry_at[worker] = clock.now + own
+        if clock.now > start + 1:
+            found.append(throttle.rate or math.inf)
+        if clock.now > start + 8:
+            late.append(throttle.rate or math.inf)
+    assert min(found) >= 0.7 * 30 and max(found) <= 1.1 * 30
+    assert min(late) >= 0.9 * 30
+    assert passed >= 0.85 * 30 * 20
+    assert refused / (passed + refused) < 0.03
 
 
-def test_with_nothing_measured_and_no_ceiling_the_rate_halves() -> None:
+def test_a_429_while_probing_above_the_limit_drops_back_under_where_it_was_found() -> None:
     clock = Clock()
-    throttle = make(10.0, clock)
-    clock.now += 0.1
-    throttle.throttled(retry_after=1.0)
-    assert throttle.rate == pytest.approx(5.0)
+    throttle = make(None, clock, hold=2.0, recovery=0.1, margin=0.05)
+    for _ in range(20):
+        throttle.throttled()  # everything refused: a limit, paced at half, then held
+    held = throttle.rate
+    assert held is not None
+    clock.now += 100  # long after the hold: probing well above
+    probing = throttle.rate
+    assert probing is not None and probing > held
+    throttle.throttled()
+    assert throttle.rate == pytest.approx(probing * 0.95)
 
 
-def test_without_retry_after_the_pause_grows_with_the_streak_and_is_capped() -> None:
+def test_when_nothing_gets_through_everybody_waits_retry_after_once() -> None:
+    """A limit with (nearly) no successes: one shared pause, the Retry-After asked, not stacked."""
     clock = Clock()
-    throttle = make(10.0, clock, base_pause=1.0, max_pause=8.0)
+    throttle = make(10.0, clock, recent=20, limit_429s=6, slack=0.0)
+    waits = [throttle.throttled(retry_after=3.0) for _ in range(5)]
+    assert waits == [3.0] * 5
+    assert throttle.paused_until <= clock.now  # five 429s: maybe noise, nobody else waits
+    assert throttle.next_send() == 0.0
+    throttle.throttled(retry_after=3.0)  # the sixth: a limit
+    assert throttle.paused_until == pytest.approx(clock.now + 3.0)
+    clock.now += 1.0
+    for _ in range(40):  # answers to requests sent before the pause do not stack pauses
+        assert throttle.throttled(retry_after=3.0) <= 3.0
+    assert throttle.paused_until <= clock.now + 3.0
+    assert throttle.next_send() == pytest.approx(throttle.paused_until - clock.now)
+
+
+def test_without_retry_after_the_shared_pause_grows_with_the_streak_and_is_capped() -> None:
+    clock = Clock()
+    throttle = make(10.0, clock, base_pause=1.0, max_pause=8.0, recent=2, limit_429s=2)
     pauses = []
     for _ in range(6):
+        throttle.throttled()
         pauses.append(throttle.throttled())
-        clock.now = throttle.paused_until  # the next 429 comes after the pause
+        clock.now = throttle.paused_until  # the next 429s come after the pause
     ceilings = [1, 2, 4, 8, 8, 8]
     assert all(c / 2 <= p <= c for p, c in zip(pauses, ceilings, strict=True)), pauses
     throttle.succeeded()
+    throttle.throttled()
     assert throttle.throttled() <= 1.0
 
 
 def test_the_rate_never_drops_below_the_floor() -> None:
     clock = Clock()
     throttle = make(1.0, clock, min_rate=0.25)
-    for _ in range(10):
+    for _ in range(200):
         throttle.throttled(retry_after=0.0)
         clock.now += 0.001
     assert throttle.rate is not None

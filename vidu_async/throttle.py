@@ -1,21 +1,23 @@
-"""Shared pacing for a batch: one request rate for every worker, slowed together on a 429.
+"""Shared pacing for a batch: one request rate for every worker, slowed only by a real limit.
 
-A ``TooManyRequests`` / ``SystemThrottling`` answer means the whole account is going too fast, so
-the answer is one shared pause (the server's ``Retry-After`` exactly, else a jittered backoff)
-and a lower rate for everybody; every worker retrying on its own timer would instead hammer the
-API with N independent retry storms.
+Vidu documents no request-rate limit; its ``TooManyRequests`` / ``SystemThrottling`` answers are
+mostly transient. So a 429 first costs only the request that drew it: ``throttled()`` returns a
+short jittered wait (at least the server's ``Retry-After``) for that caller alone, and the other
+workers carry on. The whole batch slows only when 429s correlate with the sending rate: when
+``limit_429s`` of the last ``recent`` answers were 429s (5% random 429s almost never do that, a
+rate limit being overrun always does). The new rate is what got through while sending at the
+current rate, less a ``margin``; it is held ``hold`` seconds, then probed by ``recovery``
+requests a second per second, and a 429 while probing drops straight back to it.
 
-How much lower is measured, not guessed. The first 429 of a pause compares the successes of the
-last ``window`` seconds with the pace kept: when about that much got through, the limit is just
-under the pace, so the new rate is the pace less a ``margin``; when far less got through, it is
-what got through, less the margin. That rate becomes the *ceiling*, held ``hold`` seconds before
-probing above it by ``recovery`` requests per second per second. Plain AIMD (halve, climb back)
-would spend most of a run below the limit or draw a 429, and a whole-second pause, on every
-climb. With nothing measured yet (an unpaced start, or a 429 right after a pause) the rate
-starts from what got through (at least ``restart_rate``; or from half the pace) and grows
-``1 + growth`` times a second until the next 429 measures the limit, as TCP's slow start does.
+Without a configured ``max_rate`` the batch starts unpaced; given a ``start_rate`` it starts
+there instead (sparing a strict limit the first burst of every worker at once, at the cost of
+a slower start when there is no limit) and grows ``1 + growth`` times per success (the pace
+doubles in a few answers at any rate, as TCP's slow start does per round trip), going unpaced
+above ``unpaced_above``, until a limit is found. The whole batch pauses only when a limit is
+signalled and almost nothing gets through (a window exhausted, an outage): then for the server's
+``Retry-After``, else a jittered backoff that doubles per pause in a row.
 
-This is sans-IO: ``next_send()`` says how long the caller must wait, from an injected
+This is sans-IO: ``next_send()`` and ``throttled()`` say how long to wait, from an injected
 clock; the submitter does the sleeping. That keeps the rules testable without timing.
 """
 
@@ -34,44 +36,54 @@ __all__ = ["Throttle"]
 class Throttle:
     """The shared rate and pause of one submitter.
 
-    ``max_rate`` is the configured ceiling in requests per second (None: no ceiling until the
-    server complains); the rate never drops below ``min_rate``.
+    ``max_rate`` is the configured ceiling in requests per second (None: none known, so start
+    slowly and grow until the server complains); the rate never drops below ``min_rate``.
     """
 
     max_rate: float | None
     clock: Callable[[], float]
     min_rate: float = 0.2
+    start_rate: float | None = None
+    growth: float = 0.2
+    unpaced_above: float = 2000.0
+    recent: int = 20
+    limit_429s: int = 6
     window: float = 1.0
     margin: float = 0.05
-    hold: float = 30.0
-    recovery: float = 0.5
-    growth: float = 2.0
-    restart_rate: float = 1.0
+    hold: float = 2.0
+    recovery: float = 0.05
+    slack: float = 0.01
+    retry_base: float = 0.1
     base_pause: float = 1.0
     max_pause: float = 60.0
     rng: random.Random = attrs.field(factory=random.Random)
     _rate: float | None = attrs.field(init=False)
+    _slow_start: bool = attrs.field(init=False)
     _next_slot: float = attrs.field(init=False, default=0.0)
     _paused_until: float = attrs.field(init=False, default=0.0)
     _last_update: float = attrs.field(init=False, default=0.0)
     _streak: int = attrs.field(init=False, default=0)
     _ceiling: float | None = attrs.field(init=False, default=None)
     _ceiling_until: float = attrs.field(init=False, default=0.0)
+    _answers: deque[tuple[float, bool]] = attrs.field(init=False)
     _successes: deque[float] = attrs.field(init=False, factory=deque)
 
     def __attrs_post_init__(self) -> None:
-        self._rate = self.max_rate
+        self._slow_start = self.max_rate is None and self.start_rate is not None
+        self._rate = self.start_rate if self.max_rate is None else self._cap
+        self._answers = deque(maxlen=self.recent)
         self._last_update = self.clock()
         self._paused_until = self._last_update
 
     @property
     def rate(self) -> float | None:
-        """The rate in force now, in requests per second (None: unlimited)."""
+        """The rate in force now, in requests per second (None: unpaced)."""
         self._recover(self.clock())
         return self._rate
 
     @property
     def paused_until(self) -> float:
+        """When the shared pause ends (in the past when there is none)."""
         return self._paused_until
 
     def next_send(self) -> float:
@@ -93,64 +105,70 @@ class Throttle:
         return 0.0
 
     def succeeded(self) -> None:
-        """A request went through: count it towards the measured rate; the streak is over."""
+        """A request went through: it counts towards the measured rate and slow start."""
         now = self.clock()
         self._successes.append(now)
-        while self._successes and self._successes[0] <= now - self.window:
+        while self._successes[0] <= now - self.window:
             self._successes.popleft()
+        self._answers.append((now, True))
         if now >= self._paused_until:
             self._streak = 0
+        if self._slow_start and self._rate is not None:
+            self._rate *= 1 + self.growth
+            if self._rate > self.unpaced_above:
+                self._rate = None
 
     def throttled(self, retry_after: float | None = None) -> float:
-        """The server said slow down: pause everyone and lower the rate; returns the pause.
+        """A 429 (not ``QuotaExceeded``): the seconds the caller waits before asking
+        ``next_send`` again; a limit it signals slows (or pauses) everybody.
 
-        429s from requests already sent before the pause began do not compound: within one
-        pause window the rate is cut once, and the pause only grows to what the newest answer
-        asks for.
+        The wait is at least ``retry_after``; shared pauses never stack, each only grows to
+        what the newest answer asks for.
         """
         now = self.clock()
-        if now >= self._paused_until:
-            self._streak += 1
-            self._cut(now)
-        if retry_after is not None:
-            pause = retry_after
-        else:
-            ceiling = min(self.max_pause, self.base_pause * 2 ** (self._streak - 1))
-            pause = ceiling * self.rng.uniform(0.5, 1.0)
-        self._paused_until = max(self._paused_until, now + pause)
-        self._last_update = self._paused_until
-        self._ceiling_until = self._paused_until + self.hold
-        return self._paused_until - now
+        self._recover(now)
+        self._answers.append((now, False))
+        refused = [t for t, ok in self._answers if not ok]
+        if len(refused) >= self.limit_429s:
+            self._limit(now, refused[0], retry_after)
+        elif self._rate is not None and self._ceiling is not None and self._rate > self._ceiling:
+            # Probing found the limit: just under where it was found.
+            self._ceiling = self._rate = max(self._ceiling, self._rate * (1 - self.margin))
+            self._ceiling_until = now + self.hold
 
-    def _cut(self, now: float) -> None:
-        sending = min(self.window, now - self._paused_until)  # since the last pause ended
-        passed = sum(1 for t in self._successes if t > now - sending)
-        current = self._rate
-        measured = passed / sending if passed >= 2 and sending > 0 else None
-        if current is None:  # unpaced until now: all we know is what got through
-            self._ceiling = None
-            recent = sum(1 for t in self._successes if t > now - self.window)
-            self._rate = max(self.min_rate, self.restart_rate, recent / self.window)
-        elif measured is None and self._ceiling is not None:  # too soon after a pause to tell
-            self._ceiling = self._rate = max(self.min_rate, current * (1 - self.margin))
-        elif measured is not None and (measured >= current / 2 or sending >= self.window):
-            # the limit is just under the pace we kept, or well under it: what got through
-            base = current if measured >= current / 2 else measured
-            self._ceiling = self._rate = max(self.min_rate, base * (1 - self.margin))
-        else:  # no measurement: halve, then grow back fast until one comes
-            self._ceiling = None
-            self._rate = max(self.min_rate, current / 2)
+        own = self.retry_base * self.rng.uniform(0.5, 1.5)
+        return max(own, retry_after or 0.0, self._paused_until - now)
+
+    def _limit(self, now: float, since: float, retry_after: float | None) -> None:
+        """429s crowd the recent answers: pace at what got through since the first of them
+        (or over ``window``, whichever is longer), or pause everybody if nearly nothing did."""
+        passed = sum(ok for _, ok in self._answers)
+        self._answers.clear()
+        self._slow_start = False
+        since = min(since, now - self.window / 4)
+        measured = sum(1 for t in self._successes if t > since) / (now - since)
+        if passed <= 1:  # nearly everything refused: everybody waits, then goes at half pace
+            measured = measured if self._rate is None else self._rate / 2
+            self._streak += 1
+            if retry_after is None:
+                ceiling = min(self.max_pause, self.base_pause * 2 ** (self._streak - 1))
+                retry_after = ceiling * self.rng.uniform(0.5, 1.0)
+            self._paused_until = max(self._paused_until, now + retry_after)
+        self._ceiling = self._rate = max(self.min_rate, measured * (1 - self.margin))
         self._next_slot = now
+        self._last_update = max(now, self._paused_until)
+        self._ceiling_until = self._last_update + self.hold
 
     def _recover(self, now: float) -> None:
-        if self._rate is None or now <= self._last_update:
+        """After the hold, probe above the ceiling, up to ``max_rate``."""
+        if self._rate is None or self._ceiling is None or now <= self._last_update:
             return
-        elapsed = now - self._last_update
         self._last_update = now
-        if self._ceiling is None:
-            grown = self._rate * (1 + self.growth) ** min(elapsed, 60.0)  # no float overflow
-        else:  # held at the ceiling until ceiling_until, then probing above it
-            grown = self._ceiling + self.recovery * max(0.0, now - self._ceiling_until)
-        if self.max_rate is not None:
-            grown = min(self.max_rate, grown)
-        self._rate = grown
+        probed = self._ceiling * (1 + self.recovery * max(0.0, now - self._ceiling_until))
+        self._rate = probed if self.max_rate is None else min(self._cap, probed)
+
+    @property
+    def _cap(self) -> float:
+        """A configured rate is paced a little under: a server's limit has no room for jitter."""
+        assert self.max_rate is not None
+        return self.max_rate * (1 - self.slack)
