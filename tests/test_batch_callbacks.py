@@ -180,7 +180,7 @@ class World:
         return BatchOptions(
             wait=True, concurrency=10, poll_interval=POLL, callback_url=callback_url,
             callback_poll_interval=SAFETY, callback_gather=GATHER, sleep=self.time.sleep,
-            clock=self.clock, **more,  # type: ignore[arg-type]
+            clock=self.clock, start_rate=None, **more,  # unpaced: the only waits are polls  # type: ignore[arg-type]
         )
 
 

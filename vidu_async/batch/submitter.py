@@ -112,6 +112,9 @@ def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value:
         raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
 
 
+LOUD_PAUSE = 5.0
+"""A wait this long (seconds) or longer is logged as a warning, with its reason: a person
+watching the batch should know why it stands still."""
 MIN_POLL_INTERVAL = 0.01
 """The shortest allowed ``poll_interval`` (0 would poll in a busy loop; the simulator's tests
 poll every few hundredths of a second, a real batch every few seconds)."""
@@ -120,6 +123,9 @@ poll every few hundredths of a second, a real batch every few seconds)."""
 @attrs.frozen
 class BatchOptions:
     """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
+    Without a ``rate``, creates start at ``start_rate`` a second and speed up with every
+    success until a limit shows (a strict limit is then found without a burst of every worker
+    at once; measured in ``benchmarks/``); ``start_rate=None`` starts unpaced.
 
     ``batch_id`` names the batch: every job's correlation key derives from it, the job's id
     and its request, so a rerun of the same batch finds the tasks an earlier run made even
@@ -144,6 +150,7 @@ class BatchOptions:
 
     concurrency: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     rate: float | None = attrs.field(default=None, validator=_optional_rate)
+    start_rate: float | None = attrs.field(default=10.0, validator=_optional_rate)
     wait: bool = False
     download: Path | None = None
     max_credits: int | None = attrs.field(
@@ -277,7 +284,7 @@ class BatchSubmitter:
     def _reset(self) -> None:
         """Fresh state for one run."""
         opts = self.options
-        self._throttle = Throttle(opts.rate, self._clock)
+        self._throttle = Throttle(opts.rate, self._clock, start_rate=opts.start_rate)
         self._journal: Journal | None = None
         self._batch_id = opts.batch_id or ""
         self._stop: ErrorInfo | None = None
@@ -735,8 +742,11 @@ class BatchSubmitter:
             await self._wait_for_a_finish()
         else:
             pause = self._throttle.throttled(meaning.retry_after)
-            logger.info("%s: %s; every worker pauses %.1fs", account.label,
-                        ErrorInfo.from_exception(error).reason, pause)
+            level = logging.WARNING if pause >= LOUD_PAUSE else logging.DEBUG
+            logger.log(level, "%s: %s; sending again in %.1f s%s", account.label,
+                       ErrorInfo.from_exception(error).reason, pause,
+                       " (the server asked for it)" if meaning.retry_after else "")
+            await self.options.sleep(pause)
         return None
 
     async def _wait_for_a_finish(self) -> None:
