@@ -179,9 +179,11 @@ class ReferenceToVideoRequest:
         Reads and base64-encodes local files, so async code calls it via ``asyncio.to_thread``.
         It does not validate: call ``validate()`` first.
         """
-        return self._body(encode_media)
+        return self.body_with(encode_media)
 
-    def _body(self, media: Callable[[MediaSource, MediaKind], str]) -> dict[str, Any]:
+    def body_with(self, media: Callable[[MediaSource, MediaKind], str]) -> dict[str, Any]:
+        """The body ``to_payload()`` builds, with each media entry as ``media(entry, kind)``
+        makes it (``to_payload`` inlines local files; a fingerprint stands in their digest)."""
         body: dict[str, Any] = {}
         for name in KNOWN_FIELDS:
             value = getattr(self, name)
