@@ -201,15 +201,17 @@ class SubjectsToVideoRequest(RequestBase):
             )
             return
         image_only = len(subjects) - with_videos
-        checker.check_count(
-            "subjects", image_only, 0, m.max_image_subjects,
-            f"{m.name} accepts {{allowed}} subjects without videos",
-        )
-        checker.check_count(
-            "subjects", with_videos, 0, m.max_video_subjects,
-            f"{m.name} accepts {{allowed}} subjects with videos",
-        )
-        if len(video_fields) > m.max_videos:
+        if len(subjects) <= caps.SUBJECTS_MAX:
+            checker.check_count(
+                "subjects", image_only, 0, m.max_image_subjects,
+                f"{m.name} accepts {{allowed}} subjects without videos",
+            )
+        if with_videos > m.max_video_subjects:
+            checker.check_count(
+                "subjects", with_videos, 0, m.max_video_subjects,
+                f"{m.name} accepts {{allowed}} subjects with videos",
+            )
+        elif len(video_fields) > m.max_videos:
             checker.error(
                 "subjects", f"{m.name} accepts 1..{m.max_videos} videos, got {len(video_fields)}"
             )
