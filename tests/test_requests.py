@@ -144,6 +144,9 @@ def test_movement_amplitude(m: ModelCapabilities) -> None:
         request = make(m.name, movement_amplitude=value)
         if m.movement_amplitude:
             assert request.check().ok
+        elif value == "auto":  # the default: harmless, a warning, and left out of the body
+            assert [w.field for w in request.check().warnings] == ["movement_amplitude"]
+            assert "movement_amplitude" not in request.to_payload()
         else:
             assert problems(request)["movement_amplitude"].startswith(
                 f"not supported on {m.name}"
@@ -181,7 +184,6 @@ def test_validate_emits_vidu_warning_and_returns_it() -> None:
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"model": "viduq4"}, "model"),
         ({"model": 3}, "model"),
         ({"prompt": ""}, "prompt"),
         ({"prompt": "   "}, "prompt"),

@@ -1,7 +1,8 @@
 """Reference media entries (images, videos): what each is, whether Vidu takes it, how to send it.
 
-An entry is an http(s) URL (checked for form only: Vidu fetches it, we never do), a ``data:`` URI,
-a local file path or raw bytes. Data URIs, files and bytes are probed from their headers (see
+An entry is an http(s) URL (checked for form only: Vidu fetches it, we never do), an ``ssupload:``
+URI naming an uploaded image (sent as is, never probed), a ``data:`` URI, a local file path or raw
+bytes. Data URIs, files and bytes are probed from their headers (see
 ``_probe``) and checked against the media rules in ``capabilities``; files and bytes are sent inline
 as base64 data URIs whose content type comes from the magic bytes, never from a file extension.
 """
@@ -47,13 +48,16 @@ __all__ = [
     "encode_media",
     "inspect_media",
     "is_local",
+    "is_upload_uri",
     "is_url",
 ]
 
 MediaSource = str | os.PathLike[str] | bytes
 """An http(s) URL, a ``data:`` URI, a local path (``str`` or ``PathLike``) or the raw bytes."""
-Origin = Literal["url", "data_uri", "file", "bytes"]
+Origin = Literal["url", "upload", "data_uri", "file", "bytes"]
 
+_UPLOAD_PREFIX = "ssupload:"
+"""What the upload API's ``finish`` answers (``ssupload:?id=...``): valid wherever images go."""
 _URL_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 """Any ``scheme://`` string is taken as a URL (then refused unless http or https), not a path."""
 _LABEL_MAX = 120
@@ -107,6 +111,8 @@ def inspect_media(source: MediaSource, kind: MediaKind, *, field: str) -> MediaI
             return _inspect_reader(BytesReader(source), kind, "bytes", _bytes_label(source))
         if isinstance(source, str) and _URL_PREFIX.match(source):
             return _inspect_url(source, kind)
+        if is_upload_uri(source):
+            return _inspect_upload_uri(str(source), kind)
         if isinstance(source, str) and _is_data_uri(source):
             return _inspect_data_uri(source, kind)
         return _inspect_file(_path_text(source), kind)
@@ -119,9 +125,18 @@ def is_url(source: object) -> bool:
     return isinstance(source, str) and _URL_PREFIX.match(source) is not None
 
 
+def is_upload_uri(source: object) -> bool:
+    """Whether an entry is an ``ssupload:`` URI from the upload API (an uploaded image)."""
+    return isinstance(source, str) and source.startswith(_UPLOAD_PREFIX)
+
+
 def is_local(source: object) -> bool:
-    """Whether an entry names a local file or is raw bytes (neither a URL nor a data URI)."""
-    return not (is_url(source) or (isinstance(source, str) and _is_data_uri(source)))
+    """Whether an entry names a local file or is raw bytes (not a URL, upload or data URI)."""
+    return not (
+        is_url(source)
+        or is_upload_uri(source)
+        or (isinstance(source, str) and _is_data_uri(source))
+    )
 
 
 def encode_media(source: MediaSource, kind: MediaKind) -> str:
@@ -195,6 +210,13 @@ def _inspect_url(url: str, kind: MediaKind) -> MediaInfo:
     if not parts.hostname:
         raise _Rejected(f"{label}: the URL has no host")
     return MediaInfo(kind, "url", label, None, None, None, None, None, len(url), ())
+
+
+def _inspect_upload_uri(uri: str, kind: MediaKind) -> MediaInfo:
+    label = _short(uri)
+    if kind != "image":
+        raise _Rejected(f"{label}: an ssupload: URI names an uploaded image, not {_A_KIND[kind]}")
+    return MediaInfo(kind, "upload", label, None, None, None, None, None, len(uri), ())
 
 
 def _inspect_data_uri(uri: str, kind: MediaKind) -> MediaInfo:

@@ -97,10 +97,7 @@ class BatchObserver(Protocol):
     def task_state(self, task_id: str, state: str) -> None: ...
 
 
-def _optional_rate(_: object, attribute: attrs.Attribute[float | None], value: float | None
-                   ) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
+_positive_or_none = attrs.validators.optional(attrs.validators.gt(0.0))
 
 
 def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value: str | None
@@ -149,8 +146,8 @@ class BatchOptions:
     """
 
     concurrency: int = attrs.field(default=8, validator=attrs.validators.ge(1))
-    rate: float | None = attrs.field(default=None, validator=_optional_rate)
-    start_rate: float | None = attrs.field(default=10.0, validator=_optional_rate)
+    rate: float | None = attrs.field(default=None, validator=_positive_or_none)
+    start_rate: float | None = attrs.field(default=10.0, validator=_positive_or_none)
     wait: bool = False
     download: Path | None = None
     max_credits: int | None = attrs.field(

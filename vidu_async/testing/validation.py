@@ -45,7 +45,7 @@ def parse_create_body(raw: bytes) -> dict[str, Any]:
     problems = _raw_problems(body)
     if not problems:
         try:
-            result = ReferenceToVideoRequest.from_dict(body).check()
+            result = ReferenceToVideoRequest.from_dict(body).check(strict=True)
         except ValidationError as exc:
             problems = [str(problem) for problem in exc.problems]
         else:

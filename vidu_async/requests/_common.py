@@ -1,0 +1,97 @@
+"""Small pieces every request module shares: the check result, body serialization, helpers."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from vidu_async.errors import FieldProblem
+from vidu_async.media import MediaKind, is_local
+
+__all__ = [
+    "BOOL_FIELDS",
+    "COMMON_FIELDS",
+    "INT_FIELDS",
+    "MEDIA_FIELDS",
+    "ValidationResult",
+    "as_tuple",
+    "dumps_body",
+    "num",
+    "resolve",
+    "short",
+    "str_or_none",
+    "type_name",
+]
+
+COMMON_FIELDS: Final = (
+    "seed",
+    "payload",
+    "off_peak",
+    "watermark",
+    "wm_position",
+    "wm_url",
+    "meta_data",
+    "callback_url",
+)
+"""The optional fields every generation route takes, with the same meaning (ENDPOINTS.md)."""
+BOOL_FIELDS: Final = ("bgm", "audio", "off_peak", "watermark", "is_rec")
+INT_FIELDS: Final = ("duration", "seed", "wm_position")
+MEDIA_FIELDS: Final[Mapping[str, MediaKind]] = {"images": "image", "videos": "video"}
+
+
+def dumps_body(body: Mapping[str, Any]) -> bytes:
+    """Serialize a request body exactly as it is sent (compact UTF-8 JSON), so sizes agree."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@attrs.frozen
+class ValidationResult:
+    """What ``check()`` found: ``errors`` make the request unsendable, ``warnings`` do not.
+
+    ``body_bytes`` is the size the serialized body will have, local media included.
+    """
+
+    errors: tuple[FieldProblem, ...]
+    warnings: tuple[FieldProblem, ...]
+    body_bytes: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def as_tuple(value: Any) -> Any:
+    """Accept any list or tuple for a list field; leave other values for ``check()`` to report."""
+    if isinstance(value, list | tuple):
+        return tuple(value)
+    return value
+
+
+def resolve(item: Any, base_dir: Path) -> Any:
+    """A relative local media path made relative to ``base_dir``; anything else as given."""
+    if isinstance(item, str) and is_local(item):
+        path = Path(item).expanduser()
+        return path if path.is_absolute() else base_dir / path
+    return item
+
+
+def type_name(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def num(value: Any) -> str:
+    return str(int(value)) if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def short(value: str, limit: int = 80) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
