@@ -109,6 +109,8 @@ def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value:
         raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
 
 
+START_RATE: float | None = 10.0
+"""Creates per second an untold batch starts at (``BatchOptions.start_rate``)."""
 LOUD_PAUSE = 5.0
 """A wait this long (seconds) or longer is logged as a warning, with its reason: a person
 watching the batch should know why it stands still."""
@@ -147,7 +149,7 @@ class BatchOptions:
 
     concurrency: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     rate: float | None = attrs.field(default=None, validator=_positive_or_none)
-    start_rate: float | None = attrs.field(default=10.0, validator=_positive_or_none)
+    start_rate: float | None = attrs.field(default=START_RATE, validator=_positive_or_none)
     wait: bool = False
     download: Path | None = None
     max_credits: int | None = attrs.field(
