@@ -210,7 +210,9 @@ VERDICT_CASES: list[tuple[str, BaseException, type]] = [
     ("ambiguous stays ambiguous",
      AmbiguousCreateError("lost", correlation_key="k" * 32, cause=None), End),
     ("retries exhausted, nothing made", status(ServerError, 500, "InternalServiceFailure"), End),
-    ("never left this machine", APIConnectionError("refused", call="POST x", sent=False), End),
+    ("never connected, after every retry", APIConnectionError("refused", call="POST x",
+                                                              sent=False), AccountDown),
+    ("an answer lost, and absence proven", APIConnectionError("reset", call="POST x"), End),
 ]
 
 

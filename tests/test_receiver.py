@@ -18,7 +18,8 @@ from pytest_aiohttp import AiohttpClient
 from vidu_async.callbacks import sign_callback
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.receiver import CallbackEvent, CallbackReceiver, LogLimiter, ReceiverOptions
+from vidu_async.loglimit import LogLimiter
+from vidu_async.receiver import CallbackEvent, CallbackReceiver, ReceiverOptions
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import TaskResult

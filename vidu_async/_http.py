@@ -58,8 +58,9 @@ logger = logging.getLogger("vidu_async.http")
 DEFAULT_BASE_URL = "https://api.vidu.com"
 API_PREFIX = "/ent/v2"
 USER_AGENT = f"vidu-async/{__version__}"
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15, sock_read=120)
-"""API calls: 15 s to connect, 2 min between bytes of the answer, 5 min in all (large uploads)."""
+DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=15, sock_read=60)
+"""API calls: 15 s to connect, 1 min between bytes of the answer (a stalled server is named
+within a minute), 5 min in all (large uploads)."""
 
 PREPARE_AT_ONCE = 2
 """Create bodies with inline media prepared at once: measured, more starve the event loop."""

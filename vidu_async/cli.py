@@ -29,6 +29,7 @@ from vidu_async._version import __version__
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
 from vidu_async.errors import (
+    APIConnectionError,
     AuthenticationError,
     ConfigurationError,
     JournalError,
@@ -427,6 +428,10 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
+    except APIConnectionError as error:  # before any job: nothing was sent
+        print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error}); "
+              "nothing was sent: check the network and --base-url, then rerun", file=sys.stderr)
+        return EXIT_FAILED
     except (ConfigurationError, JournalError) as error:  # the receiver's address, the journal
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -46,14 +46,13 @@ from vidu_async.callbacks import (
 )
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError, ViduError
+from vidu_async.loglimit import LogLimiter
 from vidu_async.tasks import TaskResult, TaskState
 
 __all__ = [
     "DEFAULT_CALLBACK_PATH",
-    "LOG_INTERVAL",
     "CallbackEvent",
     "CallbackReceiver",
-    "LogLimiter",
     "ReceiverOptions",
 ]
 
@@ -65,7 +64,6 @@ _MAX_BODY = 8 * 2**20
 JSON-escaped up to 6 bytes each (aiohttp's default limit is 1 MiB)."""
 _MAX_DEPTH = 32
 """Deepest nesting of a callback body accepted: a task is 4 levels deep (creations)."""
-LOG_INTERVAL = 10.0
 """Seconds between two log lines about the same kind of problem (the repeats are counted)."""
 _REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -109,27 +107,6 @@ class ReceiverOptions:
                 f"path_prefix must be empty or a path such as '/hooks' (a leading '/', no "
                 f"trailing '/'), got {value!r}"
             )
-
-
-@attrs.define
-class LogLimiter:
-    """At most one log line per kind of problem per ``interval`` seconds, so that a flood (a
-    thousand slow clients, forged callbacks) cannot fill the log; the repeats are counted."""
-
-    interval: float = LOG_INTERVAL
-    clock: Callable[[], float] = attrs.field(default=time.monotonic, repr=False)
-    _last: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
-    _held: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
-
-    def allow(self, kind: str) -> int | None:
-        """None: hold this line back; else log it, saying how many were held back before it."""
-        now = self.clock()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._held[kind] += 1
-            return None
-        self._last[kind] = now
-        return self._held.pop(kind, 0)
 
 
 @attrs.frozen

@@ -46,6 +46,7 @@ from vidu_async.errors import (
     RetryLaterError,
     ServerError,
 )
+from vidu_async.loglimit import LogLimiter
 
 __all__ = [
     "CallKind",
@@ -63,6 +64,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vidu_async.retry")
+_NO_ANSWER = LogLimiter()
+"""Calls that got no answer are warned about (a person should hear what is slow and why) at
+most once per kind of call and error every ten seconds: a dead network under a busy batch would
+otherwise print a line per request."""
 
 CONFLICT = 409
 """``Conflict`` ("resource key conflict"): on a create it may mean the task already exists."""
@@ -250,13 +255,21 @@ def retrying(
 
     def log_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        logger.info(
-            "%s failed (%s); retrying in %.2fs (attempt %d of %d)",
+        level, more = logging.INFO, ""
+        if isinstance(error, APIConnectionError):  # no answer: say what is slow, and why
+            held = _NO_ANSWER.allow(f"{kind}:{type(error).__name__}")
+            if held is not None:
+                level = logging.WARNING
+                more = f" ({held} more like it since the last such line)" if held else ""
+        logger.log(
+            level,
+            "%s failed (%s); retrying in %.2fs (attempt %d of %d)%s",
             call,
             _describe(error),
             state.upcoming_sleep,
             state.attempt_number + 1,
             policy.max_attempts,
+            more,
         )
 
     return AsyncRetrying(

@@ -64,6 +64,7 @@ from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
 from vidu_async.download import remove_partial_files
 from vidu_async.errors import (
+    APIConnectionError,
     APIError,
     AuthenticationError,
     ConfigurationError,
@@ -75,7 +76,7 @@ from vidu_async.journal import Journal
 from vidu_async.media import is_local
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
-from vidu_async.reconcile import WINDOW_SLACK, Absent, Found, TaskIndex
+from vidu_async.reconcile import WINDOW_SLACK, Absent, Found, TaskIndex, proof_time
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.tasks import Task, TaskResult, TaskState
 from vidu_async.throttle import Throttle
@@ -87,6 +88,9 @@ logger = logging.getLogger("vidu_async.batch")
 JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
 
 _CANCELLABLE = frozenset({TaskState.CREATED, TaskState.QUEUEING})
+_REFRESH_READ_LIMIT = 5 * MAX_PAGE_SIZE
+"""Items one refresh of at most 100 ids reads before it gives up on the list (it should need
+one page; a server paging forever must not hold the batch)."""
 
 
 class BatchObserver(Protocol):
@@ -292,12 +296,17 @@ class BatchSubmitter:
         self._costs: dict[str, int] = {}
         self._reserved = 0
         self._unknown_in_flight = 0
+        self._maybe: dict[str, int] = {}
+        """Creates whose task may exist (an earlier run's unanswered intents, this run's
+        ambiguous ends), by job: their worst cost counts against the budget."""
         self._states: collections.Counter[str] = collections.Counter()
         self._made: dict[str, _Made] = {}
         self._adoptable: dict[str, tuple[TaskResult, str]] = {}
         """Tasks of this batch an earlier run made, by key (a new journal's start-up scan)."""
         self._unproven: dict[str, TaskIndex] = {}
         """Accounts whose start-up scan could not show payloads: their tasks by prompt."""
+        self._earlier_known: asyncio.Event | None = None
+        """Set once a start-up scan proved which earlier tasks exist (None: no such scan)."""
         self._task_states: dict[str, str] = {}
         self._changed = _Signal()
         """Fires when a create settles, a task finishes or submission stops."""
@@ -369,17 +378,19 @@ class BatchSubmitter:
                 self._batch_id = self._journal.batch_id
                 self._spent_before = self._journal.spent
                 self._costs.update(self._journal.costs)
+                for record in self._journal.pending():
+                    if record.needs_reconcile:  # maybe billed: counted until looked up
+                        self._maybe[record.job_id] = self._worst_cost(record.cost_class)
             elif not self._batch_id:
                 self._batch_id = _fresh_batch_id()
             if opts.download is not None:
                 await asyncio.to_thread(_ready_download_folder, opts.download)
             await self._probe_accounts()
-            self._run_started = {  # where the duplicate check's scan starts, per account
-                a.label: a.client.server_clock.now() - WINDOW_SLACK
-                for a in self._accounts.values()
-            }
+            self._run_started = {a.label: a.client.server_clock.now()
+                                 for a in self._accounts.values()}
             if opts.batch_id is not None and (self._journal is None or self._journal.is_new):
                 await self._index_earlier_tasks()
+                self._earlier_known = asyncio.Event()
             outbox: asyncio.Queue[Outcome | _Failure | None] = asyncio.Queue(
                 maxsize=opts.concurrency * 2
             )
@@ -408,6 +419,10 @@ class BatchSubmitter:
                 helpers = []
                 if opts.wait:
                     helpers.append(group.create_task(self._follow()))
+                if self._earlier_known is not None:
+                    helpers.append(group.create_task(
+                        self._index_earlier_tasks_proven(self._earlier_known)
+                    ))
                 if self._callbacks is not None:
                     helpers.append(group.create_task(self._take_callbacks(self._callbacks)))
                 async with asyncio.TaskGroup() as lives:
@@ -473,6 +488,8 @@ class BatchSubmitter:
             if isinstance(action, Reconcile):
                 found = await self._reconcile(job, action)
                 pinned = action.account
+                if not isinstance(found, Outcome):  # resolved: counted as spent, or not at all
+                    self._maybe.pop(job.custom_id, None)
             else:
                 found = await self._earlier_task(job, facts.key)
         if isinstance(found, Outcome):
@@ -527,14 +544,34 @@ class BatchSubmitter:
             if not index.payload_visible:
                 self._unproven[account.label] = index
 
+    async def _index_earlier_tasks_proven(self, known: asyncio.Event) -> None:
+        """Scan again once the list's visibility lag has passed since this run started: an
+        earlier run's last creates may not have been listed yet at the first scan. Until then
+        no job of the batch that was not found is created."""
+        waits = []
+        for account in self._accounts.values():
+            clock = account.client.server_clock
+            proof = proof_time(self._run_started[account.label],
+                               account.client.retry.visibility_lag, clock.uncertainty)
+            waits.append((proof - clock.now()).total_seconds())
+        if max(waits) > 0:
+            await self.options.sleep(max(waits))
+        await self._index_earlier_tasks()
+        known.set()
+
     async def _earlier_task(
         self, job: Job, key: str
     ) -> tuple[TaskResult, str] | Outcome | None:
-        """The task (and account) an earlier run made under ``key``, from the start-up index.
+        """The task (and account) an earlier run made under ``key``, from the start-up scans.
 
-        Where the list shows no payloads, the account's tasks with the job's model and prompt
-        are read one by one (a task's own answer carries its payload)."""
+        A key not seen at once waits for the scan that proves it (see
+        ``_index_earlier_tasks_proven``). Where the list shows no payloads, the account's
+        tasks with the job's model and prompt are read one by one (a task's own answer carries
+        its payload)."""
         found = self._adoptable.pop(key, None)
+        if found is None and self._earlier_known is not None:
+            await self._earlier_known.wait()
+            found = self._adoptable.pop(key, None)
         if found is not None:
             return found
         for label, index in self._unproven.items():
@@ -564,7 +601,7 @@ class BatchSubmitter:
         # The run that sent it is over (this run holds the journal's lock, or that run was
         # cancelled before this one started): nothing of it was sent after this run began.
         settled = min(sent + dt.timedelta(seconds=client.create_horizon),
-                      self._run_started[action.account] + WINDOW_SLACK)
+                      self._run_started[action.account])
         try:
             result = await client.reconciler.lookup(
                 action.key, model=job.request.model, prompt=job.request.prompt,
@@ -628,8 +665,8 @@ class BatchSubmitter:
 
     def _gate(self, price_class: str, pinned: str | None) -> Go | Wait | Stop:
         budget = Budget(
-            self.options.max_credits, self.credits_total, self._reserved,
-            self._unknown_in_flight > 0, self._costs,
+            self.options.max_credits, self.credits_total + sum(self._maybe.values()),
+            self._reserved, self._unknown_in_flight > 0, self._costs,
         )
         return gate(
             price_class, budget, [a.view() for a in self._accounts.values()],
@@ -680,6 +717,13 @@ class BatchSubmitter:
             return await self._cancel_over_budget(job, task, account, cap)
         return task, account.label
 
+    def _worst_cost(self, price_class: str | None) -> int:
+        """What a task of ``price_class`` may have cost: its known price, else the dearest
+        price known. With no price known at all it counts 0: the one case the cap can be
+        passed, by creates of a batch's very first prices that were interrupted unanswered."""
+        known = self._costs.get(price_class or "")
+        return known if known is not None else max(self._costs.values(), default=0)
+
     def _reserve(self, cost: int | None, sign: int) -> None:
         if cost is None:
             self._unknown_in_flight += sign
@@ -725,6 +769,8 @@ class BatchSubmitter:
         """What a create's error means (``verdicts``), acted on; None to try again."""
         meaning = verdict(error, retry_after_cap=self.options.retry_after_cap)
         if isinstance(meaning, End):
+            if meaning.status == "ambiguous":  # its task may exist, and cost
+                self._maybe[job.custom_id] = self._worst_cost(cost_class(job.request))
             return Outcome(job.custom_id, meaning.status, job.line, error=meaning.error)
         if isinstance(meaning, Halt):
             self._halt(meaning.error)
@@ -768,12 +814,13 @@ class BatchSubmitter:
             self._changed.fire()
 
     async def _probe_accounts(self) -> None:
-        """Learn each account's concurrency; a rejected key fails here, before any job runs."""
+        """Learn each account's concurrency; a rejected key or an API that cannot be reached
+        fails here, before any job is read."""
         for account in self._accounts.values():
             try:
                 credits = await account.client.get_credits()
-            except AuthenticationError:
-                raise
+            except (AuthenticationError, APIConnectionError):
+                raise  # a rejected key, or no answer at all: nothing can be sent
             except APIError as error:
                 logger.info("%s: could not read credits (%s); assuming defaults", account.label,
                             error)
@@ -918,12 +965,27 @@ class BatchSubmitter:
 
     async def _list_states(self, client: ViduClient, task_ids: list[str]
                            ) -> dict[str, TaskResult]:
+        """The tasks ``task_ids`` as one filtered list request reads them; it stops paging as
+        soon as every one was seen (a server that pages forever cannot hold the batch)."""
+        wanted = set(task_ids)
+        found: dict[str, TaskResult] = {}
         try:
-            return {r.id: r async for r in client.list_tasks(task_ids=task_ids)}
+            async with contextlib.aclosing(client.list_tasks(task_ids=task_ids)) as listed:
+                read = 0
+                async for result in listed:
+                    read += 1
+                    if result.id in wanted:
+                        found[result.id] = result
+                    if len(found) == len(wanted):
+                        break
+                    if read >= _REFRESH_READ_LIMIT:
+                        logger.warning("the task list answered %d items for %d ids and went "
+                                       "on; reading the rest one by one", read, len(task_ids))
+                        break
         except APIError as error:
             logger.info("bulk refresh of %d tasks failed (%s); querying one by one",
                         len(task_ids), error)
-            return {}
+        return found
 
     async def _query_one(self, client: ViduClient, task_id: str) -> TaskResult | None:
         try:
@@ -947,7 +1009,8 @@ class BatchSubmitter:
         outcomes = []
         for account in self._accounts.values():
             try:
-                index = await account.client.reconciler.snapshot(self._run_started[account.label])
+                since = self._run_started[account.label] - WINDOW_SLACK
+                index = await account.client.reconciler.snapshot(since)
             except APIError as error:
                 logger.warning("could not check %s for duplicate tasks: %s", account.label, error)
                 continue

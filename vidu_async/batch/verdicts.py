@@ -6,8 +6,9 @@ reconciliation) to one of:
 - ``Retry``: nothing was created; send it again after the pacing says so. ``throttle``: the
   429 may be a rate limit (the shared pacing hears of it); ``quota``: the account's concurrency
   is full (wait for one of our tasks to finish). ``retry_after`` is the server's demand.
-- ``AccountDown``: this account can take no more creates (out of credits, key rejected); the job
-  tries another account, and the batch stops when none is left.
+- ``AccountDown``: this account can take no more creates (out of credits, key rejected, not
+  reachable after every retry); the job tries another account, and the batch stops when none
+  is left.
 - ``Halt``: no create can go anywhere for now (the server asks for a wait longer than we accept).
 - ``End``: the job's end in this run, with its status.
 """
@@ -18,6 +19,7 @@ import attrs
 
 from vidu_async.errors import (
     AmbiguousCreateError,
+    APIConnectionError,
     AuthenticationError,
     InsufficientCreditsError,
     InvalidRequestError,
@@ -71,6 +73,9 @@ def verdict(error: BaseException, *, retry_after_cap: float) -> Verdict:
         return Retry("quota" if error.reason == "QuotaExceeded" else "throttle", wait)
     if isinstance(error, AuthenticationError | InsufficientCreditsError):
         return AccountDown(info)
+    if isinstance(error, APIConnectionError) and not error.sent:
+        # Retried already and never once connected: this account cannot be reached now.
+        return AccountDown(ErrorInfo("Unreachable", str(error)))
     if isinstance(error, ValidationError):
         return End("invalid", info)
     if isinstance(error, InvalidRequestError | ModerationError):
