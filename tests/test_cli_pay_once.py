@@ -18,7 +18,7 @@ from vidu_async.cli import main
 from vidu_async.demo import sample_png
 from vidu_async.download import safe_stem
 from vidu_async.journal import Journal
-from vidu_async.testing import FakeVidu, Timeline
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, Timeline
 
 URL = "https://example.com/ref.png"
 FAST = Timeline(created=0.01, processing=0.05)
@@ -170,6 +170,26 @@ async def test_a_second_checkout_with_local_images_and_no_custom_id_does_not_pay
     assert await submit(there / "jobs.jsonl", "--wait", "--results", str(out)) == 0
     assert sim.stats.tasks_created == 2
     assert sorted(str(r["task_id"]) for r in results(out)) == sorted(sim.tasks)
+
+
+async def test_a_start_up_search_that_fails_is_one_line_and_sends_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A new journal must first look for this batch's earlier tasks; the list refuses (a
+    # Retry-After longer than any wait obeyed), so nothing may be sent, and the user is told.
+    faults = Faults(list_tasks=EndpointFaults(too_many_requests=1.0, retry_after=500))
+    async with FakeVidu(timeline=FAST, faults=faults) as fake:
+        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        jobs = tmp_path / "prompts.txt"
+        write_prompts(jobs, ["a cat"])
+        code = await submit(jobs)
+        assert fake.stats.requests_to("create") == 0
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert "nothing was sent" in err[0]
+    assert "Traceback" not in err[0]
+    assert code == 1
 
 
 # --- an edited jobs file ------------------------------------------------------------------------
