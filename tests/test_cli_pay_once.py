@@ -136,6 +136,26 @@ async def test_a_deleted_journal_does_not_pay_again(sim: FakeVidu, tmp_path: Pat
     assert sim.balance() == balance
 
 
+async def test_a_job_left_out_of_the_run_after_a_lost_journal_is_not_paid_again_later(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    # The start-up search runs only while the journal is new: a job that the first run with
+    # the new journal did not reach (here its line was briefly broken) must still find its task.
+    jobs = tmp_path / "jobs.jsonl"
+    rows = [{"custom_id": name, "prompt": f"a {name} on a hill"} for name in "abc"]
+    jobs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "results.jsonl"
+    assert await submit(jobs, "--wait", "--results", str(out)) == 0
+    first = {r["custom_id"]: r["task_id"] for r in results(out)}
+    (tmp_path / "jobs.jsonl.journal.jsonl").unlink()
+    jobs.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]) + '{"custom_id": "c",\n')
+    assert await submit(jobs, "--wait", "--results", str(out)) == 1
+    jobs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert await submit(jobs, "--wait", "--results", str(out)) == 0
+    assert {r["custom_id"]: r["task_id"] for r in results(out)} == first
+    assert sim.stats.tasks_created == 3
+
+
 async def test_a_second_checkout_of_the_same_file_does_not_pay_again(
     sim: FakeVidu, tmp_path: Path
 ) -> None:
