@@ -281,6 +281,22 @@ async def test_max_credits_is_a_hard_cap_across_reruns(
     assert start - sim.balance() == 2 * COST
 
 
+async def test_max_credits_counts_the_tasks_found_after_a_lost_journal(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    write_prompts(jobs, [f"budget {i}" for i in range(6)])
+    cap = str(COST * 5 // 2)
+    start = sim.balance()
+    assert await submit(jobs, "--wait", "--max-credits", cap) == 1
+    assert sim.stats.tasks_created == 2
+    (tmp_path / "prompts.txt.journal.jsonl").unlink()
+    # The rerun finds the batch's two tasks (90 credits): only 22 of the cap are left.
+    assert await submit(jobs, "--wait", "--max-credits", cap) == 1
+    assert start - sim.balance() <= int(cap)
+    assert sim.stats.tasks_created == 2
+
+
 async def test_max_credits_zero_sends_nothing_and_says_why(
     sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
