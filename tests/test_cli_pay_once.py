@@ -117,6 +117,26 @@ async def test_a_journal_in_use_refuses_a_second_run_that_sends_nothing(
     assert out.read_text() == "the first run's results\n"
 
 
+async def test_results_on_stdout_appended_to_a_file_keep_what_it_held(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    # `vidu-async submit a.txt >> all.jsonl`: only a --results file is this run's own to empty.
+    jobs = tmp_path / "prompts.txt"
+    write_prompts(jobs, ["a cat"])
+    collected = tmp_path / "all.jsonl"
+    collected.write_text('{"earlier": "results"}\n')
+    env = {**os.environ, "VIDU_API_KEY": sim.api_key, "VIDU_BASE_URL": sim.url}
+    with collected.open("a") as stdout:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vidu_async", *submit_args(jobs), env=env, stdout=stdout,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    lines = results(collected)
+    assert lines[0] == {"earlier": "results"}
+    assert [r["status"] for r in lines[1:]] == ["submitted"]
+
+
 # --- a lost journal, a second checkout ----------------------------------------------------------
 
 
