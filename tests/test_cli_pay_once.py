@@ -311,10 +311,12 @@ async def test_max_credits_counts_the_tasks_found_after_a_lost_journal(
     assert await submit(jobs, "--wait", "--max-credits", cap) == 1
     assert sim.stats.tasks_created == 2
     (tmp_path / "prompts.txt.journal.jsonl").unlink()
-    # The rerun finds the batch's two tasks (90 credits): only 22 of the cap are left.
+    # The rerun finds the batch's two tasks (90 credits): only 22 of the cap are left. A new
+    # journal knows no price yet: one task may go alone to learn it, and is cancelled unpaid.
     assert await submit(jobs, "--wait", "--max-credits", cap) == 1
     assert start - sim.balance() <= int(cap)
-    assert sim.stats.tasks_created == 2
+    extra = [t for t in sim.tasks.values() if t.err_code == "TaskCanceled"]
+    assert sim.stats.tasks_created == 2 + len(extra) and len(extra) <= 1
 
 
 async def test_max_credits_zero_sends_nothing_and_says_why(

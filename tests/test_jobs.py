@@ -186,7 +186,7 @@ def test_identical_lines_stay_separate_jobs_numbered_in_file_order(tmp_path: Pat
     assert all(i.ok for i in lines)
 
 
-def test_the_id_depends_on_the_request_defaults_and_the_media_file_not_the_file_name(
+def test_the_id_depends_on_the_request_as_written_not_on_where_the_file_lies(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "sub").mkdir()
@@ -199,10 +199,9 @@ def test_the_id_depends_on_the_request_defaults_and_the_media_file_not_the_file_
         return line.custom_id
 
     assert the_id(first) == the_id(same)
-    assert the_id(first) != the_id(elsewhere)  # ref.png resolves to another file
+    assert the_id(first) == the_id(elsewhere)  # another checkout: the same job
     assert the_id(first) != the_id(first, duration=8)
-    # a relative path and the absolute one it resolves to ask the same thing
-    assert the_id(first) == the_id(first, images=[str(tmp_path / "ref.png")])
+    assert the_id(first) != the_id(first, images=[str(tmp_path / "ref.png")])  # as written
 
 
 def test_an_explicit_id_may_look_like_an_auto_id_but_ids_stay_unique(tmp_path: Path) -> None:

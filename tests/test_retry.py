@@ -22,6 +22,7 @@ from vidu_async.errors import (
     RetryLaterError,
     ServerError,
 )
+from vidu_async.loglimit import LogLimiter
 from vidu_async.retry import (
     CallKind,
     RetryPolicy,
@@ -256,3 +257,23 @@ async def test_retrying_lets_cancellation_through() -> None:
     with pytest.raises(asyncio.CancelledError):
         await retrying(policy_for(ManualClock()), QUERY, "GET /x")(op)
     assert op.calls == 1
+
+
+async def test_no_answer_is_a_warning_at_a_bounded_rate_other_retries_stay_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    time = ManualClock()
+    limiter = LogLimiter(interval=10.0, clock=time)
+    caplog.set_level(logging.INFO, logger="vidu_async")
+    for _ in range(2):  # the second call's no-answer retry comes within the interval
+        op = Script(SERVER, READ_TIMEOUT)
+        await retrying(policy_for(time), QUERY, "GET /ent/v2/credits", no_answer=limiter)(op)
+    levels = [(r.levelno, "read timeout" in r.getMessage()) for r in caplog.records
+              if "retrying in" in r.getMessage()]
+    assert levels == [(logging.INFO, False), (logging.WARNING, True),
+                      (logging.INFO, False), (logging.INFO, True)]
+    time.advance(10)
+    op = Script(READ_TIMEOUT)
+    await retrying(policy_for(time), QUERY, "GET /ent/v2/credits", no_answer=limiter)(op)
+    assert caplog.records[-1].levelno == logging.WARNING
+    assert "(1 more like it since the last such line)" in caplog.records[-1].getMessage()

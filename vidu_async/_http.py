@@ -36,6 +36,7 @@ from vidu_async.errors import (
     redact,
     status_error_class,
 )
+from vidu_async.loglimit import LogLimiter
 from vidu_async.retry import parse_retry_after
 
 __all__ = [
@@ -183,6 +184,10 @@ class SessionPool:
         self.limit_per_host = limit_per_host
         self._sessions: dict[Account | None, aiohttp.ClientSession] = {}
         self.preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
+        self.no_answer = LogLimiter()
+        """Calls of the pool's clients that got no answer are warned about at most once per
+        kind of call and error every ten seconds (a dead network under a busy batch would
+        otherwise print a line per request)."""
         """Bounds the create bodies with inline media being prepared in threads at once."""
         self._closed = False
 

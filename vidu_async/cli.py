@@ -424,6 +424,7 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
             summary = await submit_jobs_file(
                 args.jobs, clients, options, defaults=request_defaults(args),
                 results=results, messages=sys.stderr, progress=progress, listener=listener,
+                fresh_results=args.results is not None,
             )
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
@@ -435,6 +436,9 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
     except (ConfigurationError, JournalError) as error:  # the receiver's address, the journal
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except ViduError as error:  # the start-up search for an earlier run's tasks
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         progress.close()
         if results is not sys.stdout:

@@ -245,7 +245,8 @@ class ViduClient:
         params: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
     ) -> Any:
-        retrier = retrying(self._retry, kind, call_name(method, path))
+        retrier = retrying(self._retry, kind, call_name(method, path),
+                           no_answer=self._pool.no_answer)
         return await retrier(
             send,
             self._pool,
@@ -335,6 +336,7 @@ class ViduClient:
             CallKind.CREATE,
             call_name("POST", path),
             retry_rate_limits=retry_rate_limits,
+            no_answer=self._pool.no_answer,
         )
         try:
             task: Task = await retrier(attempt)

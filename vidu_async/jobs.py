@@ -26,7 +26,6 @@ import csv
 import hashlib
 import itertools
 import json
-import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
@@ -36,7 +35,6 @@ from typing import Any, BinaryIO, Literal
 import attrs
 
 from vidu_async.errors import FieldProblem, ValidationError, ViduError
-from vidu_async.media import is_local
 from vidu_async.requests import KNOWN_FIELDS, ReferenceToVideoRequest
 
 __all__ = [
@@ -70,7 +68,6 @@ the largest legal inline media: a video under 20 MB is about 27 MB as a base64 d
 _INT_FIELDS = frozenset({"duration", "seed", "wm_position"})
 _BOOL_FIELDS = frozenset({"bgm", "audio", "off_peak", "watermark"})
 _LIST_FIELDS = frozenset({"images", "videos", "sounds"})
-_MEDIA_FIELDS = ("images", "videos")
 _TRUE = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "0", "no", "n", "off"})
 _HEADER_NAMES = frozenset({"custom_id", *KNOWN_FIELDS})
@@ -184,29 +181,13 @@ def check_jobs_file(path: Path, fmt: JobFormat | None = None) -> None:
         raise JobsFileError(f"{path}: no jobs in it: every line{after} is blank")
 
 
-def auto_id(fields: Mapping[str, Any], base_dir: Path) -> str:
-    """The id of a line without ``custom_id``: a hash of the request fields it asks for.
-
-    ``fields`` are the line's fields with the defaults applied; relative local media paths
-    resolve against ``base_dir`` and enter the hash as absolute paths.
-    """
-    canonical = {
-        key: _absolute_media(value, base_dir) if key in _MEDIA_FIELDS else value
-        for key, value in fields.items()
-    }
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), default=str)
+def auto_id(fields: Mapping[str, Any]) -> str:
+    """The id of a line without ``custom_id``: a hash of the request fields it asks for, as
+    written (defaults applied). A relative media path enters as written, so the same jobs file
+    in another checkout keeps its ids (what the file then holds is the request fingerprint's
+    business: a changed image is refused as a changed request, never paid twice)."""
+    text = json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), default=str)
     return "auto-" + hashlib.sha256(text.encode("ascii")).hexdigest()[:16]
-
-
-def _absolute_media(value: Any, base_dir: Path) -> Any:
-    if not isinstance(value, list | tuple):
-        return value
-    return [
-        os.path.abspath(base_dir / Path(item).expanduser())
-        if isinstance(item, str | os.PathLike) and is_local(item)
-        else item
-        for item in value
-    ]
 
 
 # --- reading: bytes to lines to records ---------------------------------------------------------
@@ -363,7 +344,7 @@ def _job_line(
         problems.append(FieldProblem("custom_id", f"must be a non-empty string, got {raw_id!r}"))
     merged = {**defaults, **fields}
     if not custom_id:
-        base = auto_id(merged, base_dir)
+        base = auto_id(merged)
         repeats[base] = count = repeats.get(base, 0) + 1
         custom_id = base if count == 1 else f"{base}-{count}"
     if custom_id in seen:

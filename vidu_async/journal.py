@@ -42,6 +42,7 @@ from vidu_async.errors import JournalError, JournalLockedError
 __all__ = ["JobRecord", "Journal"]
 
 _VERSION = 2
+_JOB_KINDS = ("intent", "created", "refunded", "final")
 _MAX_LINE = 1 << 20
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
 
@@ -63,6 +64,8 @@ class JobRecord:
     task_id: str | None = None
     credits: int | None = None
     final: Mapping[str, Any] | None = None
+    attempts: int = 0
+    """Tasks of this job cancelled unpaid (``refunded``): its next correlation key's number."""
     """The job's result record once it reached an end state."""
 
     @property
@@ -104,7 +107,13 @@ class _Loaded:
                 cost_class=record.get("cost_class"),
                 intent_at=record.get("at"),
                 server_at=record.get("server_at"),
+                attempts=current.attempts,
             )
+        elif kind == "refunded":  # its task was cancelled unpaid: the job starts afresh
+            credits = record.get("credits")
+            if isinstance(credits, int):
+                self.spent -= credits
+            current = JobRecord(job_id, attempts=current.attempts + 1)
         elif kind == "created":
             task_id, credits = record.get("task_id"), record.get("credits")
             if task_id != current.task_id and isinstance(credits, int):
@@ -211,6 +220,18 @@ class Journal:
                 self._costs[cost_class] = credits
         await self._commit(
             {"kind": "created", "job": job_id, "task_id": task_id, "credits": credits},
+            durable=True,
+        )
+
+    async def refunded(self, job_id: str, *, task_id: str, credits: int | None) -> None:
+        """Record that the job's task was cancelled before it started and cost nothing: its
+        credits leave ``spent``, and the job is unsent again, its next task under a new key
+        (``JobRecord.attempts`` counts such tasks). On disk when this returns."""
+        if credits is not None:
+            self.spent -= credits
+            self.spent_this_run -= credits
+        await self._commit(
+            {"kind": "refunded", "job": job_id, "task_id": task_id, "credits": credits},
             durable=True,
         )
 
@@ -446,7 +467,7 @@ def _parse(raw: bytes, path: Path, number: int) -> dict[str, Any]:
             )
         kind = record.get("kind")
         job_id = record.get("job", record.get("custom_id"))
-        if kind == "batch" or (kind in ("intent", "created", "final") and isinstance(job_id, str)):
+        if kind == "batch" or (kind in _JOB_KINDS and isinstance(job_id, str)):
             return record
     raise JournalError(
         f"{where}: {reason}; the journal is damaged: repair or delete that line, "

@@ -64,10 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("vidu_async.retry")
-_NO_ANSWER = LogLimiter()
-"""Calls that got no answer are warned about (a person should hear what is slow and why) at
-most once per kind of call and error every ten seconds: a dead network under a busy batch would
-otherwise print a line per request."""
 
 CONFLICT = 409
 """``Conflict`` ("resource key conflict"): on a create it may mean the task already exists."""
@@ -224,14 +220,21 @@ def _describe(error: BaseException | None) -> str:
 
 
 def retrying(
-    policy: RetryPolicy, kind: CallKind, call: str, *, retry_rate_limits: bool = True
+    policy: RetryPolicy,
+    kind: CallKind,
+    call: str,
+    *,
+    retry_rate_limits: bool = True,
+    no_answer: LogLimiter | None = None,
 ) -> AsyncRetrying:
     """A tenacity retrier for one call (``call`` names it in logs, e.g. ``GET /ent/v2/credits``).
 
     Errors it gives up on are re-raised as they are. For a create, an error with
     ``Verdict.LOOKUP`` reaching the retrier means the lookup proved the task absent, so it may be
     resent like a ``Verdict.RETRY`` one. ``retry_rate_limits=False`` raises a 429 at once, for
-    callers that pace themselves (the batch submitter's shared throttle).
+    callers that pace themselves (the batch submitter's shared throttle). With ``no_answer``, a
+    call that got no answer at all is logged as a warning (what is slow, and why) as often as
+    that limiter allows; other retries are logged at INFO.
     """
     started = policy.clock()
 
@@ -256,8 +259,8 @@ def retrying(
     def log_retry(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         level, more = logging.INFO, ""
-        if isinstance(error, APIConnectionError):  # no answer: say what is slow, and why
-            held = _NO_ANSWER.allow(f"{kind}:{type(error).__name__}")
+        if no_answer is not None and isinstance(error, APIConnectionError):
+            held = no_answer.allow(f"{kind}:{type(error).__name__}")
             if held is not None:
                 level = logging.WARNING
                 more = f" ({held} more like it since the last such line)" if held else ""

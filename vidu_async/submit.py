@@ -120,8 +120,10 @@ async def submit_jobs_file(
     messages: TextIO,
     progress: ProgressReporter | None = None,
     listener: Listener | None = None,
+    fresh_results: bool = False,
 ) -> SubmitSummary:
-    """Submit every valid line of ``path``; write one result line per line to ``results``.
+    """Submit every valid line of ``path``; write one result line per line to ``results``
+    (``fresh_results``: a file this run empties first, once it holds the journal's lock).
 
     With ``listener`` (and ``options.callback_url`` set to its URL), a receiver verifying with
     the keys of ``clients`` runs on its address while the batch runs; ``ConfigurationError``
@@ -150,7 +152,7 @@ async def submit_jobs_file(
         if progress is not None:
             stack.push_async_callback(_stop, asyncio.create_task(_tick(progress, submitter)))
         outcomes = await stack.enter_async_context(contextlib.aclosing(submitter.run(lines())))
-        writer = _ResultsWriter(results, messages)
+        writer = _ResultsWriter(results, messages, fresh=fresh_results)
         async for outcome in outcomes:
             counts[outcome.status] += 1
             writer.write(outcome.to_dict())
@@ -163,16 +165,16 @@ class _ResultsWriter:
     """Writes results lines; when the stream breaks (``| head`` exited), says so once and
     stops writing there while the batch goes on (every end is in the journal too)."""
 
-    def __init__(self, out: TextIO, messages: TextIO) -> None:
+    def __init__(self, out: TextIO, messages: TextIO, *, fresh: bool) -> None:
         self._out: TextIO | None = out
         self._messages = messages
-        self._first = True
+        self._first = fresh
 
     def write(self, record: Mapping[str, Any]) -> None:
         if self._out is None:
             return
         try:
-            if self._first and self._out.seekable():
+            if self._first:
                 self._out.truncate(0)  # a results file holds this run's results only
             self._first = False
             self._out.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -293,6 +293,9 @@ class BatchSubmitter:
         self._stop: ErrorInfo | None = None
         self._spent_before = 0
         self._spent = 0
+        self._spent_found = 0
+        self._counted: set[str] = set()
+        """Task ids whose credits ``credits_total`` holds already (journalled or found)."""
         self._costs: dict[str, int] = {}
         self._reserved = 0
         self._unknown_in_flight = 0
@@ -341,8 +344,9 @@ class BatchSubmitter:
 
     @property
     def credits_total(self) -> int:
-        """Credits of every task the journal recorded for this batch, this run's included."""
-        return self._spent_before + self._spent
+        """Credits of every task of this batch known to this run: those the journal recorded,
+        those this run created, and those it found an earlier run made."""
+        return self._spent_before + self._spent + self._spent_found
 
     @property
     def batch_id(self) -> str:
@@ -381,6 +385,8 @@ class BatchSubmitter:
                 for record in self._journal.pending():
                     if record.needs_reconcile:  # maybe billed: counted until looked up
                         self._maybe[record.job_id] = self._worst_cost(record.cost_class)
+                    if record.task_id is not None:  # its credits are in journal.spent
+                        self._counted.add(record.task_id)
             elif not self._batch_id:
                 self._batch_id = _fresh_batch_id()
             if opts.download is not None:
@@ -388,7 +394,9 @@ class BatchSubmitter:
             await self._probe_accounts()
             self._run_started = {a.label: a.client.server_clock.now()
                                  for a in self._accounts.values()}
-            if opts.batch_id is not None and (self._journal is None or self._journal.is_new):
+            if opts.batch_id is not None:
+                # Every run of a named batch: a job its journal does not know may still have a
+                # task (a journal lost, then a run that never reached the job).
                 await self._index_earlier_tasks()
                 self._earlier_known = asyncio.Event()
             outbox: asyncio.Queue[Outcome | _Failure | None] = asyncio.Queue(
@@ -473,8 +481,8 @@ class BatchSubmitter:
             item = item.job
         job = item
         with self._at("preparing"):
-            facts = await self._facts(job)
             record = self._journal.take(job.custom_id) if self._journal else None
+            facts = await self._facts(job, record.attempts if record else 0)
             action = plan(facts, record, frozenset(self._accounts))
         if isinstance(action, Replay):
             return attrs.evolve(Outcome.from_dict(action.result), line=job.line), False
@@ -497,6 +505,7 @@ class BatchSubmitter:
         if found is not None:
             task, label = found
             logger.info("%s: found task %s made earlier for it", job.custom_id, task.id)
+            self._count_found(task)
             if self._journal is not None:
                 await self._journal.created(job.custom_id, task_id=task.id, credits=task.credits)
             return await self._follow_task(job, facts.key, task.id, label, task.credits)
@@ -516,31 +525,35 @@ class BatchSubmitter:
         finally:
             self._move(stage, None)
 
-    async def _facts(self, job: Job) -> JobFacts:
+    async def _facts(self, job: Job, attempt: int) -> JobFacts:
         """The job's fingerprint and key (local media are hashed in a thread)."""
         media = (*job.request.images, *job.request.videos)
         if any(is_local(m) for m in media):
             print_ = await asyncio.to_thread(fingerprint, job.request, self._digests)
         else:
             print_ = fingerprint(job.request, self._digests)
-        return JobFacts(job.custom_id, print_, job_key(self._batch_id, job.custom_id, print_))
+        key = job_key(self._batch_id, job.custom_id, print_, attempt)
+        return JobFacts(job.custom_id, print_, key)
 
     # --- finding what an earlier run made ----------------------------------------------------
 
     async def _index_earlier_tasks(self) -> None:
-        """A new journal for a named batch: note the tasks an earlier run (with a lost journal,
-        or from another checkout) made under this batch's keys, so they are not paid again."""
+        """A named batch: note the tasks an earlier run (with a lost journal, or from another
+        checkout) made under this batch's keys, so they are not paid again."""
         for account in self._accounts.values():
             try:
                 index = await account.client.reconciler.snapshot()
             except APIError as error:
                 raise APIError(
                     f"cannot check {account.label} for tasks an earlier run of batch "
-                    f"{self._batch_id!r} made ({error}); nothing was sent"
+                    f"{self._batch_id!r} made ({error}); nothing was sent. Rerun once the API "
+                    "answers (a batch that never ran before can skip the search: --fresh)"
                 ) from error
             for key, tasks in index.by_key.items():
                 if belongs_to(key, self._batch_id):
                     self._adoptable[key] = (tasks[0], account.label)
+                    for task in tasks:  # this batch's, billed: in the budget from now on
+                        self._count_found(task)
             if not index.payload_visible:
                 self._unproven[account.label] = index
 
@@ -717,6 +730,13 @@ class BatchSubmitter:
             return await self._cancel_over_budget(job, task, account, cap)
         return task, account.label
 
+    def _count_found(self, task: TaskResult) -> None:
+        """Count a task an earlier run made in the budget, once, unless the journal already
+        does (its record names the task)."""
+        if task.id not in self._counted:
+            self._counted.add(task.id)
+            self._spent_found += task.credits or 0
+
     def _worst_cost(self, price_class: str | None) -> int:
         """What a task of ``price_class`` may have cost: its known price, else the dearest
         price known. With no price known at all it counts 0: the one case the cap can be
@@ -745,12 +765,14 @@ class BatchSubmitter:
             return Outcome(job.custom_id, "submitted", job.line, task_id=task.task_id,
                            credits=task.credits, error=info)
         self._spent -= task.credits or 0
-        info = ErrorInfo("BudgetReached", f"{message}; it was cancelled before it started")
+        info = ErrorInfo("BudgetReached", f"{message}; it was cancelled before it started and "
+                         "not paid for: a rerun with more budget sends it again")
         self._halt(info)
-        if self._journal is not None:
-            await self._journal.created(job.custom_id, task_id=task.task_id, credits=0)
+        if self._journal is not None:  # unsent again, its next task under a new key
+            await self._journal.refunded(job.custom_id, task_id=task.task_id,
+                                         credits=task.credits)
         return Outcome(job.custom_id, "not_submitted", job.line, task_id=task.task_id,
-                       credits=0, error=info)
+                       state="cancelled", credits=0, error=info)
 
     def _request_of(self, job: Job) -> ReferenceToVideoRequest:
         """The job's request, given our ``callback_url`` unless it names a URL of its own."""
