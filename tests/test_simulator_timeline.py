@@ -3,6 +3,7 @@ failure rate; checked over raw HTTP and on the state machine itself."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from vidu_async.capabilities import MODELS
+from vidu_async.capabilities import TABLES
 from vidu_async.testing import (
     CREDITS_PER_SECOND,
     Account,
@@ -20,9 +21,12 @@ from vidu_async.testing import (
     SimStats,
     Timeline,
 )
+from vidu_async.testing.pricing import ROUTE_FEES
 from vidu_async.testing.state import Simulation
+from vidu_async.testing.validation import ROUTES, parse_create_body
 
 BODY = {"model": "viduq2", "prompt": "a cat", "images": ["https://example.com/a.png"]}
+CREATE = parse_create_body(json.dumps(BODY).encode())
 
 
 @pytest.fixture
@@ -127,7 +131,7 @@ def test_a_clock_jump_gives_the_same_history_as_small_steps() -> None:
     histories = []
     for clock, steps in ((slow, [0.01] * 500), (fast, [5.0])):
         sim = simulation(clock, concurrency_limit=2)
-        tasks = [sim.create("k", BODY) for _ in range(7)]
+        tasks = [sim.create("k", CREATE) for _ in range(7)]
         for step in steps:
             clock.advance(step)
             sim.tick()
@@ -149,7 +153,7 @@ def test_every_change_is_reported_in_order() -> None:
         stats=SimStats(),
         on_change=lambda task: changes.append((task.task_id, task.state)),
     )
-    task = sim.create("k", BODY)
+    task = sim.create("k", CREATE)
     clock.advance(10.0)
     sim.tick()
 
@@ -166,7 +170,7 @@ def test_the_same_seed_gives_the_same_ids_seeds_and_outcomes() -> None:
             seed=11,
             stats=SimStats(),
         )
-        tasks = [sim.create("k", BODY) for _ in range(10)]
+        tasks = [sim.create("k", CREATE) for _ in range(10)]
         clock.advance(10.0)
         sim.tick()
         return [(t.task_id, t.seed, t.state) for t in tasks]
@@ -174,5 +178,6 @@ def test_the_same_seed_gives_the_same_ids_seeds_and_outcomes() -> None:
     assert run() == run()
 
 
-def test_the_price_table_covers_every_model() -> None:
-    assert set(CREDITS_PER_SECOND) == set(MODELS)
+def test_the_price_tables_cover_every_model_and_call() -> None:
+    assert set(CREDITS_PER_SECOND) == {name for t in TABLES.values() for name in t.models}
+    assert set(ROUTE_FEES) == {*ROUTES, "subjects"}

@@ -52,7 +52,18 @@ from vidu_async.reconcile import (
     TaskIndex,
     Unknown,
 )
-from vidu_async.requests import ReferenceToVideoRequest, ValidationResult
+from vidu_async.requests import (
+    KINDS,
+    ImageToVideoRequest,
+    ReferenceToVideoRequest,
+    Request,
+    StartEndToVideoRequest,
+    Subject,
+    SubjectsToVideoRequest,
+    TextToVideoRequest,
+    ValidationResult,
+    request_from_dict,
+)
 from vidu_async.retry import RetryPolicy
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
@@ -75,6 +86,7 @@ from vidu_async.tasks import (
 __all__ = [
     "CORRELATION_OVERHEAD",
     "CORRELATION_PREFIX",
+    "KINDS",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -97,6 +109,7 @@ __all__ = [
     "ErrorInfo",
     "FieldProblem",
     "Found",
+    "ImageToVideoRequest",
     "InsufficientCreditsError",
     "InvalidRequestError",
     "Job",
@@ -118,6 +131,7 @@ __all__ = [
     "ReceiverOptions",
     "Reconciler",
     "ReferenceToVideoRequest",
+    "Request",
     "ResponseFormatError",
     "RetryLaterError",
     "RetryPolicy",
@@ -126,12 +140,16 @@ __all__ = [
     "ServerClock",
     "ServerError",
     "SessionPool",
+    "StartEndToVideoRequest",
+    "Subject",
+    "SubjectsToVideoRequest",
     "Task",
     "TaskIndex",
     "TaskPage",
     "TaskResult",
     "TaskState",
     "TaskTimeoutError",
+    "TextToVideoRequest",
     "Unknown",
     "ValidationError",
     "ValidationResult",
@@ -145,6 +163,7 @@ __all__ = [
     "new_correlation_key",
     "parse_state",
     "read_jobs",
+    "request_from_dict",
     "sign",
     "sign_callback",
     "signing_string",

@@ -156,9 +156,9 @@ class Account:
             auth_scheme or environ.get("VIDU_AUTH_SCHEME") or "Token",
         )
 
-    def url(self, path: str) -> str:
-        """The full URL of an API ``path`` such as ``/tasks``."""
-        return f"{self.base_url}{API_PREFIX}{path}"
+    def url(self, path: str, prefix: str = API_PREFIX) -> str:
+        """The full URL of an API ``path`` such as ``/tasks`` (under ``prefix``)."""
+        return f"{self.base_url}{prefix}{path}"
 
     def headers(self) -> dict[str, str]:
         """The headers of an API request (the only place the key is used)."""
@@ -288,9 +288,9 @@ def _redirect_error(
     )
 
 
-def call_name(method: str, path: str) -> str:
+def call_name(method: str, path: str, prefix: str = API_PREFIX) -> str:
     """How errors and logs name a call: ``GET /ent/v2/tasks``."""
-    return f"{method} {API_PREFIX}{path}"
+    return f"{method} {prefix}{path}"
 
 
 def _parse_success(body: bytes, call: str, secrets: Iterable[str]) -> Any:
@@ -358,8 +358,11 @@ async def send(
     params: Sequence[tuple[str, str]] = (),
     body: bytes | None = None,
     on_date: Callable[[str], None] | None = None,
+    prefix: str = API_PREFIX,
 ) -> Any:
     """One request to the API: the decoded JSON answer, or an exception from ``errors``.
+
+    ``path`` is under ``prefix``: ``/ent/v2`` for tasks, ``/tools/v2`` for the upload API.
 
     ``on_date`` is given the ``Date`` header of every answer, success or error, as soon as it
     arrives (the server clock learns from it).
@@ -369,7 +372,7 @@ async def send(
     ``APIConnectionError`` / ``APITimeoutError`` naming the call, with ``sent=False`` only when
     the request cannot have reached the server (no connection was made).
     """
-    call = call_name(method, path)
+    call = call_name(method, path, prefix)
     headers = account.headers()
     if body is not None:
         headers["Content-Type"] = "application/json"
@@ -380,7 +383,7 @@ async def send(
     try:
         async with session.request(
             method,
-            account.url(path),
+            account.url(path, prefix),
             params=list(params),
             data=None if body is None else io.BytesIO(body),  # streamed: bodies reach 20 MB
             headers=headers,

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from vidu_async.errors import (
 from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file, read_jobs
 from vidu_async.media import is_local
 from vidu_async.progress import ProgressReporter, ProgressState
+from vidu_async.requests import KINDS
 from vidu_async.retry import RetryPolicy
 from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
 
@@ -201,8 +203,19 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"jobs file: {', '.join(FORMATS)} (JSONL: one object per line with request "
         "fields and an optional custom_id; CSV: a header of field names; text: one prompt a line)",
     )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse a model this version's capability tables lack (default: warn and send)",
+    )
     group = parser.add_argument_group("defaults for fields a line leaves out")
-    group.add_argument("--model", choices=list(caps.MODELS), help="model name")
+    group.add_argument(
+        "--type", choices=KINDS,
+        help="endpoint of lines naming no type (default: by their fields: subjects means the "
+        "subject form of reference2video, no media text2video, other media reference2video)",
+    )
+    group.add_argument(
+        "--model", help=f"model name, e.g. {', '.join(caps.MODELS)} (reference2video)"
+    )
     group.add_argument(
         "--image", dest="images", action="append", metavar="IMAGE",
         help="reference image: URL, data URI or path (repeatable)",
@@ -241,15 +254,18 @@ _SAFETY_NET = BatchOptions().callback_poll_interval
 """Seconds between the status rounds that catch lost callbacks (the library's default)."""
 
 _DEFAULT_FIELDS = (
-    "model", "images", "videos", "duration", "resolution", "aspect_ratio", "movement_amplitude",
-    "seed", "bgm", "audio", "off_peak", "watermark", "wm_position", "wm_url", "meta_data",
-    "callback_url", "payload",
+    "type", "model", "images", "videos", "duration", "resolution", "aspect_ratio",
+    "movement_amplitude", "seed", "bgm", "audio", "off_peak", "watermark", "wm_position",
+    "wm_url", "meta_data", "callback_url", "payload",
 )
 
 
 def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
-    """The request fields given as flags, local media paths made absolute (from the cwd)."""
+    """The request fields given as flags, local media paths made absolute (from the cwd), and
+    ``strict`` when ``--strict`` is given (``read_jobs`` takes it from there)."""
     found = {n: getattr(args, n) for n in _DEFAULT_FIELDS if getattr(args, n) is not None}
+    if getattr(args, "strict", False):
+        found["strict"] = True
     for key in ("images", "videos"):
         if key in found:
             found[key] = [_absolute_if_local(item) for item in found[key]]
@@ -278,15 +294,18 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"vidu-async validate: {problem}", file=sys.stderr)
         return EXIT_USAGE
     total = invalid = 0
+    kinds: Counter[str] = Counter()
     for item in read_jobs(args.jobs, defaults=request_defaults(args)):
         total += 1
         invalid += not item.ok
+        kinds[item.kind or "unknown type"] += item.ok
         report_line(item, args.jobs, sys.stderr)
         if args.json:
             print(json.dumps(item.to_dict(), ensure_ascii=False), flush=True)
     print(
         f"{args.jobs}: {total} job{'s' if total != 1 else ''}, "
-        f"{total - invalid} valid, {invalid} invalid",
+        f"{total - invalid} valid, {invalid} invalid"
+        + "".join(f"\n  {kind}: {n} valid" for kind, n in sorted(kinds.items()) if n),
         file=sys.stderr,
     )
     return EXIT_FAILED if invalid else EXIT_OK

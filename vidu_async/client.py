@@ -14,8 +14,11 @@ clock (``server_clock``), sharing scans between every create waiting at the same
 - Unknown, or the lookup failed too: ``AmbiguousCreateError`` carrying the key; nothing is
   resent.
 
-A create cancelled or left ambiguous is remembered by key: calling ``create_reference2video``
-again with the same ``correlation_key``, or ``find_task_by_correlation_key``, looks it up first.
+``create`` sends any request to its endpoint (``request.route``); ``create_text2video`` and the
+other named helpers do the same for one request type. A create cancelled or left ambiguous is
+remembered by key: calling ``create`` again with the same ``correlation_key``, or
+``find_task_by_correlation_key``, looks it up first. ``upload_image`` uploads an image once for
+an ``ssupload:`` URI that many creates can name.
 """
 
 from __future__ import annotations
@@ -35,11 +38,20 @@ from typing import Any, Self, overload
 import aiohttp
 import attrs
 
-from vidu_async._http import Account, SessionPool, call_name, send
+from vidu_async._http import (
+    API_PREFIX,
+    Account,
+    SessionPool,
+    call_name,
+    read_bounded,
+    send,
+    status_error,
+)
 from vidu_async.capabilities import PAYLOAD_MAX_CHARS
 from vidu_async.download import download_creation, file_stem
 from vidu_async.errors import (
     AmbiguousCreateError,
+    APIConnectionError,
     APIError,
     ConfigurationError,
     DownloadError,
@@ -49,9 +61,17 @@ from vidu_async.errors import (
     ValidationError,
     ViduError,
 )
-from vidu_async.media import is_url
+from vidu_async.media import MediaSource, is_upload_uri, is_url
 from vidu_async.reconcile import WINDOW_SLACK, Found, Reconciler, ScanLimits, Unknown
-from vidu_async.requests import ReferenceToVideoRequest, dumps_body
+from vidu_async.requests import (
+    ImageToVideoRequest,
+    ReferenceToVideoRequest,
+    Request,
+    StartEndToVideoRequest,
+    SubjectsToVideoRequest,
+    TextToVideoRequest,
+    dumps_body,
+)
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retrying
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
@@ -65,11 +85,14 @@ from vidu_async.tasks import (
     new_correlation_key,
     wrap_payload,
 )
+from vidu_async.upload import UPLOAD_SCENE, read_upload_image, upload_uri
 
-__all__ = ["LOOKUP_SLACK", "MAX_PAGE_SIZE", "ViduClient"]
+__all__ = ["LOOKUP_SLACK", "MAX_PAGE_SIZE", "TOOLS_PREFIX", "ViduClient"]
 
 logger = logging.getLogger("vidu_async.client")
 
+TOOLS_PREFIX = "/tools/v2"
+"""Where the upload API lives on the API host (beside ``/ent/v2``)."""
 LOOKUP_SLACK = WINDOW_SLACK
 """How far before a create's first attempt its lookup window starts (``reconcile.WINDOW_SLACK``)."""
 MAX_PAGE_SIZE = 100
@@ -91,18 +114,36 @@ def _rfc3339(value: dt.datetime, field: str) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _prepared_body(request: ReferenceToVideoRequest, payload: str) -> bytes:
+def _prepared_body(request: Request, payload: str, strict: bool) -> bytes:
     """Validate, build and serialize the body, with ``payload`` (the correlation envelope)."""
-    request.validate()
+    request.validate(strict=strict)
     fields = request.to_payload()
     fields["payload"] = payload
     return dumps_body(fields)
 
 
-def _only_urls(request: ReferenceToVideoRequest) -> bool:
-    """No local file, bytes or data URI to read, decode or encode: preparing is cheap."""
-    media = (*request.images, *request.videos)
-    return all(is_url(m) for m in media)
+def _only_urls(request: Request) -> bool:
+    """No local file, bytes or data URI to read, decode or encode: preparing is cheap
+    (``ssupload:`` URIs are sent as they are)."""
+    return all(is_url(m) or is_upload_uri(m) for m in request.media())
+
+
+def _expect(request: object, *classes: type) -> None:
+    """``TypeError`` when a named create helper is handed another endpoint's request."""
+    if not isinstance(request, classes):
+        names = " or ".join(cls.__name__ for cls in classes)
+        raise TypeError(f"expected a {names}, got {type(request).__name__}: use create()")
+
+
+def _upload_slot(answer: Any) -> tuple[str, str]:
+    """The ``id`` and ``put_url`` of the upload API's first answer."""
+    upload_id = answer.get("id") if isinstance(answer, dict) else None
+    put_url = answer.get("put_url") if isinstance(answer, dict) else None
+    if not (isinstance(upload_id, str) and upload_id):
+        raise ResponseFormatError("the upload API answered without an id", field="id")
+    if not (isinstance(put_url, str) and is_url(put_url)):
+        raise ResponseFormatError("the upload API answered without a put_url", field="put_url")
+    return upload_id, put_url
 
 
 def _page_size(size: int) -> list[tuple[str, str]]:
@@ -119,6 +160,8 @@ class _Sent:
     settled: dt.datetime
     model: str | None = None
     prompt: str | None = None
+    call: str = "a create"
+    """How messages name the call, e.g. ``POST /ent/v2/text2video``."""
 
 
 def _task_from_result(result: TaskResult) -> Task:
@@ -244,8 +287,9 @@ class ViduClient:
         *,
         params: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
+        prefix: str = API_PREFIX,
     ) -> Any:
-        retrier = retrying(self._retry, kind, call_name(method, path),
+        retrier = retrying(self._retry, kind, call_name(method, path, prefix),
                            no_answer=self._pool.no_answer)
         return await retrier(
             send,
@@ -256,15 +300,16 @@ class ViduClient:
             params=params,
             body=body,
             on_date=self._server_clock.observe,
+            prefix=prefix,
         )
 
     # --- endpoints ---------------------------------------------------------------------------
 
     async def prepare_create_body(
-        self, request: ReferenceToVideoRequest, *, correlation_key: str
+        self, request: Request, *, correlation_key: str, strict: bool = False
     ) -> bytes:
-        """The exact body ``create_reference2video`` sends: validated (``ValidationError``),
-        local media inlined, the correlation envelope in ``payload``.
+        """The exact body ``create`` sends: validated (``ValidationError``; ``strict`` refuses a
+        model the tables lack), local media inlined, the correlation envelope in ``payload``.
 
         Requests with inline media are prepared in a thread, a few at a time, so the event loop
         never waits on file reads, base64 or JSON.
@@ -280,41 +325,46 @@ class ViduClient:
             raise ValidationError([problem], model=request.model)
         if _only_urls(request):
             # Microseconds of work: a thread hop would cost more than it saves.
-            return _prepared_body(request, sent_payload)
+            return _prepared_body(request, sent_payload, strict)
         # Reading, base64 and JSON of inline media hold the GIL: off the event loop, and only
         # a few at once, or the threads together still starve the loop.
         async with self._pool.preparing:
-            return await asyncio.to_thread(_prepared_body, request, sent_payload)
+            return await asyncio.to_thread(_prepared_body, request, sent_payload, strict)
 
-    async def create_reference2video(
+    async def create(
         self,
-        request: ReferenceToVideoRequest,
+        request: Request,
         *,
         correlation_key: str | None = None,
         retry_rate_limits: bool = True,
+        strict: bool = False,
     ) -> Task:
-        """Create a reference-to-video task (``POST /ent/v2/reference2video``).
+        """Create a task on the request's endpoint (``POST /ent/v2`` + ``request.route``).
 
-        Validates first (``ValidationError``, nothing sent); local media are read and encoded
-        off the event loop. ``correlation_key`` (32 lowercase hex digits; fresh by default) marks
-        the task so a lost answer can be reconciled: see the module docstring.
-        ``retry_rate_limits=False`` raises a 429 (``RateLimitError``) at once instead of waiting,
-        for callers that pace their own requests.
+        Validates first (``ValidationError``, nothing sent; a model the capability tables lack
+        is a ``ViduWarning``, or an error with ``strict=True``); local media are read and
+        encoded off the event loop, ``ssupload:`` URIs sent as they are. ``correlation_key``
+        (32 lowercase hex digits; fresh by default) marks the task so a lost answer can be
+        reconciled: see the module docstring. ``retry_rate_limits=False`` raises a 429
+        (``RateLimitError``) at once instead of waiting, for callers that pace themselves.
         """
         key = correlation_key or new_correlation_key()
-        body = await self.prepare_create_body(request, correlation_key=key)
+        body = await self.prepare_create_body(request, correlation_key=key, strict=strict)
         earlier = self._unsettled.get(key)
         if earlier is not None:  # cancelled or ambiguous before: look before sending again
             found = await self._lookup(key, earlier, cause=None)
             if found is not None:
                 del self._unsettled[key]
                 return _task_from_result(found)
-        path = "/reference2video"
+        path = request.route
         clock = self._server_clock
         first_sent = clock.local_now()
 
         def sent() -> _Sent:
-            return _Sent(first_sent, clock.local_now(), request.model, request.prompt)
+            return _Sent(
+                first_sent, clock.local_now(), request.model, request.prompt,
+                call_name("POST", path),
+            )
 
         async def attempt() -> Task:
             try:
@@ -352,6 +402,115 @@ class ViduClient:
         self._unsettled.pop(key, None)
         return task
 
+    async def create_text2video(
+        self,
+        request: TextToVideoRequest,
+        *,
+        correlation_key: str | None = None,
+        retry_rate_limits: bool = True,
+        strict: bool = False,
+    ) -> Task:
+        """``create`` for a text-to-video request (``POST /ent/v2/text2video``)."""
+        _expect(request, TextToVideoRequest)
+        return await self.create(
+            request, correlation_key=correlation_key, retry_rate_limits=retry_rate_limits,
+            strict=strict,
+        )
+
+    async def create_img2video(
+        self,
+        request: ImageToVideoRequest,
+        *,
+        correlation_key: str | None = None,
+        retry_rate_limits: bool = True,
+        strict: bool = False,
+    ) -> Task:
+        """``create`` for an image-to-video request (``POST /ent/v2/img2video``)."""
+        _expect(request, ImageToVideoRequest)
+        return await self.create(
+            request, correlation_key=correlation_key, retry_rate_limits=retry_rate_limits,
+            strict=strict,
+        )
+
+    async def create_start_end2video(
+        self,
+        request: StartEndToVideoRequest,
+        *,
+        correlation_key: str | None = None,
+        retry_rate_limits: bool = True,
+        strict: bool = False,
+    ) -> Task:
+        """``create`` for a start-and-end-frames request (``POST /ent/v2/start-end2video``)."""
+        _expect(request, StartEndToVideoRequest)
+        return await self.create(
+            request, correlation_key=correlation_key, retry_rate_limits=retry_rate_limits,
+            strict=strict,
+        )
+
+    async def create_reference2video(
+        self,
+        request: ReferenceToVideoRequest | SubjectsToVideoRequest,
+        *,
+        correlation_key: str | None = None,
+        retry_rate_limits: bool = True,
+        strict: bool = False,
+    ) -> Task:
+        """``create`` for a reference-to-video request, in either form: reference images and
+        videos, or ``subjects`` (``POST /ent/v2/reference2video``)."""
+        _expect(request, ReferenceToVideoRequest, SubjectsToVideoRequest)
+        return await self.create(
+            request, correlation_key=correlation_key, retry_rate_limits=retry_rate_limits,
+            strict=strict,
+        )
+
+    async def upload_image(self, image: MediaSource) -> str:
+        """Upload one image (a local path or its bytes) and return its ``ssupload:`` URI, usable
+        in ``images`` of any create for about 7 days (API.md section 8).
+
+        The image is checked first (``ValidationError``: png, jpeg or webp, under 10 MB, ratio
+        within 1:4..4:1). The bytes go to the pre-signed storage URL on the keyless session, so
+        the API key never reaches the storage host.
+        """
+        data, content_type = await asyncio.to_thread(read_upload_image, image)
+        start = await self._call(
+            "POST", "/files/uploads", CallKind.QUERY, body=dumps_body({"scene": UPLOAD_SCENE}),
+            prefix=TOOLS_PREFIX,
+        )
+        upload_id, put_url = _upload_slot(start)
+        etag = await self._put_to_storage(put_url, data, content_type)
+        finish = await self._call(
+            "PUT", f"/files/uploads/{_segment(upload_id)}/finish", CallKind.QUERY,
+            body=dumps_body({"etag": etag}), prefix=TOOLS_PREFIX,
+        )
+        return upload_uri(finish, upload_id)
+
+    async def _put_to_storage(self, url: str, data: bytes, content_type: str) -> str:
+        """PUT ``data`` to a pre-signed storage URL (no ``Authorization``); its ``ETag``."""
+        call = "PUT <upload URL>"
+
+        async def attempt() -> str:
+            try:
+                async with self._pool.session(None).put(
+                    url, data=data, headers={"Content-Type": content_type},
+                    allow_redirects=False,
+                ) as response:
+                    content = await read_bounded(response, call)
+                    etag = response.headers.get("ETag", "")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise APIConnectionError(f"storage upload failed: {exc}", call=call) from None
+            if not 200 <= response.status < 300:
+                raise status_error(
+                    response.status, response.reason or "", response.headers, content, call,
+                    dt.datetime.now(dt.UTC),
+                )
+            if not etag:
+                raise ResponseFormatError(f"{call}: the answer has no ETag header", field="ETag")
+            return etag
+
+        retrier = retrying(self._retry, CallKind.QUERY, call)
+        result: str = await retrier(attempt)
+        return result
+
     async def _lookup(self, key: str, sent: _Sent, *, cause: APIError | None) -> TaskResult | None:
         """The task carrying ``key``, None if proven absent; ``AmbiguousCreateError`` when the
         list cannot tell or the lookup fails."""
@@ -370,7 +529,7 @@ class ViduClient:
             )
         except ViduError as lookup_error:
             raise AmbiguousCreateError(
-                f"POST /ent/v2/reference2video: {what} and the lookup failed too "
+                f"{sent.call}: {what} and the lookup failed too "
                 f"({lookup_error}); the task may exist and be billed. Reconcile with "
                 f"find_task_by_correlation_key({key!r}) before sending it again",
                 correlation_key=key,
@@ -378,7 +537,7 @@ class ViduClient:
             ) from lookup_error
         if isinstance(verdict, Unknown):
             raise AmbiguousCreateError(
-                f"POST /ent/v2/reference2video: {what} and {verdict.reason}; the task may "
+                f"{sent.call}: {what} and {verdict.reason}; the task may "
                 f"exist and be billed: do not send correlation key {key!r} again blindly",
                 correlation_key=key,
                 cause=cause,

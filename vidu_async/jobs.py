@@ -6,6 +6,11 @@ not, carrying its 1-based line number, so one bad line is reported and the rest 
 that is not UTF-8, longer than ``MAX_LINE_BYTES``, nested too deeply or otherwise unreadable is
 that line's error, never the file's.
 
+A line's ``type`` (``text2video``, ``img2video``, ``start-end2video``, ``reference2video``) picks
+its endpoint; without one, a ``type`` in the defaults (the CLI's ``--type``) does, else the fields
+present (``request_from_dict``: ``subjects`` is reference2video's subject form, no media at all
+is text2video). ``subjects`` (a list of objects) can only be given in JSONL.
+
 A line without a ``custom_id`` is identified by what it asks, not by where it stands: its id is
 ``auto-`` and 16 hex digits of the SHA-256 of its fields as canonical JSON (defaults applied,
 relative media paths made absolute, keys sorted, no whitespace), with ``-2``, ``-3``... on the
@@ -35,7 +40,17 @@ from typing import Any, BinaryIO, Literal
 import attrs
 
 from vidu_async.errors import FieldProblem, ValidationError, ViduError
-from vidu_async.requests import KNOWN_FIELDS, ReferenceToVideoRequest
+from vidu_async.requests import (
+    KINDS,
+    ImageToVideoRequest,
+    ReferenceToVideoRequest,
+    Request,
+    StartEndToVideoRequest,
+    SubjectsToVideoRequest,
+    TextToVideoRequest,
+    request_from_dict,
+)
+from vidu_async.requests._common import BOOL_FIELDS, INT_FIELDS
 
 __all__ = [
     "FORMATS",
@@ -65,12 +80,22 @@ MAX_LINE_BYTES = 32 * 1024 * 1024
 """The longest line read (its line ending included); a longer one is that line's error. Room for
 the largest legal inline media: a video under 20 MB is about 27 MB as a base64 data URI."""
 
-_INT_FIELDS = frozenset({"duration", "seed", "wm_position"})
-_BOOL_FIELDS = frozenset({"bgm", "audio", "off_peak", "watermark"})
+_CLASSES = (
+    TextToVideoRequest,
+    ImageToVideoRequest,
+    StartEndToVideoRequest,
+    ReferenceToVideoRequest,
+    SubjectsToVideoRequest,
+)
 _LIST_FIELDS = frozenset({"images", "videos", "sounds"})
+_JSONL_ONLY = frozenset({"subjects"})
+"""Fields a CSV cell cannot hold: a list of objects."""
 _TRUE = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "0", "no", "n", "off"})
-_HEADER_NAMES = frozenset({"custom_id", *KNOWN_FIELDS})
+_HEADER_NAMES = frozenset(
+    {"custom_id", "type", *(name for cls in _CLASSES for name in cls.FIELDS)} - _JSONL_ONLY
+)
+"""Every field any endpoint takes, the ``type`` choosing the endpoint, and ``custom_id``."""
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 """Control characters a prompt may hold: tab and line breaks (a CSV cell keeps its CRLF)."""
 _SKIP_CHUNK = 1024 * 1024
@@ -87,7 +112,8 @@ class Job:
     """One request to submit, with the caller's id for it (unique within a jobs file)."""
 
     custom_id: str
-    request: ReferenceToVideoRequest
+    request: Request
+    """Any endpoint's request; ``request.kind`` names the endpoint."""
     line: int | None = None
 
 
@@ -100,6 +126,8 @@ class JobLine:
     job: Job | None
     errors: tuple[FieldProblem, ...] = ()
     warnings: tuple[FieldProblem, ...] = ()
+    kind: str | None = None
+    """The endpoint (``text2video``...): the request's, or the ``type`` an invalid line named."""
 
     @property
     def ok(self) -> bool:
@@ -110,6 +138,7 @@ class JobLine:
         return {
             "line": self.line,
             "custom_id": self.custom_id,
+            "type": self.kind,
             "ok": self.ok,
             "errors": [p.to_dict() for p in self.errors],
             "warnings": [p.to_dict() for p in self.warnings],
@@ -132,21 +161,27 @@ def read_jobs(
     *,
     defaults: Mapping[str, Any] | None = None,
     fmt: JobFormat | None = None,
+    strict: bool = False,
 ) -> Iterator[JobLine]:
     """Yield one ``JobLine`` per job line of ``path``, lazily, each one checked offline.
 
-    ``defaults`` fill fields a line leaves out (the CLI's ``--model``, ``--image``...). Relative
-    media paths in the file resolve against the file's folder. A line without ``custom_id`` gets
-    ``auto_id`` of its fields; a repeated id is an error on the later line. A CSV file without a
-    header raises ``JobsFileError`` when iteration starts; an empty file yields nothing.
+    ``defaults`` fill fields a line leaves out (the CLI's ``--model``, ``--image``...), a
+    ``type`` among them choosing the endpoint of lines that name none (``request_from_dict``
+    then picks by the fields present). ``strict`` (or ``defaults["strict"]``, the way the CLI's
+    ``--strict`` arrives) refuses a model the capability tables lack; otherwise it is a warning.
+    Relative media paths in the file resolve against the file's folder. A line without
+    ``custom_id`` gets ``auto_id`` of its fields; a repeated id is an error on the later line. A
+    CSV file without a header raises ``JobsFileError`` when iteration starts; an empty file
+    yields nothing.
     """
     fmt = fmt or detect_format(path)
-    defaults = defaults or {}
+    defaults = dict(defaults or {})
+    strict = bool(defaults.pop("strict", False)) or strict
     seen: dict[str, int] = {}
     repeats: dict[str, int] = {}
     for number, record in _records(path, fmt):
         try:
-            item = _job_line(number, record, defaults, path.parent, seen, repeats)
+            item = _job_line(number, record, defaults, path.parent, seen, repeats, strict)
         except Exception as exc:  # one line's surprise must never stop the rest of the file
             problem = FieldProblem("(line)", f"cannot be read: {type(exc).__name__}: {exc}")
             item = JobLine(number, None, None, (problem,))
@@ -285,6 +320,12 @@ def _csv_records(lines: Iterable[_Line], path: Path) -> Iterator[tuple[int, _Rec
 def _header(row: list[str], where: str) -> list[str]:
     """The field names of a CSV header row, normalised; ``JobsFileError`` if it is no header."""
     names = [re.sub(r"[\s-]+", "_", cell.strip()).casefold() for cell in row]
+    nested = sorted(_JSONL_ONLY.intersection(names))
+    if nested:
+        raise JobsFileError(
+            f"{where}: the CSV header names {', '.join(nested)}: a list of objects needs a "
+            "JSONL jobs file (one JSON object per line)"
+        )
     if not _HEADER_NAMES.intersection(names):
         raise JobsFileError(
             f"{where}: a CSV jobs file must start with a header row of field names, such "
@@ -311,12 +352,12 @@ def _csv_value(field: str, text: str) -> Any:
             except (ValueError, RecursionError):
                 return text
         return [part.strip() for part in text.split("|") if part.strip()]
-    if field in _INT_FIELDS:
+    if field in INT_FIELDS:
         try:
             return int(text)
         except ValueError:
             return text
-    if field in _BOOL_FIELDS:
+    if field in BOOL_FIELDS:
         lowered = text.lower()
         return True if lowered in _TRUE else False if lowered in _FALSE else text
     return text
@@ -329,6 +370,7 @@ def _job_line(
     base_dir: Path,
     seen: dict[str, int],
     repeats: dict[str, int],
+    strict: bool,
 ) -> JobLine:
     """Check one record; ``seen`` (id to line) and ``repeats`` (auto id to count) span the file."""
     if isinstance(record, str):
@@ -354,15 +396,16 @@ def _job_line(
     else:
         seen[custom_id] = number
     problems += _control_problems(merged.get("prompt"))
+    named = merged.get("type")
     try:
-        request = ReferenceToVideoRequest.from_dict(merged, base_dir=base_dir)
+        request = request_from_dict(merged, base_dir=base_dir)
     except ValidationError as exc:
-        return JobLine(number, custom_id, None, (*problems, *exc.problems))
-    result = request.check()
+        kind = named if named in KINDS else None
+        return JobLine(number, custom_id, None, (*problems, *exc.problems), kind=kind)
+    result = request.check(strict=strict)
     problems.extend(result.errors)
-    if problems:
-        return JobLine(number, custom_id, None, tuple(problems), result.warnings)
-    return JobLine(number, custom_id, Job(custom_id, request, number), (), result.warnings)
+    job = None if problems else Job(custom_id, request, number)
+    return JobLine(number, custom_id, job, tuple(problems), result.warnings, request.kind)
 
 
 def _json_fields(text: str) -> dict[str, Any] | FieldProblem:

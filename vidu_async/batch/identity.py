@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vidu_async.media import MediaKind, MediaSource, is_local
-from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.requests import Request, SubjectsToVideoRequest
 
 __all__ = ["MediaDigests", "batch_tag", "belongs_to", "cost_class", "fingerprint", "job_key"]
 
@@ -52,22 +52,37 @@ def belongs_to(key: str | None, batch_id: str) -> bool:
     return key is not None and len(key) == 32 and key.startswith(batch_tag(batch_id))
 
 
-def cost_class(request: ReferenceToVideoRequest) -> str:
+def cost_class(request: Request) -> str:
     """The fields a task's price may depend on, as one string: tasks of one class cost the same.
 
     Defaults stay ``-`` rather than being filled in from the capability table: a class is only
     a name to learn a price under, and the same request always gets the same name.
     """
+    videos = any(kind == "video" for kind, _ in _media_kinds(request))
+    is_rec = getattr(request, "is_rec", None)
     parts = (
-        "reference2video",
+        "subjects" if isinstance(request, SubjectsToVideoRequest) else request.kind,
         request.model,
         request.duration,
         request.resolution,
         bool(request.off_peak),
-        request.audio,
-        len(request.videos) > 0,
+        getattr(request, "audio", None),
+        videos,
+        *(() if is_rec is None else ("is_rec" if is_rec else "no_rec",)),
     )
     return "/".join("-" if part is None else str(part) for part in parts)
+
+
+def _media_kinds(request: Request) -> list[tuple[str, object]]:
+    """Every media entry with its kind, as ``body_with`` walks them."""
+    found: list[tuple[str, object]] = []
+
+    def note(source: MediaSource, kind: MediaKind) -> str:
+        found.append((kind, source))
+        return ""
+
+    request.body_with(note)
+    return found
 
 
 class MediaDigests:
@@ -109,7 +124,7 @@ def _file_digest(path: str) -> str:
 
 
 def fingerprint(
-    request: ReferenceToVideoRequest,
+    request: Request,
     media: Callable[[MediaSource, MediaKind], str] | None = None,
 ) -> str:
     """The SHA-256 (hex) of what ``request`` asks for; see the module docstring.
@@ -118,5 +133,7 @@ def fingerprint(
     """
     body: dict[str, Any] = request.body_with(media or MediaDigests())
     body.pop("payload", None)
+    if request.route != "/reference2video":  # the seed's jobs keep their old fingerprints
+        body["(route)"] = request.route
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -77,7 +77,7 @@ from vidu_async.media import is_local
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
 from vidu_async.reconcile import WINDOW_SLACK, Absent, Found, TaskIndex, proof_time
-from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.requests import Request
 from vidu_async.tasks import Task, TaskResult, TaskState
 from vidu_async.throttle import Throttle
 
@@ -527,8 +527,7 @@ class BatchSubmitter:
 
     async def _facts(self, job: Job, attempt: int) -> JobFacts:
         """The job's fingerprint and key (local media are hashed in a thread)."""
-        media = (*job.request.images, *job.request.videos)
-        if any(is_local(m) for m in media):
+        if any(is_local(m) for m in job.request.media()):
             print_ = await asyncio.to_thread(fingerprint, job.request, self._digests)
         else:
             print_ = fingerprint(job.request, self._digests)
@@ -704,7 +703,7 @@ class BatchSubmitter:
                 )
             self._creates_sent = True
             with self._at("creating"):
-                task = await account.client.create_reference2video(
+                task = await account.client.create(
                     self._request_of(job), correlation_key=facts.key, retry_rate_limits=False
                 )
         except ViduError as error:
@@ -774,7 +773,7 @@ class BatchSubmitter:
         return Outcome(job.custom_id, "not_submitted", job.line, task_id=task.task_id,
                        state="cancelled", credits=0, error=info)
 
-    def _request_of(self, job: Job) -> ReferenceToVideoRequest:
+    def _request_of(self, job: Job) -> Request:
         """The job's request, given our ``callback_url`` unless it names a URL of its own."""
         url = self.options.callback_url
         if url is None or job.request.callback_url is not None:

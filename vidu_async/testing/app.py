@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import random
@@ -25,7 +26,7 @@ from vidu_async.testing.answers import SimError, error_body
 from vidu_async.testing.config import ENDPOINTS, Quirks
 from vidu_async.testing.faults import FaultInjector
 from vidu_async.testing.media import COVER_JPEG, FILE_NAMES, LinkSigner, frame_size, tiny_mp4
-from vidu_async.testing.render import Links, create_response, result_body
+from vidu_async.testing.render import Links, create_response, format_timestamp, result_body
 from vidu_async.testing.state import (
     STATES,
     SUCCESS,
@@ -34,7 +35,7 @@ from vidu_async.testing.state import (
     parse_page_token,
 )
 from vidu_async.testing.stats import NO_ANSWER, SimStats
-from vidu_async.testing.validation import parse_create_body, too_large
+from vidu_async.testing.validation import ROUTES, parse_create_body, too_large
 
 __all__ = ["SimSettings", "build_app"]
 
@@ -47,6 +48,12 @@ _THROTTLES = {
     "too_many_requests": ("TooManyRequests", "too many requests"),
     "system_throttling": ("SystemThrottling", "the system is busy, try again later"),
 }
+_UPLOAD_ENDPOINTS = ("upload_start", "upload_finish")
+"""The upload API: authenticated like the task endpoints, never faulted."""
+_UPLOAD_TTL = 3600.0
+"""Seconds a ``put_url`` stays valid."""
+_UPLOAD_MAX_BYTES = 10 * 1024 * 1024
+_UPLOAD_TYPES = ("image/png", "image/jpeg", "image/webp")
 _LIST_WINDOW_NS = 7 * 24 * 3600 * 1_000_000_000
 _MAX_TASK_IDS = 100
 _MAX_PAGE_SIZE = 100
@@ -76,7 +83,13 @@ def build_app(
     """The aiohttp application serving ``sim`` under ``/ent/v2`` (plus ``/_sim`` helpers)."""
     api = _Api(sim, faults, stats, settings)
     app = web.Application(middlewares=[api.middleware], client_max_size=BODY_MAX_BYTES)
-    app.router.add_post("/ent/v2/reference2video", api.create, name="create")
+    routes = "|".join(ROUTES)
+    app.router.add_post(f"/ent/v2/{{route:{routes}}}", api.create, name="create")
+    app.router.add_post("/tools/v2/files/uploads", api.start_upload, name="upload_start")
+    app.router.add_put(
+        "/tools/v2/files/uploads/{upload_id}/finish", api.finish_upload, name="upload_finish"
+    )
+    app.router.add_put("/_sim/storage/{token}", api.store, name="storage")
     app.router.add_get("/ent/v2/tasks/{task_id}/creations", api.query, name="query")
     app.router.add_post("/ent/v2/tasks/{task_id}/cancel", api.cancel, name="cancel")
     app.router.add_get("/ent/v2/tasks", api.list_tasks, name="list_tasks")
@@ -117,11 +130,14 @@ class _Api:
         self, request: web.Request, handler: _Handler, endpoint: str
     ) -> tuple[web.StreamResponse, int]:
         try:
-            if endpoint not in ENDPOINTS:
+            if endpoint not in (*ENDPOINTS, *_UPLOAD_ENDPOINTS):
                 response = await handler(request)
                 return response, response.status
             self._authenticate(request)
             self.sim.tick()
+            if endpoint in _UPLOAD_ENDPOINTS:
+                response = await handler(request)
+                return response, response.status
             return await self._with_faults(request, handler, endpoint)
         except SimError as exc:
             return self._error(exc), exc.status
@@ -226,10 +242,62 @@ class _Api:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise too_large(None) from None
-        body = await asyncio.to_thread(parse_create_body, raw)
-        task = self.sim.create(_api_key(request), body)
+        api_key = _api_key(request)
+        body = await asyncio.to_thread(
+            parse_create_body, raw, request.match_info["route"], self.sim.uploaded(api_key)
+        )
+        task = self.sim.create(api_key, body)
         logger.debug("created task %s (%s)", task.task_id, task.model)
         return web.json_response(create_response(task))
+
+    async def start_upload(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        if body.get("scene") != "vidu":
+            raise SimError(400, "FieldInvalid", f"scene: must be 'vidu', got {body.get('scene')!r}")
+        upload = self.sim.start_upload(_api_key(request), _UPLOAD_TTL)
+        token = self.settings.signer.token(upload.upload_id, "upload", upload.expires_at)
+        expires_ns = self.sim.now_ns() + round(_UPLOAD_TTL * 1e9)
+        return web.json_response({
+            "id": upload.upload_id,
+            "put_url": f"{request.url.origin()}/_sim/storage/{token}",
+            "expires_at": format_timestamp(expires_ns),
+        })
+
+    async def store(self, request: web.Request) -> web.Response:
+        """The pre-signed storage ``PUT``: the URL is the credential, so an ``Authorization``
+        header is refused (as object stores refuse two auth mechanisms)."""
+        if "Authorization" in request.headers:
+            self.stats.storage_auth_refused += 1
+            raise SimError(400, "InvalidArgument", "only one auth mechanism allowed: the URL "
+                           "is pre-signed, send no Authorization header")
+        try:
+            upload_id = self.settings.signer.check(
+                request.match_info["token"], "upload", self.sim.now()
+            )
+        except ValueError as exc:
+            raise SimError(403, "AccessDenied", str(exc)) from None
+        upload = self.sim.upload(upload_id)
+        if upload is None or upload.finished:
+            raise SimError(403, "AccessDenied", "this upload is not open")
+        if request.content_type not in _UPLOAD_TYPES:
+            raise SimError(400, "InvalidArgument",
+                           f"Content-Type must be one of {', '.join(_UPLOAD_TYPES)}")
+        data = await request.read()
+        if len(data) >= _UPLOAD_MAX_BYTES:
+            raise SimError(400, "EntityTooLarge", "an upload must be under 10 MB")
+        upload.data, upload.content_type = data, request.content_type
+        upload.etag = f'"{hashlib.md5(data).hexdigest()}"'  # noqa: S324 - an ETag, not security
+        return web.Response(headers={"ETag": upload.etag})
+
+    async def finish_upload(self, request: web.Request) -> web.Response:
+        body = await _json_object(request)
+        upload = self.sim.upload(request.match_info["upload_id"])
+        if upload is None or upload.api_key != _api_key(request):
+            raise SimError(404, "NotFound", "no such upload")
+        if upload.etag is None or body.get("etag") != upload.etag:
+            raise SimError(400, "FieldInvalid", "etag: does not match the stored file")
+        upload.finished = True
+        return web.json_response({"uri": upload.uri})
 
     async def query(self, request: web.Request) -> web.Response:
         task = self.sim.task(_api_key(request), request.match_info["task_id"])
@@ -332,6 +400,17 @@ class _Api:
 
     async def stats_json(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.to_dict())
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's body, which must be a JSON object (``BadRequest`` otherwise)."""
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise SimError(400, "BadRequest", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise SimError(400, "BadRequest", "the body must be a JSON object")
+    return body
 
 
 def _api_key(request: web.Request) -> str:

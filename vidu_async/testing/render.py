@@ -24,16 +24,22 @@ def format_timestamp(ns: int) -> str:
     return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
+_TYPES = {"reference2video": "character2video", "subjects": "character2video"}
+"""The ``type`` a create answer names, where it is not the route's own name (the seed's)."""
+
+
 def create_response(task: SimTask) -> dict[str, Any]:
     """Every field of the seed's response example, with the seed's JSON types."""
     body = task.request
+    echoed = {"subjects": body["subjects"]} if "subjects" in body else {}
     return {
+        **echoed,
         "task_id": task.task_id,
-        "type": "character2video",
+        "type": _TYPES.get(task.kind, task.kind),
         "state": task.state,
         "model": task.model,
         "style": "general",
-        "prompt": body["prompt"],
+        "prompt": body.get("prompt", ""),
         "images": list(body.get("images", [])),
         "duration": task.duration,
         "seed": task.seed,
@@ -46,7 +52,7 @@ def create_response(task: SimTask) -> dict[str, Any]:
         "cus_priority": 0,
         "off_peak": bool(body.get("off_peak", False)),
         "watermark": bool(body.get("watermark", False)),
-        "is_rec": False,
+        "is_rec": bool(body.get("is_rec", False)),
         "wm_position": _WM_POSITIONS.get(body.get("wm_position", 0), "unspecified"),
         "wm_url": body.get("wm_url", ""),
         "meta_data": body.get("meta_data", ""),
@@ -90,6 +96,6 @@ def result_body(task: SimTask, links: Links) -> dict[str, Any]:
         "off_peak": bool(task.request.get("off_peak", False)),
         "creations": creations,
         "model": task.model,
-        "prompt": task.request["prompt"],
+        "prompt": task.request.get("prompt", ""),
         "created_at": format_timestamp(task.created_ns),
     }

@@ -23,11 +23,11 @@ from typing import Any
 
 import attrs
 
-from vidu_async.capabilities import MODELS
 from vidu_async.testing.answers import SimError
 from vidu_async.testing.config import Account, Timeline
 from vidu_async.testing.pricing import task_cost
 from vidu_async.testing.stats import SimStats
+from vidu_async.testing.validation import CreateBody
 
 __all__ = [
     "CANCELED",
@@ -44,6 +44,7 @@ __all__ = [
     "ManualClock",
     "SimTask",
     "Simulation",
+    "Upload",
     "parse_page_token",
 ]
 
@@ -103,6 +104,9 @@ class SimTask:
     task_id: str
     api_key: str = attrs.field(repr=False)
     request: dict[str, Any] = attrs.field(repr=False)
+    kind: str
+    """Which call created it: ``text2video``, ``img2video``, ``start-end2video``,
+    ``reference2video`` or ``subjects`` (reference2video's subject form)."""
     model: str
     duration: int
     resolution: str
@@ -135,6 +139,25 @@ class AccountState:
     created: deque[SimTask] = attrs.field(factory=deque)
     queue: deque[SimTask] = attrs.field(factory=deque)
     processing: list[SimTask] = attrs.field(factory=list)
+    uploads: dict[str, Upload] = attrs.field(factory=dict)
+
+
+@attrs.define
+class Upload:
+    """One image upload (API.md section 8): started, its bytes stored, then finished."""
+
+    upload_id: str
+    api_key: str = attrs.field(repr=False)
+    expires_at: float
+    """When its ``put_url`` stops working, on the simulator's clock."""
+    data: bytes | None = attrs.field(default=None, repr=False)
+    content_type: str | None = None
+    etag: str | None = None
+    finished: bool = False
+
+    @property
+    def uri(self) -> str:
+        return f"ssupload:?id={self.upload_id}"
 
 
 @attrs.frozen
@@ -178,8 +201,10 @@ class Simulation:
         self._on_change = on_change
         self._accounts = {key: AccountState(acc, acc.credits) for key, acc in accounts.items()}
         self._tasks: dict[str, SimTask] = {}
+        self._uploads: dict[str, Upload] = {}
         self._outcomes = random.Random(f"{seed}:outcomes")
         self._ids = random.Random(f"{seed}:ids")
+        self._upload_ids = random.Random(f"{seed}:uploads")
         self._next_id = self._ids.randrange(9 * 10**17, 91 * 10**16)
         self._clock_origin = clock()
         self._wall_origin_ns = time.time_ns() + round(clock_skew * 1e9)
@@ -250,13 +275,19 @@ class Simulation:
     def top_up(self, api_key: str, credits: int) -> None:
         self._account(api_key).balance += credits
 
-    def create(self, api_key: str, body: Mapping[str, Any]) -> SimTask:
+    def create(self, api_key: str, created: CreateBody) -> SimTask:
         """Create and bill a task from a validated body; 400 ``CreditInsufficient`` if unpaid."""
         self.tick()
         account = self._account(api_key)
-        model = MODELS[body["model"]]
+        body, model = created.body, created.model
         duration = int(body.get("duration", model.default_duration))
-        cost = task_cost(model.name, duration, off_peak=bool(body.get("off_peak", False)))
+        cost = task_cost(
+            model.name,
+            duration,
+            off_peak=bool(body.get("off_peak", False)),
+            route=created.kind,
+            is_rec=bool(body.get("is_rec", False)),
+        )
         if cost > account.balance:
             raise SimError(
                 400,
@@ -268,6 +299,7 @@ class Simulation:
             task_id=self._new_task_id(),
             api_key=api_key,
             request=dict(body),
+            kind=created.kind,
             model=model.name,
             duration=duration,
             resolution=body.get("resolution", model.default_resolution),
@@ -283,6 +315,22 @@ class Simulation:
         if task.payload:
             self.stats.payloads[task.payload] += 1
         return task
+
+    def uploaded(self, api_key: str) -> frozenset[str]:
+        """The ``ssupload:`` URIs this account's creates may name (its finished uploads)."""
+        return frozenset(u.uri for u in self._account(api_key).uploads.values() if u.finished)
+
+    def start_upload(self, api_key: str, ttl: float) -> Upload:
+        """A new upload whose ``put_url`` works for ``ttl`` seconds."""
+        upload_id = f"{self._upload_ids.getrandbits(64):016x}"
+        upload = Upload(upload_id, api_key, self.now() + ttl)
+        self._account(api_key).uploads[upload.upload_id] = upload
+        self._uploads[upload.upload_id] = upload
+        return upload
+
+    def upload(self, upload_id: str) -> Upload | None:
+        """Any account's upload ``upload_id`` (the storage host knows no accounts)."""
+        return self._uploads.get(upload_id)
 
     def cancel(self, api_key: str, task_id: str) -> None:
         """Cancel a task that has not started, refunding it; 400 ``BadRequest`` otherwise."""

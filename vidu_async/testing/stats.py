@@ -33,6 +33,8 @@ class SimStats:
     """The most tasks one account had processing at the same time."""
     callbacks_delivered: int = 0
     callback_attempts_failed: int = 0
+    storage_auth_refused: int = 0
+    """Upload ``PUT``s to the pre-signed storage URL refused for carrying ``Authorization``."""
 
     def duplicate_payloads(self) -> dict[str, int]:
         """The ``payload`` values that more than one created task carried, with their counts."""
@@ -66,4 +68,5 @@ class SimStats:
             "max_processing": self.max_processing,
             "callbacks_delivered": self.callbacks_delivered,
             "callback_attempts_failed": self.callback_attempts_failed,
+            "storage_auth_refused": self.storage_auth_refused,
         }
