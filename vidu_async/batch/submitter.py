@@ -542,7 +542,7 @@ class BatchSubmitter:
         for account in self._accounts.values():
             try:
                 index = await account.client.reconciler.snapshot()
-            except APIError as error:
+            except ViduError as error:  # API errors and ScanLimitError
                 raise APIError(
                     f"cannot check {account.label} for tasks an earlier run of batch "
                     f"{self._batch_id!r} made ({error}); nothing was sent. Rerun once the API "
@@ -619,7 +619,7 @@ class BatchSubmitter:
                 action.key, model=job.request.model, prompt=job.request.prompt,
                 sent_at=sent, settled_at=settled,
             )
-        except APIError as error:
+        except ViduError as error:  # API errors and ScanLimitError: unproven, not fatal
             reason = str(error)
         else:
             if isinstance(result, Found):
@@ -1032,7 +1032,7 @@ class BatchSubmitter:
             try:
                 since = self._run_started[account.label] - WINDOW_SLACK
                 index = await account.client.reconciler.snapshot(since)
-            except APIError as error:
+            except ViduError as error:  # API errors and ScanLimitError: the net is best effort
                 logger.warning("could not check %s for duplicate tasks: %s", account.label, error)
                 continue
             if not index.payload_visible:
