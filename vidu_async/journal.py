@@ -210,8 +210,12 @@ class Journal:
             durable=True,
         )
 
-    async def created(self, job_id: str, *, task_id: str, credits: int | None) -> None:
-        """Record the task a create made (and its credits); on disk when this returns."""
+    async def created(
+        self, job_id: str, *, task_id: str, credits: int | None, durable: bool = True
+    ) -> None:
+        """Record the task a create made (and its credits); on disk when this returns, unless
+        not ``durable`` (then with the next group: losing it in a crash only means the next
+        run looks the intent's key up and finds the task)."""
         cost_class = self._open_intents.pop(job_id, None)
         if credits is not None:
             self.spent += credits
@@ -220,7 +224,7 @@ class Journal:
                 self._costs[cost_class] = credits
         await self._commit(
             {"kind": "created", "job": job_id, "task_id": task_id, "credits": credits},
-            durable=True,
+            durable=durable,
         )
 
     async def refunded(self, job_id: str, *, task_id: str, credits: int | None) -> None:

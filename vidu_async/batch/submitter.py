@@ -113,8 +113,10 @@ def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value:
         raise ValueError(f"{attribute.name} must be an http(s) URL, got {value!r}")
 
 
-START_RATE: float | None = 10.0
-"""Creates per second an untold batch starts at (``BatchOptions.start_rate``)."""
+START_RATE: float | None = None
+"""Creates per second an untold batch starts at (``BatchOptions.start_rate``): unpaced by
+default, since Vidu documents no request-rate limit (measured: a slow start cost a 2,000-job
+run more than a third of its speed); give a rate when an account has a limit."""
 LOUD_PAUSE = 5.0
 """A wait this long (seconds) or longer is logged as a warning, with its reason: a person
 watching the batch should know why it stands still."""
@@ -126,9 +128,9 @@ poll every few hundredths of a second, a real batch every few seconds)."""
 @attrs.frozen
 class BatchOptions:
     """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
-    Without a ``rate``, creates start at ``start_rate`` a second and speed up with every
-    success until a limit shows (a strict limit is then found without a burst of every worker
-    at once; measured in ``benchmarks/``); ``start_rate=None`` starts unpaced.
+    Without a ``rate``, creates start unpaced, or at ``start_rate`` a second speeding up with
+    every success until a limit shows (a strict limit is then found without a burst of every
+    worker at once; measured in ``benchmarks/``).
 
     ``batch_id`` names the batch: every job's correlation key derives from it, the job's id
     and its request, so a rerun of the same batch finds the tasks an earlier run made even
@@ -720,8 +722,9 @@ class BatchSubmitter:
         self._throttle.succeeded()
         self._spent += task.credits or 0
         self._costs.setdefault(price_class, task.credits or 0)
-        if self._journal is not None:
-            await self._journal.created(job.custom_id, task_id=task.task_id, credits=task.credits)
+        if self._journal is not None:  # the intent is durable: this record need not wait
+            await self._journal.created(job.custom_id, task_id=task.task_id,
+                                        credits=task.credits, durable=False)
         if self._observer is not None:
             self._observer.job_created(task.task_id, task.credits)
         cap = self.options.max_credits
