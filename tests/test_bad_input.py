@@ -256,7 +256,8 @@ async def test_submit_runs_every_line_around_a_non_utf8_one(
     path = tmp_path / "prompts.txt"
     path.write_bytes(b"".join(lines))
     out = tmp_path / "results.jsonl"
-    args = ["submit", str(path), *VALIDATE, "--quiet", "--results", str(out)]
+    args = ["submit", str(path), *VALIDATE, "--quiet", "--visibility-lag", "0.5",
+            "--results", str(out)]
     assert await asyncio.to_thread(main, args) == 1
     assert f"{path}:30: error: (line): not UTF-8 at byte 8" in capfd.readouterr().err
     statuses = {r["line"]: r["status"] for r in map(json.loads, out.read_text().splitlines())}
