@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 from PIL import Image
 
+from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.cli import main
 from vidu_async.client import ViduClient
 from vidu_async.errors import InvalidRequestError, ValidationError, ViduWarning
-from vidu_async.jobs import JobsFileError, read_jobs
+from vidu_async.jobs import Job, JobsFileError, read_jobs
 from vidu_async.requests import (
     ImageToVideoRequest,
     ReferenceToVideoRequest,
@@ -26,7 +27,7 @@ from vidu_async.requests import (
     TextToVideoRequest,
 )
 from vidu_async.retry import RetryPolicy
-from vidu_async.testing import FakeVidu, ManualClock, task_cost
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, task_cost
 
 URL = "https://example.com/frame.png"
 URL2 = "https://example.com/last.png"
@@ -303,3 +304,35 @@ def test_validate_reports_every_type_and_strict_refuses_unknown_models(
     assert main(["validate", str(path), "--type", "img2video", "--model", "viduq1"]) == 1
     _, err = capsys.readouterr()
     assert "img2video" in err
+
+
+# --- a batch mixing every endpoint ----------------------------------------------------------------
+
+
+async def test_a_batch_mixing_every_endpoint_under_faults_pays_each_job_once(
+    clock: ManualClock,
+) -> None:
+    """Lost answers, 500s, resets and 429s on creates: each of 30 jobs (every endpoint, five
+    times) ends with exactly one task, on the endpoint it asked for."""
+    faults = Faults(create=EndpointFaults(commit_then_drop=0.15, server_error=0.1, reset=0.05,
+                                          too_many_requests=0.1))
+    asked = {f"{kind}-{n}-{request.model}": (request, kind)
+             for n in range(5) for request, _, kind, _ in CASES}
+    jobs = [Job(job_id, request) for job_id, (request, _) in asked.items()]
+    async with FakeVidu("key", clock=clock, faults=faults, seed=3) as sim:
+        retry = RetryPolicy(sleep=clock.sleep, clock=clock, max_attempts=10, budget=3600.0,
+                            visibility_lag=2.0)
+        async with ViduClient(sim.api_key, base_url=sim.url, retry=retry) as client:
+            options = BatchOptions(concurrency=6, wait=True, poll_interval=5.0, clock=clock,
+                                   sleep=clock.sleep, batch_id="mixed")
+            outcomes = [o async for o in BatchSubmitter(client, options).run(jobs)]
+    assert sim.stats.duplicate_payloads() == {}
+    assert sum(sim.stats.faults.values()) > 0
+    by_id = {o.custom_id: o for o in outcomes}
+    assert sorted(by_id) == sorted(j.custom_id for j in jobs)
+    for job in jobs:
+        outcome = by_id[job.custom_id]
+        assert outcome.status == "succeeded", outcome  # the list shows payloads: all proven
+        assert outcome.task_id is not None
+        assert sim.tasks[outcome.task_id].kind == asked[job.custom_id][1]  # its own endpoint
+    assert len(sim.tasks) == len(jobs)  # one task each, none that no job owns
