@@ -384,3 +384,31 @@ async def test_a_folder_that_cannot_be_made_is_one_line_with_the_reason(tmp_path
     with pytest.raises(JournalError) as caught:
         await Journal.open(path, batch_id="b")
     assert str(caught.value) == f"cannot use journal {path}: Not a directory"
+
+
+async def test_a_journal_knows_it_was_used_before_even_when_it_was_deleted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.jsonl"
+    async with await Journal.open(path, batch_id="b") as first:
+        assert not first.used_before  # a path never used
+    async with await Journal.open(path, batch_id="b") as again:
+        assert again.used_before and again.is_new  # used, though it holds no job yet
+    path.unlink()  # a deleted journal: its lock file beside it tells
+    async with await Journal.open(path, batch_id="b") as after:
+        assert after.used_before and after.is_new
+
+
+async def test_a_refund_takes_the_credits_back_and_starts_the_job_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        await journal.intent("job", key="k" * 32, account="a", fingerprint="f",
+                             cost_class="c", server_at=0.0)
+        await journal.created("job", task_id="t1", credits=45)
+        await journal.refunded("job", task_id="t1", credits=45)
+        assert journal.spent == 0
+    async with await Journal.open(path, batch_id="b") as journal:
+        assert journal.spent == 0
+        record = journal.take("job")
+        assert record is not None
+        assert (record.correlation_key, record.task_id, record.attempts) == (None, None, 1)

@@ -88,6 +88,8 @@ class _Loaded:
     costs: dict[str, int] = attrs.field(factory=dict)
     end: int = 0
     """Bytes of complete lines: where appends continue (a torn tail is cut there)."""
+    used_before: bool = False
+    """An earlier run held this journal (its lock file names it), or left records in it."""
 
     def apply(self, record: Mapping[str, Any]) -> None:
         """Fold one parsed record into the state."""
@@ -138,6 +140,9 @@ class Journal:
         self.path = path
         self.batch_id = batch_id
         self.is_new = not loaded.jobs
+        self.used_before = loaded.used_before
+        """An earlier run used this journal (even if its records are gone: the lock file
+        beside it outlives a deleted journal)."""
         self.spent = loaded.spent
         self.spent_this_run = 0
         self.writes = 0
@@ -347,12 +352,14 @@ def _open(path: Path, batch_id: str) -> tuple[int, int, _Loaded, str]:
         with contextlib.suppress(FileNotFoundError):
             _refuse_special(path, os.stat(path).st_mode)  # before a lock file lands beside it
         path.parent.mkdir(parents=True, exist_ok=True)
+        held_before = _lock_path(path).exists() and _lock_path(path).stat().st_size > 0
         lock_fd = _lock(path)
         try:
             fd, loaded = _open_locked(path, batch_id)
         except BaseException:
             os.close(lock_fd)
             raise
+        loaded.used_before = held_before or bool(loaded.jobs)
     except OSError as error:
         raise _os_error(path, error) from None
     return fd, lock_fd, loaded, loaded.batch_id or batch_id
@@ -391,10 +398,13 @@ def _refuse_special(path: Path, mode: int) -> None:
         )
 
 
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
 def _lock(path: Path) -> int:
     """Take the exclusive lock beside the journal and say who holds it; or name the holder."""
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

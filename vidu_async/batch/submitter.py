@@ -401,6 +401,8 @@ class BatchSubmitter:
                 # task (a journal lost, then a run that never reached the job).
                 await self._index_earlier_tasks()
                 self._earlier_known = asyncio.Event()
+                if not self._earlier_run_possible():
+                    self._earlier_known.set()
             outbox: asyncio.Queue[Outcome | _Failure | None] = asyncio.Queue(
                 maxsize=opts.concurrency * 2
             )
@@ -558,10 +560,20 @@ class BatchSubmitter:
             if not index.payload_visible:
                 self._unproven[account.label] = index
 
+    def _earlier_run_possible(self) -> bool:
+        """Whether an earlier run of this batch may have created tasks the list does not show
+        yet: it has tasks listed, or this journal was used before (its lock file outlives a
+        deleted journal), or there is no journal to tell. Otherwise the first run of a batch
+        does not wait out the list's lag before its first create; the one case left is
+        another checkout's run with its own journal, less than that lag ago."""
+        return bool(self._adoptable) or self._journal is None or self._journal.used_before
+
     async def _index_earlier_tasks_proven(self, known: asyncio.Event) -> None:
         """Scan again once the list's visibility lag has passed since this run started: an
         earlier run's last creates may not have been listed yet at the first scan. Until then
         no job of the batch that was not found is created."""
+        if known.is_set():  # no earlier run can have made tasks the list hides
+            return
         waits = []
         for account in self._accounts.values():
             clock = account.client.server_clock
