@@ -173,7 +173,12 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     assert f"results: {folder / 'results.jsonl'}" in capfd.readouterr().err
 
 
-async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("signum", "code", "name"), [
+    (signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"),
+])
+async def test_an_interrupt_exits_with_the_resume_command_and_the_journal_saved(
+    tmp_path: Path, signum: int, code: int, name: str
+) -> None:
     jobs = tmp_path / "prompts.txt"
     jobs.write_text("".join(f"prompt {i}\n" for i in range(30)))
     async with FakeVidu(timeline=Timeline(created=0.05, processing=5.0), seed=2) as fake:
@@ -185,11 +190,12 @@ async def test_ctrl_c_exits_130_with_the_resume_command(tmp_path: Path) -> None:
         async with asyncio.timeout(30):  # interrupt once work is under way
             while fake.stats.tasks_created < 5:  # noqa: ASYNC110 - a counter, not an event
                 await asyncio.sleep(0.02)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, err = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 130
+    assert process.returncode == code
     text = err.decode()
-    assert "interrupted (Ctrl-C); the journal" in text
+    assert f"interrupted ({name}); the journal" in text
+    assert "keep running on Vidu and are billed" in text and "vidu-async cancel TASK_ID" in text
     journal = tmp_path / "prompts.txt.journal.jsonl"
     assert f"vidu-async submit {jobs} --model viduq2" in text
     assert f"--journal {journal}" in text

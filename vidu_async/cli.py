@@ -26,6 +26,7 @@ import attrs
 
 from vidu_async import capabilities as caps
 from vidu_async import demo
+from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
 from vidu_async._version import __version__
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
@@ -311,12 +312,26 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_FAILED if invalid else EXIT_OK
 
 
+class UsageError(ValueError):
+    """A command line (or environment) that cannot work as given: exit 2, one line."""
+
+
 def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
     """One client per key in ``VIDU_API_KEYS`` (comma-separated), else one for ``VIDU_API_KEY``.
 
-    Raises ``ConfigurationError`` naming the variable when there is no key.
+    Raises ``UsageError`` for a malformed base URL (``--base-url`` or ``VIDU_BASE_URL``), and
+    ``ConfigurationError`` naming the variables to set when there is no key.
     """
+    try:
+        normalize_base_url(args.base_url or os.environ.get("VIDU_BASE_URL") or DEFAULT_BASE_URL)
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
     keys = [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
+    if not keys and not os.environ.get("VIDU_API_KEY"):
+        raise ConfigurationError(
+            "no API key: set VIDU_API_KEY (or VIDU_API_KEYS=key1,key2 for several accounts); "
+            "keys are never taken from the command line"
+        )
     lag = getattr(args, "visibility_lag", None)
     retry = None if lag is None else RetryPolicy(visibility_lag=lag)
     first = ViduClient(keys[0] if keys else None, base_url=args.base_url,
@@ -361,7 +376,7 @@ def run_submit(args: argparse.Namespace) -> int:
     except ConfigurationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
-    except ValueError as error:  # --visibility-lag
+    except ValueError as error:  # the base URL, --visibility-lag
         print(f"vidu-async submit: {_flag(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -484,6 +499,9 @@ def run_single(args: argparse.Namespace) -> int:
     except ConfigurationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_AUTH
+    except ValueError as error:  # the base URL
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return asyncio.run(_single(client, args))
     except AuthenticationError as error:

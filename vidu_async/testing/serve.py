@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import TextIO
@@ -137,7 +138,14 @@ async def serve(
         host=args.host,
         port=args.port,
     )
-    async with sim:
+    try:
+        await sim.__aenter__()
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        print(f"vidu-async serve: cannot listen on {args.host}:{args.port}: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_exit(sim)
         print(f"Simulated Vidu API on {sim.url} (auth: {args.auth_scheme} <key>)", file=out)
         print(f"export VIDU_BASE_URL={sim.url} VIDU_API_KEY={sim.api_key}", file=out)
         print("Press Ctrl-C to stop.", file=out, flush=True)

@@ -1,0 +1,181 @@
+"""The command line on bad days: wrong options, a dead API, a closed pipe, a busy port, a server
+asking for a day's wait. Each is one clear line and the documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.cli import main
+from vidu_async.client import ViduClient
+from vidu_async.errors import APIConnectionError
+from vidu_async.jobs import Job
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy, no_wait
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, Timeline
+
+URL = "https://example.com/ref.png"
+
+
+@pytest.fixture
+async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+    async with FakeVidu(timeline=Timeline(created=0.01, processing=0.05)) as fake:
+        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        yield fake
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat\na dog\na fox\n")
+    return path
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # nothing listens there once the probe is closed
+
+
+def one_line(capfd: pytest.CaptureFixture[str]) -> str:
+    err = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--rate", "0"], "--rate must be > 0"),
+    (["--poll-interval", "0"], "--poll-interval must be >= 0.01"),
+    (["--visibility-lag", "-1"], "--visibility-lag must be >= 0"),
+    (["--base-url", "api.vidu.com"], "--base-url must be an absolute http(s) URL"),
+])
+async def test_a_wrong_option_is_one_line_and_exit_2_before_anything_is_sent(
+    sim: FakeVidu, jobs: Path, capfd: pytest.CaptureFixture[str], flags: list[str], says: str,
+) -> None:
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", *flags]
+    assert await asyncio.to_thread(main, args) == 2
+    assert says in one_line(capfd)
+    assert sum(sim.stats.requests.values()) == 0
+
+
+async def test_a_malformed_base_url_in_the_environment_is_a_usage_error(
+    jobs: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIDU_API_KEY", "k")
+    monkeypatch.setenv("VIDU_BASE_URL", "ftp://example.com")
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet"]
+    assert await asyncio.to_thread(main, args) == 2
+    assert "must be an absolute http(s) URL" in one_line(capfd)
+
+
+async def test_a_missing_key_says_what_to_set(
+    jobs: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VIDU_API_KEY", raising=False)
+    monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet"]
+    assert await asyncio.to_thread(main, args) == 3
+    line = one_line(capfd)
+    assert "set VIDU_API_KEY" in line and "api_key=" not in line
+
+
+async def test_an_api_that_cannot_be_reached_fails_before_any_job_is_read() -> None:
+    read: list[Job] = []
+
+    def jobs() -> list[Job]:
+        job = Job("a", ReferenceToVideoRequest("viduq2", "a cat", images=[URL]))
+        read.append(job)
+        return [job]
+
+    base = f"http://127.0.0.1:{closed_port()}"
+    async with ViduClient("k", base_url=base, retry=RetryPolicy(sleep=no_wait)) as client:
+        run = BatchSubmitter(client, BatchOptions()).run(iter(jobs()))
+        with pytest.raises(APIConnectionError, match="could not connect"):
+            await anext(run)
+        await run.aclose()
+
+
+async def test_a_retry_after_of_a_day_stops_submitting_and_says_so() -> None:
+    faults = Faults(create=EndpointFaults(too_many_requests=1.0, retry_after=99999))
+    jobs = [Job(f"j{i}", ReferenceToVideoRequest("viduq2", f"cat {i}", images=[URL]))
+            for i in range(5)]
+    async with FakeVidu(faults=faults) as fake, ViduClient(
+        fake.api_key, base_url=fake.url, retry=RetryPolicy(sleep=no_wait)
+    ) as client:
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            await asyncio.sleep(0)
+
+        batch = BatchSubmitter(client, BatchOptions(sleep=sleep))
+        outcomes = [o async for o in batch.run(jobs)]
+    assert {o.status for o in outcomes} == {"not_submitted"}
+    assert batch.stop_reason is not None and batch.stop_reason.reason == "RetryAfterTooLong"
+    assert "27.8 h" in batch.stop_reason.message
+    assert not [w for w in waits if w > 120]  # never slept the server's demand
+    assert fake.stats.tasks_created == 0
+
+
+async def test_serve_on_a_port_in_use_is_one_line_and_exit_2(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = await asyncio.to_thread(main, ["serve", "--port", str(port)])
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line(capfd)
+
+
+async def test_a_results_pipe_closed_early_stops_only_the_results(tmp_path: Path) -> None:
+    """``submit ... | head -1``: the reader goes away after one line; the batch finishes, the
+    journal keeps every end, and stderr says once that results stopped."""
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    # Five slots, 0.3 s a task: the other results come well after the reader left.
+    timeline = Timeline(created=0.01, processing=0.3)
+    async with FakeVidu(timeline=timeline, concurrency_limit=5) as sim:
+        env = {**os.environ, "VIDU_API_KEY": sim.api_key, "VIDU_BASE_URL": sim.url}
+        first, code, err = await _run_like_head_1(jobs, env, tmp_path / "journal.jsonl")
+        created = sim.stats.tasks_created
+    assert json.loads(first)["status"] == "succeeded"
+    assert code == 0
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    assert err.count("no more results are written there") == 1
+    finals = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()
+              if json.loads(line)["kind"] == "final"]
+    assert len(finals) == created == 12
+
+
+async def _run_like_head_1(jobs: Path, env: dict[str, str], journal: Path
+                           ) -> tuple[str, int, str]:
+    """Run ``submit`` with its results piped to a reader that leaves after the first line."""
+    argv = [sys.executable, "-m", "vidu_async", "submit", str(jobs), "--model", "viduq2",
+            "--image", URL, "--quiet", "--wait", "--poll-interval", "0.02", "--journal",
+            str(journal), "--visibility-lag", "0.5"]
+
+    def like_head_1() -> tuple[str, int, str]:
+        with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) as process:
+            assert process.stdout is not None and process.stderr is not None
+            first = process.stdout.readline().decode()
+            process.stdout.close()  # the reader is gone, as `head -1` exits
+            err = process.stderr.read().decode()
+            return first, process.wait(timeout=30), err
+
+    return await asyncio.wait_for(asyncio.to_thread(like_head_1), 60)
