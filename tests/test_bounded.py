@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from vidu_async._http import MAX_ANSWER_BYTES
 from vidu_async.client import ViduClient
-from vidu_async.errors import ResponseFormatError
+from vidu_async.errors import APITimeoutError, ResponseFormatError
+from vidu_async.reconcile import ScanLimitError, ScanLimits
 from vidu_async.retry import RetryPolicy, no_wait
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -82,3 +85,60 @@ async def test_a_too_large_content_length_fails_before_reading(
     async with client, asyncio.timeout(5):  # the body never comes: only the header can fail it
         with pytest.raises(ResponseFormatError, match="announces 1,000,000,000,000 bytes"):
             await client.get_task("announced")
+
+
+# --- a list that pages forever, a server that never answers ---------------------------------------
+
+
+def endless_pages(counter: list[int]) -> web.Application:
+    """A task list that answers every page with one task and a fresh next-page token."""
+
+    async def tasks(request: web.Request) -> web.Response:
+        counter.append(1)
+        n = len(counter)
+        item = {"id": f"t{n}", "state": "success", "payload": "", "created_at":
+                "2026-01-20T06:37:57Z"}
+        return web.json_response({"tasks": [item], "next_page_token": f"page-{n}"})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks", tasks)
+    return app
+
+
+async def test_a_list_that_pages_forever_stops_at_the_scan_limit(
+    aiohttp_server: ServerFactory,
+) -> None:
+    served: list[int] = []
+    server = await aiohttp_server(endless_pages(served))
+    limits = ScanLimits(max_pages=7)
+    async with ViduClient("k", base_url=str(server.make_url("/")), scan_limits=limits,
+                          retry=RetryPolicy(sleep=no_wait)) as client:
+        with pytest.raises(ScanLimitError, match="7"):
+            await client.reconciler.snapshot()
+    assert len(served) == 7
+
+
+async def test_a_server_that_never_answers_is_named_within_its_read_deadline(
+    aiohttp_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read deadline (60 s by default; short here) ends each wait, and the first retry of a
+    call that got no answer is a warning naming the call and why."""
+    hold = asyncio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        await hold.wait()
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/credits", never)
+    server = await aiohttp_server(app)
+    caplog.set_level(logging.INFO, logger="vidu_async")
+    async with ViduClient("k", base_url=str(server.make_url("/")),
+                          timeout=aiohttp.ClientTimeout(total=5, sock_read=0.2),
+                          retry=RetryPolicy(sleep=no_wait, max_attempts=2)) as client:
+        with pytest.raises(APITimeoutError, match="GET /ent/v2/credits"):
+            await client.get_credits()
+    hold.set()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "GET /ent/v2/credits failed" in warnings[0] and "timed out" in warnings[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -21,7 +22,7 @@ from vidu_async.errors import APIConnectionError
 from vidu_async.jobs import Job
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
-from vidu_async.testing import EndpointFaults, FakeVidu, Faults, Timeline
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Timeline
 
 URL = "https://example.com/ref.png"
 
@@ -179,3 +180,37 @@ async def _run_like_head_1(jobs: Path, env: dict[str, str], journal: Path
             return first, process.wait(timeout=30), err
 
     return await asyncio.wait_for(asyncio.to_thread(like_head_1), 60)
+
+
+async def test_a_long_wait_is_said_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    faults = Faults(create=EndpointFaults(too_many_requests=0.5, retry_after=10))
+    jobs = [Job(f"j{i}", ReferenceToVideoRequest("viduq2", f"cat {i}", images=[URL]))
+            for i in range(6)]
+    caplog.set_level(logging.WARNING, logger="vidu_async.batch")
+    async with FakeVidu(faults=faults, seed=4) as fake, ViduClient(
+        fake.api_key, base_url=fake.url, retry=RetryPolicy(sleep=no_wait)
+    ) as client:
+        clock = ManualClock()
+        batch = BatchSubmitter(client, BatchOptions(sleep=clock.sleep, clock=clock))
+        outcomes = [o async for o in batch.run(jobs)]
+    assert {o.status for o in outcomes} == {"submitted"}
+    said = [r.getMessage() for r in caplog.records if "sending again in" in r.getMessage()]
+    assert said and all("TooManyRequests" in m and "(the server asked for it)" in m
+                        for m in said)
+    assert len(said) == fake.stats.faults["too_many_requests"]
+
+
+@pytest.mark.parametrize(("flag", "where", "says"), [
+    ("--results", "plain-file/results.jsonl", "cannot write the results file"),
+    ("--journal", "/dev/full", "not a regular file"),
+])
+async def test_an_unusable_results_or_journal_path_is_one_line_exit_2(
+    sim: FakeVidu, jobs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    flag: str, where: str, says: str,
+) -> None:
+    (tmp_path / "plain-file").write_text("a file, not a folder")
+    path = where if where.startswith("/") else str(tmp_path / where)
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", flag, path]
+    assert await asyncio.to_thread(main, args) == 2
+    assert says in one_line(capfd)
+    assert sim.stats.requests_to("create") == 0
