@@ -12,14 +12,17 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.cli import main
 from vidu_async.client import ViduClient
-from vidu_async.errors import APIConnectionError
+from vidu_async.errors import APIConnectionError, APIError
 from vidu_async.jobs import Job
+from vidu_async.reconcile import ScanLimits
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Timeline
@@ -214,3 +217,52 @@ async def test_an_unusable_results_or_journal_path_is_one_line_exit_2(
     assert await asyncio.to_thread(main, args) == 2
     assert says in one_line(capfd)
     assert sim.stats.requests_to("create") == 0
+
+
+def busy_account(created: list[str]) -> web.Application:
+    """An account with more recent tasks than a scan reads: its list pages on and on."""
+    pages: list[int] = []
+
+    async def credits(request: web.Request) -> web.Response:
+        return web.json_response({"remains": [{"concurrency_limit": 5}]})
+
+    async def tasks(request: web.Request) -> web.Response:
+        pages.append(1)
+        item = {"id": f"old{len(pages)}", "state": "success", "payload": ""}
+        return web.json_response({"tasks": [item], "next_page_token": f"p{len(pages)}"})
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.json()
+        created.append(body["payload"])
+        return web.json_response({"task_id": f"t{len(created)}", "state": "created",
+                                  "credits": 45, "payload": body["payload"]})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/credits", credits)
+    app.router.add_get("/ent/v2/tasks", tasks)
+    app.router.add_post("/ent/v2/reference2video", create)
+    return app
+
+
+async def test_a_first_run_on_an_account_too_busy_to_search_goes_on_and_says_so(
+    aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    created: list[str] = []
+    server = await aiohttp_server(busy_account(created))
+    journal = tmp_path / "j.jsonl"
+    caplog.set_level(logging.WARNING, logger="vidu_async.batch")
+
+    def batch(client: ViduClient) -> BatchSubmitter:
+        return BatchSubmitter(client, BatchOptions(journal=journal, batch_id="busy"))
+
+    job = Job("a", ReferenceToVideoRequest("viduq2", "a cat", images=[URL]))
+    async with ViduClient("k", base_url=str(server.make_url("/")), retry=RetryPolicy(
+            sleep=no_wait), scan_limits=ScanLimits(max_pages=3)) as client:
+        [outcome] = [o async for o in batch(client).run([job])]
+        assert outcome.status == "submitted" and len(created) == 1
+        assert any("treating it as new" in r.getMessage() for r in caplog.records)
+        # The journal was used: a job it does not know may have a task the search cannot see.
+        later = Job("b", ReferenceToVideoRequest("viduq2", "a dog", images=[URL]))
+        with pytest.raises(APIError, match=r"cannot check .* nothing was sent"):
+            [o async for o in batch(client).run([later])]
+    assert len(created) == 1

@@ -76,7 +76,14 @@ from vidu_async.journal import Journal
 from vidu_async.media import is_local
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
-from vidu_async.reconcile import WINDOW_SLACK, Absent, Found, TaskIndex, proof_time
+from vidu_async.reconcile import (
+    WINDOW_SLACK,
+    Absent,
+    Found,
+    ScanLimitError,
+    TaskIndex,
+    proof_time,
+)
 from vidu_async.requests import Request
 from vidu_async.tasks import Task, TaskResult, TaskState
 from vidu_async.throttle import Throttle
@@ -546,7 +553,20 @@ class BatchSubmitter:
         for account in self._accounts.values():
             try:
                 index = await account.client.reconciler.snapshot()
-            except ViduError as error:  # API errors and ScanLimitError
+            except ScanLimitError as error:
+                if self._journal is not None and not self._journal.used_before:
+                    # A first run at this journal (an account with more recent tasks than a
+                    # scan reads): say so, and go on as a new batch does.
+                    logger.warning("%s: cannot search all recent tasks for an earlier run of "
+                                   "batch %r (%s); treating it as new", account.label,
+                                   self._batch_id, error)
+                    continue
+                raise APIError(
+                    f"cannot check {account.label} for tasks an earlier run of batch "
+                    f"{self._batch_id!r} made ({error}); nothing was sent (a batch that never "
+                    "ran before can skip the search: --fresh)"
+                ) from error
+            except ViduError as error:
                 raise APIError(
                     f"cannot check {account.label} for tasks an earlier run of batch "
                     f"{self._batch_id!r} made ({error}); nothing was sent. Rerun once the API "
