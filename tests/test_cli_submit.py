@@ -63,7 +63,7 @@ async def test_bad_lines_are_reported_by_number_and_the_rest_run(
         1: "succeeded", 2: "invalid", 3: "invalid", 4: "succeeded",
     }
     assert set(by_line[1]) == {"custom_id", "line", "status", "task_id", "state", "credits",
-                               "err_code", "error", "creations", "files"}
+                               "err_code", "error", "creations", "files", "type"}
     assert by_line[3]["error"] == {
         "reason": "ValidationError", "message": "duration: viduq2 accepts 1..10 seconds, got 99"
     }

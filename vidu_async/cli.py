@@ -30,6 +30,7 @@ from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
 from vidu_async._version import __version__
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
+from vidu_async.dryrun import dry_run, render
 from vidu_async.errors import (
     APIConnectionError,
     AuthenticationError,
@@ -154,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
         "polled",
     )
     batch.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    batch.add_argument(
+        "--dry-run", action="store_true",
+        help="create nothing: check every line, the key, the journal and the paths, and print "
+        "what would be sent and what it costs where known",
+    )
     submit.set_defaults(run=run_submit)
 
     for name, text in (
@@ -379,6 +385,8 @@ def run_submit(args: argparse.Namespace) -> int:
     except ValueError as error:  # the base URL, --visibility-lag
         print(f"vidu-async submit: {_flag(str(error))}", file=sys.stderr)
         return EXIT_USAGE
+    if args.dry_run:
+        return asyncio.run(_dry_run(args, clients, options))
     try:
         return asyncio.run(_terminable(_submit(args, clients, options, listener)))
     except (KeyboardInterrupt, Terminated) as stop:
@@ -483,6 +491,27 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
     if args.results:
         print(f"results: {args.results}", file=sys.stderr)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
+
+
+async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
+                   options: BatchOptions) -> int:
+    """``submit --dry-run``: the summary on stdout; exit codes as a run's would be."""
+    try:
+        async with clients[0]:
+            found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
+                                  results=args.results, messages=sys.stderr)
+    except AuthenticationError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except APIConnectionError as error:
+        print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except (ConfigurationError, JournalError) as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(render(found)))
+    return EXIT_OK if found.ok else EXIT_FAILED
 
 
 def _resume_args(args: argparse.Namespace, journal: Path) -> str:

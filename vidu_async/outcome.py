@@ -73,6 +73,9 @@ class Outcome:
     creations: tuple[dict[str, str], ...] = ()
     """Each creation's ``id``, ``url``, ``cover_url`` (and ``watermarked_url`` when present)."""
     files: tuple[str, ...] = ()
+    kind: str | None = None
+    """The job's endpoint as jobs files name it (``text2video``...; the subject form is
+    ``reference2video``); None where unknown (an invalid line naming none, a ``duplicate``)."""
 
     @property
     def ok(self) -> bool:
@@ -122,11 +125,13 @@ class Outcome:
             "error": self.error.to_dict() if self.error else None,
             "creations": [dict(c) for c in self.creations],
             "files": list(self.files),
+            "type": self.kind,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Outcome:
-        """Read back a record written by ``to_dict`` (from the journal)."""
+        """Read back a record written by ``to_dict`` (from the journal; a record written
+        before results named the endpoint reads with ``kind`` None)."""
         status = data.get("status")
         if status not in STATUSES:
             raise ValueError(f"not an outcome record: status {status!r}")
@@ -141,4 +146,5 @@ class Outcome:
             error=_error(data.get("error")),
             creations=tuple(dict(c) for c in data.get("creations") or ()),
             files=tuple(data.get("files") or ()),
+            kind=data.get("type"),
         )
