@@ -651,7 +651,7 @@ async def test_a_created_task_is_followed_to_its_end_not_created_again(tmp_path:
 FINISHED = Outcome(
     "job-1", "succeeded", 1, task_id="901", state="success", credits=COST,
     creations=({"id": "9011", "url": "https://files.example/v.mp4"},),
-    files=("videos/job-1.mp4",),
+    files=("videos/job-1.mp4",), kind="reference2video",
 )
 FINISHED_TASK = Task(task_id="901", credits=COST)
 

@@ -130,14 +130,10 @@ async def submit_jobs_file(
     when it cannot listen there.
     """
     counts: Counter[str] = Counter()
-    kinds: dict[int | None, str | None] = {}
-    """Each line's endpoint until its outcome is written: the batch holds a bounded number of
-    jobs between reading a line and yielding its outcome, so this stays as small."""
 
     def lines() -> Iterator[JobLine]:
         for item in read_jobs(path, defaults=defaults):
             report_line(item, path, messages)
-            kinds[item.line] = item.kind
             yield item
 
     async with contextlib.AsyncExitStack() as stack:
@@ -158,7 +154,6 @@ async def submit_jobs_file(
         outcomes = await stack.enter_async_context(contextlib.aclosing(submitter.run(lines())))
         writer = _ResultsWriter(results, messages, fresh=fresh_results)
         async for outcome in outcomes:
-            outcome = attrs.evolve(outcome, kind=kinds.pop(outcome.line, outcome.kind))
             counts[outcome.status] += 1
             writer.write(outcome.to_dict())
             if progress is not None:

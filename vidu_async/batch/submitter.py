@@ -472,6 +472,8 @@ class BatchSubmitter:
     ) -> None:
         try:
             outcome, final = await self._job(item)
+            kind = item.kind if isinstance(item, JobLine) else item.request.kind
+            outcome = attrs.evolve(outcome, kind=outcome.kind or kind)  # results say the type
             if final and self._journal is not None:
                 await self._journal.final(outcome.custom_id, outcome.to_dict())
             self._move(None, outcome.status)
