@@ -161,7 +161,7 @@ class PayOnce(RuleBasedStateMachine):
 
 
 PayOnce.TestCase.settings = settings(
-    max_examples=30, stateful_step_count=6, deadline=None,
+    max_examples=100, stateful_step_count=8, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestPayOnce = PayOnce.TestCase
