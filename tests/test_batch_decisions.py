@@ -44,23 +44,22 @@ from vidu_async.errors import (
     ServerError,
     ValidationError,
 )
+from vidu_async.journal import JobRecord
 from vidu_async.outcome import ErrorInfo
 from vidu_async.requests import ReferenceToVideoRequest
 
 # --- plan ---------------------------------------------------------------------------------------
 
 
-@attrs.frozen
-class Rec:
-    """A journal record as ``plan`` reads it."""
-
-    correlation_key: str | None = None
-    fingerprint: str | None = None
-    account: str | None = None
-    task_id: str | None = None
-    credits: int | None = None
-    server_at: float | None = None
-    final: Mapping[str, Any] | None = None
+def rec(
+    correlation_key: str | None = None, fingerprint: str | None = None,
+    account: str | None = None, task_id: str | None = None, credits: int | None = None,
+    *, server_at: float | None = None, final: Mapping[str, Any] | None = None,
+) -> JobRecord:
+    """A journal record of job "cat", fields in the order ``plan`` weighs them."""
+    return JobRecord("cat", correlation_key=correlation_key, fingerprint=fingerprint,
+                     account=account, task_id=task_id, credits=credits, server_at=server_at,
+                     final=final)
 
 
 FACTS = JobFacts("cat", "fp-1", "k" * 32)
@@ -69,29 +68,29 @@ DONE = {"custom_id": "cat", "status": "succeeded", "task_id": "t1"}
 
 PLAN_CASES = [
     ("nothing recorded", None, Create("k" * 32)),
-    ("a record without intent or end", Rec(), Create("k" * 32)),
-    ("intent, answer lost", Rec("q" * 32, "fp-1", "acct-a", server_at=5.0),
+    ("a record without intent or end", rec(), Create("k" * 32)),
+    ("intent, answer lost", rec("q" * 32, "fp-1", "acct-a", server_at=5.0),
      Reconcile("q" * 32, "acct-a", 5.0)),
-    ("task recorded", Rec("q" * 32, "fp-1", "acct-b", "t1", 40), Follow("t1", "acct-b", 40)),
-    ("end recorded", Rec("q" * 32, "fp-1", "acct-a", "t1", 40, final=DONE), Replay(DONE)),
+    ("task recorded", rec("q" * 32, "fp-1", "acct-b", "t1", 40), Follow("t1", "acct-b", 40)),
+    ("end recorded", rec("q" * 32, "fp-1", "acct-a", "t1", 40, final=DONE), Replay(DONE)),
     ("end recorded, account gone: still replayed (no request needed)",
-     Rec("q" * 32, "fp-1", "acct-x", "t1", 40, final=DONE), Replay(DONE)),
+     rec("q" * 32, "fp-1", "acct-x", "t1", 40, final=DONE), Replay(DONE)),
     ("a v1 record without fingerprint is trusted",
-     Rec("q" * 32, None, "acct-a", "t1", 40), Follow("t1", "acct-a", 40)),
+     rec("q" * 32, None, "acct-a", "t1", 40), Follow("t1", "acct-a", 40)),
 ]
 
 
 @pytest.mark.parametrize(("name", "record", "expected"), PLAN_CASES, ids=[c[0] for c in PLAN_CASES])
-def test_plan(name: str, record: Rec | None, expected: object) -> None:
+def test_plan(name: str, record: JobRecord | None, expected: object) -> None:
     assert plan(FACTS, record, ACCOUNTS) == expected
 
 
 @pytest.mark.parametrize("record", [
-    Rec("q" * 32, "fp-OLD", "acct-a", server_at=1.0),
-    Rec("q" * 32, "fp-OLD", "acct-a", "t1", 40),
-    Rec("q" * 32, "fp-OLD", "acct-a", "t1", 40, final=DONE),
+    rec("q" * 32, "fp-OLD", "acct-a", server_at=1.0),
+    rec("q" * 32, "fp-OLD", "acct-a", "t1", 40),
+    rec("q" * 32, "fp-OLD", "acct-a", "t1", 40, final=DONE),
 ])
-def test_plan_refuses_a_job_whose_request_changed_under_the_same_id(record: Rec) -> None:
+def test_plan_refuses_a_job_whose_request_changed_under_the_same_id(record: JobRecord) -> None:
     action = plan(FACTS, record, ACCOUNTS)
     assert isinstance(action, Refuse)
     assert action.error.reason == "RequestChanged"
@@ -99,10 +98,10 @@ def test_plan_refuses_a_job_whose_request_changed_under_the_same_id(record: Rec)
 
 
 @pytest.mark.parametrize("record", [
-    Rec("q" * 32, "fp-1", "acct-x", server_at=1.0),
-    Rec("q" * 32, "fp-1", "acct-x", "t1", 40),
+    rec("q" * 32, "fp-1", "acct-x", server_at=1.0),
+    rec("q" * 32, "fp-1", "acct-x", "t1", 40),
 ])
-def test_plan_refuses_by_name_a_job_whose_account_is_not_given(record: Rec) -> None:
+def test_plan_refuses_by_name_a_job_whose_account_is_not_given(record: JobRecord) -> None:
     action = plan(FACTS, record, ACCOUNTS)
     assert isinstance(action, Refuse)
     assert action.error.reason == "AccountNotGiven"

@@ -18,10 +18,11 @@ Pure: ``plan()`` takes plain data and returns one action. The order of the rules
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
+from vidu_async.journal import JobRecord
 from vidu_async.outcome import ErrorInfo
 
 __all__ = ["Action", "Create", "Follow", "JobFacts", "Reconcile", "Refuse", "Replay", "plan"]
@@ -35,25 +36,6 @@ class JobFacts:
     fingerprint: str
     key: str
     """The correlation key derived for its first task (``identity.job_key``)."""
-
-
-class Recorded(Protocol):
-    """The part of a journal record (``journal.JobRecord``) that ``plan`` reads."""
-
-    @property
-    def correlation_key(self) -> str | None: ...
-    @property
-    def fingerprint(self) -> str | None: ...
-    @property
-    def account(self) -> str | None: ...
-    @property
-    def task_id(self) -> str | None: ...
-    @property
-    def credits(self) -> int | None: ...
-    @property
-    def server_at(self) -> float | None: ...
-    @property
-    def final(self) -> Mapping[str, Any] | None: ...
 
 
 @attrs.frozen
@@ -89,7 +71,7 @@ class Refuse:
 Action = Create | Replay | Follow | Reconcile | Refuse
 
 
-def plan(facts: JobFacts, record: Recorded | None, accounts: frozenset[str]) -> Action:
+def plan(facts: JobFacts, record: JobRecord | None, accounts: frozenset[str]) -> Action:
     """The job's first step; see the module docstring for the rules, in order."""
     if record is None or (record.correlation_key is None and record.final is None):
         return Create(facts.key)
