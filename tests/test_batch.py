@@ -786,3 +786,48 @@ async def test_when_one_account_runs_out_of_credits_the_other_takes_the_rest() -
     assert batch.stop_reason is None
     assert Counter(task.api_key for task in sim.tasks.values()) == {"k1": 2, "k2": 10}
     assert_each_job_created_once(sim, 12)
+
+
+# --- shared images go up once ------------------------------------------------------------------
+
+
+def png_file(path: Path, shade: int) -> Path:
+    from PIL import Image  # the test extra has Pillow
+
+    Image.new("RGB", (256, 256), (shade, 100, 200)).save(path, "PNG")
+    return path
+
+
+async def test_shared_local_images_are_uploaded_once_and_sent_as_uris(tmp_path: Path) -> None:
+    """Twelve jobs, two local images shared by all: two uploads, every create names the URIs,
+    and a rerun with the same journal (new jobs, same images) uploads nothing."""
+    cat, hat = png_file(tmp_path / "cat.png", 10), png_file(tmp_path / "hat.png", 200)
+    journal = tmp_path / "journal.jsonl"
+
+    def jobs(prefix: str, n: int) -> list[Job]:
+        return [Job(f"{prefix}-{i}", ReferenceToVideoRequest(
+            "viduq2", f"{prefix} {i}", images=[cat, hat, IMAGE], duration=5)) for i in range(n)]
+
+    async with FakeVidu(timeline=INSTANT) as sim, sim_client(sim) as c:
+        outcomes = await collect(submitter(c, journal=journal, concurrency=4), jobs("first", 12))
+        assert {o.status for o in outcomes} == {"submitted"}
+        uploads = sim.simulation.account(sim.api_key).uploads  # type: ignore[union-attr]
+        assert len(uploads) == 2
+        sent = [t.request["images"] for t in sim.tasks.values()]
+        assert all(len(i) == 3 and i[0].startswith("ssupload:") and i[1].startswith("ssupload:")
+                   and i[2] == IMAGE for i in sent)
+        assert len({i[0] for i in sent}) == 1 and len({i[1] for i in sent}) == 1
+        again = await collect(submitter(c, journal=journal), jobs("again", 3))
+        assert {o.status for o in again} == {"submitted"}
+        assert len(uploads) == 2  # remembered in the journal: not uploaded again
+    assert_each_job_created_once(sim, 15)
+
+
+async def test_without_uploads_local_images_are_inlined(tmp_path: Path) -> None:
+    cat = png_file(tmp_path / "cat.png", 10)
+    job = Job("j", ReferenceToVideoRequest("viduq2", "a cat", images=[cat], duration=5))
+    async with FakeVidu(timeline=INSTANT) as sim, sim_client(sim) as c:
+        [outcome] = await collect(submitter(c, upload_images=False), [job])
+    assert outcome.status == "submitted"
+    [task] = sim.tasks.values()
+    assert task.request["images"][0].startswith("data:image/png;base64,")

@@ -43,6 +43,7 @@ __all__ = ["JobRecord", "Journal"]
 
 _VERSION = 2
 _JOB_KINDS = ("intent", "created", "refunded", "final")
+_BATCH_KINDS = ("batch", "uploaded")
 _MAX_LINE = 1 << 20
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
 
@@ -90,6 +91,8 @@ class _Loaded:
     """Bytes of complete lines: where appends continue (a torn tail is cut there)."""
     used_before: bool = False
     """An earlier run held this journal (its lock file names it), or left records in it."""
+    uploads: dict[str, tuple[str, float]] = attrs.field(factory=dict)
+    """Images uploaded by earlier runs: ``account/sha256:...`` -> (``ssupload:`` URI, when)."""
 
     def apply(self, record: Mapping[str, Any]) -> None:
         """Fold one parsed record into the state."""
@@ -97,6 +100,11 @@ class _Loaded:
         if kind == "batch":
             if self.batch_id is None:
                 self.batch_id = record.get("batch_id")
+            return
+        if kind == "uploaded":
+            uri, at = record.get("uri"), record.get("at")
+            if isinstance(uri, str) and isinstance(at, int | float):
+                self.uploads[str(record.get("media"))] = (uri, float(at))
             return
         job_id = record.get("job", record.get("custom_id"))
         current = self.jobs.get(job_id) or JobRecord(job_id)
@@ -141,6 +149,8 @@ class Journal:
         self.batch_id = batch_id
         self.is_new = not loaded.jobs
         self.used_before = loaded.used_before
+        self.uploads: Mapping[str, tuple[str, float]] = loaded.uploads
+        """Images earlier runs uploaded: ``media`` key -> (``ssupload:`` URI, epoch seconds)."""
         """An earlier run used this journal (even if its records are gone: the lock file
         beside it outlives a deleted journal)."""
         self.spent = loaded.spent
@@ -242,6 +252,14 @@ class Journal:
         await self._commit(
             {"kind": "refunded", "job": job_id, "task_id": task_id, "credits": credits},
             durable=True,
+        )
+
+    async def uploaded(self, media: str, uri: str) -> None:
+        """Remember that the image ``media`` (an account and content key) was uploaded as
+        ``uri``, so a rerun within the URI's lifetime sends it again without uploading."""
+        await self._commit(
+            {"kind": "uploaded", "media": media, "uri": uri, "at": round(time.time(), 3)},
+            durable=False,
         )
 
     async def final(self, job_id: str, result: Mapping[str, Any]) -> None:
@@ -481,7 +499,7 @@ def _parse(raw: bytes, path: Path, number: int) -> dict[str, Any]:
             )
         kind = record.get("kind")
         job_id = record.get("job", record.get("custom_id"))
-        if kind == "batch" or (kind in _JOB_KINDS and isinstance(job_id, str)):
+        if kind in _BATCH_KINDS or (kind in _JOB_KINDS and isinstance(job_id, str)):
             return record
     raise JournalError(
         f"{where}: {reason}; the journal is damaged: repair or delete that line, "

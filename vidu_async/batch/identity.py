@@ -26,7 +26,15 @@ from typing import Any
 from vidu_async.media import MediaKind, MediaSource, is_local
 from vidu_async.requests import Request, SubjectsToVideoRequest
 
-__all__ = ["MediaDigests", "batch_tag", "belongs_to", "cost_class", "fingerprint", "job_key"]
+__all__ = [
+    "MediaDigests",
+    "batch_tag",
+    "belongs_to",
+    "cost_class",
+    "fingerprint",
+    "job_key",
+    "media_entries",
+]
 
 _TAG_LENGTH = 8
 
@@ -58,7 +66,7 @@ def cost_class(request: Request) -> str:
     Defaults stay ``-`` rather than being filled in from the capability table: a class is only
     a name to learn a price under, and the same request always gets the same name.
     """
-    videos = any(kind == "video" for kind, _ in _media_kinds(request))
+    videos = any(kind == "video" for _, kind in media_entries(request))
     is_rec = getattr(request, "is_rec", None)
     parts = (
         "subjects" if isinstance(request, SubjectsToVideoRequest) else request.kind,
@@ -73,12 +81,13 @@ def cost_class(request: Request) -> str:
     return "/".join("-" if part is None else str(part) for part in parts)
 
 
-def _media_kinds(request: Request) -> list[tuple[str, object]]:
-    """Every media entry with its kind, as ``body_with`` walks them."""
-    found: list[tuple[str, object]] = []
+def media_entries(request: Request) -> list[tuple[Any, MediaKind]]:
+    """Every media entry of ``request`` with its kind, nested ones (subjects) included, as
+    ``body_with`` walks them."""
+    found: list[tuple[Any, MediaKind]] = []
 
     def note(source: MediaSource, kind: MediaKind) -> str:
-        found.append((kind, source))
+        found.append((source, kind))
         return ""
 
     request.body_with(note)

@@ -60,6 +60,7 @@ from vidu_async.batch.plan import (
     Replay,
     plan,
 )
+from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
 from vidu_async.download import remove_partial_files
@@ -152,6 +153,10 @@ class BatchOptions:
     ``clock`` (pacing and polling, default the event loop's) are injectable so tests never wait
     for real.
 
+    ``upload_images``: each distinct local image is uploaded once (per account; remembered in
+    the journal for reruns) and sent as its ``ssupload:`` URI instead of megabytes of base64 in
+    every create that uses it (see ``uploads``).
+
     ``callback_url`` is the public URL put on every request that names none of its own, so that
     Vidu calls back there. With a receiver given to ``BatchSubmitter(callbacks=...)``, a task
     created with it is finished by its callbacks: a claimed end is read back (in bulk) after
@@ -177,6 +182,7 @@ class BatchOptions:
     download_concurrency: int = attrs.field(default=4, validator=attrs.validators.ge(1))
     quota_wait: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     retry_after_cap: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
+    upload_images: bool = True
     callback_url: str | None = attrs.field(default=None, validator=_optional_http_url)
     callback_poll_interval: float = attrs.field(
         default=120.0, validator=attrs.validators.ge(MIN_POLL_INTERVAL)
@@ -335,6 +341,7 @@ class BatchSubmitter:
         self._creating = asyncio.Semaphore(opts.concurrency)
         self._downloading = asyncio.Semaphore(opts.download_concurrency)
         self._digests = MediaDigests()
+        self._uploads: Uploads | None = None
         for account in self._accounts.values():
             account.in_flight = 0
             account.down = None
@@ -398,6 +405,12 @@ class BatchSubmitter:
                         self._counted.add(record.task_id)
             elif not self._batch_id:
                 self._batch_id = _fresh_batch_id()
+            if opts.upload_images:
+                journal = self._journal
+                self._uploads = Uploads(
+                    self._digests, journal.uploads if journal else {},
+                    journal.uploaded if journal else None,
+                )
             if opts.download is not None:
                 await asyncio.to_thread(_ready_download_folder, opts.download)
             await self._probe_accounts()
@@ -739,8 +752,11 @@ class BatchSubmitter:
                 )
             self._creates_sent = True
             with self._at("creating"):
+                request = self._request_of(job)
+                if self._uploads is not None:
+                    request = await self._uploads.applied(request, account.client, account.label)
                 task = await account.client.create(
-                    self._request_of(job), correlation_key=facts.key, retry_rate_limits=False
+                    request, correlation_key=facts.key, retry_rate_limits=False
                 )
         except ViduError as error:
             failure: ViduError | None = error
