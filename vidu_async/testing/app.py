@@ -124,7 +124,7 @@ class _Api:
                 response.headers["Date"] = self._date()
             return response
         finally:
-            self.stats.request_finished(endpoint, status)
+            self.stats.request_finished(endpoint, status, request.content_length or 0)
 
     async def _answer(
         self, request: web.Request, handler: _Handler, endpoint: str

@@ -35,6 +35,8 @@ class SimStats:
     callback_attempts_failed: int = 0
     storage_auth_refused: int = 0
     """Upload ``PUT``s to the pre-signed storage URL refused for carrying ``Authorization``."""
+    body_bytes: Counter[str] = attrs.field(factory=Counter)
+    """Request body bytes received, by endpoint (what a client's creates cost on the wire)."""
 
     def duplicate_payloads(self) -> dict[str, int]:
         """The ``payload`` values that more than one created task carried, with their counts."""
@@ -48,9 +50,10 @@ class SimStats:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
-    def request_finished(self, endpoint: str, status: int) -> None:
+    def request_finished(self, endpoint: str, status: int, body: int = 0) -> None:
         self.in_flight -= 1
         self.requests[(endpoint, status)] += 1
+        self.body_bytes[endpoint] += body
 
     def to_dict(self) -> dict[str, Any]:
         """The counters as JSON-ready data; ``requests`` nests status under endpoint."""
@@ -69,4 +72,5 @@ class SimStats:
             "callbacks_delivered": self.callbacks_delivered,
             "callback_attempts_failed": self.callback_attempts_failed,
             "storage_auth_refused": self.storage_auth_refused,
+            "body_bytes": dict(self.body_bytes),
         }
