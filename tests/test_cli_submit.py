@@ -17,7 +17,7 @@ import pytest
 from vidu_async import ReferenceToVideoRequest, ViduClient
 from vidu_async.cli import main
 from vidu_async.submit import Listener
-from vidu_async.testing import CANCELED, FakeVidu, Timeline
+from vidu_async.testing import CANCELED, Account, FakeVidu, Timeline
 
 URL = "https://example.com/ref.png"
 FAST = Timeline(created=0.01, processing=0.05)
@@ -211,20 +211,46 @@ async def test_single_task_commands(
             ReferenceToVideoRequest("viduq2", "a cat", images=[URL], payload="mine")
         )
     assert await asyncio.to_thread(main, ["wait", task.task_id, "--timeout", "30"]) == 0
-    waited = json.loads(capfd.readouterr().out)
-    assert (waited["id"], waited["state"]) == (task.task_id, "success")
-    assert await asyncio.to_thread(main, ["status", task.task_id]) == 0
-    assert json.loads(capfd.readouterr().out)["state"] == "success"
+    waited = capfd.readouterr()
+    assert waited.out.startswith(f"task {task.task_id}: success, 45 credits\n  video 1: http")
+    states = [line.split()[-1] for line in waited.err.splitlines()]
+    assert states[-1] == "success" and len(states) == len(set(states))  # each change once
+    assert await asyncio.to_thread(main, ["status", task.task_id, "--json"]) == 0
+    answer = json.loads(capfd.readouterr().out)
+    assert (answer["id"], answer["state"]) == (task.task_id, "success")
+    assert answer["payload"] == "mine"  # the user's own, without the correlation prefix
     dest = tmp_path / "out"
-    assert await asyncio.to_thread(main, ["download", task.task_id, "--dest", str(dest)]) == 0
+    args = ["download", task.task_id, "--dest", str(dest), "--json"]
+    assert await asyncio.to_thread(main, args) == 0
     files = json.loads(capfd.readouterr().out)["files"]
     assert [Path(f).parent for f in files] == [dest]
     assert Path(files[0]).read_bytes()[4:8] == b"ftyp"
-    # A task that has finished cannot be cancelled: the API's reason reaches the user.
+    # A task that has finished cannot be cancelled: the user hears its state and the reason.
     assert await asyncio.to_thread(main, ["cancel", task.task_id]) == 1
-    assert "can not cancel" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert f"task {task.task_id} is success: only a task that has not started" in err
+    assert "can not cancel" in err
     assert await asyncio.to_thread(main, ["status", "999"]) == 1
     assert "404" in capfd.readouterr().err
+
+
+async def test_credits_shows_each_account(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    accounts = {"key-one-AAAA": Account(credits=900, concurrency_limit=3),
+                "key-two-BBBB": Account(credits=50, concurrency_limit=1)}
+    async with FakeVidu(accounts=accounts) as fake:
+        monkeypatch.setenv("VIDU_API_KEYS", "key-one-AAAA,key-two-BBBB")
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        assert await asyncio.to_thread(main, ["credits"]) == 0
+        out = capfd.readouterr().out.splitlines()
+        assert await asyncio.to_thread(main, ["credits", "--json"]) == 0
+        answers = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert out[0].startswith("account 1 (key ...AAAA): 900 credits")
+    assert "0/3 running, 0 queued" in out[0]
+    assert out[1].startswith("account 2 (key ...BBBB): 50 credits")
+    assert [a["remains"][0]["credit_remain"] for a in answers] == [900, 50]
+    assert "key-one" not in "\n".join(out)  # never more of a key than its last four
 
 
 async def test_cancel_before_the_task_starts(
@@ -237,7 +263,7 @@ async def test_cancel_before_the_task_starts(
             task = await client.create_reference2video(
                 ReferenceToVideoRequest("viduq2", "a cat", images=[URL])
             )
-        assert await asyncio.to_thread(main, ["cancel", task.task_id]) == 0
+        assert await asyncio.to_thread(main, ["cancel", task.task_id, "--json"]) == 0
         assert json.loads(capfd.readouterr().out) == {"task_id": task.task_id, "cancelled": True}
         cancelled = fake.tasks[task.task_id]
         assert (cancelled.state, cancelled.err_code, cancelled.credits) == ("failed", CANCELED, 0)

@@ -35,6 +35,7 @@ from vidu_async.errors import (
     APIConnectionError,
     AuthenticationError,
     ConfigurationError,
+    InvalidRequestError,
     JournalError,
     ViduError,
     ViduWarning,
@@ -45,6 +46,7 @@ from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.requests import KINDS
 from vidu_async.retry import RetryPolicy
 from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
+from vidu_async.tasks import TaskResult
 
 __all__ = ["main"]
 
@@ -167,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("wait", "wait until a task finishes"),
         ("cancel", "cancel a task that has not started"),
         ("download", "download a finished task's videos"),
+        ("credits", "show each account's credits, concurrency and queue"),
     ):
         single = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        single.add_argument("task_id", metavar="TASK_ID")
+        if name != "credits":
+            single.add_argument("task_id", metavar="TASK_ID")
+        single.add_argument("--json", action="store_true",
+                            help="print the API's answer as JSON instead of a summary")
         add_account_arguments(single)
         if name == "wait":
             single.add_argument("--timeout", type=float, default=1800.0, help="seconds (1800)")
@@ -524,7 +530,7 @@ def _resume_args(args: argparse.Namespace, journal: Path) -> str:
 
 def run_single(args: argparse.Namespace) -> int:
     try:
-        client = clients_from_env(args)[0]
+        clients = clients_from_env(args)
     except ConfigurationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_AUTH
@@ -532,7 +538,9 @@ def run_single(args: argparse.Namespace) -> int:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(_single(client, args))
+        if args.action == "credits":
+            return asyncio.run(_credits(clients, args))
+        return asyncio.run(_single(clients[0], args))
     except AuthenticationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_AUTH
@@ -544,19 +552,87 @@ def run_single(args: argparse.Namespace) -> int:
 async def _single(client: ViduClient, args: argparse.Namespace) -> int:
     async with client:
         if args.action == "cancel":
-            await client.cancel_task(args.task_id)
-            print(json.dumps({"task_id": args.task_id, "cancelled": True}))
-            return EXIT_OK
+            return await _cancel(client, args)
         if args.action == "wait":
-            result = await client.wait_for_task(args.task_id, timeout=args.timeout)
+            result = await client.wait_for_task(
+                args.task_id, timeout=args.timeout,
+                on_poll=None if args.json else _StateChanges(time.monotonic()),
+            )
         else:
             result = await client.get_task(args.task_id)
         files: list[str] = []
         if args.action == "download":
             files = [str(p) for p in await client.download(result, args.dest)]
-        print(json.dumps({**result.raw, "files": files} if files else result.raw,
-                         ensure_ascii=False))
+        if args.json:
+            # The user's own payload, without the client's correlation prefix.
+            answer = {**result.raw, "payload": result.payload} if "payload" in result.raw \
+                else result.raw
+            print(json.dumps({**answer, "files": files} if files else answer,
+                             ensure_ascii=False))
+        else:
+            print(task_summary(result, files))
         return EXIT_FAILED if args.action == "wait" and not result.succeeded else EXIT_OK
+
+
+async def _cancel(client: ViduClient, args: argparse.Namespace) -> int:
+    """Cancel, or say why not: a task that has started (or ended) cannot be cancelled."""
+    try:
+        await client.cancel_task(args.task_id)
+    except InvalidRequestError as error:
+        state = (await client.get_task(args.task_id)).state
+        print(f"vidu-async cancel: task {args.task_id} is {state}: only a task that has not "
+              f"started can be cancelled ({error.message})", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps({"task_id": args.task_id, "cancelled": True}) if args.json
+          else f"task {args.task_id}: cancelled")
+    return EXIT_OK
+
+
+class _StateChanges:
+    """``wait``'s progress on stderr: a line each time the task's state changes."""
+
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._last = ""
+
+    def __call__(self, result: TaskResult) -> None:
+        state = str(result.state)
+        if state != self._last:
+            self._last = state
+            print(f"{time.monotonic() - self._started:7.1f} s  {state}", file=sys.stderr)
+
+
+def task_summary(result: TaskResult, files: Sequence[str] = ()) -> str:
+    """A task for people: its state (and why it failed), credits, links and files."""
+    head = f"task {result.id}: {result.state}"
+    if result.err_code:
+        head += f" ({result.err_code})"
+    if result.credits is not None:
+        head += f", {result.credits} credits"
+    lines = [head]
+    for n, creation in enumerate(result.creations, start=1):
+        lines += [f"  video {n}: {creation.url}"] if creation.url else []
+        lines += [f"  cover {n}: {creation.cover_url}"] if creation.cover_url else []
+    lines += [f"  file: {f}" for f in files]
+    return "\n".join(lines)
+
+
+async def _credits(clients: list[ViduClient], args: argparse.Namespace) -> int:
+    """Each account's balance, concurrency and queue (keys named by position, last four)."""
+    async with clients[0]:
+        for position, client in enumerate(clients, start=1):
+            credits = await client.get_credits()
+            if args.json:
+                print(json.dumps(credits.raw, ensure_ascii=False))
+                continue
+            name = f"account {position} (key ...{client.account.api_key[-4:]})"
+            for remain in credits.remains or ():
+                print(f"{name}: {remain.credit_remain} credits ({remain.type or 'credits'}), "
+                      f"{remain.current_concurrency}/{remain.concurrency_limit} running, "
+                      f"{remain.queue_count} queued")
+            if not credits.remains:
+                print(f"{name}: no balance reported")
+    return EXIT_OK
 
 
 def run_demo(args: argparse.Namespace) -> int:

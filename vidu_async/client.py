@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import urllib.parse
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, overload
@@ -666,18 +666,22 @@ class ViduClient:
         timeout: float = 900.0,  # noqa: ASYNC109 - the task's deadline, not one call's
         poll_interval: float = 2.0,
         max_interval: float = 30.0,
+        on_poll: Callable[[TaskResult], None] | None = None,
     ) -> TaskResult:
         """Poll a task until it succeeds or fails, and return it (a failed task is returned, not
         raised: read ``err_code``).
 
         Pauses grow from ``poll_interval`` to ``max_interval`` seconds, jittered. After
         ``timeout`` seconds raises ``TaskTimeoutError`` whose ``last`` is the last state seen.
+        ``on_poll`` sees every answer as it comes (to show progress).
         """
         deadline = self._retry.clock() + timeout
         polls = 0
         while True:
             polls += 1
             result = await self.get_task(task_id)
+            if on_poll is not None:
+                on_poll(result)
             if result.is_terminal:
                 return result
             remaining = deadline - self._retry.clock()
