@@ -21,13 +21,12 @@ from typing import Any, TextIO
 import attrs
 
 from vidu_async.batch import BatchOptions, account_label
-from vidu_async.batch.identity import MediaDigests, cost_class, fingerprint, job_key
-from vidu_async.batch.plan import Create, Follow, JobFacts, Reconcile, Refuse, Replay, plan
+from vidu_async.batch.identity import MediaDigests, cost_class, job_facts
+from vidu_async.batch.plan import Create, Follow, Reconcile, Refuse, Replay, plan
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
 from vidu_async.jobs import Job, read_jobs
 from vidu_async.journal import JobRecord, Journal
-from vidu_async.media import is_local
 from vidu_async.requests import Request, SubjectsToVideoRequest
 from vidu_async.submit import report_line
 from vidu_async.tasks import CreditBalance
@@ -217,12 +216,8 @@ async def _plan(
     """``batch.plan`` for one job; its fingerprint is taken only when the journal knows it."""
     if record is None or journal is None:
         return Create("")
-    if any(is_local(m) for m in job.request.media()):
-        print_ = await asyncio.to_thread(fingerprint, job.request, digests)
-    else:
-        print_ = fingerprint(job.request, digests)
-    key = job_key(journal.batch_id or batch_id, job.custom_id, print_, record.attempts)
-    return plan(JobFacts(job.custom_id, print_, key), record, accounts)
+    facts = await job_facts(job, journal.batch_id or batch_id, record.attempts, digests)
+    return plan(facts, record, accounts)
 
 
 def _check_paths(results: Path | None, download: Path | None, journal: Path | None) -> None:

@@ -15,6 +15,7 @@ they would send the same request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vidu_async.batch.plan import JobFacts
+from vidu_async.jobs import Job
 from vidu_async.media import MediaKind, MediaSource, is_local
 from vidu_async.requests import Request, SubjectsToVideoRequest
 
@@ -32,6 +35,7 @@ __all__ = [
     "belongs_to",
     "cost_class",
     "fingerprint",
+    "job_facts",
     "job_key",
     "media_entries",
 ]
@@ -146,3 +150,13 @@ def fingerprint(
         body["(route)"] = request.route
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def job_facts(job: Job, batch_id: str, attempt: int, digests: MediaDigests) -> JobFacts:
+    """A job's fingerprint and its key for ``attempt`` in batch ``batch_id`` (local media are
+    hashed in a thread; a request of URLs only is hashed at once, cheaper than the hop)."""
+    if any(is_local(m) for m in job.request.media()):
+        print_ = await asyncio.to_thread(fingerprint, job.request, digests)
+    else:
+        print_ = fingerprint(job.request, digests)
+    return JobFacts(job.custom_id, print_, job_key(batch_id, job.custom_id, print_, attempt))

@@ -45,13 +45,7 @@ import attrs
 
 from vidu_async.batch.follow import Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
-from vidu_async.batch.identity import (
-    MediaDigests,
-    belongs_to,
-    cost_class,
-    fingerprint,
-    job_key,
-)
+from vidu_async.batch.identity import MediaDigests, belongs_to, cost_class, job_facts
 from vidu_async.batch.plan import (
     Follow,
     JobFacts,
@@ -74,7 +68,6 @@ from vidu_async.errors import (
 )
 from vidu_async.jobs import Job, JobLine
 from vidu_async.journal import Journal
-from vidu_async.media import is_local
 from vidu_async.outcome import ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
 from vidu_async.reconcile import (
@@ -508,7 +501,8 @@ class BatchSubmitter:
         job = item
         with self._at("preparing"):
             record = self._journal.take(job.custom_id) if self._journal else None
-            facts = await self._facts(job, record.attempts if record else 0)
+            facts = await job_facts(job, self._batch_id, record.attempts if record else 0,
+                                    self._digests)
             action = plan(facts, record, frozenset(self._accounts))
         if isinstance(action, Replay):
             return attrs.evolve(Outcome.from_dict(action.result), line=job.line), False
@@ -550,15 +544,6 @@ class BatchSubmitter:
             yield
         finally:
             self._move(stage, None)
-
-    async def _facts(self, job: Job, attempt: int) -> JobFacts:
-        """The job's fingerprint and key (local media are hashed in a thread)."""
-        if any(is_local(m) for m in job.request.media()):
-            print_ = await asyncio.to_thread(fingerprint, job.request, self._digests)
-        else:
-            print_ = fingerprint(job.request, self._digests)
-        key = job_key(self._batch_id, job.custom_id, print_, attempt)
-        return JobFacts(job.custom_id, print_, key)
 
     # --- finding what an earlier run made ----------------------------------------------------
 
