@@ -511,6 +511,7 @@ async def test_slow_clients_are_closed_by_the_deadline_and_do_not_delay_a_callba
     events = receiver.events()
     loop = asyncio.get_running_loop()
     async with receiver.serve() as url:
+        opened = loop.time()  # each slow connection's deadline runs from its own accept
         slow = await stall(url, 60)
         started = loop.time()
         assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
@@ -518,7 +519,10 @@ async def test_slow_clients_are_closed_by_the_deadline_and_do_not_delay_a_callba
         answered = loop.time() - started
         closed = [await closed_at(reader) for reader in slow]
     assert answered < options.read_timeout  # it was not queued behind the slow ones
-    assert all(started + 0.2 < at < started + options.read_timeout + 2 for at in closed)
+    # Closed by the deadline (never before it, however long opening 60 connections took),
+    # and soon after it.
+    assert all(opened + options.read_timeout <= at < started + options.read_timeout + 2
+               for at in closed)
     closes = [r for r in caplog.records if "sent no request" in r.getMessage()]
     assert [r.getMessage() for r in closes] == ["closed a connection that sent no request in 0.3 s"]
 
