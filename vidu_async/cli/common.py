@@ -1,0 +1,155 @@
+"""What the commands share: the account and its key, the jobs file and its default fields, the
+exit codes, and how an option's error reads as a flag."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from vidu_async import capabilities as caps
+from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
+from vidu_async.client import ViduClient
+from vidu_async.errors import ConfigurationError
+from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file
+from vidu_async.media import is_local
+from vidu_async.requests import KINDS
+from vidu_async.retry import RetryPolicy
+
+Commands = argparse._SubParsersAction  # the parser's subcommands, where each module adds its own
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
+    """The jobs file and the flags that give defaults for fields a line leaves out."""
+    parser.add_argument(
+        "jobs",
+        type=Path,
+        metavar="JOBS",
+        help=f"jobs file: {', '.join(FORMATS)} (JSONL: one object per line with request "
+        "fields and an optional custom_id; CSV: a header of field names; text: one prompt a line)",
+    )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="refuse a model this version's capability tables lack (default: warn and send)",
+    )
+    group = parser.add_argument_group("defaults for fields a line leaves out")
+    group.add_argument(
+        "--type", choices=KINDS,
+        help="endpoint of lines naming no type (default: by their fields: subjects means the "
+        "subject form of reference2video, no media text2video, other media reference2video)",
+    )
+    group.add_argument(
+        "--model", help=f"model name, e.g. {', '.join(caps.MODELS)} (reference2video)"
+    )
+    group.add_argument(
+        "--image", dest="images", action="append", metavar="IMAGE",
+        help="reference image: URL, data URI or path (repeatable)",
+    )
+    group.add_argument(
+        "--video", dest="videos", action="append", metavar="VIDEO",
+        help="reference video (viduq2-pro only; repeatable)",
+    )
+    group.add_argument("--duration", type=int, help="seconds")
+    group.add_argument("--resolution", help="e.g. 720p")
+    group.add_argument("--aspect-ratio", help="e.g. 16:9, or W:H / auto on q2 and q3 models")
+    group.add_argument("--movement-amplitude", choices=caps.MOVEMENT_AMPLITUDES)
+    group.add_argument("--seed", type=int, help="0 means random")
+    group.add_argument("--bgm", action=argparse.BooleanOptionalAction, help="background music")
+    group.add_argument("--audio", action=argparse.BooleanOptionalAction, help="q3 models")
+    group.add_argument("--off-peak", action=argparse.BooleanOptionalAction)
+    group.add_argument("--watermark", action=argparse.BooleanOptionalAction)
+    group.add_argument("--wm-position", type=int, choices=caps.WM_POSITIONS)
+    group.add_argument("--wm-url")
+    group.add_argument("--meta-data", help="a JSON object, as a string")
+    group.add_argument(
+        "--callback-url", metavar="URL",
+        help="URL Vidu calls on each state change (submit --wait: received here, see --listen)",
+    )
+    group.add_argument("--payload")
+
+
+def add_account_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the API is; the key itself only ever comes from the environment (not argv)."""
+    group = parser.add_argument_group("account (key from VIDU_API_KEY)")
+    group.add_argument("--base-url", help="API host (default: VIDU_BASE_URL or api.vidu.com)")
+    group.add_argument("--auth-scheme", help="Token (default) or Bearer (some gateways)")
+
+
+_DEFAULT_FIELDS = (
+    "type", "model", "images", "videos", "duration", "resolution", "aspect_ratio",
+    "movement_amplitude", "seed", "bgm", "audio", "off_peak", "watermark", "wm_position",
+    "wm_url", "meta_data", "callback_url", "payload",
+)
+
+
+def request_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields given as flags, local media paths made absolute (from the cwd), and
+    ``strict`` when ``--strict`` is given (``read_jobs`` takes it from there)."""
+    found = {n: getattr(args, n) for n in _DEFAULT_FIELDS if getattr(args, n) is not None}
+    if getattr(args, "strict", False):
+        found["strict"] = True
+    for key in ("images", "videos"):
+        if key in found:
+            found[key] = [_absolute_if_local(item) for item in found[key]]
+    return found
+
+
+def _absolute_if_local(item: str) -> str:
+    if not is_local(item):
+        return item
+    return str(Path(item).expanduser().resolve())
+
+
+def jobs_or_usage_error(args: argparse.Namespace) -> str | None:
+    """Why the jobs file cannot be run at all (a usage error: missing, a directory, no jobs in
+    it, a CSV file without a header...), or None."""
+    try:
+        check_jobs_file(args.jobs)
+    except JobsFileError as exc:
+        return str(exc)
+    return None
+
+
+class UsageError(ValueError):
+    """A command line (or environment) that cannot work as given: exit 2, one line."""
+
+
+def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
+    """One client per key in ``VIDU_API_KEYS`` (comma-separated), else one for ``VIDU_API_KEY``.
+
+    Raises ``UsageError`` for a malformed base URL (``--base-url`` or ``VIDU_BASE_URL``), and
+    ``ConfigurationError`` naming the variables to set when there is no key.
+    """
+    try:
+        normalize_base_url(args.base_url or os.environ.get("VIDU_BASE_URL") or DEFAULT_BASE_URL)
+    except ConfigurationError as error:
+        raise UsageError(str(error)) from None
+    keys = [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
+    if not keys and not os.environ.get("VIDU_API_KEY"):
+        raise ConfigurationError(
+            "no API key: set VIDU_API_KEY (or VIDU_API_KEYS=key1,key2 for several accounts); "
+            "keys are never taken from the command line"
+        )
+    lag = getattr(args, "visibility_lag", None)
+    retry = None if lag is None else RetryPolicy(visibility_lag=lag)
+    first = ViduClient(keys[0] if keys else None, base_url=args.base_url,
+                       auth_scheme=args.auth_scheme, retry=retry)
+    return [first, *(first.for_account(attrs.evolve(first.account, api_key=k))
+                     for k in keys[1:])]
+
+
+def as_flag(message: str) -> str:
+    """An option check's message (``'poll_interval' must be ...``) with the option named as
+    its command-line flag (``--poll-interval must be ...``)."""
+    return re.sub(r"^'?(\w+)'? must", lambda m: f"--{m[1].replace('_', '-')} must", message)

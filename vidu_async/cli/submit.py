@@ -1,0 +1,325 @@
+"""``validate`` and ``submit``: a jobs file checked offline, or run as a resumable batch."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import shlex
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from vidu_async.batch import BatchOptions
+from vidu_async.cli.common import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    Commands,
+    add_account_arguments,
+    add_jobs_arguments,
+    as_flag,
+    clients_from_env,
+    jobs_or_usage_error,
+    request_defaults,
+)
+from vidu_async.client import ViduClient
+from vidu_async.dryrun import dry_run, render
+from vidu_async.errors import (
+    APIConnectionError,
+    AuthenticationError,
+    ConfigurationError,
+    JournalError,
+    ViduError,
+)
+from vidu_async.jobs import read_jobs
+from vidu_async.progress import ProgressReporter, ProgressState
+from vidu_async.retry import RetryPolicy
+from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
+
+_SAFETY_NET = BatchOptions().callback_poll_interval
+"""Seconds between the status rounds that catch lost callbacks (the library's default)."""
+
+
+def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
+    """``validate`` and ``submit``, on the command line's subcommands."""
+    validate = commands.add_parser(
+        "validate",
+        help="check every line of a jobs file offline",
+        description="Check every line of a jobs file against the model capability table, "
+        "without any network. Exit 0 when every line is valid, 1 otherwise.",
+    )
+    add_jobs_arguments(validate)
+    validate.add_argument(
+        "--json", action="store_true", help="print one JSON object per input line on stdout"
+    )
+    validate.set_defaults(run=run_validate)
+
+    submit = commands.add_parser(
+        "submit",
+        help="submit every job of a jobs file (resumable)",
+        description="Submit every valid line of a jobs file, paying for each exactly once. "
+        "Rerun the same command after any interruption: the journal makes it resume.",
+        epilog="The API key comes from VIDU_API_KEY (VIDU_API_KEYS=k1,k2 spreads jobs over "
+        "several accounts). Exit codes: 0 every job succeeded (or was submitted, without "
+        "--wait); 1 some job failed, was invalid or was not submitted; 2 usage error; 3 no key "
+        "or a rejected key; 130 interrupted.",
+    )
+    add_jobs_arguments(submit)
+    add_account_arguments(submit)
+    batch = submit.add_argument_group("batch")
+    batch.add_argument("--concurrency", type=int, default=8, help="creates in flight at once (8)")
+    batch.add_argument("--rate", type=float, help="creates per second at most (default: no cap)")
+    batch.add_argument(
+        "--journal", type=Path,
+        help="journal file that makes reruns resume (default: JOBS.journal.jsonl beside JOBS)",
+    )
+    batch.add_argument(
+        "--batch-id", metavar="NAME",
+        help="the batch's identity, from which every job's correlation key derives (default: "
+        "the jobs file's name). A rerun with a new or lost journal looks for the tasks an "
+        "earlier run of the same batch made before paying again",
+    )
+    batch.add_argument(
+        "--fresh", action="store_true",
+        help="start a new batch of the same jobs on purpose: new correlation keys, no search "
+        "for earlier tasks; needs a journal that does not exist yet",
+    )
+    batch.add_argument("--results", type=Path, help="results JSONL file (default: stdout)")
+    batch.add_argument("--wait", action="store_true", help="follow every task to its end")
+    batch.add_argument(
+        "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
+    )
+    batch.add_argument(
+        "--max-credits", type=int, metavar="N",
+        help="a hard cap on the credits of this batch's tasks, across every rerun of its "
+        "journal (0 sends nothing)",
+    )
+    batch.add_argument(
+        "--poll-interval", type=float, default=5.0, help="seconds between status rounds (5)"
+    )
+    batch.add_argument(
+        "--visibility-lag", type=float, metavar="SECONDS",
+        help="how long a new task may take to appear in the task list: a create whose answer "
+        f"was lost counts as not made only this long after it could last have arrived "
+        f"({RetryPolicy().visibility_lag:g})",
+    )
+    batch.add_argument(
+        "--listen", metavar="HOST:PORT",
+        help="with --wait and --callback-url: receive Vidu's callbacks on HOST:PORT (e.g. "
+        "0.0.0.0:8080), POSTs to the callback URL's path, verified with the account keys; they "
+        f"finish the tasks, and a status round every {_SAFETY_NET:g} s only catches lost ones. "
+        "Default: the "
+        "URL's own host and port when it is an http:// URL on this machine (127.0.0.1, ::1, "
+        "localhost); any other URL needs --listen. Lines with a callback_url of their own are "
+        "polled",
+    )
+    batch.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    batch.add_argument(
+        "--dry-run", action="store_true",
+        help="create nothing: check every line, the key, the journal and the paths, and print "
+        "what would be sent and what it costs where known",
+    )
+    submit.set_defaults(run=run_submit)
+
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    problem = jobs_or_usage_error(args)
+    if problem:
+        print(f"vidu-async validate: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    total = invalid = 0
+    kinds: Counter[str] = Counter()
+    for item in read_jobs(args.jobs, defaults=request_defaults(args)):
+        total += 1
+        invalid += not item.ok
+        kinds[item.kind or "unknown type"] += item.ok
+        report_line(item, args.jobs, sys.stderr)
+        if args.json:
+            print(json.dumps(item.to_dict(), ensure_ascii=False), flush=True)
+    print(
+        f"{args.jobs}: {total} job{'s' if total != 1 else ''}, "
+        f"{total - invalid} valid, {invalid} invalid"
+        + "".join(f"\n  {kind}: {n} valid" for kind, n in sorted(kinds.items()) if n),
+        file=sys.stderr,
+    )
+    return EXIT_FAILED if invalid else EXIT_OK
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    problem = jobs_or_usage_error(args)
+    if problem:
+        print(f"vidu-async submit: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
+    batch_id = args.batch_id or args.jobs.name
+    if args.fresh:
+        if journal.exists() and journal.stat().st_size > 0:
+            print(f"vidu-async submit: --fresh starts a new batch, but the journal {journal} "
+                  "already records one: give --journal a new file (or remove that one)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        batch_id = f"{batch_id}#{secrets.token_hex(6)}"
+    wait = args.wait or args.download is not None
+    try:
+        listener = callback_listener(args, wait)
+        options = BatchOptions(
+            concurrency=args.concurrency,
+            rate=args.rate,
+            wait=wait,
+            download=args.download,
+            max_credits=args.max_credits,
+            journal=journal,
+            batch_id=batch_id,
+            poll_interval=args.poll_interval,
+            callback_url=listener.url if listener else None,
+        )
+    except ValueError as error:  # the options' own checks name the option: say it as a flag
+        print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        clients = clients_from_env(args)
+    except ConfigurationError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except ValueError as error:  # the base URL, --visibility-lag
+        print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.dry_run:
+        return asyncio.run(_dry_run(args, clients, options))
+    try:
+        return asyncio.run(_terminable(_submit(args, clients, options, listener)))
+    except (KeyboardInterrupt, Terminated) as stop:
+        signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        print(
+            f"\ninterrupted ({signal_name}); the journal {journal} is saved. Tasks already "
+            "created keep running on Vidu and are billed: a rerun follows them. To cancel one "
+            "that has not started: vidu-async cancel TASK_ID (task ids are in the results and "
+            f"the journal). Resume with:\n  vidu-async {_resume_args(args, journal)}",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+
+
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM: ``docker stop``, a CI cancel, ``kill``)."""
+
+
+async def _terminable(work: Coroutine[Any, Any, int]) -> int:
+    """Run ``work``; on SIGTERM cancel it (as Ctrl-C does: every task stopped, the journal
+    closed) and raise ``Terminated``."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    except (RuntimeError, ValueError):  # not the main thread (an embedding program's signals)
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if terminated:
+            raise Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
+    """Where to receive callbacks: only when following tasks to a ``--callback-url``."""
+    if not (wait and args.callback_url):
+        if args.listen is not None:
+            raise ValueError("--listen receives callbacks to follow tasks: it needs --wait (or "
+                             "--download) and --callback-url")
+        return None
+    return Listener.parse(args.callback_url, args.listen)
+
+
+async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
+                  listener: Listener | None) -> int:
+    try:
+        # Appending, not truncating: a second run refused by the journal's lock must not
+        # empty the first one's results. The first result written starts the file afresh.
+        results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
+    except OSError as error:
+        print(f"vidu-async submit: cannot write the results file {args.results}: "
+              f"{error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    progress = ProgressReporter(
+        ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
+        quiet=args.quiet,
+    )
+    try:
+        async with clients[0]:
+            summary = await submit_jobs_file(
+                args.jobs, clients, options, defaults=request_defaults(args),
+                results=results, messages=sys.stderr, progress=progress, listener=listener,
+                fresh_results=args.results is not None,
+            )
+    except AuthenticationError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except APIConnectionError as error:  # before any job: nothing was sent
+        print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error}); "
+              "nothing was sent: check the network and --base-url, then rerun", file=sys.stderr)
+        return EXIT_FAILED
+    except (ConfigurationError, JournalError) as error:  # the receiver's address, the journal
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ViduError as error:  # the start-up search for an earlier run's tasks
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        progress.close()
+        if results is not sys.stdout:
+            results.close()
+    if summary.stop_reason is not None:
+        reason = summary.stop_reason
+        print(f"stopped submitting: {reason.reason}: {reason.message}", file=sys.stderr)
+    if args.results:
+        print(f"results: {args.results}", file=sys.stderr)
+    return EXIT_OK if summary.all_ok else EXIT_FAILED
+
+
+async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
+                   options: BatchOptions) -> int:
+    """``submit --dry-run``: the summary on stdout; exit codes as a run's would be."""
+    try:
+        async with clients[0]:
+            found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
+                                  results=args.results, messages=sys.stderr)
+    except AuthenticationError as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except APIConnectionError as error:
+        print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    except (ConfigurationError, JournalError) as error:
+        print(f"vidu-async submit: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print("\n".join(render(found)))
+    return EXIT_OK if found.ok else EXIT_FAILED
+
+
+def _resume_args(args: argparse.Namespace, journal: Path) -> str:
+    """The arguments of this run, with the journal made explicit (shell-quoted)."""
+    argv = list(sys.argv[1:]) if args.argv is None else list(args.argv)
+    if "--journal" not in argv:
+        argv += ["--journal", str(journal)]
+    return shlex.join(argv)

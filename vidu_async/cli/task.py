@@ -1,0 +1,158 @@
+"""One task or one account: ``status``, ``wait``, ``cancel``, ``download`` and ``credits``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vidu_async.cli.common import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    Commands,
+    add_account_arguments,
+    clients_from_env,
+)
+from vidu_async.client import ViduClient
+from vidu_async.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidRequestError,
+    ViduError,
+)
+from vidu_async.tasks import TaskResult
+
+
+def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
+    """The single-task commands and ``credits``, on the command line's subcommands."""
+    for name, text in (
+        ("status", "show a task's state and results"),
+        ("wait", "wait until a task finishes"),
+        ("cancel", "cancel a task that has not started"),
+        ("download", "download a finished task's videos"),
+        ("credits", "show each account's credits, concurrency and queue"),
+    ):
+        single = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name != "credits":
+            single.add_argument("task_id", metavar="TASK_ID")
+        single.add_argument("--json", action="store_true",
+                            help="print the API's answer as JSON instead of a summary")
+        add_account_arguments(single)
+        if name == "wait":
+            single.add_argument("--timeout", type=float, default=1800.0, help="seconds (1800)")
+        if name == "download":
+            single.add_argument("--dest", type=Path, default=Path("."), help="folder (.)")
+        single.set_defaults(run=run_single, action=name)
+
+
+def run_single(args: argparse.Namespace) -> int:
+    try:
+        clients = clients_from_env(args)
+    except ConfigurationError as error:
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except ValueError as error:  # the base URL
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.action == "credits":
+            return asyncio.run(_credits(clients, args))
+        return asyncio.run(_single(clients[0], args))
+    except AuthenticationError as error:
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except ViduError as error:
+        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+async def _single(client: ViduClient, args: argparse.Namespace) -> int:
+    async with client:
+        if args.action == "cancel":
+            return await _cancel(client, args)
+        if args.action == "wait":
+            result = await client.wait_for_task(
+                args.task_id, timeout=args.timeout,
+                on_poll=None if args.json else _StateChanges(time.monotonic()),
+            )
+        else:
+            result = await client.get_task(args.task_id)
+        files: list[str] = []
+        if args.action == "download":
+            files = [str(p) for p in await client.download(result, args.dest)]
+        if args.json:
+            # The user's own payload, without the client's correlation prefix.
+            answer = {**result.raw, "payload": result.payload} if "payload" in result.raw \
+                else result.raw
+            print(json.dumps({**answer, "files": files} if files else answer,
+                             ensure_ascii=False))
+        else:
+            print(task_summary(result, files))
+        return EXIT_FAILED if args.action == "wait" and not result.succeeded else EXIT_OK
+
+
+async def _cancel(client: ViduClient, args: argparse.Namespace) -> int:
+    """Cancel, or say why not: a task that has started (or ended) cannot be cancelled."""
+    try:
+        await client.cancel_task(args.task_id)
+    except InvalidRequestError as error:
+        state = (await client.get_task(args.task_id)).state
+        print(f"vidu-async cancel: task {args.task_id} is {state}: only a task that has not "
+              f"started can be cancelled ({error.message})", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps({"task_id": args.task_id, "cancelled": True}) if args.json
+          else f"task {args.task_id}: cancelled")
+    return EXIT_OK
+
+
+class _StateChanges:
+    """``wait``'s progress on stderr: a line each time the task's state changes."""
+
+    def __init__(self, started: float) -> None:
+        self._started = started
+        self._last = ""
+
+    def __call__(self, result: TaskResult) -> None:
+        state = str(result.state)
+        if state != self._last:
+            self._last = state
+            print(f"{time.monotonic() - self._started:7.1f} s  {state}", file=sys.stderr)
+
+
+def task_summary(result: TaskResult, files: Sequence[str] = ()) -> str:
+    """A task for people: its state (and why it failed), credits, links and files."""
+    head = f"task {result.id}: {result.state}"
+    if result.err_code:
+        head += f" ({result.err_code})"
+    if result.credits is not None:
+        head += f", {result.credits} credits"
+    lines = [head]
+    for n, creation in enumerate(result.creations, start=1):
+        lines += [f"  video {n}: {creation.url}"] if creation.url else []
+        lines += [f"  cover {n}: {creation.cover_url}"] if creation.cover_url else []
+    lines += [f"  file: {f}" for f in files]
+    return "\n".join(lines)
+
+
+async def _credits(clients: list[ViduClient], args: argparse.Namespace) -> int:
+    """Each account's balance, concurrency and queue (keys named by position, last four)."""
+    async with clients[0]:
+        for position, client in enumerate(clients, start=1):
+            credits = await client.get_credits()
+            if args.json:
+                print(json.dumps(credits.raw, ensure_ascii=False))
+                continue
+            name = f"account {position} (key ...{client.account.api_key[-4:]})"
+            for remain in credits.remains or ():
+                print(f"{name}: {remain.credit_remain} credits ({remain.type or 'credits'}), "
+                      f"{remain.current_concurrency}/{remain.concurrency_limit} running, "
+                      f"{remain.queue_count} queued")
+            if not credits.remains:
+                print(f"{name}: no balance reported")
+    return EXIT_OK
