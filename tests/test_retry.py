@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from email.utils import format_datetime
 
 import pytest
@@ -31,6 +32,7 @@ from vidu_async.retry import (
     decide,
     parse_retry_after,
     poll_wait,
+    retried,
     retrying,
     stop_reason,
     wait_before_retry,
@@ -170,17 +172,31 @@ class Script:
         return "done"
 
 
+Call = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture(params=["retrying", "retried"])
+def call(request: pytest.FixtureRequest) -> Call:
+    """Both ways to make a retried call, ``call(op, policy, kind, name, **options)``: the tenacity
+    retrier as built, and ``retried`` (the client's: the retrier built only after a first
+    failure). Every rule must hold for both."""
+    if request.param == "retrying":
+        return lambda op, *args, **options: retrying(*args, **options)(op)
+    return lambda op, *args, **options: retried(op, *args, **options)
+
+
 def policy_for(time: ManualClock, **changes: object) -> RetryPolicy:
     return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0, **changes)  # type: ignore[arg-type]
 
 
 async def test_retrying_retries_then_succeeds_and_logs_each_retry(
+    call: Call,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     time = ManualClock()
     op = Script(SERVER, READ_TIMEOUT)
     caplog.set_level(logging.INFO, logger="vidu_async")
-    assert await retrying(policy_for(time), QUERY, "GET /ent/v2/credits")(op) == "done"
+    assert await call(op, policy_for(time), QUERY, "GET /ent/v2/credits") == "done"
     assert op.calls == 3
     assert time.waits == [1.0, 2.0]
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
@@ -191,24 +207,24 @@ async def test_retrying_retries_then_succeeds_and_logs_each_retry(
     assert all(r.levelno == logging.INFO for r in caplog.records)
 
 
-async def test_retrying_never_retries_a_permanent_error() -> None:
+async def test_retrying_never_retries_a_permanent_error(call: Call) -> None:
     time = ManualClock()
     op = Script(status(AuthenticationError, 401, "Unauthorized"))
     with pytest.raises(AuthenticationError):
-        await retrying(policy_for(time), QUERY, "GET /x")(op)
+        await call(op, policy_for(time), QUERY, "GET /x")
     assert op.calls == 1
     assert time.waits == []
 
 
-async def test_retrying_a_cancel_only_when_it_never_arrived() -> None:
+async def test_retrying_a_cancel_only_when_it_never_arrived(call: Call) -> None:
     time = ManualClock()
     op = Script(REFUSED, RESET)
     with pytest.raises(APIConnectionError, match="reset"):
-        await retrying(policy_for(time), CANCEL, "POST /x")(op)
+        await call(op, policy_for(time), CANCEL, "POST /x")
     assert op.calls == 2
 
 
-async def test_retrying_honours_retry_after_both_forms() -> None:
+async def test_retrying_honours_retry_after_both_forms(call: Call) -> None:
     time = ManualClock()
     later = format_datetime(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60), usegmt=True)
     op = Script(
@@ -216,50 +232,70 @@ async def test_retrying_honours_retry_after_both_forms() -> None:
         status(RateLimitError, 429, "QuotaExceeded", **{"Retry-After": later}),
         status(RateLimitError, 429, "QuotaExceeded", **{"retry-after-ms": "1500"}),
     )
-    assert await retrying(policy_for(time), CREATE, "POST /x")(op) == "done"
+    assert await call(op, policy_for(time), CREATE, "POST /x") == "done"
     assert time.waits[0] == 7.0
     assert 57.0 < time.waits[1] <= 60.0
     assert time.waits[2] == 1.5
 
 
-async def test_retrying_raises_a_demand_over_the_cap_instead_of_sleeping() -> None:
+async def test_retrying_raises_a_demand_over_the_cap_instead_of_sleeping(call: Call) -> None:
     time = ManualClock()
     op = Script(status(RateLimitError, 429, "SystemThrottling", **{"Retry-After": "600"}))
     with pytest.raises(RateLimitError):
-        await retrying(policy_for(time, retry_after_cap=120.0), QUERY, "GET /x")(op)
+        await call(op, policy_for(time, retry_after_cap=120.0), QUERY, "GET /x")
     assert op.calls == 1
     assert time.waits == []
 
 
-async def test_retrying_stops_at_max_attempts_with_the_last_error() -> None:
+async def test_retrying_stops_at_max_attempts_with_the_last_error(call: Call) -> None:
     time = ManualClock()
     op = Script(*[SERVER] * 10)
     with pytest.raises(ServerError):
-        await retrying(policy_for(time, max_attempts=4), QUERY, "GET /x")(op)
+        await call(op, policy_for(time, max_attempts=4), QUERY, "GET /x")
     assert op.calls == 4
     assert time.waits == [1.0, 2.0, 4.0]
 
 
-async def test_retrying_stops_before_overrunning_the_budget() -> None:
+async def test_retrying_stops_before_overrunning_the_budget(call: Call) -> None:
     time = ManualClock()
     op = Script(*[SERVER] * 10)
     # waits would be 1, 2, 4, 8: after 1 + 2 = 3 s, waiting 4 more overruns a 6 s budget
     with pytest.raises(ServerError):
-        await retrying(policy_for(time, max_attempts=10, budget=6.0), QUERY, "GET /x")(op)
+        await call(op, policy_for(time, max_attempts=10, budget=6.0), QUERY, "GET /x")
     assert time.waits == [1.0, 2.0]
     assert op.calls == 3
 
 
-async def test_retrying_lets_cancellation_through() -> None:
+async def test_retried_counts_the_first_attempts_time_against_the_budget() -> None:
+    time = ManualClock()
+
+    async def slow_failure() -> str:
+        time.advance(5.5)  # the first attempt alone takes 5.5 s of a 6 s budget
+        raise SERVER
+
+    with pytest.raises(ServerError):
+        await retried(slow_failure, policy_for(time, budget=6.0), QUERY, "GET /x")
+    assert time.waits == []  # waiting 1 s more would end past 6 s
+
+
+async def test_retried_returns_a_first_success_without_waiting() -> None:
+    time = ManualClock()
+    op = Script()
+    assert await retried(op, policy_for(time), CREATE, "POST /x") == "done"
+    assert (op.calls, time.waits) == (1, [])
+
+
+async def test_retrying_lets_cancellation_through(call: Call) -> None:
     import asyncio
 
     op = Script(asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
-        await retrying(policy_for(ManualClock()), QUERY, "GET /x")(op)
+        await call(op, policy_for(ManualClock()), QUERY, "GET /x")
     assert op.calls == 1
 
 
 async def test_no_answer_is_a_warning_at_a_bounded_rate_other_retries_stay_info(
+    call: Call,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     time = ManualClock()
@@ -267,13 +303,13 @@ async def test_no_answer_is_a_warning_at_a_bounded_rate_other_retries_stay_info(
     caplog.set_level(logging.INFO, logger="vidu_async")
     for _ in range(2):  # the second call's no-answer retry comes within the interval
         op = Script(SERVER, READ_TIMEOUT)
-        await retrying(policy_for(time), QUERY, "GET /ent/v2/credits", no_answer=limiter)(op)
+        await call(op, policy_for(time), QUERY, "GET /ent/v2/credits", no_answer=limiter)
     levels = [(r.levelno, "read timeout" in r.getMessage()) for r in caplog.records
               if "retrying in" in r.getMessage()]
     assert levels == [(logging.INFO, False), (logging.WARNING, True),
                       (logging.INFO, False), (logging.INFO, True)]
     time.advance(10)
     op = Script(READ_TIMEOUT)
-    await retrying(policy_for(time), QUERY, "GET /ent/v2/credits", no_answer=limiter)(op)
+    await call(op, policy_for(time), QUERY, "GET /ent/v2/credits", no_answer=limiter)
     assert caplog.records[-1].levelno == logging.WARNING
     assert "(1 more like it since the last such line)" in caplog.records[-1].getMessage()

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, overload
@@ -72,7 +72,7 @@ from vidu_async.requests import (
     TextToVideoRequest,
     dumps_body,
 )
-from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retrying
+from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retried
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
     CORRELATION_OVERHEAD,
@@ -289,19 +289,12 @@ class ViduClient:
         body: bytes | None = None,
         prefix: str = API_PREFIX,
     ) -> Any:
-        retrier = retrying(self._retry, kind, call_name(method, path, prefix),
-                           no_answer=self._pool.no_answer)
-        return await retrier(
-            send,
-            self._pool,
-            self._account,
-            method,
-            path,
-            params=params,
-            body=body,
-            on_date=self._server_clock.observe,
-            prefix=prefix,
-        )
+        def attempt() -> Awaitable[Any]:
+            return send(self._pool, self._account, method, path, params=params, body=body,
+                        on_date=self._server_clock.observe, prefix=prefix)
+
+        return await retried(attempt, self._retry, kind, call_name(method, path, prefix),
+                             no_answer=self._pool.no_answer)
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -381,15 +374,10 @@ class ViduClient:
                     raise  # proven absent: the retrier may resend it
                 return _task_from_result(found)
 
-        retrier = retrying(
-            self._retry,
-            CallKind.CREATE,
-            call_name("POST", path),
-            retry_rate_limits=retry_rate_limits,
-            no_answer=self._pool.no_answer,
-        )
         try:
-            task: Task = await retrier(attempt)
+            task = await retried(attempt, self._retry, CallKind.CREATE, call_name("POST", path),
+                                 retry_rate_limits=retry_rate_limits,
+                                 no_answer=self._pool.no_answer)
         except AmbiguousCreateError:
             self._unsettled[key] = sent()
             raise
@@ -507,9 +495,7 @@ class ViduClient:
                 raise ResponseFormatError(f"{call}: the answer has no ETag header", field="ETag")
             return etag
 
-        retrier = retrying(self._retry, CallKind.QUERY, call)
-        result: str = await retrier(attempt)
-        return result
+        return await retried(attempt, self._retry, CallKind.QUERY, call)
 
     async def _lookup(self, key: str, sent: _Sent, *, cause: APIError | None) -> TaskResult | None:
         """The task carrying ``key``, None if proven absent; ``AmbiguousCreateError`` when the

@@ -2,7 +2,8 @@
 
 Everything that decides is a pure function over plain data (an exception, an attempt number,
 headers, the time), so it is tested without sockets. ``retrying()`` turns a ``RetryPolicy`` into
-a tenacity ``AsyncRetrying`` for one call.
+a tenacity ``AsyncRetrying`` for one call; ``retried()`` makes a call through it, building it only
+once the first attempt has failed (a call that succeeds at once pays nothing for tenacity).
 
 The rules, by kind of call:
 
@@ -34,6 +35,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
 
 import attrs
 from tenacity import AsyncRetrying, RetryCallState
@@ -47,6 +49,8 @@ from vidu_async.errors import (
     ServerError,
 )
 from vidu_async.loglimit import LogLimiter
+
+T = TypeVar("T")
 
 __all__ = [
     "CallKind",
@@ -226,6 +230,7 @@ def retrying(
     *,
     retry_rate_limits: bool = True,
     no_answer: LogLimiter | None = None,
+    started: float | None = None,
 ) -> AsyncRetrying:
     """A tenacity retrier for one call (``call`` names it in logs, e.g. ``GET /ent/v2/credits``).
 
@@ -234,9 +239,11 @@ def retrying(
     resent like a ``Verdict.RETRY`` one. ``retry_rate_limits=False`` raises a 429 at once, for
     callers that pace themselves (the batch submitter's shared throttle). With ``no_answer``, a
     call that got no answer at all is logged as a warning (what is slow, and why) as often as
-    that limiter allows; other retries are logged at INFO.
+    that limiter allows; other retries are logged at INFO. ``started`` (the policy's clock) is
+    when the call's first attempt began, for its time budget; default now.
     """
-    started = policy.clock()
+    if started is None:
+        started = policy.clock()
 
     def should_retry(state: RetryCallState) -> bool:
         error = state.outcome.exception() if state.outcome else None
@@ -283,3 +290,34 @@ def retrying(
         before_sleep=log_retry,
         reraise=True,
     )
+
+
+async def retried(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    kind: CallKind,
+    call: str,
+    *,
+    retry_rate_limits: bool = True,
+    no_answer: LogLimiter | None = None,
+) -> T:
+    """``attempt()`` retried as ``retrying()`` says, the retrier built only if the first attempt
+    fails: the first failure is handed to it as attempt 1's outcome, so waits, stops and logs
+    are exactly those of ``retrying(...)(attempt)``, and a success costs one plain await."""
+    started = policy.clock()
+    try:
+        return await attempt()
+    except Exception as error:
+        first: Exception | None = error
+
+    async def again() -> T:
+        nonlocal first
+        if first is not None:
+            error, first = first, None
+            raise error
+        return await attempt()
+
+    retrier = retrying(policy, kind, call, retry_rate_limits=retry_rate_limits,
+                       no_answer=no_answer, started=started)
+    result: T = await retrier(again)
+    return result
