@@ -13,6 +13,7 @@ A cancelled task (cancel is allowed only while ``created`` or ``queueing``) read
 from __future__ import annotations
 
 import asyncio
+import bisect
 import math
 import random
 import time
@@ -136,6 +137,8 @@ class AccountState:
     config: Account
     balance: int
     tasks: dict[str, SimTask] = attrs.field(factory=dict)
+    listed: list[tuple[int, str]] = attrs.field(factory=list)
+    """``_list_order`` of every task, ascending: a page is read from it, not from a sort."""
     created: deque[SimTask] = attrs.field(factory=deque)
     queue: deque[SimTask] = attrs.field(factory=deque)
     processing: list[SimTask] = attrs.field(factory=list)
@@ -246,29 +249,36 @@ class Simulation:
 
     def list_tasks(self, api_key: str, query: ListQuery) -> tuple[list[SimTask], str | None]:
         """One page of this account's tasks, newest first, and the key of the page's last task
-        when more follow (for ``next_page_token``). Tasks younger than ``list_lag`` are left out."""
-        key = _list_order
+        when more follow (for ``next_page_token``). Tasks younger than ``list_lag`` are left out.
+
+        Walks the account's tasks in list order from the newest the query allows, so a page
+        costs what it skips and returns, not a sort of every task."""
+        account = self._account(api_key)
         listed_by = self.now() - self._list_lag
-        matches = sorted(
-            (
-                task
-                for task in self._account(api_key).tasks.values()
-                if query.since_ns <= task.created_ns <= query.until_ns
-                and task.created_at <= listed_by
-                and (not query.task_ids or task.task_id in query.task_ids)
-                and (not query.states or task.state in query.states)
-            ),
-            key=key,
-            reverse=True,
-        )
+        end = bisect.bisect_right(account.listed, query.until_ns, key=lambda k: k[0])
+        skip = 0
         if query.after is not None:
-            matches = [t for t in matches if key(t) < query.after]
-            start = 0
+            end = min(end, bisect.bisect_left(account.listed, query.after))
         else:
-            start = query.page * query.pagesz
-        page = matches[start : start + query.pagesz]
-        more = start + query.pagesz < len(matches)
-        return page, (_page_token(key(page[-1])) if more and page else None)
+            skip = query.page * query.pagesz
+        page: list[SimTask] = []
+        for created_ns, task_id in reversed(account.listed[:end]):
+            if created_ns < query.since_ns:
+                break
+            task = account.tasks[task_id]
+            if (
+                task.created_at > listed_by
+                or (query.task_ids and task_id not in query.task_ids)
+                or (query.states and task.state not in query.states)
+            ):
+                continue
+            if skip:
+                skip -= 1
+            elif len(page) == query.pagesz:
+                return page, _page_token(_list_order(page[-1]))  # more follow
+            else:
+                page.append(task)
+        return page, None
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -310,6 +320,7 @@ class Simulation:
             created_at=self.now(),
         )
         self._tasks[task.task_id] = account.tasks[task.task_id] = task
+        bisect.insort(account.listed, _list_order(task))
         account.created.append(task)
         self.stats.tasks_created += 1
         if task.payload:
