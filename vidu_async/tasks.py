@@ -242,8 +242,8 @@ class _Reader:
         """The value at ``key`` if it is of one of ``kinds``, None if missing or null."""
         self._known.add(key)
         value = self.data.get(key)
-        if value is None:
-            return None
+        if value is None or type(value) in kinds:  # what JSON decoding gives: checked at once
+            return value
         # bool is a subclass of int, but true is not an integer in JSON.
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             raise ResponseFormatError(
