@@ -120,34 +120,38 @@ def _counts(counter: Counter[str], order: tuple[str, ...]) -> str:
     return ", ".join(f"{counter[k]} {k}" for k in keys)
 
 
-def _line_parts(state: ProgressState, now: float) -> list[tuple[str, str, str | None]]:
-    """The line's parts, each as (name, full text, short text or None to drop it)."""
+def _line_parts(state: ProgressState, now: float) -> list[tuple[str, tuple[str | None, ...]]]:
+    """The line's parts, each as its name and its forms: full first, then shorter ones; a
+    last form of None drops it."""
     head = f"{state.settled}" if state.total is None else f"{state.settled}/{state.total}"
     counts = _counts(state.by_status, STATUSES)
     settled = f"{head} done ({counts})" if counts else f"{head} done"
-    parts: list[tuple[str, str, str | None]] = [("settled", settled, f"{head} done")]
+    parts: list[tuple[str, tuple[str | None, ...]]] = [("settled", (settled, f"{head} done"))]
     running = state.running.total()
     if running:
-        parts.append(("running", f"running {running} ({_counts(state.running, _LIVE_ORDER)})",
-                      f"running {running}"))
+        parts.append(("running", (
+            f"running {running} ({_counts(state.running, _LIVE_ORDER)})", f"running {running}",
+            None,
+        )))
     parts += [
-        ("credits", f"{state.credits} credits", None),
-        ("rate", f"rate {_rate(state.rate(now))}", None),
-        ("elapsed", f"elapsed {_duration(now - state.started)}", None),
+        ("credits", (f"{state.credits} credits", None)),
+        ("rate", (f"rate {_rate(state.rate(now))}", None)),
+        ("elapsed", (f"elapsed {_duration(now - state.started)}", None)),
     ]
     if state.total is not None:
         eta = state.eta(now)
-        text = f"ETA {'-' if eta is None else _duration(eta)}"
-        parts.append(("eta", text, text))
+        parts.append(("eta", (f"ETA {'-' if eta is None else _duration(eta)}",)))
     return parts
 
 
-_SHORTEN_FIRST = ("running", "settled", "rate", "elapsed", "credits")
-"""What a narrow terminal shortens (or drops) first, one more part per step: never the ETA."""
+_SHORTER = ("running", "settled", "rate", "elapsed", "credits", "running")
+"""The steps by which a narrow terminal's line gets shorter, each one part's next form: the
+ETA has no other form."""
 
 
-def _join(parts: list[tuple[str, str, str | None]], shortened: tuple[str, ...]) -> str:
-    texts = (short if name in shortened else full for name, full, short in parts)
+def _join(parts: list[tuple[str, tuple[str | None, ...]]], steps: int) -> str:
+    taken = _SHORTER[:steps]
+    texts = (forms[min(taken.count(name), len(forms) - 1)] for name, forms in parts)
     return " | ".join(text for text in texts if text is not None)
 
 
@@ -159,15 +163,15 @@ def render_line(state: ProgressState, now: float) -> str:
     The running part appears only while jobs are under way, the ETA only when the total is
     known.
     """
-    return _join(_line_parts(state, now), ())
+    return _join(_line_parts(state, now), 0)
 
 
 def render_bar(state: ProgressState, now: float, width: int) -> str:
     """``render_line`` behind a ``[####------]`` bar when the total is known, fitted to a
     terminal ``width`` columns wide (at most ``width - 1`` characters, so the line never wraps
-    and ``\\r`` can redraw it): the counts' details, then the rate, the elapsed time, the
-    credits and the bar give way before the ETA; only a terminal too narrow for the bare
-    count and ETA cuts the line."""
+    and ``\\r`` can redraw it): the counts' details, the rate, the elapsed time, the credits,
+    the running count, then the bar give way before the ETA; only a terminal too narrow for
+    the bare count and ETA cuts the line."""
     room = max(width - 1, 0)
     parts = _line_parts(state, now)
     bar = ""
@@ -175,7 +179,7 @@ def render_bar(state: ProgressState, now: float, width: int) -> str:
         cells = max(10, min(30, width // 4))
         filled = min(cells, cells * state.settled // state.total)
         bar = f"[{'#' * filled}{'-' * (cells - filled)}] "
-    lines = [_join(parts, _SHORTEN_FIRST[:n]) for n in range(len(_SHORTEN_FIRST) + 1)]
+    lines = [_join(parts, steps) for steps in range(len(_SHORTER) + 1)]
     for line in lines:
         if len(bar) + len(line) <= room:
             return bar + line
