@@ -113,7 +113,10 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         help="start a new batch of the same jobs on purpose: new correlation keys, no search "
         "for earlier tasks; needs a journal that does not exist yet",
     )
-    batch.add_argument("--results", type=Path, help="results JSONL file (default: stdout)")
+    batch.add_argument(
+        "--results", type=Path,
+        help="results JSONL file (default: stdout; JOBS.results.jsonl when it is a terminal)",
+    )
     batch.add_argument("--wait", action="store_true", help="follow every task to its end")
     batch.add_argument(
         "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
