@@ -121,9 +121,11 @@ def test_the_bar_fills_with_progress_and_fits_the_width() -> None:
     state = busy_state()
     now = START + 342
     bar = render_bar(state, now, 100)
-    # 25 cells (a quarter of the width); 12/300 of them is one.
-    assert bar == ("[#" + "-" * 24 + "] " + BUSY_LINE)[:99]
-    assert len(render_bar(state, now, 40)) == 39
+    # 25 cells (a quarter of the width); 12/300 of them is one. The details of the counts and
+    # the rate make room for the ETA.
+    assert bar == "[#" + "-" * 24 + "] 12/300 done | running 9 | 380 credits | elapsed 5:42 | " \
+        "ETA 2:16:48"
+    assert len(render_bar(state, now, 40)) <= 39
     assert render_bar(state, now, 400) == "[#" + "-" * 29 + "] " + BUSY_LINE
     settle(state, "succeeded", 288)
     assert render_bar(state, now, 400).startswith("[" + "#" * 30 + "] 300/300 done")
@@ -131,7 +133,7 @@ def test_the_bar_fills_with_progress_and_fits_the_width() -> None:
 
 def test_without_a_total_the_bar_is_the_line() -> None:
     state = busy_state(total=None)
-    assert render_bar(state, START + 342, 60) == render_line(state, START + 342)[:59]
+    assert render_bar(state, START + 342, 60) == "12 done | running 9 | 380 credits | elapsed 5:42"
 
 
 def test_the_summary_names_a_run_that_stopped_early() -> None:

@@ -81,8 +81,8 @@ async def run(folder: Path, *, quiet: bool, out: TextIO) -> int:
         with results_path.open("w", encoding="utf-8") as results:
             try:
                 summary = await submit_jobs_file(
-                    jobs, [client], options, defaults={}, results=results, messages=out,
-                    progress=progress,
+                    jobs, [client], options, defaults={}, results=results,
+                    messages=progress.messages, progress=progress,
                 )
             finally:
                 progress.close()

@@ -31,7 +31,10 @@ from vidu_async.requests import Request, SubjectsToVideoRequest
 from vidu_async.submit import report_line
 from vidu_async.tasks import CreditBalance
 
-__all__ = ["DryRun", "Group", "dry_run", "render"]
+__all__ = [
+    "DryRun", "Group", "dry_run", "has_records", "needs_confirmation", "over_budget", "render",
+    "resume_line",
+]
 
 
 @attrs.frozen
@@ -90,40 +93,53 @@ class DryRun:
         """The run could go: every line is a job it would submit or replay."""
         return self.invalid == 0
 
+    @property
+    def sending(self) -> int:
+        """Jobs a run would create a task for."""
+        return sum(self.to_send.values())
+
+    def estimate(self) -> tuple[int, int]:
+        """The credits of the jobs to send whose price is known, and how many jobs have none."""
+        known = unknown = 0
+        for group, n in self.to_send.items():
+            price = self.costs.get(group.cost_class)
+            if price is None:
+                unknown += n
+            else:
+                known += n * price
+        return known, unknown
+
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def render(run: DryRun) -> list[str]:
+def render(run: DryRun, heading: str | None = None) -> list[str]:
     """The summary a dry run prints: jobs by group with their price, the total, the budget and
-    the accounts."""
-    out = [f"dry run of {run.jobs}: nothing is created",
+    the accounts; under ``heading`` instead of the dry run's own (a run asking first)."""
+    out = [heading or f"dry run of {run.jobs}: nothing is created",
            f"  {_plural(run.lines, 'line')}: {run.lines - run.invalid} valid, "
            f"{run.invalid} invalid"]
     if run.done:
         out.append(f"  done (replayed): {_plural(run.done, 'job')}, no credits")
     if run.followed:
         out.append(f"  created earlier (followed, not paid again): {_plural(run.followed, 'job')}")
-    sending = sum(run.to_send.values())
-    out.append(f"  to send: {_plural(sending, 'job')}")
-    known = unknown = 0
+    out.append(f"  to send: {_plural(run.sending, 'job')}")
     for group, n in sorted(run.to_send.items(), key=lambda item: item[0].label()):
         price = run.costs.get(group.cost_class)
         if price is None:
-            unknown += n
             out.append(f"    {n} x {group.label()}: price unknown")
         else:
-            known += n * price
             out.append(f"    {n} x {group.label()}: {price} credits each, {n * price}")
+    known, unknown = run.estimate()
     total = f"{known} credits"
     if unknown:
         total = f"at least {total} ({_plural(unknown, 'job')} of unknown price: prices are " \
                 "learned from this journal's tasks; there is no published table to estimate by)"
     out.append(f"  estimate: {total}")
-    if run.max_credits is not None and run.spent + known > run.max_credits:
-        out.append(f"  over --max-credits {run.max_credits}: the batch spent {run.spent} and "
-                   f"would need {known} more; submitting stops at the cap")
+    over = over_budget(run)
+    if over is not None:
+        out.append(f"  {over}")
     for name, balance in run.balances:
         concurrency = f"{_count(balance.current_concurrency)}/{_count(balance.concurrency_limit)}"
         out.append(f"{name}: {_count(balance.credit_remain)} credits left"
@@ -134,6 +150,33 @@ def render(run: DryRun) -> list[str]:
         out.append(f"  the credits left are fewer than the estimate's {known}: submitting "
                    "stops when they run out (a rerun after a top-up goes on)")
     return out
+
+
+def over_budget(run: DryRun) -> str | None:
+    """What a run would do about ``--max-credits`` when the estimate exceeds it (the batch's
+    hard cap sends what fits, then stops), or None."""
+    known, _ = run.estimate()
+    if run.max_credits is None or run.spent + known <= run.max_credits:
+        return None
+    return (f"over --max-credits {run.max_credits}: the batch spent {run.spent} and would need "
+            f"{known} more; submitting stops at the cap")
+
+
+def needs_confirmation(run: DryRun, over: int) -> bool:
+    """A person at a terminal is asked first: something is to be sent and its estimate is over
+    ``over`` credits, or unknown (an unknown price may be any price)."""
+    known, unknown = run.estimate()
+    return run.sending > 0 and (unknown > 0 or known > over)
+
+
+def resume_line(run: DryRun) -> str | None:
+    """``resuming: 225 done, 3 being followed, 172 to submit`` for a batch an earlier run
+    started (its journal knows some jobs), else None."""
+    if not (run.done or run.followed):
+        return None
+    invalid = f", {run.invalid} invalid" if run.invalid else ""
+    return (f"resuming: {run.done} done, {run.followed} being followed, {run.sending} to "
+            f"submit{invalid}")
 
 
 def _count(value: int | None) -> str:
@@ -148,28 +191,30 @@ async def dry_run(
     defaults: Mapping[str, Any],
     results: Path | None,
     messages: TextIO,
+    balances: bool = True,
 ) -> DryRun:
     """Check and summarise a run of ``path`` without creating anything; see the module
-    docstring. Raises ``ConfigurationError`` for an unwritable results path or download
-    folder, ``JournalError`` for a journal that cannot be used (in use, not a file),
+    docstring (``balances=False``: without asking the accounts, so with no request at all).
+    Raises ``ConfigurationError`` for an unwritable results path or download folder,
+    ``JournalError`` for a journal that cannot be used (in use, not a file),
     ``AuthenticationError`` / ``APIConnectionError`` from the credits request."""
     await asyncio.to_thread(_check_paths, results, options.download, options.journal)
-    balances: list[tuple[str, CreditBalance]] = []
-    for number, client in enumerate(clients, 1):
+    found_balances: list[tuple[str, CreditBalance]] = []
+    for number, client in enumerate(clients if balances else (), 1):
         name = "account" if len(clients) == 1 else f"account {number}"
-        balances += [(name, b) for b in (await client.get_credits()).remains]
+        found_balances += [(name, b) for b in (await client.get_credits()).remains]
     journal = None
-    if options.journal is not None and _has_records(options.journal):
+    if options.journal is not None and has_records(options.journal):
         journal = await Journal.open(options.journal, batch_id=options.batch_id or "")
     try:
         found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages)
     finally:
         if journal is not None:
             await journal.close()
-    return attrs.evolve(found, max_credits=options.max_credits, balances=tuple(balances))
+    return attrs.evolve(found, max_credits=options.max_credits, balances=tuple(found_balances))
 
 
-def _has_records(journal: Path) -> bool:
+def has_records(journal: Path) -> bool:
     """A journal to open (and lock) as a run would: anything there but an empty file, which
     no run is using and which holds nothing."""
     return journal.exists() and not (journal.is_file() and journal.stat().st_size == 0)

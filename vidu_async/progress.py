@@ -11,11 +11,14 @@ the batch went. There are no threads and no tasks: the caller calls ``show(snaps
 after each event (and on a timer), the reporter decides from its clock whether to draw.
 
 ``rate`` is settled jobs per elapsed second over the whole run; the ETA divides the jobs still to
-settle by it, and exists only when the total is known.
+settle by it, and exists only when the total is known. On a narrow terminal the bar shortens its
+other parts before the ETA, and ``ProgressReporter.messages`` is where other lines go, so that a
+message never lands on the bar's line.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import time
 from collections import Counter
@@ -58,12 +61,18 @@ class ProgressState:
     running: Counter[str] = attrs.field(init=False, factory=Counter)
     """Jobs not settled, by stage: ``waiting``, ``creating``, a task state..."""
     credits: int = attrs.field(init=False, default=0)
+    """Credits of the tasks this run created."""
+    batch_credits: int | None = attrs.field(init=False, default=None)
+    """Credits of every task of the batch, earlier runs' included, when told."""
 
-    def observe(self, snapshot: Mapping[str, int], credits: int) -> None:
-        """Take the batch's ``snapshot()`` and the credits it spent."""
+    def observe(self, snapshot: Mapping[str, int], credits: int,
+                batch_credits: int | None = None) -> None:
+        """Take the batch's ``snapshot()``, the credits this run spent and (optionally) the
+        batch's total across runs."""
         self.by_status = Counter({k: n for k, n in snapshot.items() if k in STATUSES and n})
         self.running = Counter({k: n for k, n in snapshot.items() if k not in STATUSES and n})
         self.credits = credits
+        self.batch_credits = batch_credits
 
     @property
     def settled(self) -> int:
@@ -111,10 +120,39 @@ def _counts(counter: Counter[str], order: tuple[str, ...]) -> str:
     return ", ".join(f"{counter[k]} {k}" for k in keys)
 
 
-def _settled_part(state: ProgressState) -> str:
+def _line_parts(state: ProgressState, now: float) -> list[tuple[str, tuple[str | None, ...]]]:
+    """The line's parts, each as its name and its forms: full first, then shorter ones; a
+    last form of None drops it."""
     head = f"{state.settled}" if state.total is None else f"{state.settled}/{state.total}"
     counts = _counts(state.by_status, STATUSES)
-    return f"{head} done ({counts})" if counts else f"{head} done"
+    settled = f"{head} done ({counts})" if counts else f"{head} done"
+    parts: list[tuple[str, tuple[str | None, ...]]] = [("settled", (settled, f"{head} done"))]
+    running = state.running.total()
+    if running:
+        parts.append(("running", (
+            f"running {running} ({_counts(state.running, _LIVE_ORDER)})", f"running {running}",
+            None,
+        )))
+    parts += [
+        ("credits", (f"{state.credits} credits", None)),
+        ("rate", (f"rate {_rate(state.rate(now))}", None)),
+        ("elapsed", (f"elapsed {_duration(now - state.started)}", None)),
+    ]
+    if state.total is not None:
+        eta = state.eta(now)
+        parts.append(("eta", (f"ETA {'-' if eta is None else _duration(eta)}",)))
+    return parts
+
+
+_SHORTER = ("running", "settled", "rate", "elapsed", "credits", "running")
+"""The steps by which a narrow terminal's line gets shorter, each one part's next form: the
+ETA has no other form."""
+
+
+def _join(parts: list[tuple[str, tuple[str | None, ...]]], steps: int) -> str:
+    taken = _SHORTER[:steps]
+    texts = (forms[min(taken.count(name), len(forms) - 1)] for name, forms in parts)
+    return " | ".join(text for text in texts if text is not None)
 
 
 def render_line(state: ProgressState, now: float) -> str:
@@ -125,36 +163,33 @@ def render_line(state: ProgressState, now: float) -> str:
     The running part appears only while jobs are under way, the ETA only when the total is
     known.
     """
-    parts = [_settled_part(state)]
-    running = state.running.total()
-    if running:
-        parts.append(f"running {running} ({_counts(state.running, _LIVE_ORDER)})")
-    parts += [
-        f"{state.credits} credits",
-        f"rate {_rate(state.rate(now))}",
-        f"elapsed {_duration(now - state.started)}",
-    ]
-    if state.total is not None:
-        eta = state.eta(now)
-        parts.append(f"ETA {'-' if eta is None else _duration(eta)}")
-    return " | ".join(parts)
+    return _join(_line_parts(state, now), 0)
 
 
 def render_bar(state: ProgressState, now: float, width: int) -> str:
-    """``render_line`` behind a ``[####------]`` bar when the total is known, cut to fit a
+    """``render_line`` behind a ``[####------]`` bar when the total is known, fitted to a
     terminal ``width`` columns wide (at most ``width - 1`` characters, so the line never wraps
-    and ``\\r`` can redraw it)."""
-    line = render_line(state, now)
+    and ``\\r`` can redraw it): the counts' details, the rate, the elapsed time, the credits,
+    the running count, then the bar give way before the ETA; only a terminal too narrow for
+    the bare count and ETA cuts the line."""
+    room = max(width - 1, 0)
+    parts = _line_parts(state, now)
+    bar = ""
     if state.total:
         cells = max(10, min(30, width // 4))
         filled = min(cells, cells * state.settled // state.total)
-        line = f"[{'#' * filled}{'-' * (cells - filled)}] {line}"
-    return line[: max(width - 1, 0)]
+        bar = f"[{'#' * filled}{'-' * (cells - filled)}] "
+    lines = [_join(parts, steps) for steps in range(len(_SHORTER) + 1)]
+    for line in lines:
+        if len(bar) + len(line) <= room:
+            return bar + line
+    return lines[-1][:room]
 
 
 def render_summary(state: ProgressState, now: float) -> str:
     """The closing line, e.g. ``300 jobs in 1:02:03 (290 succeeded, 10 failed) | 13050 credits |
-    rate 4.8/min``; a run that stopped early says ``120 of 300 jobs``."""
+    rate 4.8/min``; a run that stopped early says ``120 of 300 jobs``, and a batch that spent
+    credits in earlier runs ``450 credits this run, 13050 in the batch``."""
     jobs = f"{state.settled}"
     if state.total is not None and state.total != state.settled:
         jobs += f" of {state.total}"
@@ -162,7 +197,10 @@ def render_summary(state: ProgressState, now: float) -> str:
     counts = _counts(state.by_status, STATUSES)
     if counts:
         text += f" ({counts})"
-    return f"{text} | {state.credits} credits | rate {_rate(state.rate(now))}"
+    credits = f"{state.credits} credits"
+    if state.batch_credits is not None and state.batch_credits != state.credits:
+        credits += f" this run, {state.batch_credits} in the batch"
+    return f"{text} | {credits} | rate {_rate(state.rate(now))}"
 
 
 class ProgressReporter:
@@ -174,6 +212,8 @@ class ProgressReporter:
     ``clock`` must be the clock ``state.started`` was read from. ``width`` fixes the terminal
     width; by default it is asked of the terminal at each redraw, so resizing works.
 
+    Every other line meant for the same terminal goes through ``messages``: the bar is cleared,
+    the line written, and the bar drawn again below it, so the two never share a line.
     """
 
     def __init__(
@@ -197,10 +237,14 @@ class ProgressReporter:
         self._width = width
         self._last_draw: float | None = None if self._tty else state.started
         self._closed = False
+        self._bar_shown = False
+        self.messages: TextIO = _AroundTheBar(self)
+        """A text stream for messages (and logging) on the same terminal as the bar."""
 
-    def show(self, snapshot: Mapping[str, int], credits: int) -> None:
+    def show(self, snapshot: Mapping[str, int], credits: int,
+             batch_credits: int | None = None) -> None:
         """``state.observe``, then ``update()``."""
-        self.state.observe(snapshot, credits)
+        self.state.observe(snapshot, credits, batch_credits)
         self.update()
 
     def update(self) -> None:
@@ -224,13 +268,44 @@ class ProgressReporter:
         if self._tty:
             self._draw(now)
             self._stream.write("\n")
+            self._bar_shown = False
         self._stream.write(render_summary(self.state, now) + "\n")
+        self._stream.flush()
+
+    def say(self, lines: str) -> None:
+        """Write whole ``lines`` (newline-terminated) where the bar is: above it, never on it."""
+        if self._bar_shown:
+            self._stream.write(_CLEAR_LINE)
+        self._stream.write(lines)
+        if self._bar_shown:
+            self._draw(self._clock())
         self._stream.flush()
 
     def _draw(self, now: float) -> None:
         if self._tty:
             width = self._width or shutil.get_terminal_size().columns
             self._stream.write(_CLEAR_LINE + render_bar(self.state, now, width))
+            self._bar_shown = True
         else:
             self._stream.write(render_line(self.state, now) + "\n")
         self._stream.flush()
+
+
+class _AroundTheBar(io.StringIO):
+    """The reporter's ``messages``: text is held until a line is complete, then handed to
+    ``ProgressReporter.say`` (a ``StringIO`` only to be a ``TextIO``; it stores nothing)."""
+
+    def __init__(self, reporter: ProgressReporter) -> None:
+        super().__init__()
+        self._reporter = reporter
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        if "\n" in self._partial:
+            lines, _, self._partial = self._partial.rpartition("\n")
+            self._reporter.say(lines + "\n")
+        return len(text)
+
+    def isatty(self) -> bool:
+        return self._reporter._tty

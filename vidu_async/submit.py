@@ -121,9 +121,11 @@ async def submit_jobs_file(
     progress: ProgressReporter | None = None,
     listener: Listener | None = None,
     fresh_results: bool = False,
+    reported: bool = False,
 ) -> SubmitSummary:
     """Submit every valid line of ``path``; write one result line per line to ``results``
     (``fresh_results``: a file this run empties first, once it holds the journal's lock).
+    Each line's problems go to ``messages`` unless ``reported`` (a dry run said them first).
 
     With ``listener`` (and ``options.callback_url`` set to its URL), a receiver verifying with
     the keys of ``clients`` runs on its address while the batch runs; ``ConfigurationError``
@@ -133,7 +135,8 @@ async def submit_jobs_file(
 
     def lines() -> Iterator[JobLine]:
         for item in read_jobs(path, defaults=defaults):
-            report_line(item, path, messages)
+            if not reported:
+                report_line(item, path, messages)
             yield item
 
     async with contextlib.AsyncExitStack() as stack:
@@ -157,7 +160,7 @@ async def submit_jobs_file(
             counts[outcome.status] += 1
             writer.write(outcome.to_dict())
             if progress is not None:
-                progress.show(submitter.snapshot(), submitter.credits_spent)
+                _show(progress, submitter)
     return SubmitSummary(dict(counts), submitter.credits_spent, submitter.stop_reason)
 
 
@@ -196,5 +199,9 @@ async def _stop(task: asyncio.Task[None]) -> None:
 async def _tick(progress: ProgressReporter, batch: BatchSubmitter, every: float = 0.5) -> None:
     """Show where the batch is (and the elapsed time, the ETA) even while no job settles."""
     while True:
-        progress.show(batch.snapshot(), batch.credits_spent)
+        _show(progress, batch)
         await asyncio.sleep(every)
+
+
+def _show(progress: ProgressReporter, batch: BatchSubmitter) -> None:
+    progress.show(batch.snapshot(), batch.credits_spent, batch.credits_total)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
 import secrets
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from vidu_async.batch import BatchOptions
 from vidu_async.cli.common import (
@@ -32,7 +35,15 @@ from vidu_async.cli.common import (
     request_defaults,
 )
 from vidu_async.client import ViduClient
-from vidu_async.dryrun import dry_run, render
+from vidu_async.dryrun import (
+    DryRun,
+    dry_run,
+    has_records,
+    needs_confirmation,
+    over_budget,
+    render,
+    resume_line,
+)
 from vidu_async.errors import (
     APIConnectionError,
     AuthenticationError,
@@ -43,10 +54,19 @@ from vidu_async.errors import (
 from vidu_async.jobs import read_jobs
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.retry import RetryPolicy
-from vidu_async.submit import Listener, count_lines, report_line, submit_jobs_file
+from vidu_async.submit import (
+    Listener,
+    SubmitSummary,
+    count_lines,
+    report_line,
+    submit_jobs_file,
+)
 
 _SAFETY_NET = BatchOptions().callback_poll_interval
 """Seconds between the status rounds that catch lost callbacks (the library's default)."""
+CONFIRM_OVER = 1000
+"""Credits above which ``submit`` on a terminal asks before sending (``--confirm-over``): about
+twenty 5-second viduq2 videos."""
 
 
 def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
@@ -93,7 +113,10 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         help="start a new batch of the same jobs on purpose: new correlation keys, no search "
         "for earlier tasks; needs a journal that does not exist yet",
     )
-    batch.add_argument("--results", type=Path, help="results JSONL file (default: stdout)")
+    batch.add_argument(
+        "--results", type=Path,
+        help="results JSONL file (default: stdout; JOBS.results.jsonl when it is a terminal)",
+    )
     batch.add_argument("--wait", action="store_true", help="follow every task to its end")
     batch.add_argument(
         "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
@@ -122,11 +145,25 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         "localhost); any other URL needs --listen. Lines with a callback_url of their own are "
         "polled",
     )
-    batch.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress display on stderr")
     batch.add_argument(
         "--dry-run", action="store_true",
         help="create nothing: check every line, the key, the journal and the paths, and print "
         "what would be sent and what it costs where known",
+    )
+    ahead = submit.add_argument_group("asking first, and what a run shows")
+    ahead.add_argument(
+        "--yes", action="store_true",
+        help="do not ask before sending (on a terminal, submit shows the dry run's summary and "
+        "asks when the estimate is over --confirm-over; elsewhere it never asks)",
+    )
+    ahead.add_argument(
+        "--confirm-over", type=int, metavar="CREDITS", default=CONFIRM_OVER,
+        help=f"ask first when the estimate is over CREDITS or unknown ({CONFIRM_OVER})",
+    )
+    ahead.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log retries, pauses, lookups and their reasons on stderr (-vv: every request)",
     )
     submit.set_defaults(run=run_submit)
 
@@ -196,8 +233,13 @@ def run_submit(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.dry_run:
         return asyncio.run(_dry_run(args, clients, options))
+    if args.results is None and sys.stdout.isatty():  # results would garble the terminal
+        args.results = args.jobs.with_name(args.jobs.name + ".results.jsonl")
+        print(f"results: {args.results} (stdout is a terminal; --results names another file)",
+              file=sys.stderr)
+    ask = not args.yes and _interactive()
     try:
-        return asyncio.run(_terminable(_submit(args, clients, options, listener)))
+        return asyncio.run(_terminable(_submit(args, clients, options, listener, ask=ask)))
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(
@@ -251,49 +293,136 @@ def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
 
 
 async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
-                  listener: Listener | None) -> int:
-    try:
-        # Appending, not truncating: a second run refused by the journal's lock must not
-        # empty the first one's results. The first result written starts the file afresh.
-        results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
-    except OSError as error:
-        print(f"vidu-async submit: cannot write the results file {args.results}: "
-              f"{error.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    progress = ProgressReporter(
-        ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
-        quiet=args.quiet,
-    )
-    try:
-        async with clients[0]:
-            summary = await submit_jobs_file(
-                args.jobs, clients, options, defaults=request_defaults(args),
-                results=results, messages=sys.stderr, progress=progress, listener=listener,
-                fresh_results=args.results is not None,
-            )
-    except AuthenticationError as error:
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_AUTH
-    except APIConnectionError as error:  # before any job: nothing was sent
-        print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error}); "
-              "nothing was sent: check the network and --base-url, then rerun", file=sys.stderr)
-        return EXIT_FAILED
-    except (ConfigurationError, JournalError) as error:  # the receiver's address, the journal
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except ViduError as error:  # the start-up search for an earlier run's tasks
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        progress.close()
-        if results is not sys.stdout:
-            results.close()
+                  listener: Listener | None, *, ask: bool) -> int:
+    with _logging(args.verbose) as log:
+        try:
+            async with clients[0]:
+                found = await _look_ahead(args, clients, options, ask)
+                if found is not None and ask and needs_confirmation(found, args.confirm_over):
+                    if not _confirmed(found):
+                        print("nothing was sent", file=sys.stderr)
+                        return EXIT_FAILED
+                elif found is not None and (over := over_budget(found)):
+                    print(f"vidu-async submit: {over}", file=sys.stderr)
+                summary = await _run(args, clients, options, listener, log,
+                                     reported=found is not None)
+        except AuthenticationError as error:
+            print(f"vidu-async submit: {error}", file=sys.stderr)
+            return EXIT_AUTH
+        except APIConnectionError as error:  # before any job: nothing was sent
+            print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error}); "
+                  "nothing was sent: check the network and --base-url, then rerun",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        except (ConfigurationError, JournalError) as error:  # a path, the receiver, the journal
+            print(f"vidu-async submit: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except ViduError as error:  # the start-up search for an earlier run's tasks
+            print(f"vidu-async submit: {error}", file=sys.stderr)
+            return EXIT_FAILED
     if summary.stop_reason is not None:
         reason = summary.stop_reason
         print(f"stopped submitting: {reason.reason}: {reason.message}", file=sys.stderr)
     if args.results:
         print(f"results: {args.results}", file=sys.stderr)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
+
+
+async def _look_ahead(args: argparse.Namespace, clients: list[ViduClient],
+                      options: BatchOptions, ask: bool) -> DryRun | None:
+    """A dry run before the run, when there is something to say before paying: the summary a
+    person is asked about, the jobs a resumed batch finds done, a ``--max-credits`` the
+    estimate exceeds. It checks the paths as a dry run does (the run checks them again) and
+    asks the accounts for credits only when it may ask the person. None: not needed, or jobs
+    that cannot be read twice."""
+    resumed = options.journal is not None and has_records(options.journal)
+    if not (ask or resumed or options.max_credits is not None) or not args.jobs.is_file():
+        return None
+    found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
+                          results=args.results, messages=sys.stderr, balances=ask)
+    if (resuming := resume_line(found)) is not None:
+        print(resuming, file=sys.stderr)
+    return found
+
+
+def _confirmed(found: DryRun) -> bool:
+    """Show the summary on the terminal and ask; only an explicit yes sends (Ctrl-C, end of
+    input or anything else is a no)."""
+    print("\n".join(render(found, heading=f"about to submit {found.jobs}:")), file=sys.stderr)
+    known, unknown = found.estimate()
+    cost = f"about {known} credits" + (f" and {unknown} of unknown price" if unknown else "")
+    print(f"Send {found.sending} creates, {cost}? [y/N] ", end="", file=sys.stderr, flush=True)
+    return _answer().strip().lower() in ("y", "yes")
+
+
+def _answer() -> str:
+    """A line from stdin, read while nothing else runs. Ctrl-C answers no at once (asyncio's
+    own handler would only cancel the run once the line is complete)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
+    try:
+        return sys.stdin.readline()
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return ""
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _interactive() -> bool:
+    """A person is there to answer: stdin and stderr are a terminal."""
+    return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stderr))
+
+
+async def _run(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
+               listener: Listener | None, log: logging.StreamHandler[TextIO], *,
+               reported: bool) -> SubmitSummary:
+    """The batch itself, results to their file (or stdout) and progress, messages and logging
+    on stderr, around the live bar."""
+    try:
+        # Appending, not truncating: a second run refused by the journal's lock must not empty
+        # the first one's results. The first result written starts the file afresh.
+        results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
+    except OSError as error:
+        raise ConfigurationError(
+            f"cannot write the results file {args.results}: {error.strerror}"
+        ) from None
+    progress = ProgressReporter(
+        ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
+        quiet=args.quiet,
+    )
+    log.setStream(progress.messages)
+    try:
+        return await submit_jobs_file(
+            args.jobs, clients, options, defaults=request_defaults(args),
+            results=results, messages=progress.messages, progress=progress, listener=listener,
+            fresh_results=args.results is not None, reported=reported,
+        )
+    finally:
+        progress.close()
+        log.setStream(sys.stderr)
+        if results is not sys.stdout:
+            results.close()
+
+
+@contextlib.contextmanager
+def _logging(verbose: int) -> Iterator[logging.StreamHandler[TextIO]]:
+    """The library's log on stderr while a run lasts: warnings, ``-v`` adds the reasons of
+    retries, pauses and lookups, ``-vv`` every request. The handler's stream can be moved."""
+    logger = logging.getLogger("vidu_async")
+    handler = logging.StreamHandler(sys.stderr)
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    before = logger.level
+    logger.setLevel(level)
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before)
 
 
 async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
