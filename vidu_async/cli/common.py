@@ -14,7 +14,7 @@ import attrs
 from vidu_async import capabilities as caps
 from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
 from vidu_async.client import ViduClient
-from vidu_async.errors import ConfigurationError
+from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
 from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file
 from vidu_async.media import is_local
 from vidu_async.requests import KINDS
@@ -147,6 +147,32 @@ def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
                        auth_scheme=args.auth_scheme, retry=retry)
     return [first, *(first.for_account(attrs.evolve(first.account, api_key=k))
                      for k in keys[1:])]
+
+
+def key_name(position: int, total: int, key: str) -> str:
+    """A key for people: its position among the keys and its last four characters."""
+    return f"key {position} of {total} (...{key[-4:]})"
+
+
+async def rejection(clients: list[ViduClient], error: AuthenticationError) -> str:
+    """What to tell a person whose key was refused: with several keys, which ones (asking each
+    account's credits once), by position and last four characters; never a key's hash."""
+    if len(clients) == 1:
+        return str(error)
+    refused = []
+    for position, client in enumerate(clients, start=1):
+        try:
+            await client.get_credits()
+        except AuthenticationError:
+            refused.append(key_name(position, len(clients), client.account.api_key))
+        except ViduError:
+            continue  # not a refusal: this key is not the one to name
+    if not refused:
+        return str(error)
+    verb = "was" if len(refused) == 1 else "were"
+    return (f"{' and '.join(refused)} in VIDU_API_KEYS {verb} rejected "
+            f"(HTTP {error.status} {error.reason}): check that key and that it belongs to this "
+            "host")
 
 
 def as_flag(message: str) -> str:

@@ -29,8 +29,10 @@ from vidu_async.cli.common import (
     as_flag,
     clients_from_env,
     jobs_or_usage_error,
+    rejection,
     request_defaults,
 )
+from vidu_async.cli.names import add_name_arguments, download_names
 from vidu_async.client import ViduClient
 from vidu_async.dryrun import dry_run, render
 from vidu_async.errors import (
@@ -98,6 +100,7 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     batch.add_argument(
         "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
     )
+    add_name_arguments(submit)  # --name, --covers, --watermarked (with --download)
     batch.add_argument(
         "--max-credits", type=int, metavar="N",
         help="a hard cap on the credits of this batch's tasks, across every rerun of its "
@@ -177,6 +180,7 @@ def run_submit(args: argparse.Namespace) -> int:
             rate=args.rate,
             wait=wait,
             download=args.download,
+            names=download_names(args),
             max_credits=args.max_credits,
             journal=journal,
             batch_id=batch_id,
@@ -266,14 +270,15 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
     )
     try:
         async with clients[0]:
-            summary = await submit_jobs_file(
-                args.jobs, clients, options, defaults=request_defaults(args),
-                results=results, messages=sys.stderr, progress=progress, listener=listener,
-                fresh_results=args.results is not None,
-            )
-    except AuthenticationError as error:
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_AUTH
+            try:
+                summary = await submit_jobs_file(
+                    args.jobs, clients, options, defaults=request_defaults(args),
+                    results=results, messages=sys.stderr, progress=progress, listener=listener,
+                    fresh_results=args.results is not None,
+                )
+            except AuthenticationError as error:  # named by position and last four
+                print(f"vidu-async submit: {await rejection(clients, error)}", file=sys.stderr)
+                return EXIT_AUTH
     except APIConnectionError as error:  # before any job: nothing was sent
         print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error}); "
               "nothing was sent: check the network and --base-url, then rerun", file=sys.stderr)
@@ -301,11 +306,13 @@ async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
     """``submit --dry-run``: the summary on stdout; exit codes as a run's would be."""
     try:
         async with clients[0]:
-            found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
-                                  results=args.results, messages=sys.stderr)
-    except AuthenticationError as error:
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_AUTH
+            try:
+                found = await dry_run(args.jobs, clients, options,
+                                      defaults=request_defaults(args), results=args.results,
+                                      messages=sys.stderr)
+            except AuthenticationError as error:  # named by position and last four
+                print(f"vidu-async submit: {await rejection(clients, error)}", file=sys.stderr)
+                return EXIT_AUTH
     except APIConnectionError as error:
         print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error})",
               file=sys.stderr)
