@@ -106,11 +106,15 @@ def _when(text: str) -> dt.datetime:
 
 def run_single(args: argparse.Namespace) -> int:
     try:
+        if args.action == "download":
+            download_names(args)  # a template that cannot work fails before any request
+        if args.action == "tasks" and not (args.limit >= 1 and len(args.ids or ()) <= 100):
+            raise ValueError("--limit must be 1 or more, and --id given 100 times at most")
         clients = clients_from_env(args)
     except ConfigurationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_AUTH
-    except ValueError as error:  # the base URL
+    except ValueError as error:  # the base URL, the --name template, --limit, --id
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -122,9 +126,6 @@ def run_single(args: argparse.Namespace) -> int:
     except AuthenticationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_AUTH
-    except ValueError as error:  # a --name template, --id or --limit out of range
-        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except ViduError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -201,8 +202,6 @@ def task_summary(result: TaskResult, files: Sequence[str] = ()) -> str:
 
 async def _tasks(client: ViduClient, args: argparse.Namespace) -> int:
     """The tasks the filters select, ``--limit`` at most, one a line."""
-    if args.limit < 1:
-        raise ValueError(f"--limit must be 1 or more, got {args.limit}")
     async with client, contextlib.aclosing(client.list_tasks(
         created_after=args.since, created_before=args.until, states=args.states or (),
         task_ids=args.ids or (), page_size=min(args.limit, MAX_PAGE_SIZE),
