@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from vidu_async.cli import main
 from vidu_async.journal import Journal
@@ -252,3 +255,39 @@ async def test_submit_download_names_files_by_the_template_and_fetches_covers(
     written = jobs.with_name("results.jsonl").read_text().splitlines()
     by_line = {r["line"]: r for r in map(json.loads, written)}
     assert by_line[2]["files"] == [str(dest / "2.mp4"), str(dest / "covers" / "2.jpg")]
+
+
+def refusing_creates() -> web.Application:
+    """An account whose keys read credits but whose creates are refused (a key revoked)."""
+
+    async def credits(request: web.Request) -> web.Response:
+        return web.json_response({"remains": [{"concurrency_limit": 5}]})
+
+    async def tasks(request: web.Request) -> web.Response:
+        return web.json_response({"tasks": [], "next_page_token": ""})
+
+    async def create(request: web.Request) -> web.Response:
+        return web.json_response({"reason": "Unauthorized", "message": "key revoked"},
+                                 status=401)
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/credits", credits)
+    app.router.add_get("/ent/v2/tasks", tasks)
+    app.router.add_post("/ent/v2/reference2video", create)
+    return app
+
+
+async def test_a_key_refused_mid_run_is_named_by_position_and_last_four(
+    aiohttp_server: Any, jobs: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vidu_async.batch")
+    server = await aiohttp_server(refusing_creates())
+    monkeypatch.setenv("VIDU_BASE_URL", str(server.make_url("/")))
+    monkeypatch.delenv("VIDU_API_KEY", raising=False)
+    monkeypatch.setenv("VIDU_API_KEYS", "key-one-AAAA,key-two-BBBB")
+    assert await submit(jobs) == 1
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "key 1 of 2 (...AAAA) can take no more creates: Unauthorized" in said
+    assert "key 2 of 2 (...BBBB) can take no more creates: Unauthorized" in said
+    assert "acct-" not in said

@@ -4,8 +4,11 @@ exit codes, and how an option's error reads as a flag."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import attrs
 
 from vidu_async import capabilities as caps
 from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
+from vidu_async.batch import account_label
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
 from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file
@@ -152,6 +156,41 @@ def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
 def key_name(position: int, total: int, key: str) -> str:
     """A key for people: its position among the keys and its last four characters."""
     return f"key {position} of {total} (...{key[-4:]})"
+
+
+def key_names(clients: Sequence[ViduClient]) -> dict[str, str]:
+    """Each account's label (the library's safe name for it, as journals record it) -> the
+    ``key_name`` a person recognises."""
+    return {account_label(c): key_name(n, len(clients), c.account.api_key)
+            for n, c in enumerate(clients, start=1)}
+
+
+def with_key_names(text: str, names: Mapping[str, str]) -> str:
+    """``text`` with every account label in it replaced by its key's name."""
+    for label, name in names.items():
+        text = text.replace(label, name)
+    return text
+
+
+@contextlib.contextmanager
+def key_names_in_logs(clients: Sequence[ViduClient]) -> Iterator[None]:
+    """While it lasts, the batch's log messages (a key refused mid-run, a pause) name accounts
+    as ``key_name`` does instead of by their labels."""
+    names = key_names(clients)
+
+    def rename(record: logging.LogRecord) -> bool:
+        record.msg = with_key_names(str(record.msg), names)
+        if isinstance(record.args, tuple):
+            record.args = tuple(with_key_names(a, names) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+    logger = logging.getLogger("vidu_async.batch")
+    logger.addFilter(rename)
+    try:
+        yield
+    finally:
+        logger.removeFilter(rename)
 
 
 async def rejection(clients: list[ViduClient], error: AuthenticationError) -> str:

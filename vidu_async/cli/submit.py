@@ -29,8 +29,11 @@ from vidu_async.cli.common import (
     as_flag,
     clients_from_env,
     jobs_or_usage_error,
+    key_names,
+    key_names_in_logs,
     rejection,
     request_defaults,
+    with_key_names,
 )
 from vidu_async.cli.names import add_name_arguments, download_names
 from vidu_async.client import ViduClient
@@ -201,7 +204,8 @@ def run_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         return asyncio.run(_dry_run(args, clients, options))
     try:
-        return asyncio.run(_terminable(_submit(args, clients, options, listener)))
+        with key_names_in_logs(clients):
+            return asyncio.run(_terminable(_submit(args, clients, options, listener)))
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(
@@ -287,7 +291,8 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ViduError as error:  # the start-up search for an earlier run's tasks
-        print(f"vidu-async submit: {error}", file=sys.stderr)
+        print(f"vidu-async submit: {with_key_names(str(error), key_names(clients))}",
+              file=sys.stderr)
         return EXIT_FAILED
     finally:
         progress.close()
@@ -295,7 +300,8 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
             results.close()
     if summary.stop_reason is not None:
         reason = summary.stop_reason
-        print(f"stopped submitting: {reason.reason}: {reason.message}", file=sys.stderr)
+        print(f"stopped submitting: {reason.reason}: "
+              f"{with_key_names(reason.message, key_names(clients))}", file=sys.stderr)
     if args.results:
         print(f"results: {args.results}", file=sys.stderr)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
