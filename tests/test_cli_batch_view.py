@@ -75,6 +75,7 @@ TWO = (Creation(id="c1"), Creation(id="c2"))
     ("{line}", "cat", None, TWO[:1], ["t9"]),  # an unknown line: the task id
     ("{custom_id}/{task_id}", "cat", 3, TWO[:1], [safe_stem("cat/t9")]),
     ("{custom_id}-{index}", "cat", 3, TWO, ["cat-1", "cat-2"]),
+    ("{custom_id}-{{index}}", "cat", 3, TWO[:1], [safe_stem("cat-{index}")]),  # a literal
 ])
 def test_names_from_a_template(template: str, custom_id: str | None, line: int | None,
                                creations: tuple[Creation, ...], stems: list[str]) -> None:

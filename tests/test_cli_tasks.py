@@ -78,8 +78,9 @@ async def test_tasks_lists_one_line_a_task_and_filters(
     assert " viduq2 " in held
     assert err == "3 tasks\n"
     assert await cli("tasks", "--state", "success", "--json") == 0
-    assert sorted(json.loads(line)["id"] for line in capfd.readouterr().out.splitlines()) == \
-        sorted(ids[:2])
+    answers = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert sorted(a["id"] for a in answers) == sorted(ids[:2])
+    assert {a["payload"] for a in answers} == {""}  # the client's correlation prefix removed
     assert await cli("tasks", "--id", ids[1], "--id", ids[2], "--state", "created") == 0
     assert [line.split()[0] for line in capfd.readouterr().out.splitlines()] == [ids[2]]
     assert await cli("tasks", "--limit", "1") == 0

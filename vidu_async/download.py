@@ -131,7 +131,8 @@ _IDENTIFYING = ("custom_id", "task_id", "line")
 _FOLDERS: dict[Link, str] = {"url": "", "cover_url": "covers", "watermarked_url": "watermarked"}
 
 
-def _check_template(_: object, __: object, template: str) -> None:
+def _template_fields(template: str) -> set[str]:
+    """The fields ``template`` names; ``ValueError`` for a malformed or formatted field."""
     try:
         parsed = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(template)
                   if name is not None]
@@ -140,7 +141,11 @@ def _check_template(_: object, __: object, template: str) -> None:
     if any(spec or conv for _, spec, conv in parsed):
         raise ValueError(f"name template {template!r}: fields take no format (write {{line}}, "
                          "not {line:04d})")
-    fields = {name for name, _, _ in parsed}
+    return {name for name, _, _ in parsed}
+
+
+def _check_template(_: object, __: object, template: str) -> None:
+    fields = _template_fields(template)
     unknown = fields - set(_FIELDS)
     if unknown or "" in fields:
         raise ValueError(f"name template {template!r}: unknown field "
@@ -174,12 +179,13 @@ class DownloadNames:
         Without ``{index}``, a task with several creations has each file named after the pair
         (text, creation id), as ``file_stem`` does."""
         several = len(creations) > 1
+        per_creation = "index" in _template_fields(self.template)
         stems = []
         for index, creation in enumerate(creations):
             values = {"custom_id": custom_id or task_id, "task_id": task_id,
                       "line": task_id if line is None else str(line), "index": str(index + 1)}
             text = self.template.format_map(values)
-            stems.append(safe_stem(text) if "{index}" in self.template
+            stems.append(safe_stem(text) if per_creation
                          else file_stem(text, creation, index, several=several))
         return stems
 

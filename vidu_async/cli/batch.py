@@ -135,13 +135,20 @@ def _by_account(clients: list[ViduClient], records: Sequence[JobRecord]
                 ) -> dict[ViduClient, list[str]]:
     """Task ids by the client of the account that made them; a task made with a key not given
     now is left out (it reads as ``unknown``)."""
-    labels = {account_label(c): c for c in clients}
     grouped: dict[ViduClient, list[str]] = {}
     for record in records:
-        client = labels.get(record.account or "") or (clients[0] if not record.account else None)
+        client = _client_of(clients, record.account)
         if client is not None and record.task_id is not None:
             grouped.setdefault(client, []).append(record.task_id)
     return grouped
+
+
+def _client_of(clients: list[ViduClient], account: str | None) -> ViduClient | None:
+    """The client of the account the journal names (by its label); the first for a journal
+    that names none; None when that account's key is not given now."""
+    if account is None:
+        return clients[0]
+    return next((c for c in clients if account_label(c) == account), None)
 
 
 def _status(args: argparse.Namespace, jobs: list[JobView], spent: int) -> int:
@@ -176,14 +183,13 @@ def _print_jobs(title: str, jobs: Sequence[tuple[JobView, str]]) -> None:
 async def _cancel(args: argparse.Namespace, clients: list[ViduClient], jobs: list[JobView]
                   ) -> int:
     """Cancel the tasks not started; report every running task that could not be cancelled."""
-    by_label = {account_label(c): c for c in clients}
     cancelled: list[JobView] = []
     refused: list[tuple[JobView, str]] = []
     for job in jobs:
         if not job.running and job.state != "unknown":
             continue
-        client = by_label.get(job.account or "", clients[0])
-        if job.state not in CANCELLABLE:
+        client = _client_of(clients, job.account)
+        if client is None or job.state not in CANCELLABLE:
             refused.append((job, f"{job.state}: only a task that has not started can be "
                                  "cancelled" if job.running else "its state could not be read"))
             continue
@@ -215,7 +221,6 @@ async def _download(args: argparse.Namespace, clients: list[ViduClient],
     candidates = [r for r in records if r.task_id is not None
                   and (r.final is None or r.final.get("status") == "succeeded")]
     tasks = await _read(clients, candidates)
-    by_label = {account_label(c): c for c in clients}
     files: list[dict[str, Any]] = []
     problems: list[str] = []
     waiting = 0
@@ -228,7 +233,8 @@ async def _download(args: argparse.Namespace, clients: list[ViduClient],
             waiting += not task.is_terminal
             continue
         line = record.final.get("line") if record.final else None
-        client = by_label.get(record.account or "", clients[0])
+        client = _client_of(clients, record.account)
+        assert client is not None  # its task was read with it
         try:
             paths = await client.download(task, args.dest, stem=record.job_id, names=names,
                                           line=line)
@@ -268,7 +274,7 @@ def _results(args: argparse.Namespace, jobs: list[JobView]) -> int:
 
 def _replace(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(text)

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vidu_async.cli.common import (
     EXIT_AUTH,
@@ -147,14 +148,18 @@ async def _single(client: ViduClient, args: argparse.Namespace) -> int:
             files = [str(p) for p in await client.download(result, args.dest,
                                                            names=download_names(args))]
         if args.json:
-            # The user's own payload, without the client's correlation prefix.
-            answer = {**result.raw, "payload": result.payload} if "payload" in result.raw \
-                else result.raw
+            answer = users_answer(result)
             print(json.dumps({**answer, "files": files} if files else answer,
                              ensure_ascii=False))
         else:
             print(task_summary(result, files))
         return EXIT_FAILED if args.action == "wait" and not result.succeeded else EXIT_OK
+
+
+def users_answer(result: TaskResult) -> dict[str, Any]:
+    """The API's answer about a task with the user's own payload, without the client's
+    correlation prefix."""
+    return {**result.raw, "payload": result.payload} if "payload" in result.raw else result.raw
 
 
 async def _cancel(client: ViduClient, args: argparse.Namespace) -> int:
@@ -208,7 +213,8 @@ async def _tasks(client: ViduClient, args: argparse.Namespace) -> int:
     )) as listed:
         shown = 0
         async for task in listed:
-            print(json.dumps(task.raw, ensure_ascii=False) if args.json else task_line(task))
+            print(json.dumps(users_answer(task), ensure_ascii=False) if args.json
+                  else task_line(task))
             shown += 1
             if shown >= args.limit:
                 break
