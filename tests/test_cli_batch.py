@@ -213,7 +213,7 @@ async def test_a_rejected_key_is_named_by_position_and_last_four(
         assert "key 2 of 3 (...WXYZ) in VIDU_API_KEYS was rejected" in capfd.readouterr().err
 
 
-async def test_tasks_of_a_key_not_given_now_are_reported_unread(
+async def test_tasks_of_a_key_not_given_are_unread_and_a_refused_key_is_named(
     jobs: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     accounts = {"key-one-AAAA": Account(), "key-two-BBBB": Account()}
@@ -224,9 +224,13 @@ async def test_tasks_of_a_key_not_given_now_are_reported_unread(
         monkeypatch.setenv("VIDU_API_KEY", "key-two-BBBB")
         capfd.readouterr()
         assert await cli("batch", "status", str(journal_of(jobs))) == 0
-    out = capfd.readouterr().out
-    assert "3 jobs: 3 unknown" in out
-    assert "could not be read:\n" in out
+        out = capfd.readouterr().out
+        assert "3 jobs: 3 unknown" in out
+        assert "could not be read:\n" in out
+        monkeypatch.delenv("VIDU_API_KEY")
+        monkeypatch.setenv("VIDU_API_KEYS", "key-one-AAAA,revoked-WXYZ")
+        assert await cli("batch", "status", str(journal_of(jobs))) == 3
+    assert "key 2 of 2 (...WXYZ) in VIDU_API_KEYS was rejected" in capfd.readouterr().err
 
 
 async def test_no_key_tells_what_to_set(

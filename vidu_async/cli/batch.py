@@ -109,6 +109,8 @@ async def _run(args: argparse.Namespace, clients: list[ViduClient], records: lis
                spent: int, names: DownloadNames | None) -> int:
     async with clients[0]:
         try:
+            for client in clients:  # a refused key is named here, not read as "unknown" tasks
+                await client.get_credits()
             if args.action == "download":
                 assert names is not None
                 return await _download(args, clients, records, names)
