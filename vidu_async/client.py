@@ -48,7 +48,13 @@ from vidu_async._http import (
     status_error,
 )
 from vidu_async.capabilities import PAYLOAD_MAX_CHARS
-from vidu_async.download import download_creation, file_stem
+from vidu_async.download import (
+    DownloadNames,
+    Link,
+    download_creation,
+    file_stem,
+    link_folder,
+)
 from vidu_async.errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -682,7 +688,13 @@ class ViduClient:
 
     @overload
     async def download(
-        self, item: TaskResult, dest: str | os.PathLike[str], *, stem: str | None = None
+        self,
+        item: TaskResult,
+        dest: str | os.PathLike[str],
+        *,
+        stem: str | None = None,
+        names: DownloadNames | None = None,
+        line: int | None = None,
     ) -> tuple[Path, ...]: ...
 
     @overload
@@ -702,50 +714,52 @@ class ViduClient:
         *,
         stem: str | None = None,
         task_id: str | None = None,
+        names: DownloadNames | None = None,
+        line: int | None = None,
     ) -> tuple[Path, ...] | Path:
-        """Download a finished task's videos (one path per creation), or one creation's video,
-        into the folder ``dest`` (created if missing).
+        """Download a finished task's videos (one path per creation, then its covers and
+        watermarked videos if ``names`` asks), or one creation's video, into the folder ``dest``
+        (created if missing).
 
         A file is named after ``stem`` (default: the task id), followed by ``_<creation id>``
-        when the task has several creations, all made safe (see ``download.file_stem``). An
-        expired link is refreshed once by querying the task, which needs the task id (pass
-        ``task_id`` with a bare ``Creation``).
+        when the task has several creations, all made safe (see ``download.file_stem``);
+        ``names`` gives a template instead, where ``stem`` is the ``{custom_id}`` and ``line``
+        the ``{line}``. An expired link is refreshed once by querying the task, which needs the
+        task id (pass ``task_id`` with a bare ``Creation``).
         """
         folder = Path(dest)
         await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
         if isinstance(item, Creation):
             name = file_stem(stem or task_id, item, 0, several=False)
-            return await self._download(item, folder, name, task_id, 0)
+            return await self._download(item, folder, name, task_id, 0, "url")
         if not item.succeeded or not item.creations:
             raise DownloadError(
                 f"task {item.id} is {item.state or 'unknown'}: it has nothing to download",
                 url="",
             )
-        several = len(item.creations) > 1
-        return tuple(
-            [
-                await self._download(
-                    creation,
-                    folder,
-                    file_stem(stem or item.id, creation, index, several=several),
-                    item.id,
-                    index,
-                )
-                for index, creation in enumerate(item.creations)
-            ]
-        )
+        chosen = names or DownloadNames()
+        stems = chosen.stems(item.creations, custom_id=stem, task_id=item.id, line=line)
+        paths = []
+        for link in chosen.links:  # the videos first; a creation may lack a cover or watermark
+            into = link_folder(folder, link)
+            await asyncio.to_thread(into.mkdir, exist_ok=True)
+            for index, (creation, name) in enumerate(zip(item.creations, stems, strict=True)):
+                if link == "url" or getattr(creation, link):
+                    paths.append(await self._download(creation, into, name, item.id, index, link))
+        return tuple(paths)
 
     async def _download(
-        self, creation: Creation, folder: Path, name: str, task_id: str | None, index: int
+        self, creation: Creation, folder: Path, name: str, task_id: str | None, index: int,
+        link: Link,
     ) -> Path:
         async def fresh_link() -> str:
             assert task_id is not None
             result = await self.get_task(task_id)
             same = [c for c in result.creations if c.id == creation.id] if creation.id else []
             if same:
-                return same[0].url
+                return str(getattr(same[0], link))
             if not creation.id and index < len(result.creations):
-                return result.creations[index].url
+                return str(getattr(result.creations[index], link))
             raise DownloadError(
                 f"task {task_id} no longer lists creation {creation.id or index}", url=""
             )
@@ -753,7 +767,7 @@ class ViduClient:
         timeout = self._pool.timeout
         return await download_creation(
             self._pool.session(None),
-            creation,
+            attrs.evolve(creation, url=getattr(creation, link)),
             folder,
             name,
             client_timeout=aiohttp.ClientTimeout(

@@ -2,7 +2,9 @@
 
 It writes a small jobs file with generated reference images (real PNGs, made here with zlib:
 no imaging library needed), starts the simulator in this process, and runs the file exactly as
-``vidu-async submit --wait --download`` would: journal, results, downloaded videos.
+``vidu-async submit --wait --download`` would: journal, results, downloaded videos (the
+simulator's placeholders, each carrying its task id). Then it runs the same batch again, as a
+rerun after an interruption would, to show that the journal makes it pay for nothing twice.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import struct
 import time
 import zlib
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
 from vidu_async.progress import ProgressReporter, ProgressState
-from vidu_async.submit import submit_jobs_file
+from vidu_async.submit import SubmitSummary, submit_jobs_file
 from vidu_async.testing import FakeVidu
 
 __all__ = ["DEMO_PROMPTS", "run", "sample_png", "write_sample_jobs"]
@@ -66,7 +68,8 @@ def write_sample_jobs(folder: Path) -> Path:
 
 
 async def run(folder: Path, *, quiet: bool, out: TextIO) -> int:
-    """Write the sample jobs, start the simulator here, and submit them with wait and download."""
+    """Write the sample jobs, start the simulator here, submit them with wait and download, show
+    the results, and run the same batch again to show that a rerun pays nothing twice."""
     jobs = write_sample_jobs(folder)
     journal = folder / "journal.jsonl"
     journal.unlink(missing_ok=True)  # a journal of an earlier demo names tasks of another simulator
@@ -76,22 +79,43 @@ async def run(folder: Path, *, quiet: bool, out: TextIO) -> int:
                            poll_interval=0.25)
     async with FakeVidu(seed=7) as sim, ViduClient(sim.api_key, base_url=sim.url) as client:
         print(f"simulated Vidu API on {sim.url}; jobs in {jobs}", file=out)
-        progress = ProgressReporter(ProgressState(time.monotonic(), total=len(DEMO_PROMPTS)),
-                                    out, quiet=quiet)
-        with results_path.open("w", encoding="utf-8") as results:
-            try:
-                summary = await submit_jobs_file(
-                    jobs, [client], options, defaults={}, results=results,
-                    messages=progress.messages, progress=progress,
-                )
-            finally:
-                progress.close()
-        spent = sim.stats.tasks_created
-    files = sorted(videos.glob("*")) if videos.is_dir() else []
-    print(f"\n{spent} tasks, {summary.credits} credits (simulated)", file=out)
-    print(f"videos:  {videos}/ ({len(files)} files)", file=out)
-    print(f"results: {results_path}", file=out)
-    print(f"journal: {journal}", file=out)
+        summary = await _submit(jobs, client, options, results_path, out, quiet=quiet)
+        made = sim.stats.tasks_created
+        files = sorted(videos.glob("*.mp4")) if videos.is_dir() else []
+        print(f"\n{made} tasks, {summary.credits} credits (simulated)", file=out)
+        print(f"videos:  {videos}/ ({len(files)} files: placeholders from the simulator, a few "
+              "hundred bytes each, no frames, each carrying its task id)", file=out)
+        print(f"results: {results_path}, one JSON object per job:", file=out)
+        for record in _results(results_path):
+            print(f"  {record['custom_id']}: {record['status']}, task {record['task_id']}, "
+                  f"{record['credits']} credits, {', '.join(record['files'])}", file=out)
+        print(f"journal: {journal}", file=out)
+        print("\nthe same command again, as after an interruption (the journal resumes it):",
+              file=out)
+        again = await _submit(jobs, client, options, results_path, out, quiet=True)
+        print(f"  {sim.stats.tasks_created - made} new tasks, {again.credits} credits: nothing "
+              "paid twice; every job's end came from the journal", file=out)
+    print(f"the results again, from the journal alone: vidu-async batch results {journal}",
+          file=out)
     print(f"the same jobs against the real API: VIDU_API_KEY=... vidu-async submit {jobs} "
           f"--download {videos}", file=out)
-    return 0 if summary.all_ok else 1
+    return 0 if summary.all_ok and again.all_ok else 1
+
+
+async def _submit(jobs: Path, client: ViduClient, options: BatchOptions, results_path: Path,
+                  out: TextIO, *, quiet: bool) -> SubmitSummary:
+    """One run of the jobs file, as ``vidu-async submit`` does it, results written afresh."""
+    progress = ProgressReporter(ProgressState(time.monotonic(), total=len(DEMO_PROMPTS)),
+                                out, quiet=quiet)
+    with results_path.open("w", encoding="utf-8") as results:
+        try:
+            return await submit_jobs_file(
+                jobs, [client], options, defaults={}, results=results,
+                messages=progress.messages, progress=progress,
+            )
+        finally:
+            progress.close()
+
+
+def _results(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

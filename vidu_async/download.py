@@ -17,6 +17,12 @@ the SHA-256 of the original text. So ``cat-1`` and ``猫-1`` stay as they are, w
 names each file after the pair (text, creation id), always suffixed from the pair, so it meets
 no single job's name either.
 
+Templates. ``DownloadNames.template`` (the CLI's ``--name``) makes the text from ``{custom_id}``,
+``{task_id}``, ``{line}`` and ``{index}`` (a creation's position, from 1); the text then follows
+the rules above. A template must name ``{custom_id}``, ``{task_id}`` or ``{line}``, each unique
+to a job, so that distinct jobs keep distinct texts. Covers and watermarked videos go to the
+``covers/`` and ``watermarked/`` folders under the same stems, so they meet no video's name.
+
 Files. A file is streamed into ``.<name>.part`` beside its target, flushed to disk, then renamed
 over the target: a reader never sees half a file, and a failed or cancelled download leaves
 nothing behind. The partial name is fixed, so a run killed mid-download leaves a file the next
@@ -41,11 +47,13 @@ import time
 import unicodedata
 import urllib.parse
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from string import Formatter
+from typing import BinaryIO, Literal
 
 import aiohttp
+import attrs
 
 from vidu_async.errors import DownloadError
 from vidu_async.retry import RetryPolicy, backoff_wait, stop_reason
@@ -53,14 +61,20 @@ from vidu_async.tasks import Creation
 
 __all__ = [
     "MAX_STEM_BYTES",
+    "DownloadNames",
+    "Link",
     "download_creation",
     "extension_for",
     "file_stem",
+    "link_folder",
     "partial_path",
     "remove_partial_files",
     "retryable",
     "safe_stem",
 ]
+
+Link = Literal["url", "cover_url", "watermarked_url"]
+"""Which file of a creation: its video, its cover, its watermarked video."""
 
 logger = logging.getLogger("vidu_async.download")
 
@@ -110,6 +124,75 @@ def file_stem(base: str | None, creation: Creation, index: int, *, several: bool
         return safe_stem(parts[0])
     # 0xFF never occurs in UTF-8: the key is unambiguous and unlike any single text's key.
     return _stem("_".join(parts), b"\xff".join(_utf8(part) for part in parts), exact=False)
+
+
+_FIELDS = ("custom_id", "task_id", "line", "index")
+_IDENTIFYING = ("custom_id", "task_id", "line")
+_FOLDERS: dict[Link, str] = {"url": "", "cover_url": "covers", "watermarked_url": "watermarked"}
+
+
+def _template_fields(template: str) -> set[str]:
+    """The fields ``template`` names; ``ValueError`` for a malformed or formatted field."""
+    try:
+        parsed = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(template)
+                  if name is not None]
+    except ValueError as error:
+        raise ValueError(f"name template {template!r}: {error}") from None
+    if any(spec or conv for _, spec, conv in parsed):
+        raise ValueError(f"name template {template!r}: fields take no format (write {{line}}, "
+                         "not {line:04d})")
+    return {name for name, _, _ in parsed}
+
+
+def _check_template(_: object, __: object, template: str) -> None:
+    fields = _template_fields(template)
+    unknown = fields - set(_FIELDS)
+    if unknown or "" in fields:
+        raise ValueError(f"name template {template!r}: unknown field "
+                         f"{{{sorted(unknown)[0] if unknown else ''}}}; use "
+                         + ", ".join(f"{{{f}}}" for f in _FIELDS))
+    if not fields & set(_IDENTIFYING):
+        raise ValueError(f"name template {template!r} must name {{custom_id}}, {{task_id}} or "
+                         "{line}: two jobs would share a file otherwise")
+
+
+@attrs.frozen
+class DownloadNames:
+    """How downloaded files are named and which are fetched: ``template`` (see the module
+    docstring; ``ValueError`` when it is unusable), and covers / watermarked videos too."""
+
+    template: str = attrs.field(default="{custom_id}", validator=_check_template)
+    covers: bool = False
+    watermarked: bool = False
+
+    @property
+    def links(self) -> tuple[Link, ...]:
+        """The files to fetch of each creation, the video first."""
+        return ("url", *(("cover_url",) if self.covers else ()),
+                *(("watermarked_url",) if self.watermarked else ()))
+
+    def stems(self, creations: Sequence[Creation], *, custom_id: str | None, task_id: str,
+              line: int | None) -> list[str]:
+        """The file stem of each of a task's ``creations``.
+
+        A field without a value (no ``custom_id``, an unknown ``line``) reads as the task id.
+        Without ``{index}``, a task with several creations has each file named after the pair
+        (text, creation id), as ``file_stem`` does."""
+        several = len(creations) > 1
+        per_creation = "index" in _template_fields(self.template)
+        stems = []
+        for index, creation in enumerate(creations):
+            values = {"custom_id": custom_id or task_id, "task_id": task_id,
+                      "line": task_id if line is None else str(line), "index": str(index + 1)}
+            text = self.template.format_map(values)
+            stems.append(safe_stem(text) if per_creation
+                         else file_stem(text, creation, index, several=several))
+        return stems
+
+
+def link_folder(dest: Path, link: Link) -> Path:
+    """Where the files of kind ``link`` go under ``dest``: videos in it, the others below."""
+    return dest / _FOLDERS[link] if _FOLDERS[link] else dest
 
 
 def _stem(text: str, key: bytes, *, exact: bool) -> str:

@@ -39,7 +39,7 @@ import attrs
 
 from vidu_async.errors import JournalError, JournalLockedError
 
-__all__ = ["JobRecord", "Journal"]
+__all__ = ["JobRecord", "Journal", "JournalContents", "is_in_use", "read_journal"]
 
 _VERSION = 2
 _JOB_KINDS = ("intent", "created", "refunded", "final")
@@ -353,6 +353,44 @@ class Journal:
         self._failure = JournalError(f"cannot write journal {self.path}: {reason}")
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self._end)
+
+
+@attrs.frozen
+class JournalContents:
+    """A journal as read without its lock: the batch, each job's record, the credits spent."""
+
+    batch_id: str | None
+    jobs: tuple[JobRecord, ...]
+    spent: int
+
+
+def read_journal(path: Path) -> JournalContents:
+    """Read the journal at ``path`` without taking its lock, so a run in progress goes on: what
+    it appends meanwhile is not seen, and a line it is writing (torn) is skipped. Blocking:
+    call it through ``asyncio.to_thread`` from a running event loop. Raises ``JournalError``."""
+    try:
+        _refuse_special(path, os.stat(path).st_mode)
+        with path.open("rb") as handle:
+            loaded = _read(handle, path)
+    except OSError as error:
+        raise _os_error(path, error) from None
+    return JournalContents(loaded.batch_id, tuple(loaded.jobs.values()), loaded.spent)
+
+
+def is_in_use(path: Path) -> bool:
+    """Whether a run holds the journal's lock now. Probed with a shared lock released at once:
+    a run starting in that instant would be refused (and says so), never a running one."""
+    try:
+        fd = os.open(_lock_path(path), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
 
 
 def _append(fd: int, data: bytes, sync: bool) -> None:

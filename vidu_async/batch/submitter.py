@@ -54,10 +54,11 @@ from vidu_async.batch.plan import (
     Replay,
     plan,
 )
+from vidu_async.batch.refresh import list_states, query_one
 from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
-from vidu_async.download import remove_partial_files
+from vidu_async.download import DownloadNames, remove_partial_files
 from vidu_async.errors import (
     APIConnectionError,
     APIError,
@@ -89,7 +90,6 @@ logger = logging.getLogger("vidu_async.batch")
 JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
 
 _CANCELLABLE = frozenset({TaskState.CREATED, TaskState.QUEUEING})
-_REFRESH_READ_LIMIT = 5 * MAX_PAGE_SIZE
 """Items one refresh of at most 100 ids reads before it gives up on the list (it should need
 one page; a server paging forever must not hold the batch)."""
 
@@ -163,6 +163,8 @@ class BatchOptions:
     start_rate: float | None = attrs.field(default=START_RATE, validator=_positive_or_none)
     wait: bool = False
     download: Path | None = None
+    names: DownloadNames = attrs.field(factory=DownloadNames)
+    """How downloaded files are named, and whether covers and watermarked videos come too."""
     max_credits: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
@@ -923,7 +925,8 @@ class BatchSubmitter:
             with self._at("downloading"):
                 async with self._downloading:
                     paths = await account.client.download(
-                        result, self.options.download, stem=job.custom_id
+                        result, self.options.download, stem=job.custom_id,
+                        names=self.options.names, line=job.line,
                     )
         except (ViduError, OSError) as exc:
             error = ErrorInfo("DownloadFailed", str(exc))
@@ -1005,10 +1008,10 @@ class BatchSubmitter:
         those that ended."""
         for start in range(0, len(task_ids), MAX_PAGE_SIZE):
             chunk = task_ids[start:start + MAX_PAGE_SIZE]
-            seen = await self._list_states(client, chunk)
+            seen = await list_states(client, chunk)
             unfinished = []
             for task_id in chunk:
-                result = seen.get(task_id) or await self._query_one(client, task_id)
+                result = seen.get(task_id) or await query_one(client, task_id)
                 waiter = self._waiters.get(task_id)
                 if result is None or waiter is None:
                     unfinished.append(task_id)
@@ -1021,39 +1024,6 @@ class BatchSubmitter:
                 else:
                     unfinished.append(task_id)
             self._schedule.refreshed(unfinished, self._now())
-
-    async def _list_states(self, client: ViduClient, task_ids: list[str]
-                           ) -> dict[str, TaskResult]:
-        """The tasks ``task_ids`` as one filtered list request reads them; it stops paging as
-        soon as every one was seen (a server that pages forever cannot hold the batch)."""
-        wanted = set(task_ids)
-        found: dict[str, TaskResult] = {}
-        try:
-            async with contextlib.aclosing(client.list_tasks(task_ids=task_ids)) as listed:
-                read = 0
-                async for result in listed:
-                    read += 1
-                    if result.id in wanted:
-                        found[result.id] = result
-                    if len(found) == len(wanted):
-                        break
-                    if read >= _REFRESH_READ_LIMIT:
-                        logger.warning("the task list answered %d items for %d ids and went "
-                                       "on; reading the rest one by one", read, len(task_ids))
-                        break
-        except APIError as error:
-            logger.info("bulk refresh of %d tasks failed (%s); querying one by one",
-                        len(task_ids), error)
-        return found
-
-    async def _query_one(self, client: ViduClient, task_id: str) -> TaskResult | None:
-        try:
-            return await client.get_task(task_id)
-        except NotFoundError as error:
-            return TaskResult(id=task_id, state="failed", err_code=error.reason)
-        except APIError as error:
-            logger.info("refreshing %s failed (%s); will try again", task_id, error)
-            return None
 
     # --- the safety net ----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The ``vidu-async`` command line: parse arguments, build objects, print. No logic of its own.
 
 One module per group of commands (``submit``: validate and submit a jobs file; ``task``: one
-task or account); ``common`` holds what they share: the account, the jobs file's flags, exit codes.
+task or account, and the task list; ``batch``: a batch through its journal); ``common`` holds
+what they share: the account, the jobs file's flags, exit codes; ``names`` the download names.
 
 Exit codes: 0 all good, 1 some job failed or was invalid, 2 usage error, 3 missing or rejected
 API key before any job ran, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from vidu_async import demo
 from vidu_async._version import __version__
-from vidu_async.cli import submit, task
+from vidu_async.cli import batch, submit, task
 from vidu_async.cli.common import EXIT_INTERRUPTED
 from vidu_async.errors import ViduWarning
 
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit.add_parsers(commands)
     task.add_parsers(commands)
+    batch.add_parsers(commands)
 
     demo_parser = commands.add_parser(
         "demo",

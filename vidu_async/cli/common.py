@@ -4,8 +4,11 @@ exit codes, and how an option's error reads as a flag."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +16,9 @@ import attrs
 
 from vidu_async import capabilities as caps
 from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
+from vidu_async.batch import account_label
 from vidu_async.client import ViduClient
-from vidu_async.errors import ConfigurationError
+from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
 from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file
 from vidu_async.media import is_local
 from vidu_async.requests import KINDS
@@ -147,6 +151,67 @@ def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
                        auth_scheme=args.auth_scheme, retry=retry)
     return [first, *(first.for_account(attrs.evolve(first.account, api_key=k))
                      for k in keys[1:])]
+
+
+def key_name(position: int, total: int, key: str) -> str:
+    """A key for people: its position among the keys and its last four characters."""
+    return f"key {position} of {total} (...{key[-4:]})"
+
+
+def key_names(clients: Sequence[ViduClient]) -> dict[str, str]:
+    """Each account's label (the library's safe name for it, as journals record it) -> the
+    ``key_name`` a person recognises."""
+    return {account_label(c): key_name(n, len(clients), c.account.api_key)
+            for n, c in enumerate(clients, start=1)}
+
+
+def with_key_names(text: str, names: Mapping[str, str]) -> str:
+    """``text`` with every account label in it replaced by its key's name."""
+    for label, name in names.items():
+        text = text.replace(label, name)
+    return text
+
+
+@contextlib.contextmanager
+def key_names_in_logs(clients: Sequence[ViduClient]) -> Iterator[None]:
+    """While it lasts, the batch's log messages (a key refused mid-run, a pause) name accounts
+    as ``key_name`` does instead of by their labels."""
+    names = key_names(clients)
+
+    def rename(record: logging.LogRecord) -> bool:
+        record.msg = with_key_names(str(record.msg), names)
+        if isinstance(record.args, tuple):
+            record.args = tuple(with_key_names(a, names) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+    logger = logging.getLogger("vidu_async.batch")
+    logger.addFilter(rename)
+    try:
+        yield
+    finally:
+        logger.removeFilter(rename)
+
+
+async def rejection(clients: list[ViduClient], error: AuthenticationError) -> str:
+    """What to tell a person whose key was refused: with several keys, which ones (asking each
+    account's credits once), by position and last four characters; never a key's hash."""
+    if len(clients) == 1:
+        return str(error)
+    refused = []
+    for position, client in enumerate(clients, start=1):
+        try:
+            await client.get_credits()
+        except AuthenticationError:
+            refused.append(key_name(position, len(clients), client.account.api_key))
+        except ViduError:
+            continue  # not a refusal: this key is not the one to name
+    if not refused:
+        return str(error)
+    verb = "was" if len(refused) == 1 else "were"
+    return (f"{' and '.join(refused)} in VIDU_API_KEYS {verb} rejected "
+            f"(HTTP {error.status} {error.reason}): check that key and that it belongs to this "
+            "host")
 
 
 def as_flag(message: str) -> str:

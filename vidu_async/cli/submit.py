@@ -32,8 +32,13 @@ from vidu_async.cli.common import (
     as_flag,
     clients_from_env,
     jobs_or_usage_error,
+    key_names,
+    key_names_in_logs,
+    rejection,
     request_defaults,
+    with_key_names,
 )
+from vidu_async.cli.names import add_name_arguments, download_names
 from vidu_async.client import ViduClient
 from vidu_async.dryrun import (
     DryRun,
@@ -121,6 +126,7 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     batch.add_argument(
         "--download", type=Path, metavar="DIR", help="download results into DIR (implies --wait)"
     )
+    add_name_arguments(submit)  # --name, --covers, --watermarked (with --download)
     batch.add_argument(
         "--max-credits", type=int, metavar="N",
         help="a hard cap on the credits of this batch's tasks, across every rerun of its "
@@ -214,6 +220,7 @@ def run_submit(args: argparse.Namespace) -> int:
             rate=args.rate,
             wait=wait,
             download=args.download,
+            names=download_names(args),
             max_credits=args.max_credits,
             journal=journal,
             batch_id=batch_id,
@@ -239,7 +246,8 @@ def run_submit(args: argparse.Namespace) -> int:
               file=sys.stderr)
     ask = not args.yes and _interactive()
     try:
-        return asyncio.run(_terminable(_submit(args, clients, options, listener, ask=ask)))
+        with key_names_in_logs(clients):
+            return asyncio.run(_terminable(_submit(args, clients, options, listener, ask=ask)))
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(
@@ -297,18 +305,20 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
     with _logging(args.verbose) as log:
         try:
             async with clients[0]:
-                found = await _look_ahead(args, clients, options, ask)
-                if found is not None and ask and needs_confirmation(found, args.confirm_over):
-                    if not _confirmed(found):
-                        print("nothing was sent", file=sys.stderr)
-                        return EXIT_FAILED
-                elif found is not None and (over := over_budget(found)):
-                    print(f"vidu-async submit: {over}", file=sys.stderr)
-                summary = await _run(args, clients, options, listener, log,
-                                     reported=found is not None)
-        except AuthenticationError as error:
-            print(f"vidu-async submit: {error}", file=sys.stderr)
-            return EXIT_AUTH
+                try:
+                    found = await _look_ahead(args, clients, options, ask)
+                    if found is not None and ask and needs_confirmation(found, args.confirm_over):
+                        if not _confirmed(found):
+                            print("nothing was sent", file=sys.stderr)
+                            return EXIT_FAILED
+                    elif found is not None and (over := over_budget(found)):
+                        print(f"vidu-async submit: {over}", file=sys.stderr)
+                    summary = await _run(args, clients, options, listener, log,
+                                         reported=found is not None)
+                except AuthenticationError as error:  # named by position and last four
+                    print(f"vidu-async submit: {await rejection(clients, error)}",
+                          file=sys.stderr)
+                    return EXIT_AUTH
         except APIConnectionError as error:  # before any job: nothing was sent
             print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error}); "
                   "nothing was sent: check the network and --base-url, then rerun",
@@ -318,11 +328,13 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
             print(f"vidu-async submit: {error}", file=sys.stderr)
             return EXIT_USAGE
         except ViduError as error:  # the start-up search for an earlier run's tasks
-            print(f"vidu-async submit: {error}", file=sys.stderr)
+            print(f"vidu-async submit: {with_key_names(str(error), key_names(clients))}",
+                  file=sys.stderr)
             return EXIT_FAILED
     if summary.stop_reason is not None:
         reason = summary.stop_reason
-        print(f"stopped submitting: {reason.reason}: {reason.message}", file=sys.stderr)
+        print(f"stopped submitting: {reason.reason}: "
+              f"{with_key_names(reason.message, key_names(clients))}", file=sys.stderr)
     if args.results:
         print(f"results: {args.results}", file=sys.stderr)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
@@ -430,11 +442,13 @@ async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
     """``submit --dry-run``: the summary on stdout; exit codes as a run's would be."""
     try:
         async with clients[0]:
-            found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
-                                  results=args.results, messages=sys.stderr)
-    except AuthenticationError as error:
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_AUTH
+            try:
+                found = await dry_run(args.jobs, clients, options,
+                                      defaults=request_defaults(args), results=args.results,
+                                      messages=sys.stderr)
+            except AuthenticationError as error:  # named by position and last four
+                print(f"vidu-async submit: {await rejection(clients, error)}", file=sys.stderr)
+                return EXIT_AUTH
     except APIConnectionError as error:
         print(f"vidu-async submit: cannot reach {clients[0].account.base_url} ({error})",
               file=sys.stderr)

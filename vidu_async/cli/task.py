@@ -1,14 +1,19 @@
-"""One task or one account: ``status``, ``wait``, ``cancel``, ``download`` and ``credits``."""
+"""One task or one account: ``status``, ``wait``, ``cancel``, ``download`` and ``credits``; and
+``tasks``, the account's recent tasks."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime as dt
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vidu_async.cli.common import (
     EXIT_AUTH,
@@ -18,15 +23,17 @@ from vidu_async.cli.common import (
     Commands,
     add_account_arguments,
     clients_from_env,
+    rejection,
 )
-from vidu_async.client import ViduClient
+from vidu_async.cli.names import add_name_arguments, download_names
+from vidu_async.client import MAX_PAGE_SIZE, ViduClient
 from vidu_async.errors import (
     AuthenticationError,
     ConfigurationError,
     InvalidRequestError,
     ViduError,
 )
-from vidu_async.tasks import TaskResult
+from vidu_async.tasks import TaskResult, TaskState
 
 
 def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
@@ -48,21 +55,74 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
             single.add_argument("--timeout", type=float, default=1800.0, help="seconds (1800)")
         if name == "download":
             single.add_argument("--dest", type=Path, default=Path("."), help="folder (.)")
+            add_name_arguments(single)
         single.set_defaults(run=run_single, action=name)
+    add_tasks_parser(commands)
+
+
+def add_tasks_parser(commands: Commands[argparse.ArgumentParser]) -> None:
+    """``tasks``: the account's recent tasks, filtered, newest as the API lists them."""
+    listing = commands.add_parser(
+        "tasks", help="list recent tasks (filter by state, date, ids)",
+        description="List the account's tasks, one a line (the API's default window is the "
+        "last 7 days; --since reaches further).",
+    )
+    listing.add_argument("--state", dest="states", action="append",
+                         choices=[str(s) for s in TaskState], help="only this state (repeatable)")
+    listing.add_argument("--since", type=_when, metavar="WHEN",
+                         help="created at or after: 2026-05-01, 2026-05-01T12:00, or an age "
+                         "such as 3h or 2d (local time unless it names an offset)")
+    listing.add_argument("--until", type=_when, metavar="WHEN", help="created before (as --since)")
+    listing.add_argument("--id", dest="ids", action="append", metavar="TASK_ID",
+                         help="only this task (repeatable, 100 at most)")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many tasks (50)")
+    listing.add_argument("--json", action="store_true", help="one JSON object (the API's) a line")
+    add_account_arguments(listing)
+    listing.set_defaults(run=run_single, action="tasks")
+
+
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])\Z")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, now: dt.datetime) -> dt.datetime:
+    """A moment for ``--since``/``--until``: an age before ``now`` (``90m``, ``2d``), or an ISO
+    date or date-time, in local time unless it names its offset. ``ValueError`` otherwise."""
+    age = _AGE.match(text.strip())
+    if age:
+        return now - dt.timedelta(seconds=float(age[1]) * _SECONDS[age[2]])
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a date, a date-time or an age (3h, 2d): {text!r}") from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        return parse_when(text, dt.datetime.now(dt.UTC))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_single(args: argparse.Namespace) -> int:
     try:
+        if args.action == "download":
+            download_names(args)  # a template that cannot work fails before any request
+        if args.action == "tasks" and not (args.limit >= 1 and len(args.ids or ()) <= 100):
+            raise ValueError("--limit must be 1 or more, and --id given 100 times at most")
         clients = clients_from_env(args)
     except ConfigurationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_AUTH
-    except ValueError as error:  # the base URL
+    except ValueError as error:  # the base URL, the --name template, --limit, --id
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
         if args.action == "credits":
             return asyncio.run(_credits(clients, args))
+        if args.action == "tasks":
+            return asyncio.run(_tasks(clients[0], args))
         return asyncio.run(_single(clients[0], args))
     except AuthenticationError as error:
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
@@ -85,16 +145,21 @@ async def _single(client: ViduClient, args: argparse.Namespace) -> int:
             result = await client.get_task(args.task_id)
         files: list[str] = []
         if args.action == "download":
-            files = [str(p) for p in await client.download(result, args.dest)]
+            files = [str(p) for p in await client.download(result, args.dest,
+                                                           names=download_names(args))]
         if args.json:
-            # The user's own payload, without the client's correlation prefix.
-            answer = {**result.raw, "payload": result.payload} if "payload" in result.raw \
-                else result.raw
+            answer = users_answer(result)
             print(json.dumps({**answer, "files": files} if files else answer,
                              ensure_ascii=False))
         else:
             print(task_summary(result, files))
         return EXIT_FAILED if args.action == "wait" and not result.succeeded else EXIT_OK
+
+
+def users_answer(result: TaskResult) -> dict[str, Any]:
+    """The API's answer about a task with the user's own payload, without the client's
+    correlation prefix."""
+    return {**result.raw, "payload": result.payload} if "payload" in result.raw else result.raw
 
 
 async def _cancel(client: ViduClient, args: argparse.Namespace) -> int:
@@ -140,11 +205,44 @@ def task_summary(result: TaskResult, files: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
+async def _tasks(client: ViduClient, args: argparse.Namespace) -> int:
+    """The tasks the filters select, ``--limit`` at most, one a line."""
+    async with client, contextlib.aclosing(client.list_tasks(
+        created_after=args.since, created_before=args.until, states=args.states or (),
+        task_ids=args.ids or (), page_size=min(args.limit, MAX_PAGE_SIZE),
+    )) as listed:
+        shown = 0
+        async for task in listed:
+            print(json.dumps(users_answer(task), ensure_ascii=False) if args.json
+                  else task_line(task))
+            shown += 1
+            if shown >= args.limit:
+                break
+    if not args.json:
+        print(f"{shown} task{'s' if shown != 1 else ''}"
+              + (f" (--limit {args.limit}: there may be more)" if shown >= args.limit else ""),
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def task_line(task: TaskResult) -> str:
+    """One task on one line: id, state (and why it failed), when, model, credits, prompt."""
+    created = task.created_at.astimezone().strftime("%Y-%m-%d %H:%M") if task.created_at else "?"
+    state = f"{task.state}({task.err_code})" if task.err_code else str(task.state or "?")
+    credits = "?" if task.credits is None else str(task.credits)
+    prompt = task.prompt if len(task.prompt) <= 50 else task.prompt[:49] + "…"
+    return f"{task.id}  {state:<10}  {created}  {task.model or '?'}  {credits:>4} cr  {prompt}"
+
+
 async def _credits(clients: list[ViduClient], args: argparse.Namespace) -> int:
     """Each account's balance, concurrency and queue (keys named by position, last four)."""
     async with clients[0]:
         for position, client in enumerate(clients, start=1):
-            credits = await client.get_credits()
+            try:
+                credits = await client.get_credits()
+            except AuthenticationError as error:
+                print(f"vidu-async credits: {await rejection(clients, error)}", file=sys.stderr)
+                return EXIT_AUTH
             if args.json:
                 print(json.dumps(credits.raw, ensure_ascii=False))
                 continue

@@ -395,7 +395,9 @@ class _Api:
             data = COVER_JPEG
         else:
             width, height = frame_size(task.resolution, task.aspect_ratio)
-            data = tiny_mp4(task.duration, width, height)
+            note = f"vidu-async simulator placeholder video of task {task_id}" + (
+                " (watermarked)" if watermarked else "")
+            data = tiny_mp4(task.duration, width, height, note)
         return web.Response(body=data, content_type=FILE_NAMES[name])
 
     async def stats_json(self, request: web.Request) -> web.Response:

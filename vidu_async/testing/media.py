@@ -2,7 +2,8 @@
 
 The video is a small MP4 built in code (``ftyp`` and a ``moov`` whose ``mvhd``/``tkhd`` carry the
 task's duration and frame size; there are no frames), enough for a header probe or a download
-check. The cover is a real 160x90 baseline JPEG.
+check; a ``free`` box says it is the simulator's placeholder for its task, so the files of two
+tasks differ. The cover is a real 160x90 baseline JPEG.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def _box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", 8 + len(payload)) + kind + payload
 
 
-def tiny_mp4(seconds: float, width: int, height: int) -> bytes:
-    """A header-only MP4 (a few hundred bytes) declaring ``seconds`` and ``width`` x ``height``."""
+def tiny_mp4(seconds: float, width: int, height: int, note: str = "") -> bytes:
+    """A header-only MP4 (a few hundred bytes) declaring ``seconds`` and ``width`` x ``height``,
+    with ``note`` in a ``free`` box (players skip it; ``strings`` shows it)."""
     timescale, duration = 1000, round(seconds * 1000)
     ftyp = _box(b"ftyp", b"isom" + struct.pack(">I", 0x200) + b"isomiso2avc1mp41")
     mvhd = _box(
@@ -59,7 +61,8 @@ def tiny_mp4(seconds: float, width: int, height: int) -> bytes:
         + _UNITY_MATRIX
         + struct.pack(">II", width << 16, height << 16),
     )
-    return ftyp + _box(b"moov", mvhd + _box(b"trak", tkhd)) + _box(b"mdat", b"")
+    free = _box(b"free", note.encode()) if note else b""
+    return ftyp + _box(b"moov", mvhd + _box(b"trak", tkhd)) + free + _box(b"mdat", b"")
 
 
 def frame_size(resolution: str, aspect_ratio: str) -> tuple[int, int]:

@@ -1,0 +1,117 @@
+"""``vidu-async tasks`` (the account's task list, filtered) and ``download``'s naming flags."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from vidu_async import ReferenceToVideoRequest, ViduClient
+from vidu_async.cli import main
+from vidu_async.cli.task import parse_when
+from vidu_async.testing import FakeVidu, ManualClock, Timeline
+
+URL = "https://example.com/ref.png"
+NOW = dt.datetime(2026, 5, 10, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("90m", NOW - dt.timedelta(minutes=90)),
+    ("2d", NOW - dt.timedelta(days=2)),
+    ("1.5h", NOW - dt.timedelta(minutes=90)),
+    ("2026-05-01T08:00+02:00", dt.datetime(2026, 5, 1, 6, 0, tzinfo=dt.UTC)),
+    ("2026-05-01T08:00:00Z", dt.datetime(2026, 5, 1, 8, 0, tzinfo=dt.UTC)),
+])
+def test_when_reads_ages_and_dates(text: str, expected: dt.datetime) -> None:
+    assert parse_when(text, NOW) == expected
+
+
+def test_a_date_without_offset_is_local_time() -> None:
+    moment = parse_when("2026-05-01", NOW)
+    assert moment.tzinfo is not None
+    assert moment.replace(tzinfo=None) == dt.datetime(2026, 5, 1)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "3x", "", "2026-13-01"])
+def test_when_refuses_other_text(text: str) -> None:
+    with pytest.raises(ValueError, match="not a date, a date-time or an age"):
+        parse_when(text, NOW)
+
+
+@pytest.fixture
+async def made(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeVidu, list[str]]]:
+    """Three tasks: two finished, the last held in ``created``."""
+    clock = ManualClock()
+    async with FakeVidu(timeline=Timeline(created=1, processing=1), clock=clock, seed=8) as fake:
+        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
+        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        async with ViduClient(fake.api_key, base_url=fake.url) as client:
+            ids = [(await client.create_reference2video(ReferenceToVideoRequest(
+                "viduq2", f"a cat number {n}", images=[URL], watermark=True))).task_id
+                for n in range(2)]
+            clock.advance(10)
+            fake.tick()
+            held = await client.create_reference2video(
+                ReferenceToVideoRequest("viduq2", "a dog", images=[URL]))
+        yield fake, [*ids, held.task_id]
+
+
+async def cli(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+async def test_tasks_lists_one_line_a_task_and_filters(
+    made: tuple[FakeVidu, list[str]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, ids = made
+    assert await cli("tasks") == 0
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(ids)
+    held = next(line for line in lines if line.startswith(ids[2]))
+    assert held.split()[1] == "created" and held.endswith("a dog")
+    assert " viduq2 " in held
+    assert err == "3 tasks\n"
+    assert await cli("tasks", "--state", "success", "--json") == 0
+    answers = [json.loads(line) for line in capfd.readouterr().out.splitlines()]
+    assert sorted(a["id"] for a in answers) == sorted(ids[:2])
+    assert {a["payload"] for a in answers} == {""}  # the client's correlation prefix removed
+    assert await cli("tasks", "--id", ids[1], "--id", ids[2], "--state", "created") == 0
+    assert [line.split()[0] for line in capfd.readouterr().out.splitlines()] == [ids[2]]
+    assert await cli("tasks", "--limit", "1") == 0
+    out, err = capfd.readouterr()
+    assert len(out.splitlines()) == 1 and "--limit 1: there may be more" in err
+    assert await cli("tasks", "--until", "2000-01-01") == 0
+    assert capfd.readouterr() == ("", "0 tasks\n")
+
+
+async def test_tasks_refuses_bad_filters_before_any_request(
+    made: tuple[FakeVidu, list[str]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    fake, _ = made
+    before = fake.stats.requests_to("list_tasks")
+    assert await cli("tasks", "--since", "last week") == 2
+    assert "not a date, a date-time or an age" in capfd.readouterr().err
+    assert await cli("tasks", "--limit", "0") == 2
+    assert "--limit must be 1 or more" in capfd.readouterr().err
+    assert fake.stats.requests_to("list_tasks") == before
+
+
+async def test_download_names_files_and_fetches_covers_and_watermarked_videos(
+    made: tuple[FakeVidu, list[str]], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, ids = made
+    args = ["download", ids[0], "--dest", str(tmp_path), "--name", "take-{task_id}",
+            "--covers", "--watermarked"]
+    assert await cli(*args) == 0
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == [f"covers/take-{ids[0]}.jpg", f"take-{ids[0]}.mp4",
+                     f"watermarked/take-{ids[0]}.mp4"]
+    assert f"file: {tmp_path}/covers/take-{ids[0]}.jpg" in capfd.readouterr().out
+    assert await cli("download", ids[0], "--dest", str(tmp_path), "--name", "{prompt}") == 2
+    assert "unknown field {prompt}" in capfd.readouterr().err

@@ -1,0 +1,28 @@
+"""The download-naming flags (``--name``, ``--covers``, ``--watermarked``), shared by
+``submit``, ``download`` and ``batch download``."""
+
+from __future__ import annotations
+
+import argparse
+
+from vidu_async.download import DownloadNames
+
+__all__ = ["add_name_arguments", "download_names"]
+
+
+def add_name_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("download names")
+    group.add_argument(
+        "--name", metavar="TEMPLATE", default="{custom_id}",
+        help="file name of each video, from {custom_id}, {task_id}, {line} and {index} (the "
+        "creation's number); made file-system safe, never shared by two jobs ({custom_id})",
+    )
+    group.add_argument("--covers", action="store_true", help="download covers too, into covers/")
+    group.add_argument("--watermarked", action="store_true",
+                       help="download watermarked videos too, into watermarked/ (tasks created "
+                       "with a watermark have them)")
+
+
+def download_names(args: argparse.Namespace) -> DownloadNames:
+    """The flags as ``DownloadNames``; ``ValueError`` naming the template when it is unusable."""
+    return DownloadNames(args.name, covers=args.covers, watermarked=args.watermarked)
