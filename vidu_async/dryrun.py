@@ -22,10 +22,10 @@ import attrs
 
 from vidu_async.batch import BatchOptions, account_label
 from vidu_async.batch.identity import MediaDigests, cost_class, job_facts
-from vidu_async.batch.plan import Create, Follow, Reconcile, Refuse, Replay, plan
+from vidu_async.batch.plan import Action, Create, Follow, Reconcile, Refuse, Replay, plan
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.jobs import Job, read_jobs
+from vidu_async.jobs import Job, JobFormat, read_jobs
 from vidu_async.journal import JobRecord, Journal
 from vidu_async.requests import Request, SubjectsToVideoRequest
 from vidu_async.submit import report_line
@@ -148,6 +148,8 @@ async def dry_run(
     defaults: Mapping[str, Any],
     results: Path | None,
     messages: TextIO,
+    fmt: JobFormat | None = None,
+    base_dir: Path | None = None,
 ) -> DryRun:
     """Check and summarise a run of ``path`` without creating anything; see the module
     docstring. Raises ``ConfigurationError`` for an unwritable results path or download
@@ -162,7 +164,8 @@ async def dry_run(
     if options.journal is not None and _has_records(options.journal):
         journal = await Journal.open(options.journal, batch_id=options.batch_id or "")
     try:
-        found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages)
+        found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages,
+                              fmt, base_dir)
     finally:
         if journal is not None:
             await journal.close()
@@ -178,13 +181,14 @@ def _has_records(journal: Path) -> bool:
 async def _decide(
     path: Path, clients: Sequence[ViduClient], defaults: Mapping[str, Any],
     journal: Journal | None, batch_id: str, messages: TextIO,
+    fmt: JobFormat | None = None, base_dir: Path | None = None,
 ) -> DryRun:
     """Read every line and decide each job as a run would, counting by what becomes of it."""
     accounts = frozenset(account_label(c) for c in clients)
     digests = MediaDigests()
     counts: Counter[str] = Counter()
     to_send: Counter[Group] = Counter()
-    for item in read_jobs(path, defaults=defaults):
+    for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
         report_line(item, path, messages)
         counts["lines"] += 1
         if item.job is None:
@@ -212,7 +216,7 @@ async def _decide(
 async def _plan(
     job: Job, record: JobRecord | None, journal: Journal | None, batch_id: str,
     accounts: frozenset[str], digests: MediaDigests,
-) -> Create | Replay | Follow | Reconcile | Refuse:
+) -> Action:
     """``batch.plan`` for one job; its fingerprint is taken only when the journal knows it."""
     if record is None or journal is None:
         return Create("")

@@ -24,11 +24,14 @@ from vidu_async.cli.common import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     Commands,
+    JobsInput,
     add_account_arguments,
     add_jobs_arguments,
     as_flag,
     clients_from_env,
+    jobs_input,
     jobs_or_usage_error,
+    reads_stdin,
     request_defaults,
 )
 from vidu_async.client import ViduClient
@@ -40,6 +43,8 @@ from vidu_async.errors import (
     JournalError,
     ViduError,
 )
+from vidu_async.failures import SHOWN, Failure, write_errors_file
+from vidu_async.failures import render as render_failures
 from vidu_async.jobs import read_jobs
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.retry import RetryPolicy
@@ -128,26 +133,44 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         help="create nothing: check every line, the key, the journal and the paths, and print "
         "what would be sent and what it costs where known",
     )
+    after = submit.add_argument_group("after a run")
+    after.add_argument(
+        "--errors", type=Path, metavar="PATH",
+        help="also write the jobs that did not succeed and may be sent again (invalid, failed "
+        "on Vidu, not sent) to PATH as a JSONL jobs file, submittable as is",
+    )
+    after.add_argument(
+        "--retry-failed", action="store_true",
+        help="send each job whose task failed on Vidu again, as a new task (billed again), "
+        "under a new key the journal records; every other job is replayed or followed",
+    )
     submit.set_defaults(run=run_submit)
 
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    problem = jobs_or_usage_error(args)
+    with jobs_input(args, sys.stderr) as jobs:
+        return _validate(args, jobs)
+
+
+def _validate(args: argparse.Namespace, jobs: JobsInput) -> int:
+    problem = jobs_or_usage_error(jobs)
     if problem:
         print(f"vidu-async validate: {problem}", file=sys.stderr)
         return EXIT_USAGE
     total = invalid = 0
     kinds: Counter[str] = Counter()
-    for item in read_jobs(args.jobs, defaults=request_defaults(args)):
+    lines = read_jobs(jobs.path, defaults=request_defaults(args), fmt=jobs.fmt,
+                      base_dir=jobs.base_dir)
+    for item in lines:
         total += 1
         invalid += not item.ok
         kinds[item.kind or "unknown type"] += item.ok
-        report_line(item, args.jobs, sys.stderr)
+        report_line(item, Path(jobs.name), sys.stderr)
         if args.json:
             print(json.dumps(item.to_dict(), ensure_ascii=False), flush=True)
     print(
-        f"{args.jobs}: {total} job{'s' if total != 1 else ''}, "
+        f"{jobs.name}: {total} job{'s' if total != 1 else ''}, "
         f"{total - invalid} valid, {invalid} invalid"
         + "".join(f"\n  {kind}: {n} valid" for kind, n in sorted(kinds.items()) if n),
         file=sys.stderr,
@@ -156,12 +179,24 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    problem = jobs_or_usage_error(args)
+    if reads_stdin(args) and args.journal is None:
+        print("vidu-async submit: jobs from - need --journal FILE: it is the batch's memory "
+              "and, with no file name, its identity (the batch id defaults to "
+              "stdin:JOURNAL_NAME); rerun with the same --journal and the same input to resume "
+              "without paying twice", file=sys.stderr)
+        return EXIT_USAGE
+    with jobs_input(args, sys.stderr) as jobs:
+        return _run_submit(args, jobs)
+
+
+def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
+    problem = jobs_or_usage_error(jobs)
     if problem:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
     journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
-    batch_id = args.batch_id or args.jobs.name
+    default_id = f"stdin:{journal.name}" if reads_stdin(args) else args.jobs.name
+    batch_id = args.batch_id or default_id
     if args.fresh:
         if journal.exists() and journal.stat().st_size > 0:
             print(f"vidu-async submit: --fresh starts a new batch, but the journal {journal} "
@@ -182,6 +217,7 @@ def run_submit(args: argparse.Namespace) -> int:
             batch_id=batch_id,
             poll_interval=args.poll_interval,
             callback_url=listener.url if listener else None,
+            retry_failed=args.retry_failed,
         )
     except ValueError as error:  # the options' own checks name the option: say it as a flag
         print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
@@ -195,9 +231,9 @@ def run_submit(args: argparse.Namespace) -> int:
         print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     if args.dry_run:
-        return asyncio.run(_dry_run(args, clients, options))
+        return asyncio.run(_dry_run(args, jobs, clients, options))
     try:
-        return asyncio.run(_terminable(_submit(args, clients, options, listener)))
+        return asyncio.run(_terminable(_submit(args, jobs, clients, options, listener)))
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(
@@ -250,26 +286,29 @@ def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
     return Listener.parse(args.callback_url, args.listen)
 
 
-async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
-                  listener: Listener | None) -> int:
+async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
+                  options: BatchOptions, listener: Listener | None) -> int:
     try:
         # Appending, not truncating: a second run refused by the journal's lock must not
         # empty the first one's results. The first result written starts the file afresh.
         results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
+        if args.errors:  # found unwritable before anything is paid, not after
+            args.errors.open("a", encoding="utf-8").close()
     except OSError as error:
-        print(f"vidu-async submit: cannot write the results file {args.results}: "
-              f"{error.strerror}", file=sys.stderr)
+        print(f"vidu-async submit: cannot write {error.filename}: {error.strerror}",
+              file=sys.stderr)
         return EXIT_USAGE
     progress = ProgressReporter(
-        ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
+        ProgressState(time.monotonic(), total=count_lines(jobs.path, jobs.fmt)), sys.stderr,
         quiet=args.quiet,
     )
     try:
         async with clients[0]:
             summary = await submit_jobs_file(
-                args.jobs, clients, options, defaults=request_defaults(args),
+                jobs.path, clients, options, defaults=request_defaults(args),
                 results=results, messages=sys.stderr, progress=progress, listener=listener,
-                fresh_results=args.results is not None,
+                fresh_results=args.results is not None, fmt=jobs.fmt, base_dir=jobs.base_dir,
+                name=jobs.name,
             )
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
@@ -293,16 +332,43 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
         print(f"stopped submitting: {reason.reason}: {reason.message}", file=sys.stderr)
     if args.results:
         print(f"results: {args.results}", file=sys.stderr)
+    _report_failures(args, jobs, summary.failures)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
 
 
-async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
+def _report_failures(args: argparse.Namespace, jobs: JobsInput,
+                     failures: tuple[Failure, ...]) -> None:
+    """The jobs that did not succeed and what to do; with ``--errors``, those that may be
+    sent again written there as a jobs file."""
+    for line in render_failures(failures, errors=args.errors):
+        print(line, file=sys.stderr)
+    if not args.errors:
+        return
+    try:
+        written = write_errors_file(args.errors, jobs.path, failures,
+                                    defaults=request_defaults(args), fmt=jobs.fmt,
+                                    base_dir=jobs.base_dir)
+    except OSError as error:
+        print(f"vidu-async submit: cannot write {args.errors}: {error.strerror or error}",
+              file=sys.stderr)
+        return
+    print(f"errors: {written.written} job{'s' if written.written != 1 else ''} to send again "
+          f"written to {args.errors} (submit it as is: vidu-async submit {args.errors} ...)",
+          file=sys.stderr)
+    for failure, why in written.left_out[:SHOWN]:
+        print(f"  not in it: {failure.custom_id}: {why}", file=sys.stderr)
+    if len(written.left_out) > SHOWN:
+        print(f"  and {len(written.left_out) - SHOWN} more not in it", file=sys.stderr)
+
+
+async def _dry_run(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
                    options: BatchOptions) -> int:
     """``submit --dry-run``: the summary on stdout; exit codes as a run's would be."""
     try:
         async with clients[0]:
-            found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
-                                  results=args.results, messages=sys.stderr)
+            found = await dry_run(jobs.path, clients, options, defaults=request_defaults(args),
+                                  results=args.results, messages=sys.stderr, fmt=jobs.fmt,
+                                  base_dir=jobs.base_dir)
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
