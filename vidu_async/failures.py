@@ -128,7 +128,7 @@ def write_errors_file(
         for number, fields in line_fields(jobs, wanted, fmt):
             failure = wanted[number]
             if isinstance(fields, FieldProblem):
-                left_out.append((failure, f"line {number} {fields.message}: fix it in {jobs}"))
+                left_out.append((failure, f"line {number}: {fields.message}; fix it and rerun"))
                 continue
             record = {"custom_id": failure.custom_id,
                       **_absolute_media({**fill, **fields}, folder)}
