@@ -234,3 +234,17 @@ async def test_the_run_ends_with_the_failed_jobs_and_errors_writes_them_resubmit
         assert code in (0, 1)  # the flaky simulator may fail a task again
         assert sorted(str(r["custom_id"]) for r in results(again)) == sorted(["long", *failed])
         assert fake.stats.tasks_created == created + len(failed) + 1
+
+
+@pytest.mark.parametrize("where", ["the jobs file", "a folder that is a file"])
+async def test_an_errors_path_that_cannot_be_used_is_exit_2_before_anything_is_sent(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str], where: str
+) -> None:
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("a cat\n")
+    (tmp_path / "file").write_text("")
+    errors = jobs if where == "the jobs file" else tmp_path / "file" / "errors.jsonl"
+    assert await run(submit_args(jobs, "--errors", str(errors))) == 2
+    assert str(errors) in capfd.readouterr().err
+    assert jobs.read_text() == "a cat\n"
+    assert sim.stats.tasks_created == 0

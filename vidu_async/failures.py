@@ -112,8 +112,9 @@ def write_errors_file(
     fmt: JobFormat | None = None,
     base_dir: Path | None = None,
 ) -> ErrorsFile:
-    """Write the failures that may be sent again as a JSONL jobs file ``out``, one line each
-    in the order of ``jobs``, read once more for their fields. Raises ``OSError``."""
+    """Write the failures that may be sent again as a JSONL jobs file ``out`` (replaced whole),
+    one line each in the order of ``jobs``, read once more for their fields. Raises
+    ``OSError``."""
     wanted: dict[int, Failure] = {}
     left_out: list[tuple[Failure, str]] = []
     for failure in failures:
@@ -124,7 +125,8 @@ def write_errors_file(
     folder = base_dir or jobs.parent
     fill = {k: v for k, v in defaults.items() if k != "strict"}
     written = 0
-    with out.open("w", encoding="utf-8") as handle:
+    partial = out.with_name(f".{out.name}.part")
+    with partial.open("w", encoding="utf-8") as handle:
         for number, fields in line_fields(jobs, wanted, fmt):
             failure = wanted[number]
             if isinstance(fields, FieldProblem):
@@ -134,6 +136,7 @@ def write_errors_file(
                       **_absolute_media({**fill, **fields}, folder)}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
+    partial.replace(out)  # whole or not at all: an errors file is submitted as is
     return ErrorsFile(written, tuple(left_out))
 
 

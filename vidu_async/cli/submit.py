@@ -194,6 +194,10 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
     if problem:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.errors and args.errors.resolve() == jobs.path.resolve():
+        print(f"vidu-async submit: --errors {args.errors} is the jobs file itself: give "
+              "another path (the errors file is written anew after the run)", file=sys.stderr)
+        return EXIT_USAGE
     journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
     default_id = f"stdin:{journal.name}" if reads_stdin(args) else args.jobs.name
     batch_id = args.batch_id or default_id
@@ -289,14 +293,19 @@ def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
 async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
                   options: BatchOptions, listener: Listener | None) -> int:
     try:
-        # Appending, not truncating: a second run refused by the journal's lock must not
-        # empty the first one's results. The first result written starts the file afresh.
-        results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
         if args.errors:  # found unwritable before anything is paid, not after
             args.errors.open("a", encoding="utf-8").close()
     except OSError as error:
-        print(f"vidu-async submit: cannot write {error.filename}: {error.strerror}",
-              file=sys.stderr)
+        print(f"vidu-async submit: cannot write the errors file {args.errors}: "
+              f"{error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        # Appending, not truncating: a second run refused by the journal's lock must not
+        # empty the first one's results. The first result written starts the file afresh.
+        results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
+    except OSError as error:
+        print(f"vidu-async submit: cannot write the results file {args.results}: "
+              f"{error.strerror}", file=sys.stderr)
         return EXIT_USAGE
     progress = ProgressReporter(
         ProgressState(time.monotonic(), total=count_lines(jobs.path, jobs.fmt)), sys.stderr,
