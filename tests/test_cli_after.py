@@ -248,3 +248,28 @@ async def test_an_errors_path_that_cannot_be_used_is_exit_2_before_anything_is_s
     assert str(errors) in capfd.readouterr().err
     assert jobs.read_text() == "a cat\n"
     assert sim.stats.tasks_created == 0
+
+
+async def test_a_dry_run_from_stdin_names_it(
+    sim: FakeVidu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    stdin(monkeypatch, "a cat\na dog\n")
+    journal = tmp_path / "j.jsonl"
+    assert await run(submit_args("-", "--journal", str(journal), "--dry-run")) == 0
+    out = capfd.readouterr().out
+    assert "dry run of <stdin>: nothing is created" in out
+    assert "to send: 2 jobs" in out
+    assert sim.stats.tasks_created == 0
+
+
+async def test_a_bad_line_from_stdin_is_named_by_its_line(
+    sim: FakeVidu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    stdin(monkeypatch, '{"prompt": "a cat"}\n{"prompt": "a dog", "duration": 99}\n')
+    assert await run(submit_args("-", "--journal", str(tmp_path / "j.jsonl"))) == 1
+    err = capfd.readouterr().err
+    assert "reading <stdin> as jsonl: it starts with {" in err
+    assert "<stdin>:2: error: duration: viduq2 accepts 1..10 seconds, got 99" in err
+    assert sim.stats.tasks_created == 1

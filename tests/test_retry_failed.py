@@ -186,3 +186,18 @@ async def test_a_lost_journal_finds_the_retry_task_by_its_key_instead_of_paying(
     third = await submit(jobs, "--retry-failed")
     assert flaky.stats.tasks_created == made
     assert ends(third) == ends(second)
+
+
+async def test_a_dry_run_with_retry_failed_counts_the_failed_jobs_as_to_send(
+    flaky: FakeVidu, jobs: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    to_retry = failed(await submit(jobs))
+    capfd.readouterr()
+    argv = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--dry-run"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert f"done (replayed): {JOBS} jobs" in capfd.readouterr().out
+    assert await asyncio.to_thread(main, [*argv, "--retry-failed"]) == 0
+    out = capfd.readouterr().out
+    assert f"done (replayed): {JOBS - len(to_retry)} jobs" in out
+    assert f"to send: {len(to_retry)} job" in out
+    assert flaky.stats.tasks_created == JOBS

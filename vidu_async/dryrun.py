@@ -150,6 +150,7 @@ async def dry_run(
     messages: TextIO,
     fmt: JobFormat | None = None,
     base_dir: Path | None = None,
+    shown_as: str | None = None,
 ) -> DryRun:
     """Check and summarise a run of ``path`` without creating anything; see the module
     docstring. Raises ``ConfigurationError`` for an unwritable results path or download
@@ -165,7 +166,7 @@ async def dry_run(
         journal = await Journal.open(options.journal, batch_id=options.batch_id or "")
     try:
         found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages,
-                              fmt, base_dir)
+                              fmt, base_dir, shown_as, options.retry_failed)
     finally:
         if journal is not None:
             await journal.close()
@@ -181,23 +182,27 @@ def _has_records(journal: Path) -> bool:
 async def _decide(
     path: Path, clients: Sequence[ViduClient], defaults: Mapping[str, Any],
     journal: Journal | None, batch_id: str, messages: TextIO,
-    fmt: JobFormat | None = None, base_dir: Path | None = None,
+    fmt: JobFormat | None = None, base_dir: Path | None = None, shown_as: str | None = None,
+    retry_failed: bool = False,
 ) -> DryRun:
-    """Read every line and decide each job as a run would, counting by what becomes of it."""
+    """Read every line and decide each job as a run would, counting by what becomes of it
+    (``shown_as``: how messages name the jobs, e.g. ``<stdin>``)."""
+    shown = Path(shown_as) if shown_as else path
     accounts = frozenset(account_label(c) for c in clients)
     digests = MediaDigests()
     counts: Counter[str] = Counter()
     to_send: Counter[Group] = Counter()
     for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
-        report_line(item, path, messages)
+        report_line(item, shown, messages)
         counts["lines"] += 1
         if item.job is None:
             counts["invalid"] += 1
             continue
         record = journal.take(item.job.custom_id) if journal is not None else None
-        action = await _plan(item.job, record, journal, batch_id, accounts, digests)
+        action = await _plan(item.job, record, journal, batch_id, accounts, digests,
+                             retry_failed)
         if isinstance(action, Refuse):
-            print(f"{path}:{item.line}: error: {action.error.reason}: {action.error.message}",
+            print(f"{shown}:{item.line}: error: {action.error.reason}: {action.error.message}",
                   file=messages)
             counts["invalid"] += 1
         elif isinstance(action, Replay):
@@ -207,7 +212,7 @@ async def _decide(
         else:
             to_send[Group.of(item.job.request)] += 1
     return DryRun(
-        str(path), counts["lines"], counts["invalid"], counts["done"], counts["followed"],
+        str(shown), counts["lines"], counts["invalid"], counts["done"], counts["followed"],
         dict(to_send), dict(journal.costs) if journal else {}, journal.spent if journal else 0,
         None, (),
     )
@@ -215,13 +220,13 @@ async def _decide(
 
 async def _plan(
     job: Job, record: JobRecord | None, journal: Journal | None, batch_id: str,
-    accounts: frozenset[str], digests: MediaDigests,
+    accounts: frozenset[str], digests: MediaDigests, retry_failed: bool,
 ) -> Action:
     """``batch.plan`` for one job; its fingerprint is taken only when the journal knows it."""
     if record is None or journal is None:
         return Create("")
     facts = await job_facts(job, journal.batch_id or batch_id, record.attempts, digests)
-    return plan(facts, record, accounts)
+    return plan(facts, record, accounts, retry_failed=retry_failed)
 
 
 def _check_paths(results: Path | None, download: Path | None, journal: Path | None) -> None:

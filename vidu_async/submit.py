@@ -126,7 +126,7 @@ async def submit_jobs_file(
     fresh_results: bool = False,
     fmt: JobFormat | None = None,
     base_dir: Path | None = None,
-    name: str | None = None,
+    shown_as: str | None = None,
 ) -> SubmitSummary:
     """Submit every valid line of ``path``; write one result line per line to ``results``
     (``fresh_results``: a file this run empties first, once it holds the journal's lock).
@@ -134,14 +134,14 @@ async def submit_jobs_file(
     With ``listener`` (and ``options.callback_url`` set to its URL), a receiver verifying with
     the keys of ``clients`` runs on its address while the batch runs; ``ConfigurationError``
     when it cannot listen there. ``fmt`` and ``base_dir`` as ``read_jobs`` takes them;
-    ``name``: how messages name the jobs (``<stdin>`` for jobs spooled from it).
+    ``shown_as``: how messages name the jobs (``<stdin>`` for jobs spooled from it).
     """
     counts: Counter[str] = Counter()
     failures: list[Failure] = []
 
     def lines() -> Iterator[JobLine]:
         for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
-            report_line(item, Path(name) if name else path, messages)
+            report_line(item, Path(shown_as) if shown_as else path, messages)
             yield item
 
     async with contextlib.AsyncExitStack() as stack:

@@ -317,7 +317,7 @@ async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduC
                 jobs.path, clients, options, defaults=request_defaults(args),
                 results=results, messages=sys.stderr, progress=progress, listener=listener,
                 fresh_results=args.results is not None, fmt=jobs.fmt, base_dir=jobs.base_dir,
-                name=jobs.name,
+                shown_as=jobs.name,
             )
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
@@ -377,7 +377,7 @@ async def _dry_run(args: argparse.Namespace, jobs: JobsInput, clients: list[Vidu
         async with clients[0]:
             found = await dry_run(jobs.path, clients, options, defaults=request_defaults(args),
                                   results=args.results, messages=sys.stderr, fmt=jobs.fmt,
-                                  base_dir=jobs.base_dir)
+                                  base_dir=jobs.base_dir, shown_as=jobs.name)
     except AuthenticationError as error:
         print(f"vidu-async submit: {error}", file=sys.stderr)
         return EXIT_AUTH
