@@ -139,6 +139,7 @@ STDIN = "<stdin>"
 
 
 def reads_stdin(args: argparse.Namespace) -> bool:
+    """Whether the jobs come from standard input (``-``; a file named so is ``./-``)."""
     return str(args.jobs) == "-"
 
 
