@@ -4,6 +4,7 @@ files, budgets across reruns, journal errors and download names, against the sim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -26,12 +27,19 @@ COST = 45
 """What one viduq2 task of the default 5 s costs in the simulator."""
 
 
-@pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
-    async with FakeVidu(timeline=FAST, concurrency_limit=50, seed=7) as fake:
+@contextlib.asynccontextmanager
+async def simulator(monkeypatch: pytest.MonkeyPatch, timeline: Timeline) -> AsyncIterator[FakeVidu]:
+    """A simulator the CLI finds through its environment."""
+    async with FakeVidu(timeline=timeline, concurrency_limit=50, seed=7) as fake:
         monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
         monkeypatch.setenv("VIDU_BASE_URL", fake.url)
         monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        yield fake
+
+
+@pytest.fixture
+async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+    async with simulator(monkeypatch, FAST) as fake:
         yield fake
 
 
@@ -332,9 +340,17 @@ async def test_max_credits_zero_sends_nothing_and_says_why(
     assert "stopped submitting: BudgetReached: max_credits 0 reached" in capfd.readouterr().err
 
 
+@pytest.fixture
+async def slow_to_start(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+    """Tasks wait a second before they queue: time enough to cancel one on a busy machine."""
+    async with simulator(monkeypatch, Timeline(created=1.0, processing=0.05)) as fake:
+        yield fake
+
+
 async def test_a_job_the_budget_stopped_is_sent_by_a_rerun_with_more_budget(
-    sim: FakeVidu, tmp_path: Path
+    slow_to_start: FakeVidu, tmp_path: Path
 ) -> None:
+    sim = slow_to_start
     jobs = tmp_path / "prompts.txt"
     write_prompts(jobs, ["a cat", "a dog"])
     out = tmp_path / "results.jsonl"

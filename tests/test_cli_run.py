@@ -88,7 +88,10 @@ async def test_an_estimate_over_max_credits_is_said_before_any_create(
     ]
     # The hard cap sends what fits: two more tasks, the fourth job is not submitted.
     assert sim.stats.tasks_created == 3
-    assert err[-2].startswith(f"stopped submitting: BudgetReached: max_credits {3 * COST}")
+    stop = next(i for i, line in enumerate(err) if line.startswith("stopped submitting:"))
+    assert err[stop].startswith(f"stopped submitting: BudgetReached: max_credits {3 * COST}")
+    listed = err.index("1 job did not succeed:")  # then the list of what did not succeed
+    assert listed > stop and "not_submitted" in err[listed + 1]
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,11 @@ the task was made, 429s, resets) and playing a random reading of the docs' uncer
 (a lagging list, a skewed server clock, a list without payloads). The machine then runs the
 same batch again and again: to its end, or interrupted after a few outcomes (the journal stays
 consistent, as after Ctrl-C), sometimes after its journal was deleted, sometimes with a job
-added in front. After every step:
+added in front, sometimes retrying the jobs whose task failed (``retry_failed``: a new task on
+purpose, under the next attempt's key). After every step:
 
 - no correlation key has two tasks on the server (nothing was ever paid twice);
+- no job has more tasks than its first and one per retrying run (cancelled ones aside);
 - the budget, when there is one, was never passed while the journal lived;
 and after every run that was not interrupted, every job was reported exactly once.
 
@@ -35,7 +37,16 @@ from vidu_async.jobs import Job
 from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
-from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks, task_cost
+from vidu_async.testing import (
+    CANCELED,
+    EndpointFaults,
+    FakeVidu,
+    Faults,
+    ManualClock,
+    Quirks,
+    Timeline,
+    task_cost,
+)
 
 COST = task_cost("viduq2", 5, off_peak=False)
 CREDITS = 100_000
@@ -79,26 +90,31 @@ class PayOnce(RuleBasedStateMachine):
         self.sim: FakeVidu | None = None
         self.cap: int | None = None
         self.journal_lost = False
+        self.retrying_runs = 0
 
     @initialize(
         faults=st.sampled_from(sorted(FAULTS)),
         quirks=st.sampled_from(sorted(QUIRKS)),
         cap=st.none() | st.integers(0, 8).map(lambda n: n * COST),
         seed=st.integers(0, 2**16),
+        failing=st.sampled_from([0.0, 0.5]),
     )
-    def start(self, faults: str, quirks: str, cap: int | None, seed: int) -> None:
+    def start(self, faults: str, quirks: str, cap: int | None, seed: int, failing: float
+              ) -> None:
         self.sim = FakeVidu(faults=FAULTS[faults], quirks=QUIRKS[quirks], clock=self.clock,
-                            seed=seed, credits=CREDITS)
+                            seed=seed, credits=CREDITS, timeline=Timeline(failure_rate=failing))
         self.loop.run_until_complete(self.sim.__aenter__())
         self.cap = cap
 
-    async def _run(self, stop_after: int | None) -> list[Outcome]:
+    async def _run(self, stop_after: int | None, *, retry_failed: bool = False
+                   ) -> list[Outcome]:
         assert self.sim is not None
         policy = RetryPolicy(sleep=self.clock.sleep, clock=self.clock, max_attempts=8,
                              budget=3600.0, visibility_lag=30.0)
         options = BatchOptions(
             concurrency=3, wait=True, journal=self.journal, batch_id="herons",
             max_credits=self.cap, poll_interval=5.0, clock=self.clock, sleep=self.clock.sleep,
+            retry_failed=retry_failed,
         )
         outcomes: list[Outcome] = []
         async with ViduClient(self.sim.api_key, base_url=self.sim.url, retry=policy) as client:
@@ -128,6 +144,11 @@ class PayOnce(RuleBasedStateMachine):
     def interrupt(self, after: int) -> None:
         self.loop.run_until_complete(self._run(after))
 
+    @rule(after=st.none() | st.integers(0, 4))
+    def retry_failed(self, after: int | None) -> None:
+        self.retrying_runs += 1
+        self.loop.run_until_complete(self._run(after, retry_failed=True))
+
     @rule()
     def lose_the_journal(self) -> None:
         self.journal.unlink(missing_ok=True)
@@ -146,6 +167,14 @@ class PayOnce(RuleBasedStateMachine):
     def no_key_has_two_tasks(self) -> None:
         if self.sim is not None:
             assert self.sim.stats.duplicate_payloads() == {}
+
+    @invariant()
+    def a_job_has_one_task_per_deliberate_attempt(self) -> None:
+        if self.sim is None:
+            return
+        kept = Counter(str(t.request["prompt"]) for t in self.sim.tasks.values()
+                       if t.err_code != CANCELED)
+        assert max(kept.values(), default=0) <= 1 + self.retrying_runs
 
     @invariant()
     def the_budget_holds_while_the_journal_lives(self) -> None:

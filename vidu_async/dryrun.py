@@ -22,10 +22,10 @@ import attrs
 
 from vidu_async.batch import BatchOptions, account_label
 from vidu_async.batch.identity import MediaDigests, cost_class, job_facts
-from vidu_async.batch.plan import Create, Follow, Reconcile, Refuse, Replay, plan
+from vidu_async.batch.plan import Action, Create, Follow, Reconcile, Refuse, Replay, plan
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.jobs import Job, read_jobs
+from vidu_async.jobs import Job, JobFormat, read_jobs
 from vidu_async.journal import JobRecord, Journal
 from vidu_async.requests import Request, SubjectsToVideoRequest
 from vidu_async.submit import report_line
@@ -192,6 +192,9 @@ async def dry_run(
     results: Path | None,
     messages: TextIO,
     balances: bool = True,
+    fmt: JobFormat | None = None,
+    base_dir: Path | None = None,
+    shown_as: str | None = None,
 ) -> DryRun:
     """Check and summarise a run of ``path`` without creating anything; see the module
     docstring (``balances=False``: without asking the accounts, so with no request at all).
@@ -207,7 +210,8 @@ async def dry_run(
     if options.journal is not None and has_records(options.journal):
         journal = await Journal.open(options.journal, batch_id=options.batch_id or "")
     try:
-        found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages)
+        found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages,
+                              fmt, base_dir, shown_as, options.retry_failed)
     finally:
         if journal is not None:
             await journal.close()
@@ -223,22 +227,27 @@ def has_records(journal: Path) -> bool:
 async def _decide(
     path: Path, clients: Sequence[ViduClient], defaults: Mapping[str, Any],
     journal: Journal | None, batch_id: str, messages: TextIO,
+    fmt: JobFormat | None = None, base_dir: Path | None = None, shown_as: str | None = None,
+    retry_failed: bool = False,
 ) -> DryRun:
-    """Read every line and decide each job as a run would, counting by what becomes of it."""
+    """Read every line and decide each job as a run would, counting by what becomes of it
+    (``shown_as``: how messages name the jobs, e.g. ``<stdin>``)."""
+    shown = Path(shown_as) if shown_as else path
     accounts = frozenset(account_label(c) for c in clients)
     digests = MediaDigests()
     counts: Counter[str] = Counter()
     to_send: Counter[Group] = Counter()
-    for item in read_jobs(path, defaults=defaults):
-        report_line(item, path, messages)
+    for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
+        report_line(item, shown, messages)
         counts["lines"] += 1
         if item.job is None:
             counts["invalid"] += 1
             continue
         record = journal.take(item.job.custom_id) if journal is not None else None
-        action = await _plan(item.job, record, journal, batch_id, accounts, digests)
+        action = await _plan(item.job, record, journal, batch_id, accounts, digests,
+                             retry_failed)
         if isinstance(action, Refuse):
-            print(f"{path}:{item.line}: error: {action.error.reason}: {action.error.message}",
+            print(f"{shown}:{item.line}: error: {action.error.reason}: {action.error.message}",
                   file=messages)
             counts["invalid"] += 1
         elif isinstance(action, Replay):
@@ -248,7 +257,7 @@ async def _decide(
         else:
             to_send[Group.of(item.job.request)] += 1
     return DryRun(
-        str(path), counts["lines"], counts["invalid"], counts["done"], counts["followed"],
+        str(shown), counts["lines"], counts["invalid"], counts["done"], counts["followed"],
         dict(to_send), dict(journal.costs) if journal else {}, journal.spent if journal else 0,
         None, (),
     )
@@ -256,13 +265,13 @@ async def _decide(
 
 async def _plan(
     job: Job, record: JobRecord | None, journal: Journal | None, batch_id: str,
-    accounts: frozenset[str], digests: MediaDigests,
-) -> Create | Replay | Follow | Reconcile | Refuse:
+    accounts: frozenset[str], digests: MediaDigests, retry_failed: bool,
+) -> Action:
     """``batch.plan`` for one job; its fingerprint is taken only when the journal knows it."""
     if record is None or journal is None:
         return Create("")
     facts = await job_facts(job, journal.batch_id or batch_id, record.attempts, digests)
-    return plan(facts, record, accounts)
+    return plan(facts, record, accounts, retry_failed=retry_failed)
 
 
 def _check_paths(results: Path | None, download: Path | None, journal: Path | None) -> None:

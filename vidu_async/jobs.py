@@ -33,7 +33,7 @@ import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -63,7 +63,9 @@ __all__ = [
     "check_jobs_file",
     "count_jobs",
     "detect_format",
+    "line_fields",
     "read_jobs",
+    "sniff_format",
 ]
 
 JobFormat = Literal["jsonl", "csv", "txt"]
@@ -152,8 +154,23 @@ def detect_format(path: Path) -> JobFormat:
     except KeyError:
         known = ", ".join(FORMATS)
         raise JobsFileError(
-            f"{path}: unknown jobs file type {path.suffix!r}; use {known}"
+            f"{path}: unknown jobs file type {path.suffix!r}; use {known}, or name the "
+            "format (the CLI's --format)"
         ) from None
+
+
+def sniff_format(head: bytes) -> tuple[JobFormat, str]:
+    """The format of jobs that came without a file name (stdin), from their first bytes, and
+    why: ``{`` first is JSONL; a first line whose every cell is a known field name is a CSV
+    header; anything else is one prompt a line."""
+    text = head.removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace").lstrip()
+    if text.startswith("{"):
+        return "jsonl", "it starts with {"
+    first = text.splitlines()[0] if text else ""
+    names = [name for cell in next(csv.reader([first]), []) if (name := _field_name(cell))]
+    if names and all(name in _HEADER_NAMES for name in names):
+        return "csv", "its first line is a header of field names"
+    return "txt", "it is neither JSON objects nor a CSV header"
 
 
 def read_jobs(
@@ -162,6 +179,7 @@ def read_jobs(
     defaults: Mapping[str, Any] | None = None,
     fmt: JobFormat | None = None,
     strict: bool = False,
+    base_dir: Path | None = None,
 ) -> Iterator[JobLine]:
     """Yield one ``JobLine`` per job line of ``path``, lazily, each one checked offline.
 
@@ -169,7 +187,8 @@ def read_jobs(
     ``type`` among them choosing the endpoint of lines that name none (``request_from_dict``
     then picks by the fields present). ``strict`` (or ``defaults["strict"]``, the way the CLI's
     ``--strict`` arrives) refuses a model the capability tables lack; otherwise it is a warning.
-    Relative media paths in the file resolve against the file's folder. A line without
+    Relative media paths in the file resolve against ``base_dir``, by default the file's folder
+    (jobs spooled from stdin resolve against the working directory). A line without
     ``custom_id`` gets ``auto_id`` of its fields; a repeated id is an error on the later line. A
     CSV file without a header raises ``JobsFileError`` when iteration starts; an empty file
     yields nothing.
@@ -181,7 +200,8 @@ def read_jobs(
     repeats: dict[str, int] = {}
     for number, record in _records(path, fmt):
         try:
-            item = _job_line(number, record, defaults, path.parent, seen, repeats, strict)
+            item = _job_line(number, record, defaults, base_dir or path.parent, seen, repeats,
+                             strict)
         except Exception as exc:  # one line's surprise must never stop the rest of the file
             problem = FieldProblem("(line)", f"cannot be read: {type(exc).__name__}: {exc}")
             item = JobLine(number, None, None, (problem,))
@@ -192,6 +212,16 @@ def count_jobs(path: Path, fmt: JobFormat | None = None) -> int:
     """How many ``JobLine``s ``read_jobs`` yields for ``path`` (a progress total), without
     checking any line: blank lines and the CSV header do not count, bad lines do."""
     return sum(1 for _ in _records(path, fmt or detect_format(path)))
+
+
+def line_fields(
+    path: Path, numbers: Container[int], fmt: JobFormat | None = None
+) -> Iterator[tuple[int, dict[str, Any] | FieldProblem]]:
+    """The fields of the job lines numbered ``numbers``, as written (no defaults, no checks),
+    or why a line has none; one pass over the file, for writing chosen lines elsewhere."""
+    for number, record in _records(path, fmt or detect_format(path)):
+        if number in numbers:
+            yield number, _json_fields(record) if isinstance(record, str) else record
 
 
 def check_jobs_file(path: Path, fmt: JobFormat | None = None) -> None:
@@ -319,7 +349,7 @@ def _csv_records(lines: Iterable[_Line], path: Path) -> Iterator[tuple[int, _Rec
 
 def _header(row: list[str], where: str) -> list[str]:
     """The field names of a CSV header row, normalised; ``JobsFileError`` if it is no header."""
-    names = [re.sub(r"[\s-]+", "_", cell.strip()).casefold() for cell in row]
+    names = [_field_name(cell) for cell in row]
     nested = sorted(_JSONL_ONLY.intersection(names))
     if nested:
         raise JobsFileError(
@@ -336,6 +366,11 @@ def _header(row: list[str], where: str) -> list[str]:
     if twice:
         raise JobsFileError(f"{where}: the CSV header names {', '.join(twice)} twice")
     return names
+
+
+def _field_name(cell: str) -> str:
+    """A CSV header cell as the field it names: ``Aspect Ratio`` is ``aspect_ratio``."""
+    return re.sub(r"[\s-]+", "_", cell.strip()).casefold()
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -3,7 +3,9 @@
 For each job (keyed by an opaque job id the batch computes) it records, in order: an **intent**
 (the correlation key the create will carry, the request's fingerprint, the account label, the
 cost class, local and server time), on disk before the create is sent; the **created** task id
-and its credits once the API answers; and the **final** outcome. A rerun with the same journal
+and its credits once the API answers; and the **final** outcome. A **refunded** (its task
+cancelled unpaid) or **retry** (its failed task sent again on purpose) record makes the job
+unsent again, its next task under the next attempt's key. A rerun with the same journal
 therefore knows, for every job, whether it is done, whether a task exists to follow, or whether
 a create may have been sent whose answer was lost (an intent without a task id).
 
@@ -42,7 +44,7 @@ from vidu_async.errors import JournalError, JournalLockedError
 __all__ = ["JobRecord", "Journal", "JournalContents", "is_in_use", "read_journal"]
 
 _VERSION = 2
-_JOB_KINDS = ("intent", "created", "refunded", "final")
+_JOB_KINDS = ("intent", "created", "refunded", "retry", "final")
 _BATCH_KINDS = ("batch", "uploaded")
 _MAX_LINE = 1 << 20
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
@@ -65,9 +67,12 @@ class JobRecord:
     task_id: str | None = None
     credits: int | None = None
     final: Mapping[str, Any] | None = None
-    attempts: int = 0
-    """Tasks of this job cancelled unpaid (``refunded``): its next correlation key's number."""
     """The job's result record once it reached an end state."""
+    attempts: int = 0
+    """Tasks of this job cancelled unpaid (``refunded``) or failed and retried on purpose
+    (``retry``): its next correlation key's number."""
+    retried: tuple[str, ...] = ()
+    """Failed tasks of this job an earlier run retried: billed, counted in ``spent`` already."""
 
     @property
     def is_final(self) -> bool:
@@ -118,12 +123,16 @@ class _Loaded:
                 intent_at=record.get("at"),
                 server_at=record.get("server_at"),
                 attempts=current.attempts,
+                retried=current.retried,
             )
         elif kind == "refunded":  # its task was cancelled unpaid: the job starts afresh
             credits = record.get("credits")
             if isinstance(credits, int):
                 self.spent -= credits
-            current = JobRecord(job_id, attempts=current.attempts + 1)
+            current = JobRecord(job_id, attempts=current.attempts + 1, retried=current.retried)
+        elif kind == "retry":  # its task failed and is sent again, on purpose, under a new key
+            current = JobRecord(job_id, attempts=current.attempts + 1,
+                                retried=(*current.retried, str(record.get("task_id"))))
         elif kind == "created":
             task_id, credits = record.get("task_id"), record.get("credits")
             if task_id != current.task_id and isinstance(credits, int):
@@ -253,6 +262,12 @@ class Journal:
             {"kind": "refunded", "job": job_id, "task_id": task_id, "credits": credits},
             durable=True,
         )
+
+    async def retry(self, job_id: str, *, task_id: str) -> None:
+        """Record that the job's failed task ``task_id`` is sent again as a new task: the job is
+        unsent again, its next create under the next attempt's key. On disk when this returns,
+        so a crash before that create leaves a rerun the same new key (pay once)."""
+        await self._commit({"kind": "retry", "job": job_id, "task_id": task_id}, durable=True)
 
     async def uploaded(self, media: str, uri: str) -> None:
         """Remember that the image ``media`` (an account and content key) was uploaded as

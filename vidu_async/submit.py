@@ -23,7 +23,8 @@ import attrs
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.jobs import JobLine, count_jobs, read_jobs
+from vidu_async.failures import Failure, failure_of
+from vidu_async.jobs import JobFormat, JobLine, count_jobs, read_jobs
 from vidu_async.outcome import ErrorInfo
 from vidu_async.progress import ProgressReporter
 from vidu_async.receiver import CallbackReceiver, ReceiverOptions
@@ -38,6 +39,8 @@ class SubmitSummary:
     counts: Mapping[str, int]
     credits: int
     stop_reason: ErrorInfo | None
+    failures: tuple[Failure, ...] = ()
+    """The jobs that did not succeed, in the order they settled."""
 
     @property
     def all_ok(self) -> bool:
@@ -97,9 +100,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def count_lines(path: Path) -> int:
+def count_lines(path: Path, fmt: JobFormat | None = None) -> int:
     """The number of jobs a progress display shows: the lines ``read_jobs`` yields."""
-    return count_jobs(path)
+    return count_jobs(path, fmt)
 
 
 def report_line(item: JobLine, path: Path, out: TextIO) -> None:
@@ -122,6 +125,9 @@ async def submit_jobs_file(
     listener: Listener | None = None,
     fresh_results: bool = False,
     reported: bool = False,
+    fmt: JobFormat | None = None,
+    base_dir: Path | None = None,
+    shown_as: str | None = None,
 ) -> SubmitSummary:
     """Submit every valid line of ``path``; write one result line per line to ``results``
     (``fresh_results``: a file this run empties first, once it holds the journal's lock).
@@ -129,14 +135,16 @@ async def submit_jobs_file(
 
     With ``listener`` (and ``options.callback_url`` set to its URL), a receiver verifying with
     the keys of ``clients`` runs on its address while the batch runs; ``ConfigurationError``
-    when it cannot listen there.
+    when it cannot listen there. ``fmt`` and ``base_dir`` as ``read_jobs`` takes them;
+    ``shown_as``: how messages name the jobs (``<stdin>`` for jobs spooled from it).
     """
     counts: Counter[str] = Counter()
+    failures: list[Failure] = []
 
     def lines() -> Iterator[JobLine]:
-        for item in read_jobs(path, defaults=defaults):
+        for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
             if not reported:
-                report_line(item, path, messages)
+                report_line(item, Path(shown_as) if shown_as else path, messages)
             yield item
 
     async with contextlib.AsyncExitStack() as stack:
@@ -158,10 +166,13 @@ async def submit_jobs_file(
         writer = _ResultsWriter(results, messages, fresh=fresh_results)
         async for outcome in outcomes:
             counts[outcome.status] += 1
+            if (failure := failure_of(outcome)) is not None:
+                failures.append(failure)
             writer.write(outcome.to_dict())
             if progress is not None:
                 _show(progress, submitter)
-    return SubmitSummary(dict(counts), submitter.credits_spent, submitter.stop_reason)
+    return SubmitSummary(dict(counts), submitter.credits_spent, submitter.stop_reason,
+                         tuple(failures))
 
 
 class _ResultsWriter:

@@ -7,11 +7,14 @@ Pure: ``plan()`` takes plain data and returns one action. The order of the rules
    ``Refuse``: replaying the old result, or following the old task, would hand this job
    someone else's video, and sending the new request silently would pay for it under an id
    whose old task still exists;
-3. its end was recorded: ``Replay`` it (no request at all);
-4. its task, or a create whose answer was lost, is on an account that is not given now:
+3. its task failed on Vidu and failed tasks are to be retried (``submit --retry-failed``):
+   ``RetryFailed`` it, a new task on purpose under the next attempt's key (``retryable`` says
+   which ends count: a task that failed, not one cancelled, nor a job never sent);
+4. its end was recorded: ``Replay`` it (no request at all);
+5. its task, or a create whose answer was lost, is on an account that is not given now:
    ``Refuse`` by name; never move it to another account (that would pay again);
-5. its task is known: ``Follow`` it;
-6. a create may have been sent and its answer never recorded: ``Reconcile`` (look the key up;
+6. its task is known: ``Follow`` it;
+7. a create may have been sent and its answer never recorded: ``Reconcile`` (look the key up;
    absent is proven by the server's clock, never guessed).
 """
 
@@ -25,7 +28,22 @@ import attrs
 from vidu_async.journal import JobRecord
 from vidu_async.outcome import ErrorInfo
 
-__all__ = ["Action", "Create", "Follow", "JobFacts", "Reconcile", "Refuse", "Replay", "plan"]
+__all__ = [
+    "CANCELLED_CODES",
+    "Action",
+    "Create",
+    "Follow",
+    "JobFacts",
+    "Reconcile",
+    "Refuse",
+    "Replay",
+    "RetryFailed",
+    "plan",
+    "retryable",
+]
+
+CANCELLED_CODES = frozenset({"UserCancelled", "TaskCanceled"})
+"""A cancelled task's ``err_code`` (Vidu's, the simulator's): stopped on purpose, not failed."""
 
 
 @attrs.frozen
@@ -68,10 +86,29 @@ class Refuse:
     error: ErrorInfo
 
 
-Action = Create | Replay | Follow | Reconcile | Refuse
+@attrs.frozen
+class RetryFailed:
+    """Journal the retry of ``task_id``, then create under the key of ``attempt``."""
+
+    task_id: str
+    attempt: int
 
 
-def plan(facts: JobFacts, record: JobRecord | None, accounts: frozenset[str]) -> Action:
+Action = Create | Replay | Follow | Reconcile | Refuse | RetryFailed
+
+
+def retryable(result: Mapping[str, Any]) -> bool:
+    """Whether a job's recorded end is a task that failed on Vidu (a results record): not a
+    video that failed to download, not a cancelled task, not a job that was never sent."""
+    return (result.get("status") == "failed" and result.get("state") == "failed"
+            and isinstance(result.get("task_id"), str)
+            and result.get("err_code") not in CANCELLED_CODES)
+
+
+def plan(
+    facts: JobFacts, record: JobRecord | None, accounts: frozenset[str],
+    *, retry_failed: bool = False,
+) -> Action:
     """The job's first step; see the module docstring for the rules, in order."""
     if record is None or (record.correlation_key is None and record.final is None):
         return Create(facts.key)
@@ -83,6 +120,8 @@ def plan(facts: JobFacts, record: JobRecord | None, accounts: frozenset[str]) ->
             "the changed line a new custom_id, or restore the line as it was",
         ))
     if record.final is not None:
+        if retry_failed and retryable(record.final):
+            return RetryFailed(str(record.final["task_id"]), record.attempts + 1)
         return Replay(record.final)
     account = record.account or ""
     if account not in accounts:

@@ -45,13 +45,14 @@ import attrs
 
 from vidu_async.batch.follow import Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
-from vidu_async.batch.identity import MediaDigests, belongs_to, cost_class, job_facts
+from vidu_async.batch.identity import MediaDigests, belongs_to, cost_class, job_facts, job_key
 from vidu_async.batch.plan import (
     Follow,
     JobFacts,
     Reconcile,
     Refuse,
     Replay,
+    RetryFailed,
     plan,
 )
 from vidu_async.batch.refresh import list_states, query_one
@@ -183,6 +184,8 @@ class BatchOptions:
         default=120.0, validator=attrs.validators.ge(MIN_POLL_INTERVAL)
     )
     callback_gather: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    retry_failed: bool = False
+    """Send each job whose task failed on Vidu (journalled) again, as a new task on purpose."""
     clock: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
     sleep: Callable[[float], Awaitable[None]] = attrs.field(
         default=asyncio.sleep, eq=False, repr=False
@@ -398,6 +401,7 @@ class BatchSubmitter:
                         self._maybe[record.job_id] = self._worst_cost(record.cost_class)
                     if record.task_id is not None:  # its credits are in journal.spent
                         self._counted.add(record.task_id)
+                    self._counted.update(record.retried)
             elif not self._batch_id:
                 self._batch_id = _fresh_batch_id()
             if opts.upload_images:
@@ -505,7 +509,14 @@ class BatchSubmitter:
             record = self._journal.take(job.custom_id) if self._journal else None
             facts = await job_facts(job, self._batch_id, record.attempts if record else 0,
                                     self._digests)
-            action = plan(facts, record, frozenset(self._accounts))
+            action = plan(facts, record, frozenset(self._accounts),
+                          retry_failed=self.options.retry_failed)
+            if isinstance(action, RetryFailed):  # durable before the new key is ever sent
+                logger.info("%s: retrying failed task %s", job.custom_id, action.task_id)
+                if self._journal is not None:
+                    await self._journal.retry(job.custom_id, task_id=action.task_id)
+                key = job_key(self._batch_id, job.custom_id, facts.fingerprint, action.attempt)
+                facts = attrs.evolve(facts, key=key)
         if isinstance(action, Replay):
             return attrs.evolve(Outcome.from_dict(action.result), line=job.line), False
         if isinstance(action, Refuse):

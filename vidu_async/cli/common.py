@@ -8,9 +8,12 @@ import contextlib
 import logging
 import os
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import attrs
 
@@ -19,7 +22,7 @@ from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
 from vidu_async.batch import account_label
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
-from vidu_async.jobs import FORMATS, JobsFileError, check_jobs_file
+from vidu_async.jobs import FORMATS, JobFormat, JobsFileError, check_jobs_file, sniff_format
 from vidu_async.media import is_local
 from vidu_async.requests import KINDS
 from vidu_async.retry import RetryPolicy
@@ -41,7 +44,13 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="JOBS",
         help=f"jobs file: {', '.join(FORMATS)} (JSONL: one object per line with request "
-        "fields and an optional custom_id; CSV: a header of field names; text: one prompt a line)",
+        "fields and an optional custom_id; CSV: a header of field names; text: one prompt a "
+        "line), or - for standard input",
+    )
+    parser.add_argument(
+        "--format", choices=("jsonl", "csv", "txt"),
+        help="the jobs' format (default: by the file's extension; for - sniffed: { first is "
+        "JSONL, a header of field names CSV, else one prompt a line)",
     )
     parser.add_argument(
         "--strict", action="store_true",
@@ -115,13 +124,53 @@ def _absolute_if_local(item: str) -> str:
     return str(Path(item).expanduser().resolve())
 
 
-def jobs_or_usage_error(args: argparse.Namespace) -> str | None:
-    """Why the jobs file cannot be run at all (a usage error: missing, a directory, no jobs in
+@attrs.frozen
+class JobsInput:
+    """Where a command reads its jobs: a file, or standard input spooled to one (read once:
+    a batch reads its jobs twice, to count them and to run them)."""
+
+    path: Path
+    fmt: JobFormat | None
+    base_dir: Path | None
+    """Where relative media paths resolve: None for the file's folder (stdin: the cwd)."""
+    name: str
+    """How messages name the jobs: the path as given, or ``<stdin>``."""
+
+
+STDIN = "<stdin>"
+
+
+def reads_stdin(args: argparse.Namespace) -> bool:
+    """Whether the jobs come from standard input (``-``; a file named so is ``./-``)."""
+    return str(args.jobs) == "-"
+
+
+@contextlib.contextmanager
+def jobs_input(args: argparse.Namespace, messages: TextIO) -> Iterator[JobsInput]:
+    """The command's jobs; for ``-``, standard input spooled to a temporary file (removed
+    after), its format from ``--format`` or sniffed (and said on ``messages``)."""
+    if not reads_stdin(args):
+        yield JobsInput(args.jobs, args.format, None, str(args.jobs))
+        return
+    with tempfile.TemporaryDirectory(prefix="vidu-stdin-") as folder:
+        spool = Path(folder) / "stdin"
+        with spool.open("wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        fmt = args.format
+        if fmt is None:
+            with spool.open("rb") as handle:
+                fmt, why = sniff_format(handle.read(64 * 1024))
+            print(f"reading {STDIN} as {fmt}: {why} (--format chooses)", file=messages)
+        yield JobsInput(spool, fmt, Path.cwd(), STDIN)
+
+
+def jobs_or_usage_error(jobs: JobsInput) -> str | None:
+    """Why the jobs cannot be run at all (a usage error: missing, a directory, no jobs in
     it, a CSV file without a header...), or None."""
     try:
-        check_jobs_file(args.jobs)
+        check_jobs_file(jobs.path, jobs.fmt)
     except JobsFileError as exc:
-        return str(exc)
+        return str(exc).replace(str(jobs.path), jobs.name)
     return None
 
 

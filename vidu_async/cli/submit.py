@@ -27,13 +27,16 @@ from vidu_async.cli.common import (
     EXIT_TERMINATED,
     EXIT_USAGE,
     Commands,
+    JobsInput,
     add_account_arguments,
     add_jobs_arguments,
     as_flag,
     clients_from_env,
+    jobs_input,
     jobs_or_usage_error,
     key_names,
     key_names_in_logs,
+    reads_stdin,
     rejection,
     request_defaults,
     with_key_names,
@@ -56,6 +59,8 @@ from vidu_async.errors import (
     JournalError,
     ViduError,
 )
+from vidu_async.failures import SHOWN, Failure, write_errors_file
+from vidu_async.failures import render as render_failures
 from vidu_async.jobs import read_jobs
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.retry import RetryPolicy
@@ -171,26 +176,44 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         "-v", "--verbose", action="count", default=0,
         help="log retries, pauses, lookups and their reasons on stderr (-vv: every request)",
     )
+    after = submit.add_argument_group("after a run")
+    after.add_argument(
+        "--errors", type=Path, metavar="PATH",
+        help="also write the jobs that did not succeed and may be sent again (invalid, failed "
+        "on Vidu, not sent) to PATH as a JSONL jobs file, submittable as is",
+    )
+    after.add_argument(
+        "--retry-failed", action="store_true",
+        help="send each job whose task failed on Vidu again, as a new task (billed again), "
+        "under a new key the journal records; every other job is replayed or followed",
+    )
     submit.set_defaults(run=run_submit)
 
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    problem = jobs_or_usage_error(args)
+    with jobs_input(args, sys.stderr) as jobs:
+        return _validate(args, jobs)
+
+
+def _validate(args: argparse.Namespace, jobs: JobsInput) -> int:
+    problem = jobs_or_usage_error(jobs)
     if problem:
         print(f"vidu-async validate: {problem}", file=sys.stderr)
         return EXIT_USAGE
     total = invalid = 0
     kinds: Counter[str] = Counter()
-    for item in read_jobs(args.jobs, defaults=request_defaults(args)):
+    lines = read_jobs(jobs.path, defaults=request_defaults(args), fmt=jobs.fmt,
+                      base_dir=jobs.base_dir)
+    for item in lines:
         total += 1
         invalid += not item.ok
         kinds[item.kind or "unknown type"] += item.ok
-        report_line(item, args.jobs, sys.stderr)
+        report_line(item, Path(jobs.name), sys.stderr)
         if args.json:
             print(json.dumps(item.to_dict(), ensure_ascii=False), flush=True)
     print(
-        f"{args.jobs}: {total} job{'s' if total != 1 else ''}, "
+        f"{jobs.name}: {total} job{'s' if total != 1 else ''}, "
         f"{total - invalid} valid, {invalid} invalid"
         + "".join(f"\n  {kind}: {n} valid" for kind, n in sorted(kinds.items()) if n),
         file=sys.stderr,
@@ -199,12 +222,28 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    problem = jobs_or_usage_error(args)
+    if reads_stdin(args) and args.journal is None:
+        print("vidu-async submit: jobs from - need --journal FILE: it is the batch's memory "
+              "and, with no file name, its identity (the batch id defaults to "
+              "stdin:JOURNAL_NAME); rerun with the same --journal and the same input to resume "
+              "without paying twice", file=sys.stderr)
+        return EXIT_USAGE
+    with jobs_input(args, sys.stderr) as jobs:
+        return _run_submit(args, jobs)
+
+
+def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
+    problem = jobs_or_usage_error(jobs)
     if problem:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if args.errors and args.errors.resolve() == jobs.path.resolve():
+        print(f"vidu-async submit: --errors {args.errors} is the jobs file itself: give "
+              "another path (the errors file is written anew after the run)", file=sys.stderr)
+        return EXIT_USAGE
     journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
-    batch_id = args.batch_id or args.jobs.name
+    default_id = f"stdin:{journal.name}" if reads_stdin(args) else args.jobs.name
+    batch_id = args.batch_id or default_id
     if args.fresh:
         if journal.exists() and journal.stat().st_size > 0:
             print(f"vidu-async submit: --fresh starts a new batch, but the journal {journal} "
@@ -226,6 +265,7 @@ def run_submit(args: argparse.Namespace) -> int:
             batch_id=batch_id,
             poll_interval=args.poll_interval,
             callback_url=listener.url if listener else None,
+            retry_failed=args.retry_failed,
         )
     except ValueError as error:  # the options' own checks name the option: say it as a flag
         print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
@@ -239,15 +279,18 @@ def run_submit(args: argparse.Namespace) -> int:
         print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
         return EXIT_USAGE
     if args.dry_run:
-        return asyncio.run(_dry_run(args, clients, options))
+        return asyncio.run(_dry_run(args, jobs, clients, options))
     if args.results is None and sys.stdout.isatty():  # results would garble the terminal
-        args.results = args.jobs.with_name(args.jobs.name + ".results.jsonl")
+        named = journal if reads_stdin(args) else args.jobs
+        args.results = named.with_name(named.name + ".results.jsonl")
         print(f"results: {args.results} (stdout is a terminal; --results names another file)",
               file=sys.stderr)
     ask = not args.yes and _interactive()
     try:
         with key_names_in_logs(clients):
-            return asyncio.run(_terminable(_submit(args, clients, options, listener, ask=ask)))
+            return asyncio.run(
+                _terminable(_submit(args, jobs, clients, options, listener, ask=ask))
+            )
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
         print(
@@ -300,20 +343,27 @@ def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
     return Listener.parse(args.callback_url, args.listen)
 
 
-async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
-                  listener: Listener | None, *, ask: bool) -> int:
+async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
+                  options: BatchOptions, listener: Listener | None, *, ask: bool) -> int:
+    try:
+        if args.errors:  # found unwritable before anything is paid, not after
+            args.errors.open("a", encoding="utf-8").close()
+    except OSError as error:
+        print(f"vidu-async submit: cannot write the errors file {args.errors}: "
+              f"{error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
     with _logging(args.verbose) as log:
         try:
             async with clients[0]:
                 try:
-                    found = await _look_ahead(args, clients, options, ask)
+                    found = await _look_ahead(args, jobs, clients, options, ask)
                     if found is not None and ask and needs_confirmation(found, args.confirm_over):
                         if not _confirmed(found):
                             print("nothing was sent", file=sys.stderr)
                             return EXIT_FAILED
                     elif found is not None and (over := over_budget(found)):
                         print(f"vidu-async submit: {over}", file=sys.stderr)
-                    summary = await _run(args, clients, options, listener, log,
+                    summary = await _run(args, jobs, clients, options, listener, log,
                                          reported=found is not None)
                 except AuthenticationError as error:  # named by position and last four
                     print(f"vidu-async submit: {await rejection(clients, error)}",
@@ -337,10 +387,11 @@ async def _submit(args: argparse.Namespace, clients: list[ViduClient], options: 
               f"{with_key_names(reason.message, key_names(clients))}", file=sys.stderr)
     if args.results:
         print(f"results: {args.results}", file=sys.stderr)
+    _report_failures(args, jobs, summary.failures)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
 
 
-async def _look_ahead(args: argparse.Namespace, clients: list[ViduClient],
+async def _look_ahead(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
                       options: BatchOptions, ask: bool) -> DryRun | None:
     """A dry run before the run, when there is something to say before paying: the summary a
     person is asked about, the jobs a resumed batch finds done, a ``--max-credits`` the
@@ -348,10 +399,11 @@ async def _look_ahead(args: argparse.Namespace, clients: list[ViduClient],
     asks the accounts for credits only when it may ask the person. None: not needed, or jobs
     that cannot be read twice."""
     resumed = options.journal is not None and has_records(options.journal)
-    if not (ask or resumed or options.max_credits is not None) or not args.jobs.is_file():
+    if not (ask or resumed or options.max_credits is not None):
         return None
-    found = await dry_run(args.jobs, clients, options, defaults=request_defaults(args),
-                          results=args.results, messages=sys.stderr, balances=ask)
+    found = await dry_run(jobs.path, clients, options, defaults=request_defaults(args),
+                          results=args.results, messages=sys.stderr, balances=ask,
+                          fmt=jobs.fmt, base_dir=jobs.base_dir, shown_as=jobs.name)
     if (resuming := resume_line(found)) is not None:
         print(resuming, file=sys.stderr)
     return found
@@ -387,9 +439,9 @@ def _interactive() -> bool:
     return all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stderr))
 
 
-async def _run(args: argparse.Namespace, clients: list[ViduClient], options: BatchOptions,
-               listener: Listener | None, log: logging.StreamHandler[TextIO], *,
-               reported: bool) -> SubmitSummary:
+async def _run(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
+               options: BatchOptions, listener: Listener | None,
+               log: logging.StreamHandler[TextIO], *, reported: bool) -> SubmitSummary:
     """The batch itself, results to their file (or stdout) and progress, messages and logging
     on stderr, around the live bar."""
     try:
@@ -401,15 +453,16 @@ async def _run(args: argparse.Namespace, clients: list[ViduClient], options: Bat
             f"cannot write the results file {args.results}: {error.strerror}"
         ) from None
     progress = ProgressReporter(
-        ProgressState(time.monotonic(), total=count_lines(args.jobs)), sys.stderr,
+        ProgressState(time.monotonic(), total=count_lines(jobs.path, jobs.fmt)), sys.stderr,
         quiet=args.quiet,
     )
     log.setStream(progress.messages)
     try:
         return await submit_jobs_file(
-            args.jobs, clients, options, defaults=request_defaults(args),
+            jobs.path, clients, options, defaults=request_defaults(args),
             results=results, messages=progress.messages, progress=progress, listener=listener,
-            fresh_results=args.results is not None, reported=reported,
+            fresh_results=args.results is not None, reported=reported, fmt=jobs.fmt,
+            base_dir=jobs.base_dir, shown_as=jobs.name,
         )
     finally:
         progress.close()
@@ -437,15 +490,41 @@ def _logging(verbose: int) -> Iterator[logging.StreamHandler[TextIO]]:
         logger.setLevel(before)
 
 
-async def _dry_run(args: argparse.Namespace, clients: list[ViduClient],
+def _report_failures(args: argparse.Namespace, jobs: JobsInput,
+                     failures: tuple[Failure, ...]) -> None:
+    """The jobs that did not succeed and what to do; with ``--errors``, those that may be
+    sent again written there as a jobs file."""
+    for line in render_failures(failures, errors=args.errors):
+        print(line, file=sys.stderr)
+    if not args.errors:
+        return
+    try:
+        written = write_errors_file(args.errors, jobs.path, failures,
+                                    defaults=request_defaults(args), fmt=jobs.fmt,
+                                    base_dir=jobs.base_dir)
+    except OSError as error:
+        print(f"vidu-async submit: cannot write {args.errors}: {error.strerror or error}",
+              file=sys.stderr)
+        return
+    print(f"errors: {written.written} job{'s' if written.written != 1 else ''} to send again "
+          f"written to {args.errors} (submit it as is: vidu-async submit {args.errors} ...)",
+          file=sys.stderr)
+    for failure, why in written.left_out[:SHOWN]:
+        print(f"  not in it: {failure.custom_id}: {why}", file=sys.stderr)
+    if len(written.left_out) > SHOWN:
+        print(f"  and {len(written.left_out) - SHOWN} more not in it", file=sys.stderr)
+
+
+async def _dry_run(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
                    options: BatchOptions) -> int:
     """``submit --dry-run``: the summary on stdout; exit codes as a run's would be."""
     try:
         async with clients[0]:
             try:
-                found = await dry_run(args.jobs, clients, options,
+                found = await dry_run(jobs.path, clients, options,
                                       defaults=request_defaults(args), results=args.results,
-                                      messages=sys.stderr)
+                                      messages=sys.stderr, fmt=jobs.fmt, base_dir=jobs.base_dir,
+                                      shown_as=jobs.name)
             except AuthenticationError as error:  # named by position and last four
                 print(f"vidu-async submit: {await rejection(clients, error)}", file=sys.stderr)
                 return EXIT_AUTH
