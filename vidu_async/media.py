@@ -455,7 +455,7 @@ class CacheStats:
     """What a ``MediaCache`` did (counts since it was made or cleared) and holds."""
 
     probes: int
-    """Header probes of files made (each a few small reads)."""
+    """Header probes made: of a file (a few small reads), or of an entry read whole anyway."""
     reads: int
     """Entries read whole, hashed and encoded."""
     hits: int
