@@ -7,9 +7,9 @@ bytes. Data URIs, files and bytes are probed from their headers (see
 as base64 data URIs whose content type comes from the magic bytes, never from a file extension.
 
 Local entries are prepared once per process, not once per use (``MediaCache``): a file is keyed by
-its resolved path, size and modification time (an edited file is read again), bytes by the object
-itself. Its header probe, its full read (SHA-256 digest and data URI together) are each made once,
-concurrent users waiting for the one making, and kept in a byte-bounded LRU.
+its resolved path, size and modification (and change) time, so an edited file is read again; bytes
+by the object itself. Its header probe and its full read (SHA-256 digest and data URI together)
+are each made once, concurrent users waiting for the one making, and kept in a byte-bounded LRU.
 """
 
 from __future__ import annotations
@@ -528,12 +528,13 @@ class _Memo(Generic[_K, _V]):
 class MediaCache:
     """Local media entries (files, bytes) probed once and read once while they stay unchanged.
 
-    A file is keyed by its resolved path, size and modification time, so an edited file is read
-    again; a bytes entry by the object itself (hashing it to look it up would cost more than
-    encoding it again). A header probe (validation) reads a few bytes; a full read (a body or a
-    fingerprint) yields the digest and the data URI at once and its probe for free. Kept entries
-    are bounded by ``max_bytes`` of data URIs, least recently used first out. Blocking and
-    thread-safe: callers in worker threads asking for one entry wait for one preparation.
+    A file is keyed by its resolved path, size, modification time, inode and change time, so an
+    edited or replaced file is read again; a bytes entry by the object itself (hashing it to look
+    it up would cost more than encoding it again). A header probe (validation) reads a few bytes;
+    a full read (a body or a fingerprint) yields the digest and the data URI at once, and the
+    probe for free. Kept entries are bounded by ``max_bytes`` of data URIs, least recently used
+    first out. Blocking and thread-safe: callers in worker threads asking for one entry wait for
+    one preparation.
     """
 
     def __init__(self, max_bytes: int = CACHE_MAX_BYTES) -> None:
