@@ -123,9 +123,7 @@ def _rfc3339(value: dt.datetime, field: str) -> str:
 def _prepared_body(request: Request, payload: str, strict: bool) -> bytes:
     """Validate, build and serialize the body, with ``payload`` (the correlation envelope)."""
     request.validate(strict=strict)
-    fields = request.to_payload()
-    fields["payload"] = payload
-    return dumps_body(fields)
+    return request.to_body(payload=payload)
 
 
 def _only_urls(request: Request) -> bool:

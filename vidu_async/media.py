@@ -5,18 +5,27 @@ URI naming an uploaded image (sent as is, never probed), a ``data:`` URI, a loca
 bytes. Data URIs, files and bytes are probed from their headers (see
 ``_probe``) and checked against the media rules in ``capabilities``; files and bytes are sent inline
 as base64 data URIs whose content type comes from the magic bytes, never from a file extension.
+
+Local entries are prepared once per process, not once per use (``MediaCache``): a file is keyed by
+its resolved path, size and modification (and change) time, so an edited file is read again; bytes
+by the object itself. Its header probe and its full read (SHA-256 digest and data URI together)
+are each made once, concurrent users waiting for the one making, and kept in a byte-bounded LRU.
 """
 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
+import hashlib
 import os
 import re
 import stat
+import threading
 import urllib.parse
-from collections.abc import Iterator
-from typing import Literal
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from typing import Generic, Literal, TypeVar
 
 import attrs
 
@@ -25,6 +34,7 @@ from vidu_async._probe import (
     BytesReader,
     FileReader,
     Format,
+    Header,
     MediaKind,
     ProbeError,
     Reader,
@@ -32,6 +42,7 @@ from vidu_async._probe import (
     sniff,
 )
 from vidu_async.capabilities import (
+    BODY_MAX_BYTES,
     IMAGE_CONTENT_TYPES,
     IMAGE_MIN_SIDE,
     MEDIA_MAX_RATIO,
@@ -42,6 +53,9 @@ from vidu_async.capabilities import (
 from vidu_async.errors import FieldProblem, ValidationError
 
 __all__ = [
+    "CACHE_MAX_BYTES",
+    "CacheStats",
+    "MediaCache",
     "MediaInfo",
     "MediaKind",
     "MediaSource",
@@ -50,6 +64,8 @@ __all__ = [
     "is_local",
     "is_upload_uri",
     "is_url",
+    "media_cache",
+    "media_digest",
 ]
 
 MediaSource = str | os.PathLike[str] | bytes
@@ -142,28 +158,45 @@ def is_local(source: object) -> bool:
 def encode_media(source: MediaSource, kind: MediaKind) -> str:
     """The string to send for an entry: URLs and data URIs as given, files and bytes as data URIs.
 
-    Blocking (it reads the whole file): async code calls it through ``asyncio.to_thread``.
-    Raises ``ValidationError`` (field ``images`` / ``videos``) if the data is not a ``kind``.
+    Blocking (it reads the whole file the first time, see ``MediaCache``): async code calls it
+    through ``asyncio.to_thread``. Raises ``ValidationError`` (field ``images`` / ``videos``) if
+    the data is not a ``kind``.
     """
     if isinstance(source, str) and not is_local(source):
         return source
     try:
         if isinstance(source, bytes):
-            data, label = source, _bytes_label(source)
+            label, prepared = _bytes_label(source), _CACHE.prepared(source)
         else:
             label = _path_text(source)
-            data = _read_file(label)
-        try:
-            fmt = sniff(data[:SNIFF_BYTES])
-        except ProbeError as exc:
-            raise _Rejected(f"{label}: {exc}") from None
-        if fmt.kind != kind:
-            raise _Rejected(f"{label}: {_wrong_kind(fmt, kind)}")
-        return _data_uri_prefix(fmt.content_type) + base64.b64encode(data).decode("ascii")
+            prepared = _CACHE.prepared(label)
+        if prepared.format is None:
+            raise _Rejected(f"{label}: {prepared.problem}")
+        if prepared.format.kind != kind:
+            raise _Rejected(f"{label}: {_wrong_kind(prepared.format, kind)}")
+        if prepared.data_uri is not None:
+            return prepared.data_uri
+        return _data_uri(prepared.format, _read_file(label))  # too large to keep
     except _Rejected as exc:
         raise ValidationError(
             FieldProblem(f"{kind}s", message) for message in exc.messages
         ) from None
+
+
+def media_digest(source: MediaSource, kind: MediaKind) -> str:
+    """The entry as it stands in a fingerprint: ``sha256:<hex>`` of a file's or bytes' content,
+    ``missing:<path>`` for a file that cannot be read, anything else as given.
+
+    Blocking like ``encode_media``, and sharing its read of the file.
+    """
+    if not is_local(source):
+        return str(source)
+    if isinstance(source, bytes):
+        return _CACHE.prepared(source).digest
+    try:
+        return _CACHE.prepared(_path_text(source)).digest
+    except _Rejected:  # validation reports it; the fingerprint just differs
+        return f"missing:{os.fspath(source)}"
 
 
 def _is_data_uri(text: str) -> bool:
@@ -192,6 +225,10 @@ def _bytes_label(data: bytes) -> str:
 
 def _data_uri_prefix(content_type: str) -> str:
     return f"data:{content_type};base64,"
+
+
+def _data_uri(fmt: Format, data: bytes) -> str:
+    return _data_uri_prefix(fmt.content_type) + base64.b64encode(data).decode("ascii")
 
 
 def _data_uri_length(content_type: str, size: int) -> int:
@@ -246,17 +283,22 @@ def _file_errors(path: str) -> Iterator[None]:
 
 
 def _inspect_file(path: str, kind: MediaKind) -> MediaInfo:
-    with _file_errors(path):
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Rejected(f"{path}: not a regular file")
-        with open(path, "rb") as file:
-            return _inspect_reader(FileReader(file, st.st_size), kind, "file", path)
+    return _judge(_CACHE.probed(path), kind, "file", path)
 
 
 def _read_file(path: str) -> bytes:
     with _file_errors(path), open(path, "rb") as file:
         return file.read()
+
+
+def _file_key(path: str) -> _FileKey:
+    """What identifies a file's content within a run: resolved path, size, modification time
+    (and inode and change time, which catch a file replaced by one of equal size and mtime)."""
+    with _file_errors(path):
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Rejected(f"{path}: not a regular file")
+        return os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 def _inspect_reader(
@@ -268,19 +310,30 @@ def _inspect_reader(
     uri: str | None = None,
     declared: str | None = None,
 ) -> MediaInfo:
-    """Probe the data and apply every rule, collecting all problems before failing.
+    """Probe the data and apply every rule (``_judge``)."""
+    return _judge(_probe_outcome(reader), kind, origin, label, uri=uri, declared=declared)
+
+
+def _judge(
+    probed: _Probed,
+    kind: MediaKind,
+    origin: Origin,
+    label: str,
+    *,
+    uri: str | None = None,
+    declared: str | None = None,
+) -> MediaInfo:
+    """Apply every rule to what a probe found, collecting all problems before failing.
 
     ``uri`` and ``declared`` are given for a data URI: the URI itself and its stated content type.
     """
     problems: list[str] = []
     warnings: list[str] = []
     if kind == "video":
-        problems += _video_size_problems(reader.size)
-    header = None
-    try:
-        header = probe(reader)
-    except ProbeError as exc:
-        problems.append(str(exc))
+        problems += _video_size_problems(probed.size)
+    header = probed.header
+    if probed.problem is not None:
+        problems.append(probed.problem)
     if header is not None and header.format.kind != kind:
         problems.append(_wrong_kind(header.format, kind))
     elif header is not None:
@@ -306,11 +359,11 @@ def _inspect_reader(
         width=header.width,
         height=header.height,
         duration=header.duration,
-        size=reader.size,
+        size=probed.size,
         encoded_length=(
             len(uri)
             if uri is not None
-            else _data_uri_length(header.format.content_type, reader.size)
+            else _data_uri_length(header.format.content_type, probed.size)
         ),
         warnings=tuple(f"{label}: {warning}" for warning in warnings),
     )
@@ -352,3 +405,218 @@ def _shape_problems(width: int, height: int) -> list[str]:
             f"1:{MEDIA_MAX_RATIO} and {MEDIA_MAX_RATIO}:1"
         )
     return problems
+
+
+# --- the cache of prepared local media ------------------------------------------------------
+
+CACHE_MAX_BYTES = 256 * 1024 * 1024
+"""The most bytes of prepared media (data URIs, and the bytes entries they hold) kept at once."""
+_KEEP_MAX_BYTES = BODY_MAX_BYTES
+"""A larger file cannot be sent inline: it is hashed in blocks and nothing of it is kept."""
+_PROBES_MAX = 65_536
+"""The most header probes kept (each a few hundred bytes)."""
+_BLOCK = 1 << 20
+
+_FileKey = tuple[str, int, int, int, int]
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+@attrs.frozen
+class _Probed:
+    """What a header probe of a local entry found: its size, and its header or why it has none."""
+
+    size: int
+    header: Header | None
+    problem: str | None
+
+
+@attrs.frozen
+class _Prepared:
+    """A local entry read whole: its content digest and the data URI it is sent as."""
+
+    digest: str
+    """``sha256:<hex>`` of the content, as fingerprints and upload keys name it."""
+    format: Format | None
+    """From the magic bytes; None when they name no supported format (``problem`` says why)."""
+    problem: str | None
+    data_uri: str | None
+    """None when ``format`` is, or for a file too large to keep."""
+    source: bytes | None = attrs.field(default=None, repr=False)
+    """A bytes entry itself: held so that its ``id``, its key, names no other object meanwhile."""
+
+    @property
+    def weight(self) -> int:
+        return len(self.data_uri or "") + len(self.source or b"")
+
+
+@attrs.frozen
+class CacheStats:
+    """What a ``MediaCache`` did (counts since it was made or cleared) and holds."""
+
+    probes: int
+    """Header probes made: of a file (a few small reads), or of an entry read whole anyway."""
+    reads: int
+    """Entries read whole, hashed and encoded."""
+    hits: int
+    """Uses served by an earlier (or concurrent) probe or read."""
+    evictions: int
+    held_bytes: int
+
+
+class _Memo(Generic[_K, _V]):
+    """A thread-safe LRU of values made once per key, bounded by their total weight.
+
+    Concurrent callers of one key share one making (one future); a making that raises is not
+    kept, so the next caller tries again. A value heavier than the bound is returned, not kept.
+    """
+
+    def __init__(self, limit: int, weigh: Callable[[_V], int]) -> None:
+        self._limit = limit
+        self._weigh = weigh
+        self._lock = threading.Lock()
+        self._slots: OrderedDict[_K, concurrent.futures.Future[_V]] = OrderedDict()
+        self._weights: dict[_K, int] = {}
+        self.held = self.made = self.hits = self.evictions = 0
+
+    def get(self, key: _K, make: Callable[[], _V]) -> _V:
+        """The value of ``key``: kept, being made by another thread (waited for), or made now."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = concurrent.futures.Future()
+                mine = True
+            else:
+                self._slots.move_to_end(key)
+                self.hits += 1
+                mine = False
+        if not mine:
+            return slot.result()
+        try:
+            value = make()
+        except BaseException as exc:
+            with self._lock:
+                if self._slots.get(key) is slot:
+                    del self._slots[key]
+            slot.set_exception(exc)
+            raise
+        slot.set_result(value)
+        with self._lock:
+            self.made += 1
+            if self._slots.get(key) is slot:
+                self._weights[key] = weight = self._weigh(value)
+                self.held += weight
+                self._evict()
+        return value
+
+    def _evict(self) -> None:
+        """Drop the least recently used values (not those still being made) over the bound."""
+        while self.held > self._limit:
+            key = next(k for k in self._slots if k in self._weights)
+            del self._slots[key]
+            self.held -= self._weights.pop(key)
+            self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            for key in self._weights:
+                del self._slots[key]
+            self._weights.clear()
+            self.held = self.made = self.hits = self.evictions = 0
+
+
+class MediaCache:
+    """Local media entries (files, bytes) probed once and read once while they stay unchanged.
+
+    A file is keyed by its resolved path, size, modification time, inode and change time, so an
+    edited or replaced file is read again; a bytes entry by the object itself (hashing it to look
+    it up would cost more than encoding it again). A header probe (validation) reads a few bytes;
+    a full read (a body or a fingerprint) yields the digest and the data URI at once, and the
+    probe for free. Kept entries are bounded by ``max_bytes`` of data URIs, least recently used
+    first out. Blocking and thread-safe: callers in worker threads asking for one entry wait for
+    one preparation.
+    """
+
+    def __init__(self, max_bytes: int = CACHE_MAX_BYTES) -> None:
+        self._probes: _Memo[_FileKey, _Probed] = _Memo(_PROBES_MAX, lambda _: 1)
+        self._prepared: _Memo[Hashable, _Prepared] = _Memo(max_bytes, lambda p: p.weight)
+
+    def stats(self) -> CacheStats:
+        """What this cache did and holds (for tests and benchmarks)."""
+        probes, prepared = self._probes, self._prepared
+        return CacheStats(
+            probes.made, prepared.made, probes.hits + prepared.hits,
+            probes.evictions + prepared.evictions, prepared.held,
+        )
+
+    def clear(self) -> None:
+        """Forget every entry (the memory is freed once no body refers to it) and the counts."""
+        self._probes.clear()
+        self._prepared.clear()
+
+    def probed(self, path: str) -> _Probed:
+        """The header probe of the file ``path``; ``_Rejected`` when it cannot be read."""
+        key = _file_key(path)
+
+        def probe_file() -> _Probed:
+            with _file_errors(path), open(path, "rb") as file:
+                return _probe_outcome(FileReader(file, key[1]))
+
+        return self._probes.get(key, probe_file)
+
+    def prepared(self, source: str | bytes) -> _Prepared:
+        """The file at the path ``source``, or the bytes ``source``, read whole; ``_Rejected``
+        when the file cannot be read."""
+        if isinstance(source, bytes):
+            return self._prepared.get(("bytes", id(source)), lambda: _prepare(source, source))
+        key = _file_key(source)
+        if key[1] > _KEEP_MAX_BYTES:
+            return self._prepared.get(key, lambda: _prepare_large(source))
+
+        def read() -> _Prepared:
+            data = _read_file(source)
+            self._probes.get(key, lambda: _probe_outcome(BytesReader(data)))
+            return _prepare(data)
+
+        return self._prepared.get(key, read)
+
+
+def _probe_outcome(reader: Reader) -> _Probed:
+    try:
+        return _Probed(reader.size, probe(reader), None)
+    except ProbeError as exc:
+        return _Probed(reader.size, None, str(exc))
+
+
+def _prepare(data: bytes, source: bytes | None = None) -> _Prepared:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        fmt = sniff(data[:SNIFF_BYTES])
+    except ProbeError as exc:
+        return _Prepared(digest, None, str(exc), None, source)
+    return _Prepared(digest, fmt, None, _data_uri(fmt, data), source)
+
+
+def _prepare_large(path: str) -> _Prepared:
+    """A file too large to send inline: hashed in blocks, its format sniffed, no data URI."""
+    digest = hashlib.sha256()
+    with _file_errors(path), open(path, "rb") as file:
+        prefix = file.read(SNIFF_BYTES)
+        digest.update(prefix)
+        for block in iter(lambda: file.read(_BLOCK), b""):
+            digest.update(block)
+    try:
+        fmt: Format | None = sniff(prefix)
+        problem = None
+    except ProbeError as exc:
+        fmt, problem = None, str(exc)
+    return _Prepared("sha256:" + digest.hexdigest(), fmt, problem, None)
+
+
+_CACHE = MediaCache()
+
+
+def media_cache() -> MediaCache:
+    """The process's cache of prepared local media, which every body, probe and fingerprint
+    shares (its ``stats()`` say how much was read; ``clear()`` frees it after a run)."""
+    return _CACHE

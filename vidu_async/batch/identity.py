@@ -18,15 +18,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from vidu_async.batch.plan import JobFacts
 from vidu_async.jobs import Job
-from vidu_async.media import MediaKind, MediaSource, is_local
+from vidu_async.media import MediaKind, MediaSource, is_local, media_digest
 from vidu_async.requests import Request, SubjectsToVideoRequest
 
 __all__ = [
@@ -99,41 +96,13 @@ def media_entries(request: Request) -> list[tuple[Any, MediaKind]]:
 
 
 class MediaDigests:
-    """SHA-256 of local media files, each file read once per run (keyed by path, size and
-    modification time, so an edited file is read again). Thread-safe: fingerprints are taken
-    in worker threads."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, int, int], str] = {}
-        self._lock = threading.Lock()
+    """How local media stand in a run's fingerprints: the SHA-256 of their content, from the
+    shared media cache (``media.media_digest``), so the bodies reuse the same one read of each
+    file (keyed by path, size and modification time: an edited file is read again)."""
 
     def __call__(self, source: MediaSource, kind: MediaKind) -> str:
         """The entry as it stands in a fingerprint: a digest for local data, else itself."""
-        if isinstance(source, bytes):
-            return "sha256:" + hashlib.sha256(source).hexdigest()
-        if not is_local(source):
-            return str(source)
-        path = os.fspath(source)
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return f"missing:{path}"  # validation reports it; the fingerprint just differs
-        key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-        with self._lock:
-            known = self._known.get(key)
-        if known is None:
-            known = "sha256:" + _file_digest(path)
-            with self._lock:
-                self._known[key] = known
-        return known
-
-
-def _file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return media_digest(source, kind)
 
 
 def fingerprint(
