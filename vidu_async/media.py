@@ -409,8 +409,9 @@ def _shape_problems(width: int, height: int) -> list[str]:
 
 # --- the cache of prepared local media ------------------------------------------------------
 
-CACHE_MAX_BYTES = 256 * 1024 * 1024
-"""The most bytes of prepared media (data URIs, and the bytes entries they hold) kept at once."""
+CACHE_MAX_BYTES = 64 * 1024 * 1024
+"""The most bytes of prepared media (data URIs, and the bytes entries they hold) kept at once:
+the shared references of a batch fit many times over, and a long-lived service holds no more."""
 _KEEP_MAX_BYTES = BODY_MAX_BYTES
 """A larger file cannot be sent inline: it is hashed in blocks and nothing of it is kept."""
 _PROBES_MAX = 65_536
