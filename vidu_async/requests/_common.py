@@ -66,7 +66,10 @@ def dumps_body_spliced(build: Callable[[Callable[[str], str]], Mapping[str, Any]
         texts.append(text)
         return f"{token}{len(texts) - 1}"
 
-    parts = re.split(f'"{token}([0-9]+)"'.encode(), dumps_body(build(mark)))
+    body = dumps_body(build(mark))
+    if not texts:  # no local media: nothing to splice (and no pattern to compile)
+        return body
+    parts = re.split(f'"{token}([0-9]+)"'.encode(), body)
     for at in range(1, len(parts), 2):
         parts[at] = b'"' + texts[int(parts[at])].encode("ascii") + b'"'
     return b"".join(parts)
