@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from vidu_async.errors import JournalError, JournalLockedError
-from vidu_async.journal import Journal
+from vidu_async.journal import LINGER, Journal
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -203,6 +203,32 @@ async def test_finals_are_written_without_fsync_and_flushed_on_close(tmp_path: P
     await journal.close()
     assert (journal.writes, journal.syncs) <= (2, 0)
     assert [r["job"] for r in lines(path)[1:]] == [f"j{i}" for i in range(10)]
+
+
+async def test_records_that_need_not_be_durable_ride_the_next_intents_group(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        for i in range(5):
+            await journal.created(f"j{i}", task_id=f"t{i}", credits=5, durable=False)
+        assert journal.writes == 0  # no group of their own
+        await intent(journal, "next", "k")
+        assert (journal.writes, journal.syncs) == (1, 1)
+        assert [r["kind"] for r in lines(path)[1:]] == ["created"] * 5 + ["intent"]
+
+
+async def test_a_record_that_need_not_be_durable_is_written_soon_anyway(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        await journal.final("j", {"status": "succeeded"})
+        assert journal.writes == 0
+        started = asyncio.get_running_loop().time()
+        # The group the record waits in ends when the writer has written it: LINGER seconds
+        # later, not at close.
+        await asyncio.wait_for(asyncio.shield(journal._group), LINGER + 5)
+        assert asyncio.get_running_loop().time() - started >= LINGER * 0.9
+        assert (journal.writes, journal.syncs, lines(path)[-1]["kind"]) == (1, 0, "final")
 
 
 async def test_cancelled_callers_lose_nothing_and_tear_nothing(tmp_path: Path) -> None:

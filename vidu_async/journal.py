@@ -47,6 +47,9 @@ _VERSION = 2
 _JOB_KINDS = ("intent", "created", "refunded", "retry", "final")
 _BATCH_KINDS = ("batch", "uploaded")
 _MAX_LINE = 1 << 20
+LINGER = 0.2
+"""Seconds a record that need not be durable (a task created or ended) may wait to ride a
+group of intents before it is written anyway."""
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
 
 
@@ -178,6 +181,8 @@ class Journal:
         loop = asyncio.get_running_loop()
         self._group: asyncio.Future[JournalError | None] = loop.create_future()
         self._wake = asyncio.Event()
+        self._linger: asyncio.TimerHandle | None = None
+        """Wakes the writer for records that need not be durable, if nothing else does."""
         self._closing = False
         self._failure: JournalError | None = None
         self._failure_seen = False
@@ -308,6 +313,9 @@ class Journal:
     async def _commit(self, record: dict[str, Any], *, durable: bool) -> None:
         """Queue one record for the next group; ``durable``: wait until that group is synced.
 
+        A record that need not be durable does not start a group of its own: it rides the next
+        durable one, or is written ``LINGER`` seconds later at most, so a busy batch pays one
+        hand-over to the writer's thread per group of intents.
         A cancelled caller stops waiting, but its record stays queued and the group is written
         whole: cancellation never tears a write nor drops another caller's record.
         """
@@ -316,10 +324,12 @@ class Journal:
         self._raise(self._failure)
         self._lines.append(json.dumps({"v": _VERSION, **record}, ensure_ascii=False).encode()
                            + b"\n")
-        self._sync_wanted |= durable
-        self._wake.set()
         if durable:
+            self._sync_wanted = True
+            self._wake.set()
             self._raise(await asyncio.shield(self._group))
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._wake.set)
 
     def _raise(self, failure: JournalError | None) -> None:
         """Raise a write failure to a caller (a fresh one each time: tracebacks do not pile up)."""
@@ -344,6 +354,9 @@ class Journal:
     async def _write_group(self) -> None:
         data, sync, group = b"".join(self._lines), self._sync_wanted, self._group
         self._lines, self._sync_wanted = [], False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         self._group = asyncio.get_running_loop().create_future()
         try:
             if self._failure is None:
