@@ -61,8 +61,8 @@ class Uploads:
         if not local:
             return request
         uris: dict[int, str] = {}
-        for source in local:
-            digest = await asyncio.to_thread(self._digests, source, "image")
+        digests = await asyncio.to_thread(lambda: [self._digests(s, "image") for s in local])
+        for source, digest in zip(local, digests, strict=True):
             uri = await self._uri(f"{account}/{digest}", source, client)
             if uri is not None:
                 uris[id(source)] = uri
