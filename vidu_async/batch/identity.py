@@ -122,10 +122,20 @@ def fingerprint(
 
 
 async def job_facts(job: Job, batch_id: str, attempt: int, digests: MediaDigests) -> JobFacts:
-    """A job's fingerprint and its key for ``attempt`` in batch ``batch_id`` (local media are
-    hashed in a thread; a request of URLs only is hashed at once, cheaper than the hop)."""
+    """A job's fingerprint, its key for ``attempt`` in batch ``batch_id``, and the digests of
+    its local media (hashed in a thread; a request of URLs only is hashed at once, cheaper than
+    the hop)."""
+    local: dict[MediaSource, str] = {}
+
+    def noted(source: MediaSource, kind: MediaKind) -> str:
+        digest = digests(source, kind)
+        if is_local(source):
+            local[source] = digest
+        return digest
+
     if any(is_local(m) for m in job.request.media()):
-        print_ = await asyncio.to_thread(fingerprint, job.request, digests)
+        print_ = await asyncio.to_thread(fingerprint, job.request, noted)
     else:
-        print_ = fingerprint(job.request, digests)
-    return JobFacts(job.custom_id, print_, job_key(batch_id, job.custom_id, print_, attempt))
+        print_ = fingerprint(job.request, noted)
+    key = job_key(batch_id, job.custom_id, print_, attempt)
+    return JobFacts(job.custom_id, print_, key, local)

@@ -26,6 +26,7 @@ from typing import Any
 import attrs
 
 from vidu_async.journal import JobRecord
+from vidu_async.media import MediaSource
 from vidu_async.outcome import ErrorInfo
 
 __all__ = [
@@ -54,6 +55,8 @@ class JobFacts:
     fingerprint: str
     key: str
     """The correlation key derived for its first task (``identity.job_key``)."""
+    digests: Mapping[MediaSource, str] = attrs.field(factory=dict, eq=False, repr=False)
+    """The digest of each local media entry, as the fingerprint took it (uploads reuse it)."""
 
 
 @attrs.frozen

@@ -752,7 +752,8 @@ class BatchSubmitter:
             with self._at("creating"):
                 request = self._request_of(job)
                 if self._uploads is not None:
-                    request = await self._uploads.applied(request, account.client, account.label)
+                    request = await self._uploads.applied(request, account.client, account.label,
+                                                           facts.digests)
                 task = await account.client.create(
                     request, correlation_key=facts.key, retry_rate_limits=False
                 )

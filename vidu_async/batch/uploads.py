@@ -55,13 +55,23 @@ class Uploads:
         self.uploaded = 0
         """Images uploaded by this run (a figure for tests and benchmarks)."""
 
-    async def applied(self, request: Request, client: ViduClient, account: str) -> Request:
-        """``request`` with each local image (path or bytes) sent as its ``ssupload:`` URI."""
+    async def applied(
+        self, request: Request, client: ViduClient, account: str,
+        known: Mapping[MediaSource, str] | None = None,
+    ) -> Request:
+        """``request`` with each local image (path or bytes) sent as its ``ssupload:`` URI;
+        ``known``: digests already taken (the job's fingerprint took them), not taken again."""
         local = [s for s, kind in media_entries(request) if kind == "image" and is_local(s)]
         if not local:
             return request
         uris: dict[int, str] = {}
-        digests = await asyncio.to_thread(lambda: [self._digests(s, "image") for s in local])
+        known = known or {}
+        if all(s in known for s in local):
+            digests = [known[s] for s in local]
+        else:
+            digests = await asyncio.to_thread(
+                lambda: [known.get(s) or self._digests(s, "image") for s in local]
+            )
         for source, digest in zip(local, digests, strict=True):
             uri = await self._uri(f"{account}/{digest}", source, client)
             if uri is not None:
