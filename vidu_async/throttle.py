@@ -23,6 +23,7 @@ clock; the submitter does the sleeping. That keeps the rules testable without ti
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +45,7 @@ class Throttle:
     clock: Callable[[], float]
     min_rate: float = 0.2
     start_rate: float | None = None
+    restart_rate: float = 10.0
     growth: float = 0.2
     unpaced_above: float = 2000.0
     recent: int = 20
@@ -51,6 +53,7 @@ class Throttle:
     window: float = 1.0
     margin: float = 0.05
     hold: float = 2.0
+    max_hold: float = 30.0
     recovery: float = 0.05
     slack: float = 0.01
     retry_base: float = 0.1
@@ -65,13 +68,16 @@ class Throttle:
     _streak: int = attrs.field(init=False, default=0)
     _ceiling: float | None = attrs.field(init=False, default=None)
     _ceiling_until: float = attrs.field(init=False, default=0.0)
-    _answers: deque[tuple[float, bool]] = attrs.field(init=False)
+    _probe_hold: float = attrs.field(init=False, default=0.0)
+    _changed_at: float = attrs.field(init=False, default=-math.inf)
+    _answers: deque[tuple[float, bool, float | None]] = attrs.field(init=False)
     _successes: deque[float] = attrs.field(init=False, factory=deque)
 
     def __attrs_post_init__(self) -> None:
         self._slow_start = self.max_rate is None and self.start_rate is not None
         self._rate = self.start_rate if self.max_rate is None else self._cap
         self._answers = deque(maxlen=self.recent)
+        self._probe_hold = self.hold
         self._last_update = self.clock()
         self._paused_until = self._last_update
 
@@ -110,7 +116,7 @@ class Throttle:
         self._successes.append(now)
         while self._successes[0] <= now - self.window:
             self._successes.popleft()
-        self._answers.append((now, True))
+        self._answers.append((now, True, self._rate))
         if now >= self._paused_until:
             self._streak = 0
         if self._slow_start and self._rate is not None:
@@ -118,7 +124,7 @@ class Throttle:
             if self._rate > self.unpaced_above:
                 self._rate = None
 
-    def throttled(self, retry_after: float | None = None) -> float:
+    def throttled(self, retry_after: float | None = None, sent_at: float | None = None) -> float:
         """A 429 (not ``QuotaExceeded``): the seconds the caller waits before asking
         ``next_send`` again; a limit it signals slows (or pauses) everybody.
 
@@ -127,37 +133,68 @@ class Throttle:
         """
         now = self.clock()
         self._recover(now)
-        self._answers.append((now, False))
-        refused = [t for t, ok in self._answers if not ok]
-        if len(refused) >= self.limit_429s:
+        if sent_at is not None and sent_at < self._changed_at:
+            pass  # sent at the pace before the last change: nothing to learn about this one
+        elif len(refused := self._refusal(now)) >= self.limit_429s:
             self._limit(now, refused[0], retry_after)
-        elif self._rate is not None and self._ceiling is not None and self._rate > self._ceiling:
-            # Probing found the limit: just under where it was found.
-            self._ceiling = self._rate = max(self._ceiling, self._rate * (1 - self.margin))
-            self._ceiling_until = now + self.hold
+        elif (self.max_rate is None and self._rate is not None and self._ceiling is not None
+              and self._rate > self._ceiling):
+            # Probing found the limit: just under where it was found, and probe later next
+            # time, so that a steady limit costs ever fewer 429s.
+            self._probe_hold = min(self.max_hold, 2 * self._probe_hold)
+            self._found(now, max(self._ceiling, self._rate * (1 - self.margin)))
 
         own = self.retry_base * self.rng.uniform(0.5, 1.5)
         return max(own, retry_after or 0.0, self._paused_until - now)
 
-    def _limit(self, now: float, since: float, retry_after: float | None) -> None:
+    def _refusal(self, now: float) -> list[tuple[float, float | None]]:
+        """Count a 429 among the recent answers; when and at which rate each of them came."""
+        self._answers.append((now, False, self._rate))
+        return [(t, rate) for t, ok, rate in self._answers if not ok]
+
+    def _found(self, now: float, rate: float) -> None:
+        """Hold ``rate`` as the ceiling (from the end of any pause), then probe above it."""
+        self._changed_at = now
+        self._ceiling = self._rate = rate
+        self._ceiling_until = max(now, self._paused_until) + self._probe_hold
+
+    def _limit(
+        self, now: float, first: tuple[float, float | None], retry_after: float | None
+    ) -> None:
         """429s crowd the recent answers: pace at what got through since the first of them
-        (or over ``window``, whichever is longer), or pause everybody if nearly nothing did."""
-        passed = sum(ok for _, ok in self._answers)
+        (or over ``window``, whichever is longer), or pause everybody if nearly nothing did.
+
+        While speeding up, the pace overshoots before six 429s are in: the limit is then at
+        least one growth step under the pace at the first of them.
+        """
+        passed = sum(ok for _, ok, _ in self._answers)
         self._answers.clear()
-        self._slow_start = False
-        since = min(since, now - self.window / 4)
+        since = min(first[0], now - self.window / 4)
         measured = sum(1 for t in self._successes if t > since) / (now - since)
-        if passed <= 1:  # nearly everything refused: everybody waits, then goes at half pace
-            measured = measured if self._rate is None else self._rate / 2
+        if self._slow_start and first[1] is not None:
+            measured = max(measured, first[1] / (1 + self.growth))
+        elif self._rate is not None and (self.max_rate is not None or 2.2 * measured > self._rate):
+            # Told the limit, or paced within twice it: a strict limit (bursts of one) then
+            # passes about every other request, so what got through can be half the limit.
+            measured = self._rate * (1 - self.margin) if self.max_rate else self._rate * 0.9
+        if passed <= 1:  # nearly everything refused: everybody waits
             self._streak += 1
             if retry_after is None:
                 ceiling = min(self.max_pause, self.base_pause * 2 ** (self._streak - 1))
                 retry_after = ceiling * self.rng.uniform(0.5, 1.0)
             self._paused_until = max(self._paused_until, now + retry_after)
-        self._ceiling = self._rate = max(self.min_rate, measured * (1 - self.margin))
+            if self._rate is None:  # unpaced, so nothing is known: speed up again from slow
+                self._rate = self.start_rate or self.restart_rate
+                self._slow_start = True
+                self._ceiling = None
+                self._changed_at = now
+                return
+            measured = self._rate / 2  # then at half pace
+        self._slow_start = False
+        self._probe_hold = self.hold
         self._next_slot = now
         self._last_update = max(now, self._paused_until)
-        self._ceiling_until = self._last_update + self.hold
+        self._found(now, max(self.min_rate, measured * (1 - self.margin)))
 
     def _recover(self, now: float) -> None:
         """After the hold, probe above the ceiling, up to ``max_rate``."""

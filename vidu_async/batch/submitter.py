@@ -726,6 +726,7 @@ class BatchSubmitter:
     ) -> tuple[Task, str] | Outcome | None:
         """One create (the client retries and reconciles within it); None to try again."""
         account = self._accounts[go.account]
+        sent_at = self._clock()  # a 429 to a request sent before the pace changed is old news
         self._reserve(go.reserve, +1)
         account.in_flight += 1
         try:
@@ -753,7 +754,7 @@ class BatchSubmitter:
             self._reserve(go.reserve, -1)
             self._changed.fire()
         if failure is not None:
-            return await self._refused(job, failure, account)
+            return await self._refused(job, failure, account, sent_at)
         self._throttle.succeeded()
         self._spent += task.credits or 0
         self._costs.setdefault(price_class, task.credits or 0)
@@ -824,7 +825,9 @@ class BatchSubmitter:
             None, self.options.callback_url
         )
 
-    async def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome | None:
+    async def _refused(
+        self, job: Job, error: ViduError, account: _Account, sent_at: float
+    ) -> Outcome | None:
         """What a create's error means (``verdicts``), acted on; None to try again."""
         meaning = verdict(error, retry_after_cap=self.options.retry_after_cap)
         if isinstance(meaning, End):
@@ -845,7 +848,7 @@ class BatchSubmitter:
             logger.info("%s: QuotaExceeded; waiting for a running task to finish", account.label)
             await self._wait_for_a_finish()
         else:
-            pause = self._throttle.throttled(meaning.retry_after)
+            pause = self._throttle.throttled(meaning.retry_after, sent_at)
             level = logging.WARNING if pause >= LOUD_PAUSE else logging.DEBUG
             logger.log(level, "%s: %s; sending again in %.1f s%s", account.label,
                        ErrorInfo.from_exception(error).reason, pause,
