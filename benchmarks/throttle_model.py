@@ -91,7 +91,7 @@ def run(
                 tokens -= 1
                 at(now + rtt, "ok", sent=sent)
         elif kind == "ok":
-            throttle.succeeded()
+            throttle.succeeded(sent)
             done += 1
             at(now, "want")
         elif kind == "429":

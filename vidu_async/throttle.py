@@ -5,17 +5,28 @@ mostly transient. So a 429 first costs only the request that drew it: ``throttle
 short jittered wait (at least the server's ``Retry-After``) for that caller alone, and the other
 workers carry on. The whole batch slows only when 429s correlate with the sending rate: when
 ``limit_429s`` of the last ``recent`` answers were 429s (5% random 429s almost never do that, a
-rate limit being overrun always does). The new rate is what got through while sending at the
-current rate, less a ``margin``; it is held ``hold`` seconds, then probed by ``recovery``
-requests a second per second, and a 429 while probing drops straight back to it.
+rate limit being overrun always does). The new rate, less a ``margin``, is:
+
+- with a configured ``max_rate``, the pace itself (the limit was told: only a margin under);
+- when about every other answer passed, halfway between what got through and the pace: a
+  strict limit (bursts of one) passes every other request of any pace under twice it, so what
+  got through can be half the limit;
+- otherwise what got through since the first of those 429s.
+
+It is held ``hold`` seconds, then probed by ``recovery`` of it a second per second; a 429 while
+probing an untold limit drops back just under where it came, and doubles the next hold (up to
+``max_hold``), so a steady limit costs ever fewer probes. A 429 to a request sent before the
+last change (``sent_at``) was drawn by the old pace and is not counted again.
 
 Without a configured ``max_rate`` the batch starts unpaced; given a ``start_rate`` it starts
 there instead (sparing a strict limit the first burst of every worker at once, at the cost of
 a slower start when there is no limit) and grows ``1 + growth`` times per success (the pace
 doubles in a few answers at any rate, as TCP's slow start does per round trip), going unpaced
-above ``unpaced_above``, until a limit is found. The whole batch pauses only when a limit is
-signalled and almost nothing gets through (a window exhausted, an outage): then for the server's
-``Retry-After``, else a jittered backoff that doubles per pause in a row.
+above ``unpaced_above``, until a limit is found, one growth step under the pace at the first
+of its 429s. The whole batch pauses only when a limit is signalled and almost nothing gets
+through (a window exhausted, an outage): then for the server's ``Retry-After``, else a jittered
+backoff that doubles per pause in a row; an unpaced batch then knows nothing of the limit yet,
+so it slow-starts from ``start_rate`` (else ``restart_rate``).
 
 This is sans-IO: ``next_send()`` and ``throttled()`` say how long to wait, from an injected
 clock; the submitter does the sleeping. That keeps the rules testable without timing.
@@ -63,6 +74,7 @@ class Throttle:
     _rate: float | None = attrs.field(init=False)
     _slow_start: bool = attrs.field(init=False)
     _next_slot: float = attrs.field(init=False, default=0.0)
+    _after_answer: float = attrs.field(init=False, default=0.0)
     _paused_until: float = attrs.field(init=False, default=0.0)
     _last_update: float = attrs.field(init=False, default=0.0)
     _streak: int = attrs.field(init=False, default=0)
@@ -72,11 +84,13 @@ class Throttle:
     _changed_at: float = attrs.field(init=False, default=-math.inf)
     _answers: deque[tuple[float, bool, float | None]] = attrs.field(init=False)
     _successes: deque[float] = attrs.field(init=False, factory=deque)
+    _round_trips: deque[float] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._slow_start = self.max_rate is None and self.start_rate is not None
         self._rate = self.start_rate if self.max_rate is None else self._cap
         self._answers = deque(maxlen=self.recent)
+        self._round_trips = deque(maxlen=self.recent)
         self._probe_hold = self.hold
         self._last_update = self.clock()
         self._paused_until = self._last_update
@@ -103,16 +117,27 @@ class Throttle:
         self._recover(now)
         start = max(now, self._paused_until)
         if self._rate is not None:
-            start = max(start, self._next_slot)
+            start = max(start, self._next_slot, self._after_answer)
         if start > now:
             return start - now
         if self._rate is not None:
             self._next_slot = now + 1.0 / self._rate
         return 0.0
 
-    def succeeded(self) -> None:
-        """A request went through: it counts towards the measured rate and slow start."""
+    def succeeded(self, sent_at: float | None = None) -> None:
+        """A request went through: it counts towards the measured rate and slow start.
+
+        With ``sent_at`` (when its slot was granted), the next request waits until one
+        interval after the latest moment this one can have reached the server: the answer
+        less the shortest recent round trip. A request held up on its way (a busy machine, a
+        stalled server) then no longer meets the next one at a strict limit, and the others
+        are untouched.
+        """
         now = self.clock()
+        if sent_at is not None:
+            self._round_trips.append(now - sent_at)
+            if self._rate is not None:
+                self._after_answer = now - min(self._round_trips) + 1.0 / self._rate
         self._successes.append(now)
         while self._successes[0] <= now - self.window:
             self._successes.popleft()
@@ -168,15 +193,10 @@ class Throttle:
         least one growth step under the pace at the first of them.
         """
         passed = sum(ok for _, ok, _ in self._answers)
+        answered = len(self._answers)
         self._answers.clear()
         since = min(first[0], now - self.window / 4)
         measured = sum(1 for t in self._successes if t > since) / (now - since)
-        if self._slow_start and first[1] is not None:
-            measured = max(measured, first[1] / (1 + self.growth))
-        elif self._rate is not None and (self.max_rate is not None or 2.2 * measured > self._rate):
-            # Told the limit, or paced within twice it: a strict limit (bursts of one) then
-            # passes about every other request, so what got through can be half the limit.
-            measured = self._rate * (1 - self.margin) if self.max_rate else self._rate * 0.9
         if passed <= 1:  # nearly everything refused: everybody waits
             self._streak += 1
             if retry_after is None:
@@ -190,6 +210,19 @@ class Throttle:
                 self._changed_at = now
                 return
             measured = self._rate / 2  # then at half pace
+        elif self._slow_start and first[1] is not None:
+            measured = max(measured, first[1] / (1 + self.growth))
+        elif self._rate is not None and self.max_rate is not None:
+            measured = self._rate  # told the limit: trust it, only a margin under
+        elif self._rate is not None and 1 / 3 <= passed / answered <= 0.6:
+            # About every other request passed: a strict limit (bursts of one) does that to
+            # any pace under twice it, so the limit lies between what got through and the
+            # pace: halfway.
+            measured = (measured + self._rate) / 2
+        elif self._rate is not None:
+            # Workers waiting out Retry-After send less than the pace: what got through can
+            # be far under the limit, so never more than halve a pace.
+            measured = max(measured, self._rate / 2)
         self._slow_start = False
         self._probe_hold = self.hold
         self._next_slot = now

@@ -726,7 +726,7 @@ class BatchSubmitter:
     ) -> tuple[Task, str] | Outcome | None:
         """One create (the client retries and reconciles within it); None to try again."""
         account = self._accounts[go.account]
-        sent_at = self._clock()  # a 429 to a request sent before the pace changed is old news
+        sent_at = self._clock()  # when its slot was granted: the throttle needs to know
         self._reserve(go.reserve, +1)
         account.in_flight += 1
         try:
@@ -755,7 +755,7 @@ class BatchSubmitter:
             self._changed.fire()
         if failure is not None:
             return await self._refused(job, failure, account, sent_at)
-        self._throttle.succeeded()
+        self._throttle.succeeded(sent_at)
         self._spent += task.credits or 0
         self._costs.setdefault(price_class, task.credits or 0)
         if self._journal is not None:  # the intent is durable: this record need not wait
