@@ -307,3 +307,42 @@ def test_each_failed_probe_holds_longer_before_probing_again() -> None:
         clock.now += 1.0  # probing above the ceiling, then a 429
         throttle.throttled(sent_at=clock.now)
     assert holds[1:] == [4, 6, 6]
+
+
+def test_a_late_answer_holds_the_next_send_one_interval_after_it() -> None:
+    """At 10/s: answers 2 ms after their send leave the slots alone; one 52 ms late (held up
+    on its way, so perhaps handled late) holds the next send until its answer less the
+    shortest round trip plus an interval, so the two cannot reach a strict limit too close."""
+    clock = Clock()
+    throttle = make(10.0, clock, slack=0.0)
+    for _ in range(3):
+        sent = clock.now
+        assert throttle.next_send() == 0.0
+        clock.now += 0.002
+        throttle.succeeded(sent)
+        clock.now = sent + 0.1
+    sent = clock.now
+    assert throttle.next_send() == 0.0
+    clock.now += 0.052
+    throttle.succeeded(sent)
+    held_until = clock.now - 0.002 + 0.1  # not sent + 0.1, the slot
+    assert throttle.next_send() == pytest.approx(held_until - clock.now)
+    assert held_until > sent + 0.1
+
+
+def test_answers_of_pipelined_requests_do_not_hold_the_pace() -> None:
+    """At 100/s with a 50 ms round trip, five requests are always in flight: each answer
+    comes long after the next ones were sent, and the pace stays 100/s."""
+    clock = Clock()
+    throttle = make(100.0, clock, slack=0.0)
+    in_flight: list[float] = []
+    sends = []
+    while len(sends) < 200:
+        while in_flight and in_flight[0] + 0.05 <= clock.now:
+            throttle.succeeded(in_flight.pop(0))
+        if (wait := throttle.next_send()) > 0:
+            clock.now += min(wait, 0.001)
+            continue
+        in_flight.append(clock.now)
+        sends.append(clock.now)
+    assert sends[-1] - sends[0] == pytest.approx(199 / 100, rel=0.01)
