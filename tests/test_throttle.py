@@ -346,3 +346,20 @@ def test_answers_of_pipelined_requests_do_not_hold_the_pace() -> None:
         in_flight.append(clock.now)
         sends.append(clock.now)
     assert sends[-1] - sends[0] == pytest.approx(199 / 100, rel=0.01)
+
+
+def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
+    """One 429 at 10/s (another request took the token), then the pace grows past 40/s
+    before six more: the limit is a step under the first of those, not under 10/s."""
+    clock = Clock()
+    throttle = make(None, clock, start_rate=10.0, growth=0.2, margin=0.05)
+    throttle.throttled(1.0, clock.now)  # the stray, at 10/s
+    while (throttle.rate or 0) < 40:
+        clock.now += 0.02
+        throttle.succeeded()
+    paced = throttle.rate
+    assert paced is not None
+    for _ in range(5):
+        clock.now += 0.02
+        throttle.throttled(1.0, clock.now - 0.01)
+    assert throttle.rate == pytest.approx(paced / 1.2 * 0.95)

@@ -161,7 +161,7 @@ class Throttle:
         if sent_at is not None and sent_at < self._changed_at:
             pass  # sent at the pace before the last change: nothing to learn about this one
         elif len(refused := self._refusal(now)) >= self.limit_429s:
-            self._limit(now, refused[0], retry_after)
+            self._limit(now, refused, retry_after)
         elif (self.max_rate is None and self._rate is not None and self._ceiling is not None
               and self._rate > self._ceiling):
             # Probing found the limit: just under where it was found, and probe later next
@@ -184,18 +184,20 @@ class Throttle:
         self._ceiling_until = max(now, self._paused_until) + self._probe_hold
 
     def _limit(
-        self, now: float, first: tuple[float, float | None], retry_after: float | None
+        self, now: float, refused: list[tuple[float, float | None]], retry_after: float | None
     ) -> None:
-        """429s crowd the recent answers: pace at what got through since the first of them
-        (or over ``window``, whichever is longer), or pause everybody if nearly nothing did.
+        """429s crowd the recent answers (``refused``: when, and at which pace): pace at what
+        got through since the first of them (or over ``window``, whichever is longer), or pause
+        everybody if nearly nothing did.
 
-        While speeding up, the pace overshoots before six 429s are in: the limit is then at
-        least one growth step under the pace at the first of them.
+        While speeding up, the pace overshoots before six 429s are in: the limit is then one
+        growth step under the pace at the first of them that the pace did not outgrow by more
+        than six steps (an older one was a stray: requests kept passing well above it).
         """
         passed = sum(ok for _, ok, _ in self._answers)
         answered = len(self._answers)
         self._answers.clear()
-        since = min(first[0], now - self.window / 4)
+        since = min(refused[0][0], now - self.window / 4)
         measured = sum(1 for t in self._successes if t > since) / (now - since)
         if passed <= 1:  # nearly everything refused: everybody waits
             self._streak += 1
@@ -210,8 +212,10 @@ class Throttle:
                 self._changed_at = now
                 return
             measured = self._rate / 2  # then at half pace
-        elif self._slow_start and first[1] is not None:
-            measured = max(measured, first[1] / (1 + self.growth))
+        elif self._slow_start and self._rate is not None:
+            stray = self._rate / (1 + self.growth) ** self.limit_429s
+            paces = [pace for _, pace in refused if pace is not None and pace >= stray]
+            measured = max([measured] + [pace / (1 + self.growth) for pace in paces[:1]])
         elif self._rate is not None and self.max_rate is not None:
             measured = self._rate  # told the limit: trust it, only a margin under
         elif self._rate is not None and 1 / 3 <= passed / answered <= 0.6:
