@@ -154,7 +154,8 @@ class Throttle:
         ``next_send`` again; a limit it signals slows (or pauses) everybody.
 
         The wait is at least ``retry_after``; shared pauses never stack, each only grows to
-        what the newest answer asks for.
+        what the newest answer asks for. ``sent_at`` (when its slot was granted) tells a 429
+        drawn by the pace before the last change, which then changes nothing.
         """
         now = self.clock()
         self._recover(now)
