@@ -56,19 +56,19 @@ def run(
     )
     limit, burst = bucket if bucket is not None else (math.inf, 1)
     tokens, updated = float(burst), 0.0
-    events: list[tuple[float, int, str, float | None]] = []
+    events: list[tuple[float, int, str, float | None, float]] = []
     counter = 0
 
-    def at(when: float, kind: str, retry_after: float | None = None) -> None:
+    def at(when: float, kind: str, retry_after: float | None = None, sent: float = 0.0) -> None:
         nonlocal counter
         counter += 1
-        heapq.heappush(events, (when, counter, kind, retry_after))
+        heapq.heappush(events, (when, counter, kind, retry_after, sent))
 
     for _ in range(workers):
         at(0.0, "want")
     todo, done, requests, refused = jobs, 0, 0, 0
     while events and done < jobs:
-        now, _, kind, retry_after = heapq.heappop(events)
+        now, _, kind, retry_after, sent = heapq.heappop(events)
         late = rng.uniform(0, 0.0005)  # timers fire a little late
         if kind == "want" and todo:
             wait = throttle.next_send()
@@ -76,7 +76,7 @@ def run(
                 at(now + wait + late, "want")
                 continue
             todo -= 1
-            at(now + late, "send")
+            at(now + late, "send", sent=now)
         elif kind == "send":
             requests += 1
             arrival = now + rtt / 2 + rng.uniform(0, 0.0003)
@@ -84,20 +84,20 @@ def run(
                 tokens = min(float(burst), tokens + (arrival - updated) * limit)
                 updated = arrival
             if bucket is not None and tokens < 1:
-                at(now + rtt, "429", math.ceil((1 - tokens) / limit))
+                at(now + rtt, "429", math.ceil((1 - tokens) / limit), sent)
             elif rng.random() < noise:
-                at(now + rtt, "429")
+                at(now + rtt, "429", sent=sent)
             else:
                 tokens -= 1
-                at(now + rtt, "ok")
+                at(now + rtt, "ok", sent=sent)
         elif kind == "ok":
-            throttle.succeeded()
+            throttle.succeeded(sent)
             done += 1
             at(now, "want")
         elif kind == "429":
             refused += 1
             todo += 1
-            at(now + throttle.throttled(retry_after), "want")
+            at(now + throttle.throttled(retry_after, sent), "want")
     return now, requests, refused
 
 

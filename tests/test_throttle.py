@@ -203,3 +203,163 @@ def test_the_rate_never_drops_below_the_floor() -> None:
         clock.now += 0.001
     assert throttle.rate is not None
     assert throttle.rate >= 0.25
+
+
+def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 16
+               ) -> tuple[int, int, list[tuple[float, float]]]:
+    """``workers`` against a strict bucket of 30/s for ``seconds``, each sending as the
+    throttle says (a 429 reported with its send time): (passed, refused, (time, rate) after
+    each answer)."""
+    start = clock.now
+    bucket = Bucket(30.0, clock.now)
+    retry_at = [start] * workers
+    passed = refused = 0
+    rates: list[tuple[float, float]] = []
+    while clock.now < start + seconds:
+        worker = min(range(workers), key=retry_at.__getitem__)
+        clock.now = max(clock.now, retry_at[worker])
+        if (wait := throttle.next_send()) > 0:
+            retry_at[worker] = clock.now + wait
+            continue
+        sent = clock.now
+        retry_after = bucket(sent)
+        clock.now += 0.003  # the answer, a round trip later
+        if retry_after is None:
+            passed += 1
+            throttle.succeeded()
+            retry_at[worker] = clock.now
+        else:
+            refused += 1
+            retry_at[worker] = clock.now + throttle.throttled(retry_after, sent)
+        rates.append((clock.now - start, throttle.rate or math.inf))
+    return passed, refused, rates
+
+
+def test_an_unpaced_start_meeting_a_strict_limit_finds_it_instead_of_crawling() -> None:
+    """Sixteen workers at once against a bucket of 30/s: one passes, the rest are refused.
+    Everybody waits the Retry-After once, then the pace grows from ``restart_rate`` to the
+    limit and stays near it (it used to fall to ``min_rate`` and crawl back at 5% a second)."""
+    clock = Clock()
+    throttle = make(None, clock)
+    passed, refused, rates = bucket_run(throttle, clock, 20.0)
+    assert all(rate >= 0.7 * 30 for t, rate in rates if t > 3)
+    assert all(rate <= 1.2 * 30 for t, rate in rates if t > 5)
+    assert passed >= 0.85 * 30 * 20
+    assert refused <= 40  # the first burst's 15, then a few while finding and probing
+
+
+def crowd(throttle: Throttle, clock: Clock, gap: float) -> None:
+    """Six 429s, each after a success, ``gap`` seconds apart: what a strict bucket answers a
+    pace a little above its rate (every other request refused)."""
+    for _ in range(6):
+        throttle.succeeded()
+        clock.now += gap / 2
+        throttle.throttled(1.0, clock.now - 0.001)
+        clock.now += gap / 2
+
+
+def test_a_told_rate_meeting_crowded_429s_steps_down_by_the_margin_only() -> None:
+    """Told 30/s: a cut of ``margin``, not down to what got through."""
+    clock = Clock()
+    throttle = make(30.0, clock, slack=0.0, margin=0.05)
+    crowd(throttle, clock, 1 / 30)
+    assert throttle.rate == pytest.approx(30 * 0.95)
+
+
+def test_an_untold_pace_just_above_a_strict_limit_steps_down_halfway_not_to_half() -> None:
+    """Paced at 38/s after slow start, every other request refused (a bucket of 30/s at
+    38/s): the limit lies between what got through (about 19/s) and the pace: halfway."""
+    clock = Clock()
+    throttle = make(None, clock, start_rate=40.0, growth=0.0, margin=0.05)
+    crowd(throttle, clock, 1 / 40)
+    assert throttle.rate == pytest.approx(38.0)  # slow start ends a margin under its pace
+    clock.now += 1.5  # still held at 38; the successes before have left the window
+    crowd(throttle, clock, 1 / 38)
+    got_through = 6 / 0.25  # six successes, over at least a quarter of the window
+    assert throttle.rate == pytest.approx((got_through + 38.0) / 2 * 0.95)
+
+
+def test_429s_to_requests_sent_before_a_change_do_not_count_again() -> None:
+    """The answers still on their way when the pace was cut say nothing about the new one."""
+    clock = Clock()
+    throttle = make(30.0, clock, slack=0.0, margin=0.05)
+    crowd(throttle, clock, 1 / 30)  # cut to 28.5
+    sent = clock.now - 0.5
+    for _ in range(20):
+        throttle.throttled(1.0, sent)  # sent before the cut: no further cut
+    assert throttle.rate == pytest.approx(28.5)
+    throttle.throttled(1.0, clock.now)
+    assert throttle.rate == pytest.approx(28.5)  # one new 429 is not crowded 429s
+
+
+def test_each_failed_probe_holds_longer_before_probing_again() -> None:
+    clock = Clock()
+    throttle = make(None, clock, hold=2.0, max_hold=6.0, recovery=0.1, margin=0.05)
+    for _ in range(20):
+        throttle.throttled()  # a limit: paced at half, held
+    holds = []
+    for _ in range(4):
+        held = throttle.rate
+        start = clock.now
+        while throttle.rate == held:
+            clock.now += 0.01
+        holds.append(round(clock.now - start))
+        clock.now += 1.0  # probing above the ceiling, then a 429
+        throttle.throttled(sent_at=clock.now)
+    assert holds[1:] == [4, 6, 6]
+
+
+def test_a_late_answer_holds_the_next_send_one_interval_after_it() -> None:
+    """At 10/s: answers 2 ms after their send leave the slots alone; one 52 ms late (held up
+    on its way, so perhaps handled late) holds the next send until its answer less the
+    shortest round trip plus an interval, so the two cannot reach a strict limit too close."""
+    clock = Clock()
+    throttle = make(10.0, clock, slack=0.0)
+    for _ in range(3):
+        sent = clock.now
+        assert throttle.next_send() == 0.0
+        clock.now += 0.002
+        throttle.succeeded(sent)
+        clock.now = sent + 0.1
+    sent = clock.now
+    assert throttle.next_send() == 0.0
+    clock.now += 0.052
+    throttle.succeeded(sent)
+    held_until = clock.now - 0.002 + 0.1  # not sent + 0.1, the slot
+    assert throttle.next_send() == pytest.approx(held_until - clock.now)
+    assert held_until > sent + 0.1
+
+
+def test_answers_of_pipelined_requests_do_not_hold_the_pace() -> None:
+    """At 100/s with a 50 ms round trip, five requests are always in flight: each answer
+    comes long after the next ones were sent, and the pace stays 100/s."""
+    clock = Clock()
+    throttle = make(100.0, clock, slack=0.0)
+    in_flight: list[float] = []
+    sends = []
+    while len(sends) < 200:
+        while in_flight and in_flight[0] + 0.05 <= clock.now:
+            throttle.succeeded(in_flight.pop(0))
+        if (wait := throttle.next_send()) > 0:
+            clock.now += min(wait, 0.001)
+            continue
+        in_flight.append(clock.now)
+        sends.append(clock.now)
+    assert sends[-1] - sends[0] == pytest.approx(199 / 100, rel=0.01)
+
+
+def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
+    """One 429 at 10/s (another request took the token), then the pace grows past 40/s
+    before six more: the limit is a step under the first of those, not under 10/s."""
+    clock = Clock()
+    throttle = make(None, clock, start_rate=10.0, growth=0.2, margin=0.05)
+    throttle.throttled(1.0, clock.now)  # the stray, at 10/s
+    while (throttle.rate or 0) < 40:
+        clock.now += 0.02
+        throttle.succeeded()
+    paced = throttle.rate
+    assert paced is not None
+    for _ in range(5):
+        clock.now += 0.02
+        throttle.throttled(1.0, clock.now - 0.01)
+    assert throttle.rate == pytest.approx(paced / 1.2 * 0.95)

@@ -739,6 +739,7 @@ class BatchSubmitter:
     ) -> tuple[Task, str] | Outcome | None:
         """One create (the client retries and reconciles within it); None to try again."""
         account = self._accounts[go.account]
+        sent_at = self._clock()  # when its slot was granted: the throttle needs to know
         self._reserve(go.reserve, +1)
         account.in_flight += 1
         try:
@@ -767,8 +768,8 @@ class BatchSubmitter:
             self._reserve(go.reserve, -1)
             self._changed.fire()
         if failure is not None:
-            return await self._refused(job, failure, account)
-        self._throttle.succeeded()
+            return await self._refused(job, failure, account, sent_at)
+        self._throttle.succeeded(sent_at)
         self._spent += task.credits or 0
         self._costs.setdefault(price_class, task.credits or 0)
         if self._journal is not None:  # the intent is durable: this record need not wait
@@ -838,7 +839,9 @@ class BatchSubmitter:
             None, self.options.callback_url
         )
 
-    async def _refused(self, job: Job, error: ViduError, account: _Account) -> Outcome | None:
+    async def _refused(
+        self, job: Job, error: ViduError, account: _Account, sent_at: float
+    ) -> Outcome | None:
         """What a create's error means (``verdicts``), acted on; None to try again."""
         meaning = verdict(error, retry_after_cap=self.options.retry_after_cap)
         if isinstance(meaning, End):
@@ -859,7 +862,7 @@ class BatchSubmitter:
             logger.info("%s: QuotaExceeded; waiting for a running task to finish", account.label)
             await self._wait_for_a_finish()
         else:
-            pause = self._throttle.throttled(meaning.retry_after)
+            pause = self._throttle.throttled(meaning.retry_after, sent_at)
             level = logging.WARNING if pause >= LOUD_PAUSE else logging.DEBUG
             logger.log(level, "%s: %s; sending again in %.1f s%s", account.label,
                        ErrorInfo.from_exception(error).reason, pause,
