@@ -429,6 +429,26 @@ async def test_get_task_cancel_and_credits(client: ViduClient, vidu: FakeVidu) -
     assert credits.remains[0].queue_count == 7
 
 
+async def test_paced_requests_wait_their_turn_and_creates_are_left_to_their_caller(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    turns: list[int] = []
+
+    async def pacer() -> None:
+        turns.append(len(vidu.calls))  # how many requests the server had seen by then
+
+    task = vidu.add_task(state="queueing")
+    vidu.query_faults = [503]  # a retried query waits its turn again
+    with client.paced(pacer):
+        await client.create_reference2video(request())
+        await client.get_task(task["id"])
+        await client.get_credits()
+    # The query, its retry and the credits each waited before being sent; the create did not.
+    assert turns == [1, 2, 3]
+    await client.get_credits()
+    assert turns == [1, 2, 3]  # not paced any more
+
+
 async def test_a_missing_task_is_not_found_without_retrying(
     client: ViduClient, vidu: FakeVidu
 ) -> None:

@@ -30,7 +30,7 @@ import logging
 import math
 import os
 import urllib.parse
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, overload
@@ -211,6 +211,7 @@ class ViduClient:
         )
         self._unsettled: dict[str, _Sent] = {}
         self._learning_clock = asyncio.Lock()
+        self._pacer: Callable[[], Awaitable[None]] | None = None
         self._owns_pool = pool is None
         if pool is None:
             pool = SessionPool(
@@ -227,6 +228,18 @@ class ViduClient:
 
     def __repr__(self) -> str:
         return f"<ViduClient {self._account.base_url} auth_scheme={self._account.auth_scheme}>"
+
+    @contextlib.contextmanager
+    def paced(self, pacer: Callable[[], Awaitable[None]]) -> Iterator[None]:
+        """While it lasts, every API request of this client but a create (queries, lists,
+        cancels, credits, and their retries) first awaits ``pacer()``: a batch that paces its
+        creates against the account's rate limit paces the account's other requests with
+        them, instead of leaving them to meet the limit's 429s."""
+        before, self._pacer = self._pacer, pacer
+        try:
+            yield
+        finally:
+            self._pacer = before
 
     @property
     def account(self) -> Account:
@@ -293,9 +306,11 @@ class ViduClient:
         body: bytes | None = None,
         prefix: str = API_PREFIX,
     ) -> Any:
-        def attempt() -> Awaitable[Any]:
-            return send(self._pool, self._account, method, path, params=params, body=body,
-                        on_date=self._server_clock.observe, prefix=prefix)
+        async def attempt() -> Any:
+            if self._pacer is not None:
+                await self._pacer()
+            return await send(self._pool, self._account, method, path, params=params,
+                              body=body, on_date=self._server_clock.observe, prefix=prefix)
 
         return await retried(attempt, self._retry, kind, call_name(method, path, prefix),
                              no_answer=self._pool.no_answer)

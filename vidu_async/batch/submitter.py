@@ -388,6 +388,9 @@ class BatchSubmitter:
         self._running = True
         self._reset()
         opts = self.options
+        paced = contextlib.ExitStack()
+        for account in self._accounts.values():
+            paced.enter_context(account.client.paced(self._pace))
         try:
             if opts.journal is not None:
                 self._journal = await Journal.open(
@@ -435,6 +438,7 @@ class BatchSubmitter:
                 pipeline.cancel()
                 await asyncio.wait([pipeline])
         finally:
+            paced.close()
             if self._journal is not None:
                 await self._journal.close()
             self._running = False
@@ -720,6 +724,12 @@ class BatchSubmitter:
             pause = self._throttle.next_send()
             if pause <= 0:
                 return decision
+            await self.options.sleep(pause)
+
+    async def _pace(self) -> None:
+        """The batch's requests other than creates (lookups, status rounds, cancels) take
+        their turn in the shared pacing too: an account's rate limit counts every request."""
+        while (pause := self._throttle.next_send()) > 0:
             await self.options.sleep(pause)
 
     def _gate(self, price_class: str, pinned: str | None) -> Go | Wait | Stop:
