@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import io
 import logging
 import math
 import os
@@ -497,8 +498,8 @@ class ViduClient:
 
         async def attempt() -> str:
             try:
-                async with self._pool.session(None).put(
-                    url, data=data, headers={"Content-Type": content_type},
+                async with self._pool.session(None).put(  # streamed, 64 KB a step: no stall
+                    url, data=io.BytesIO(data), headers={"Content-Type": content_type},
                     allow_redirects=False,
                 ) as response:
                     content = await read_bounded(response, call)

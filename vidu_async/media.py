@@ -432,23 +432,45 @@ class _Probed:
     problem: str | None
 
 
-@attrs.frozen
+@attrs.define
 class _Prepared:
-    """A local entry read whole: its content digest and the data URI it is sent as."""
+    """A local entry read whole: its content digest, and the data URI it is sent as, encoded
+    on first use (once; a batch that uploads its images never encodes them, and base64 holds
+    the GIL: the event loop would wait for it)."""
 
     digest: str
     """``sha256:<hex>`` of the content, as fingerprints and upload keys name it."""
     format: Format | None
     """From the magic bytes; None when they name no supported format (``problem`` says why)."""
     problem: str | None
-    data_uri: str | None
-    """None when ``format`` is, or for a file too large to keep."""
+    _content: bytes | None = attrs.field(default=None, repr=False)
+    """The content until it is encoded; None when ``format`` is, or for a file too large to
+    keep."""
     source: bytes | None = attrs.field(default=None, repr=False)
     """A bytes entry itself: held so that its ``id``, its key, names no other object meanwhile."""
+    _uri: str | None = attrs.field(default=None, init=False, repr=False)
+    _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _weight: int = attrs.field(default=0, init=False, repr=False)
+
+    @property
+    def data_uri(self) -> str | None:
+        """The data URI to send (None when ``format`` is, or for a file too large to keep)."""
+        with self._lock:
+            if self._uri is None and self._content is not None and self.format is not None:
+                self._uri, self._content = _data_uri(self.format, self._content), None
+            return self._uri
 
     @property
     def weight(self) -> int:
-        return len(self.data_uri or "") + len(self.source or b"")
+        """What it holds once encoded (its data URI, and a bytes entry itself): fixed when it
+        is made, for the cache's bound."""
+        return self._weight
+
+    def __attrs_post_init__(self) -> None:
+        encoded = 0
+        if self.format is not None and self._content is not None:
+            encoded = _data_uri_length(self.format.content_type, len(self._content))
+        self._weight = encoded + len(self.source or b"")
 
 
 @attrs.frozen
@@ -595,7 +617,7 @@ def _prepare(data: bytes, source: bytes | None = None) -> _Prepared:
         fmt = sniff(data[:SNIFF_BYTES])
     except ProbeError as exc:
         return _Prepared(digest, None, str(exc), None, source)
-    return _Prepared(digest, fmt, None, _data_uri(fmt, data), source)
+    return _Prepared(digest, fmt, None, data, source)
 
 
 def _prepare_large(path: str) -> _Prepared:
