@@ -94,7 +94,7 @@ logger = logging.getLogger("vidu_async.client")
 TOOLS_PREFIX = "/tools/v2"
 """Where the upload API lives on the API host (beside ``/ent/v2``)."""
 LOOKUP_SLACK = WINDOW_SLACK
-"""How far before a create's first attempt its lookup window starts (``reconcile.WINDOW_SLACK``)."""
+"""How far before a caller's ``created_after`` a lookup window starts (``WINDOW_SLACK``)."""
 MAX_PAGE_SIZE = 100
 """The API's largest list page, and the most ``task_ids`` one list call may filter on."""
 
@@ -299,7 +299,7 @@ class ViduClient:
             path,
             params=params,
             body=body,
-            on_date=self._server_clock.observe,
+            on_date=self._server_clock.observer(),
             prefix=prefix,
         )
 
@@ -369,7 +369,7 @@ class ViduClient:
         async def attempt() -> Task:
             try:
                 answer = await send(
-                    self._pool, self._account, "POST", path, body=body, on_date=clock.observe
+                    self._pool, self._account, "POST", path, body=body, on_date=clock.observer()
                 )
                 return Task.from_dict(answer)
             except APIError as error:
@@ -611,9 +611,14 @@ class ViduClient:
                 for task in page.tasks:
                     yield task
 
-    def _scan_pages(self, since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
-        """The reconciler's view of the list: every task since ``since``, the largest pages."""
+    def _scan_pages(
+        self, since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
+        """The reconciler's view of the list: every task from ``since`` to ``until``, the
+        largest pages."""
         params = [] if since is None else [("created_at.from", _rfc3339(since, "since"))]
+        if until is not None:
+            params.append(("created_at.to", _rfc3339(until, "until")))
         return self._pages([*params, *_page_size(MAX_PAGE_SIZE)])
 
     async def _pages(self, params: list[tuple[str, str]]) -> AsyncGenerator[TaskPage, None]:
@@ -656,7 +661,8 @@ class ViduClient:
         del created_before
         clock = self._server_clock
         local_settled = clock.local_now() if settled_at is None else settled_at
-        sent = self._unsettled.get(key) or _Sent(created_after, local_settled)
+        since = None if created_after is None else created_after - LOOKUP_SLACK
+        sent = self._unsettled.get(key) or _Sent(since, local_settled)
         return await self._lookup(key, sent, cause=None)
 
     async def wait_for_task(

@@ -77,6 +77,7 @@ from vidu_async.reconcile import (
     ScanLimitError,
     TaskIndex,
     proof_time,
+    slot_given_back,
 )
 from vidu_async.requests import Request
 from vidu_async.tasks import Task, TaskResult, TaskState
@@ -649,9 +650,10 @@ class BatchSubmitter:
         settled = min(sent + dt.timedelta(seconds=client.create_horizon),
                       self._run_started[action.account])
         try:
+            # The journal's times are an earlier run's readings of the clock: wide, open window.
             result = await client.reconciler.lookup(
                 action.key, model=job.request.model, prompt=job.request.prompt,
-                sent_at=sent, settled_at=settled,
+                sent_at=sent - WINDOW_SLACK, settled_at=settled, open_end=True,
             )
         except ViduError as error:  # API errors and ScanLimitError: unproven, not fatal
             reason = str(error)
@@ -740,9 +742,10 @@ class BatchSubmitter:
                 request = self._request_of(job)
                 if self._uploads is not None:
                     request = await self._uploads.applied(request, account.client, account.label)
-                task = await account.client.create(
-                    request, correlation_key=facts.key, retry_rate_limits=False
-                )
+                with slot_given_back(self._creating):  # while proving a lost create absent
+                    task = await account.client.create(
+                        request, correlation_key=facts.key, retry_rate_limits=False
+                    )
         except ViduError as error:
             failure: ViduError | None = error
         else:
