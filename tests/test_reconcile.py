@@ -57,12 +57,12 @@ def test_proof_time_adds_the_lag_and_twice_the_uncertainty() -> None:
 @pytest.mark.parametrize(
     ("sent", "settled", "open_end", "expected"),
     [
-        (at(10), at(12), False, Window(at(9.5), at(12.5))),
-        (at(10), at(12), True, Window(at(9.5), None)),
-        (None, at(12), False, Window(None, at(12.5))),
+        (at(10), at(12), False, Window(at(9.75), at(12.25))),
+        (at(10), at(12), True, Window(at(9.75), None)),
+        (None, at(12), False, Window(None, at(12.25))),
     ],
 )
-def test_lookup_window_reaches_twice_the_uncertainty_past_the_create(
+def test_lookup_window_reaches_the_uncertainty_past_the_create(
     sent: dt.datetime | None, settled: dt.datetime, open_end: bool, expected: Window
 ) -> None:
     assert lookup_window(sent, settled, 0.25, open_end=open_end) == expected

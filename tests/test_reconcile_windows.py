@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
 
 from vidu_async import ViduClient
-from vidu_async.reconcile import Absent, Found, slot_given_back
+from vidu_async.reconcile import Absent, Found, slots_given_back
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
@@ -64,21 +64,21 @@ async def test_a_lookup_lists_only_the_seconds_around_its_create(time: ManualClo
         assert client.reconciler.scans - scans == 3
 
 
-async def test_a_lookup_waiting_for_the_list_gives_its_slot_back(time: ManualClock) -> None:
-    slot = asyncio.Semaphore(1)
-    free_while_waiting: list[bool] = []
+async def test_a_lookup_waiting_for_the_list_gives_its_places_back(time: ManualClock) -> None:
+    alive, slot = asyncio.Semaphore(1), asyncio.Semaphore(1)
+    free_while_waiting: list[tuple[bool, bool]] = []
 
     async def sleep(seconds: float) -> None:
-        free_while_waiting.append(not slot.locked())
+        free_while_waiting.append((not alive.locked(), not slot.locked()))
         await time.sleep(seconds)
 
     async for sim, client in world(time, DROPPED, Quirks(list_lag=10.0), sleep=sleep):
-        async with slot:
-            with slot_given_back(slot):
+        async with alive, slot:
+            with slots_given_back(alive, slot):
                 task = await client.create_reference2video(request(0))
-            assert slot.locked()  # taken again before the lookup went on
+            assert alive.locked() and slot.locked()  # taken again before the create returned
         assert sim.tasks[task.task_id].payload == wrap_payload(task.correlation_key or "", "")
-        assert free_while_waiting == [True]  # the wait for the lagging list, slot free
+        assert free_while_waiting == [(True, True)]  # the wait for the lagging list
 
 
 def listing(tasks: list[dict[str, Any]], queries: list[dict[str, str]]) -> web.Application:

@@ -367,6 +367,7 @@ class ViduClient:
             )
 
         async def attempt() -> Task:
+            nonlocal first_sent
             try:
                 answer = await send(
                     self._pool, self._account, "POST", path, body=body, on_date=clock.observer()
@@ -377,8 +378,9 @@ class ViduClient:
                     raise
                 logger.info("create answer lost (%s); looking up correlation key %s", error, key)
                 found = await self._lookup(key, sent(), cause=error)
-                if found is None:
-                    raise  # proven absent: the retrier may resend it
+                if found is None:  # proven absent: the retrier may resend it, and only
+                    first_sent = clock.local_now()  # the attempts from now on can make a task
+                    raise
                 return _task_from_result(found)
 
         retrier = retrying(

@@ -5,20 +5,20 @@ A lost create is looked up by the correlation key in its ``payload`` (see ``task
 
 - windows and times are on the *server's* clock (``ServerClock``), never the local one; a key's
   window runs from its first attempt to when its last one ended, widened by ``window_slack``
-  (the clock's uncertainty, twice) on both sides (``lookup_window``). The end is sent as
+  (the clock's uncertainty) on both sides (``lookup_window``). The end is sent as
   ``created_at.to`` but never relied on: a server that ignores it lists more, and one that
   excludes it loses nothing (the slack is past every moment the create could have committed);
 - the list may lag creates: absence is proven only by a scan that started at least
   ``RetryPolicy.visibility_lag`` (plus twice the clock's uncertainty) after the create could last
-  have committed (``proof_time``); an earlier miss means wait and scan again, meanwhile giving
-  back the caller's concurrency slot (``slot_given_back``);
+  have committed (``proof_time``); an earlier miss means wait and scan again. Meanwhile the
+  caller's places (its concurrency slot) are given back (``slots_given_back``);
 - the list may omit ``payload``: then a miss proves nothing; items with the same model and
   prompt are confirmed with ``GET /tasks/{id}/creations``, and failing that the answer is
   ``Unknown`` (the caller must not resend).
 
 Every key waiting at a moment is served by one scan of the account (its windows merged where
-they overlap, each listed in turn); keys arriving during a scan join the next one. Scans are
-bounded by ``ScanLimits``.
+they overlap, each listed in turn); keys arriving while ``SCANS_AT_ONCE`` scans run join the
+next one. Scans are bounded by ``ScanLimits``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import TaskPage, TaskResult
 
 __all__ = [
+    "SCANS_AT_ONCE",
     "WINDOW_SLACK",
     "Absent",
     "Found",
@@ -62,7 +63,7 @@ __all__ = [
     "lookup_window",
     "merge_windows",
     "proof_time",
-    "slot_given_back",
+    "slots_given_back",
     "window_slack",
 ]
 
@@ -72,40 +73,44 @@ WINDOW_SLACK = dt.timedelta(seconds=60)
 """How far before a first attempt timed by someone else (an earlier run's journal, a caller's
 guess) a lookup window starts: absorbs their clocks' errors many times over."""
 
+SCANS_AT_ONCE = 1
+"""Scans of one account that may run at once: a page retried after its backoff holds up only
+the keys of its own scan; the next one's keys are served meanwhile."""
+
 PageSource = Callable[[dt.datetime | None, dt.datetime | None], AsyncGenerator[TaskPage, None]]
 """The account's task list from a ``created_at.from`` to a ``created_at.to`` (None: the list's
 default bound on that side)."""
 
-_slot: contextvars.ContextVar[asyncio.Semaphore | None] = contextvars.ContextVar(
-    "vidu_async_reconcile_slot", default=None
+_slots: contextvars.ContextVar[tuple[asyncio.Semaphore, ...]] = contextvars.ContextVar(
+    "vidu_async_reconcile_slots", default=()
 )
 
 
 @contextlib.contextmanager
-def slot_given_back(slot: asyncio.Semaphore) -> Iterator[None]:
-    """Within the block, a lookup (of this asyncio task) waiting to prove a create absent gives
-    ``slot``, which the caller holds, back for the wait and takes it again before scanning: a
-    create that sends nothing for seconds does not hold a place other creates could use."""
-    token = _slot.set(slot)
+def slots_given_back(*slots: asyncio.Semaphore) -> Iterator[None]:
+    """Within the block, a lookup (of this asyncio task) gives ``slots``, which the caller holds,
+    back while it scans and waits, and takes them again, in that order, before returning: a
+    create that sends nothing (for seconds, when absence must be proven) holds no place that
+    other jobs could use."""
+    token = _slots.set(slots)
     try:
         yield
     finally:
-        _slot.reset(token)
+        _slots.reset(token)
 
 
 @contextlib.asynccontextmanager
-async def _slot_released() -> AsyncIterator[None]:
-    slot = _slot.get()
-    if slot is None:
-        yield
-        return
-    slot.release()
+async def _slots_released() -> AsyncIterator[None]:
+    slots = _slots.get()
+    for slot in slots:
+        slot.release()
     try:
         yield
     finally:
-        # Shielded: if cancelled, the slot is still taken (later), so the caller's release of a
-        # slot it believes it holds keeps the count right.
-        await asyncio.shield(slot.acquire())
+        for slot in slots:
+            # Shielded: if cancelled, the slot is still taken (later), so the caller's release
+            # of a slot it believes it holds keeps the count right.
+            await asyncio.shield(slot.acquire())
 
 
 @attrs.frozen
@@ -117,9 +122,9 @@ class Window:
 
 
 def window_slack(uncertainty: float) -> dt.timedelta:
-    """How far a window reaches past its create's first and last moments: both readings of the
-    server's clock may be off by ``uncertainty``, hence twice it."""
-    return dt.timedelta(seconds=2 * uncertainty)
+    """How far a window reaches past its create's first and last moments: their readings of the
+    server's clock may be off by ``uncertainty`` (``created_at`` is the server's own)."""
+    return dt.timedelta(seconds=uncertainty)
 
 
 def lookup_window(
@@ -287,7 +292,7 @@ class Reconciler:
         self.scans = 0
         """How many scans this reconciler has run."""
         self._next: _Scan | None = None
-        self._running = asyncio.Lock()
+        self._running = asyncio.Semaphore(SCANS_AT_ONCE)
         self._confirmed: dict[str, TaskResult] = {}
 
     async def lookup(
@@ -308,6 +313,13 @@ class Reconciler:
         uncertainty = self.clock.uncertainty
         proof_at = proof_time(settled_at, self._policy.visibility_lag, uncertainty)
         window = lookup_window(sent_at, settled_at, uncertainty, open_end=open_end)
+        async with _slots_released():
+            return await self._lookup(key, model, prompt, proof_at, window)
+
+    async def _lookup(
+        self, key: str, model: str | None, prompt: str | None, proof_at: dt.datetime,
+        window: Window,
+    ) -> Found | Absent | Unknown:
         slept_until: dt.datetime | None = None
         while True:
             index = await self._shared_scan(window)
@@ -328,8 +340,7 @@ class Reconciler:
             wait = (verdict.at - self.clock.now()).total_seconds()
             logger.info("key %s not found yet; scanning again in %.1fs", key, max(wait, 0.0))
             if wait > 0:
-                async with _slot_released():
-                    await self._policy.sleep(math.ceil(wait * 1000) / 1000)
+                await self._policy.sleep(math.ceil(wait * 1000) / 1000)
             slept_until = verdict.at
 
     async def snapshot(self, since: dt.datetime | None = None) -> TaskIndex:

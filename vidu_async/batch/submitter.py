@@ -77,7 +77,7 @@ from vidu_async.reconcile import (
     ScanLimitError,
     TaskIndex,
     proof_time,
-    slot_given_back,
+    slots_given_back,
 )
 from vidu_async.requests import Request
 from vidu_async.tasks import Task, TaskResult, TaskState
@@ -333,6 +333,10 @@ class BatchSubmitter:
         self._run_started: dict[str, dt.datetime] = {}
         self._creates_sent = False
         self._creating = asyncio.Semaphore(opts.concurrency)
+        self._alive = asyncio.Semaphore(
+            2 * opts.concurrency + (opts.max_pending if opts.wait else 0)
+        )
+        """Jobs alive: creating, plus the ones read ahead; and the followed ones."""
         self._downloading = asyncio.Semaphore(opts.download_concurrency)
         self._digests = MediaDigests()
         self._uploads: Uploads | None = None
@@ -452,10 +456,7 @@ class BatchSubmitter:
                 if self._callbacks is not None:
                     helpers.append(group.create_task(self._take_callbacks(self._callbacks)))
                 async with asyncio.TaskGroup() as lives:
-                    # Creating jobs, plus the ones read ahead; and the followed ones.
-                    alive = asyncio.Semaphore(
-                        2 * opts.concurrency + (opts.max_pending if opts.wait else 0)
-                    )
+                    alive = self._alive
                     async for item in _aiter(jobs):
                         await alive.acquire()
                         lives.create_task(self._life(item, outbox, alive))
@@ -742,7 +743,9 @@ class BatchSubmitter:
                 request = self._request_of(job)
                 if self._uploads is not None:
                     request = await self._uploads.applied(request, account.client, account.label)
-                with slot_given_back(self._creating):  # while proving a lost create absent
+                # While a lost create is looked up (for seconds, to prove it absent), its
+                # places go to other jobs: the waits do not hold up the batch.
+                with slots_given_back(self._alive, self._creating):
                     task = await account.client.create(
                         request, correlation_key=facts.key, retry_rate_limits=False
                     )
