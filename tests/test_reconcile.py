@@ -55,17 +55,18 @@ def test_proof_time_adds_the_lag_and_twice_the_uncertainty() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sent", "settled", "open_end", "expected"),
+    ("sent", "settled", "trusted", "expected"),
     [
-        (at(10), at(12), False, Window(at(9.75), at(12.25))),
-        (at(10), at(12), True, Window(at(9.75), None)),
-        (None, at(12), False, Window(None, at(12.25))),
+        (at(10), at(12), True, Window(at(9.75), at(12.25))),
+        (at(10), at(12), False, Window(at(-50), None)),
+        (None, at(12), True, Window(None, at(12.25))),
+        (None, at(12), False, Window(None, None)),
     ],
 )
 def test_lookup_window_reaches_the_uncertainty_past_the_create(
-    sent: dt.datetime | None, settled: dt.datetime, open_end: bool, expected: Window
+    sent: dt.datetime | None, settled: dt.datetime, trusted: bool, expected: Window
 ) -> None:
-    assert lookup_window(sent, settled, 0.25, open_end=open_end) == expected
+    assert lookup_window(sent, settled, 0.25, trusted=trusted) == expected
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from vidu_async import ViduClient
 from vidu_async.reconcile import Absent, Found, slots_given_back
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
+from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks
 
@@ -81,13 +83,18 @@ async def test_a_lookup_waiting_for_the_list_gives_its_places_back(time: ManualC
         assert free_while_waiting == [(True, True)]  # the wait for the lagging list
 
 
-def listing(tasks: list[dict[str, Any]], queries: list[dict[str, str]]) -> web.Application:
-    """A task list that ignores ``created_at.from`` and ``.to``: it always lists ``tasks``."""
+def listing(
+    tasks: list[dict[str, Any]], queries: list[dict[str, str]], clocks: list[ServerClock]
+) -> web.Application:
+    """A task list that ignores ``created_at.from`` and ``.to``: it always lists ``tasks``.
+    Its clock is the client's (``clocks[0]``, local time), to the second as ``Date`` says."""
 
     async def list_tasks(request: web.Request) -> web.Response:
         queries.append(dict(request.query))
         await asyncio.sleep(0.01)  # let other lookups queue behind this scan
-        return web.json_response({"tasks": tasks, "next_page_token": ""})
+        date = format_datetime(clocks[0].local_now().replace(microsecond=0), usegmt=True)
+        return web.json_response({"tasks": tasks, "next_page_token": ""},
+                                 headers={"Date": date})
 
     app = web.Application()
     app.router.add_get("/ent/v2/tasks", list_tasks)
@@ -98,26 +105,33 @@ async def test_a_server_ignoring_the_window_end_costs_pages_not_answers(
     aiohttp_server: AiohttpServer, time: ManualClock
 ) -> None:
     keys = [new_correlation_key() for _ in range(3)]
-    t0 = dt.datetime(2026, 1, 20, 6, 0, 0, tzinfo=dt.UTC)
-    listed = [
-        {"id": str(i), "model": "viduq2", "prompt": "p", "payload": wrap_payload(key, ""),
-         "created_at": (t0 + dt.timedelta(minutes=i)).isoformat()}
-        for i, key in enumerate(keys[:2])
-    ]
-    queries: list[dict[str, str]] = []
-    server = await aiohttp_server(listing(listed, queries))
     policy = RetryPolicy(sleep=time.sleep, clock=time, visibility_lag=2.0)
+    queries: list[dict[str, str]] = []
+    listed: list[dict[str, Any]] = []
+    clocks: list[ServerClock] = []
+    server = await aiohttp_server(listing(listed, queries, clocks))
     async with ViduClient("k" * 32, base_url=str(server.make_url("/")), retry=policy) as client:
+        clock = client.server_clock
+        clocks.append(clock)
+        clock.observe(format_datetime(clock.local_now().replace(microsecond=0), usegmt=True),
+                      clock.local_now())  # an answer: the clock is learned from here on
+        time.advance(10)
+        created = [clock.now() + dt.timedelta(seconds=5 * i) for i in range(3)]
+        listed += [
+            {"id": str(i), "model": "viduq2", "prompt": "p", "payload": wrap_payload(key, ""),
+             "created_at": created[i].isoformat()}
+            for i, key in enumerate(keys[:2])
+        ]
+        time.advance(60)
 
-        async def lookup(minute: int, key: str) -> Found | Absent | object:
-            at = t0 + dt.timedelta(minutes=minute)
-            return await client.reconciler.lookup(key, model="viduq2", prompt="p", sent_at=at,
-                                                  settled_at=at)
+        async def lookup(i: int, key: str) -> Found | Absent | object:
+            return await client.reconciler.lookup(key, model="viduq2", prompt="p",
+                                                  sent_at=created[i], settled_at=created[i])
 
         # The first scan runs alone; the two lookups arriving meanwhile share the second,
         # which lists both their windows and is answered the same tasks twice.
         first, *shared = await asyncio.gather(
-            lookup(5, new_correlation_key()), lookup(0, keys[0]), lookup(1, keys[1])
+            lookup(2, keys[2]), lookup(0, keys[0]), lookup(1, keys[1])
         )
     assert first == Absent()
     assert shared == [Found(TaskResult.from_dict(listed[0])),

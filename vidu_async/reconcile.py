@@ -128,14 +128,15 @@ def window_slack(uncertainty: float) -> dt.timedelta:
 
 
 def lookup_window(
-    sent_at: dt.datetime | None, settled_at: dt.datetime, uncertainty: float, *, open_end: bool
+    sent_at: dt.datetime | None, settled_at: dt.datetime, uncertainty: float, *, trusted: bool
 ) -> Window:
     """Where a create first sent at ``sent_at`` (None: the list's default window) and settled at
-    ``settled_at`` can be listed; ``open_end``: up to the server's now (times not this clock's)."""
+    ``settled_at`` can be listed. Untrusted times (not readings the server clock's bounds were
+    learned with) reach ``WINDOW_SLACK`` further back and up to the server's now."""
+    if not trusted:
+        return Window(None if sent_at is None else sent_at - WINDOW_SLACK)
     slack = window_slack(uncertainty)
-    return Window(
-        None if sent_at is None else sent_at - slack, None if open_end else settled_at + slack
-    )
+    return Window(None if sent_at is None else sent_at - slack, settled_at + slack)
 
 
 def merge_windows(windows: Iterable[Window]) -> tuple[Window, ...]:
@@ -303,29 +304,41 @@ class Reconciler:
         prompt: str | None,
         sent_at: dt.datetime | None,
         settled_at: dt.datetime,
-        open_end: bool = False,
+        own_readings: bool = True,
     ) -> Found | Absent | Unknown:
         """Whether a create carrying ``key`` made a task: scans (shared), waiting with the
-        policy's ``sleep`` until absence can be proven. Times are on the server's clock:
-        ``sent_at`` when the first attempt was sent (None: the list's whole default window),
-        ``settled_at`` when the last one ended; ``open_end`` lists up to the server's now, for
-        times this clock did not take. Raises ``ViduError`` when a scan fails."""
-        uncertainty = self.clock.uncertainty
-        proof_at = proof_time(settled_at, self._policy.visibility_lag, uncertainty)
-        window = lookup_window(sent_at, settled_at, uncertainty, open_end=open_end)
+        policy's ``sleep`` until absence can be proven. Raises ``ViduError`` when a scan fails.
+
+        ``sent_at`` is when the first attempt was sent (None: the list's whole default
+        window), ``settled_at`` when the last one ended: this clock's readings converted just
+        before the call (``to_server``), so they follow the offset as it is learned; their
+        window is narrow while the clock trusts them (``ServerClock.trusts``).
+        ``own_readings=False``: times from elsewhere (an earlier run's journal): a wide window."""
+        offset = self.clock.offset
         async with _slots_released():
-            return await self._lookup(key, model, prompt, proof_at, window)
+            return await self._lookup(key, model, prompt, sent_at, settled_at,
+                                      own_readings, offset)
 
     async def _lookup(
-        self, key: str, model: str | None, prompt: str | None, proof_at: dt.datetime,
-        window: Window,
+        self, key: str, model: str | None, prompt: str | None, sent_at: dt.datetime | None,
+        settled_at: dt.datetime, own_readings: bool, offset: float,
     ) -> Found | Absent | Unknown:
         slept_until: dt.datetime | None = None
         while True:
-            index = await self._shared_scan(window)
+            moved = dt.timedelta(seconds=self.clock.offset - offset)
+            sent = None if sent_at is None else sent_at + moved
+            settled = settled_at + moved
+            uncertainty = self.clock.uncertainty
+            proof_at = proof_time(settled, self._policy.visibility_lag, uncertainty)
+            trusted = own_readings and self.clock.trusts(sent or settled)
+            epoch = self.clock.epoch_started
+            index = await self._shared_scan(lookup_window(sent, settled, uncertainty,
+                                                          trusted=trusted))
             hits = index.by_key.get(key, ())
             if not hits and not index.payload_visible:
                 hits = await self._confirm(key, index, index.candidates(model, prompt))
+            if not hits and self.clock.epoch_started != epoch:
+                continue  # the bounds started again meanwhile: the window may be off
             # A scan this lookup joined started after its wait ended: trust the wait as well as
             # the clock (a test's instant sleep moves no clock).
             started = max(index.started_at, slept_until or index.started_at)

@@ -57,6 +57,10 @@ class ServerClock:
     uncertainty: float = DATE_UNCERTAINTY
     offset: float = 0.0
     learned: bool = False
+    epoch_started: dt.datetime | None = attrs.field(init=False, default=None)
+    """When (``local_now()``) the bounds last started: the first answer, or one contradicting
+    them. A local reading from before it may belong to a timeline the offset no longer fits (a
+    machine suspended, its monotonic clock stopped): see ``trusts``."""
     _low: float = attrs.field(init=False, default=-float("inf"))
     _high: float = attrs.field(init=False, default=float("inf"))
     _wall: dt.datetime = attrs.field(init=False, factory=lambda: dt.datetime.now(dt.UTC))
@@ -77,6 +81,12 @@ class ServerClock:
         """A ``local_now()`` reading as the server's time, with the latest estimate."""
         return local + dt.timedelta(seconds=self.offset)
 
+    def trusts(self, server_time: dt.datetime) -> bool:
+        """Whether a local reading, converted to ``server_time`` now, is one of the readings
+        the current bounds were learned with (taken after they started) and so good to
+        ``uncertainty``."""
+        return self.epoch_started is not None and server_time > self.to_server(self.epoch_started)
+
     def observer(self) -> Callable[[str], None]:
         """A callback for the ``Date`` headers of a request about to be sent: ``observe`` with
         this moment as the sending time (a retry sent later only loosens the bounds)."""
@@ -86,12 +96,14 @@ class ServerClock:
     def observe(self, date_header: str, sent_at: dt.datetime) -> None:
         """Learn from an answer's ``Date`` header, just received, to a request sent at
         ``sent_at`` (``local_now()``); unreadable headers are ignored."""
-        bounds = offset_bounds(date_header, sent_at, self.local_now())
+        received_at = self.local_now()
+        bounds = offset_bounds(date_header, sent_at, received_at)
         if bounds is None:
             return
         low, high = max(self._low, bounds[0]), min(self._high, bounds[1])
-        if low > high:  # contradicts every earlier answer: the server's clock was set
-            low, high = bounds
+        if low > high or not self.learned:  # a first answer, or one contradicting the bounds
+            low, high = bounds  # (the server's clock was set, or ours stood still)
+            self.epoch_started = received_at
         self._low, self._high = low, high
         self.offset = (low + high) / 2
         self.uncertainty = max((high - low) / 2, MIN_UNCERTAINTY)

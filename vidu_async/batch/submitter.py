@@ -651,10 +651,9 @@ class BatchSubmitter:
         settled = min(sent + dt.timedelta(seconds=client.create_horizon),
                       self._run_started[action.account])
         try:
-            # The journal's times are an earlier run's readings of the clock: wide, open window.
             result = await client.reconciler.lookup(
                 action.key, model=job.request.model, prompt=job.request.prompt,
-                sent_at=sent - WINDOW_SLACK, settled_at=settled, open_end=True,
+                sent_at=sent, settled_at=settled, own_readings=False,  # an earlier run's
             )
         except ViduError as error:  # API errors and ScanLimitError: unproven, not fatal
             reason = str(error)
