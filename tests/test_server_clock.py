@@ -110,3 +110,19 @@ def test_the_estimate_always_holds_the_true_offset(
         time.advance(back)
         observe(header)
         assert abs(clock.offset - offset) <= clock.uncertainty + 1e-6
+
+
+def test_only_readings_taken_since_the_bounds_started_are_trusted() -> None:
+    time = ManualClock()
+    clock = clock_at_t0(time)
+    assert not clock.trusts(at(0))  # nothing learned yet
+    clock.observe(date(0.5), at(0))
+    time.advance(1)
+    before_suspend = clock.now()
+    assert clock.trusts(before_suspend)
+    # Our monotonic clock stood still for 100 s (a suspended machine) while the server's ran:
+    # the next answer contradicts the bounds, which start again.
+    clock.observe(date(101.5), at(1))
+    assert clock.offset > 99 and not clock.trusts(before_suspend + dt.timedelta(seconds=100))
+    time.advance(0.5)
+    assert clock.trusts(clock.now())
