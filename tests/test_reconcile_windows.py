@@ -78,7 +78,8 @@ async def test_a_lookup_waiting_for_the_list_gives_its_places_back(time: ManualC
         async with alive, slot:
             with slots_given_back(alive, slot):
                 task = await client.create_reference2video(request(0))
-            assert alive.locked() and slot.locked()  # taken again before the create returned
+            await asyncio.sleep(0)
+            assert alive.locked() and slot.locked()  # taken again as soon as they were free
         assert sim.tasks[task.task_id].payload == wrap_payload(task.correlation_key or "", "")
         assert free_while_waiting == [(True, True)]  # the wait for the lagging list
 

@@ -86,12 +86,20 @@ _slots: contextvars.ContextVar[tuple[asyncio.Semaphore, ...]] = contextvars.Cont
 )
 
 
+_retaking: set[asyncio.Task[None]] = set()
+"""Slots being taken back (referenced until done)."""
+
+
+async def _take(slot: asyncio.Semaphore) -> None:
+    await slot.acquire()
+
+
 @contextlib.contextmanager
 def slots_given_back(*slots: asyncio.Semaphore) -> Iterator[None]:
     """Within the block, a lookup (of this asyncio task) gives ``slots``, which the caller holds,
-    back while it scans and waits, and takes them again, in that order, before returning: a
-    create that sends nothing (for seconds, when absence must be proven) holds no place that
-    other jobs could use."""
+    back while it scans and waits, and takes them again as soon as they are free: a create that
+    sends nothing (for seconds, when absence must be proven) holds no place that other jobs
+    could use. Until they are free again, a resend may exceed the slots by one."""
     token = _slots.set(slots)
     try:
         yield
@@ -108,9 +116,12 @@ async def _slots_released() -> AsyncIterator[None]:
         yield
     finally:
         for slot in slots:
-            # Shielded: if cancelled, the slot is still taken (later), so the caller's release
-            # of a slot it believes it holds keeps the count right.
-            await asyncio.shield(slot.acquire())
+            # Taken back as soon as one is free, without waiting here: the caller may hold what
+            # the holders of the slots wait for (a batch's budget reservation); its own release
+            # later keeps the count right.
+            retaking = asyncio.create_task(_take(slot))
+            _retaking.add(retaking)
+            retaking.add_done_callback(_retaking.discard)
 
 
 @attrs.frozen
