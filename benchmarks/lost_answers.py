@@ -5,14 +5,12 @@ named batch, concurrency C) submits N jobs to an instant simulator (its own proc
 each run), once fault-free and once with, on every create:
 
 - ``commit_then_drop``: the task is created and billed, then the connection is closed (5%);
-- ``truncated``: the task is created, then its answer is cut short (2%). The simulator has no
-  "500 after commit" fault (its ``server_error`` answers before handling); an answer lost after
-  the commit is what the client must treat the same way (look the key up), so it stands in;
+- ``error_after_commit``: the task is created and billed, then the create is answered 500 (2%);
 - ``server_error``: 500 before handling, nothing created (2%): absence must be proven, which
   takes ``RetryPolicy.visibility_lag`` (given here, short) plus the server clock's uncertainty.
 
 ``vidu-async serve --fault`` injects on every endpoint, so the task-list scans that look lost
-keys up meet the same 500s and cut answers (``commit_then_drop`` is create-only). A lost answer
+keys up meet the same 500s (``commit_then_drop`` is create-only). A lost answer
 is one the client logged as lost (``create answer lost``); requests per lost answer are the
 faulty run's requests beyond the clean run's, divided by them. Each run must create exactly N
 tasks (no duplicate, none missing), or the benchmark fails.
@@ -40,7 +38,7 @@ from vidu_async.batch import BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.retry import RetryPolicy
 
-FAULTS = {"commit_then_drop": 0.05, "truncated": 0.02, "server_error": 0.02}
+FAULTS = {"commit_then_drop": 0.05, "error_after_commit": 0.02, "server_error": 0.02}
 CAP = 300.0
 """Seconds after which a run is stopped and the benchmark fails (bounded runs)."""
 

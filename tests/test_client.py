@@ -722,12 +722,14 @@ async def test_a_create_proven_absent_is_resent_with_the_same_key(
     vidu.create_faults = [500]  # refused before creating anything
     task = await client.create_reference2video(request())
     assert vidu.count("POST /ent/v2/reference2video") == 2
-    assert vidu.count("GET /ent/v2/tasks") == 2  # at once, then once absence can be proven
+    # At once, then once absence can be proven (and again if the clock seems to have jumped:
+    # this test's clock stands still while the server's Date runs).
+    assert vidu.count("GET /ent/v2/tasks") >= 2
     first, second = (b["payload"] for b in vidu.create_bodies)
     assert first == second
     assert list(vidu.tasks) == [task.task_id]
-    # visibility_lag plus twice the server clock's uncertainty, then the retry backoff
-    assert time.waits == [34.0, 1.0]
+    # visibility_lag plus twice the server clock's uncertainty; no backoff beyond that wait
+    assert 30 < time.waits[0] <= 34 and time.waits[1:] == [0.0]
     assert any("no task has correlation key" in r.getMessage() for r in caplog.records)
 
 
@@ -740,7 +742,7 @@ async def test_a_task_appearing_late_in_the_list_is_still_found(
     assert vidu.count("POST /ent/v2/reference2video") == 1
     assert vidu.count("GET /ent/v2/tasks") == 2
     assert list(vidu.tasks) == [task.task_id]
-    assert time.waits == [34.0]
+    assert len(time.waits) == 1 and 30 < time.waits[0] <= 34  # lag + twice the uncertainty
 
 
 async def test_a_failed_lookup_raises_ambiguous_and_never_resends(

@@ -54,6 +54,8 @@ CREDITS = 100_000
 FAULTS = {
     "none": Faults(),
     "lost answers": Faults(create=EndpointFaults(commit_then_drop=0.3, server_error=0.1)),
+    "500s after commit": Faults(create=EndpointFaults(error_after_commit=0.3, server_error=0.1),
+                                list_tasks=EndpointFaults(error_after_commit=0.1)),
     "throttled and reset": Faults(create=EndpointFaults(too_many_requests=0.2, reset=0.2,
                                                         quota_exceeded=0.1)),
     "everything": Faults(

@@ -21,12 +21,14 @@ from vidu_async.reconcile import (
     Rescan,
     TaskIndex,
     Unknown,
+    Window,
     judge,
+    lookup_window,
+    merge_windows,
     proof_time,
 )
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
-from vidu_async.server_clock import ServerClock, offset_from_date
 from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks
 
@@ -48,37 +50,46 @@ def item(task_id: str, key: str | None = None, **fields: Any) -> TaskResult:
 # --- pure decisions ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("date", "received", "expected"),
-    [
-        ("Tue, 20 Jan 2026 06:00:00 GMT", at(0), 0.5),
-        ("Tue, 20 Jan 2026 06:10:00 GMT", at(0.25), 599.75 + 0.5),
-        ("Tue, 20 Jan 2026 05:50:00 GMT", at(0), -599.5),
-        ("Tue, 20 Jan 2026 06:00:00 -0000", at(1), -0.5),
-        ("yesterday", at(0), None),
-        ("", at(0), None),
-    ],
-)
-def test_offset_from_date(date: str, received: dt.datetime, expected: float | None) -> None:
-    assert offset_from_date(date, received) == expected
-
-
-def test_server_clock_runs_on_the_policy_clock_and_learns_from_dates() -> None:
-    time = ManualClock()
-    clock = ServerClock(time)
-    start = clock.now()
-    assert not clock.learned and clock.offset == 0.0
-    time.advance(30)
-    assert clock.now() - start == dt.timedelta(seconds=30)
-    ahead = clock.local_now() + dt.timedelta(minutes=10)
-    clock.observe(ahead.strftime("%a, %d %b %Y %H:%M:%S GMT"))
-    assert clock.learned and 599 < clock.offset <= 600.5
-    clock.observe("not a date")  # ignored
-    assert 599 < clock.offset <= 600.5
-
-
 def test_proof_time_adds_the_lag_and_twice_the_uncertainty() -> None:
     assert proof_time(at(0), 30.0, 2.0) == at(34)
+
+
+@pytest.mark.parametrize(
+    ("sent", "settled", "trusted", "expected"),
+    [
+        (at(10), at(12), True, Window(at(9.75), at(12.25))),
+        (at(10), at(12), False, Window(at(-50), None)),
+        (None, at(12), True, Window(None, at(12.25))),
+        (None, at(12), False, Window(None, None)),
+    ],
+)
+def test_lookup_window_reaches_the_uncertainty_past_the_create(
+    sent: dt.datetime | None, settled: dt.datetime, trusted: bool, expected: Window
+) -> None:
+    assert lookup_window(sent, settled, 0.25, trusted=trusted) == expected
+
+
+@pytest.mark.parametrize(
+    ("windows", "expected"),
+    [
+        ([], []),
+        ([(5, 6), (1, 2)], [(1, 2), (5, 6)]),
+        ([(1, 3), (2, 4), (3.5, 3.7)], [(1, 4)]),
+        ([(1, 3), (3, 4)], [(1, 4)]),
+        ([(1, 3), (2, None), (10, 11)], [(1, None)]),
+        ([(None, 3), (5, 6)], [(None, 3), (5, 6)]),
+        ([(None, 3), (2, 6)], [(None, 6)]),
+        ([(4, 6), (None, None)], [(None, None)]),
+    ],
+)
+def test_merge_windows(
+    windows: list[tuple[float | None, float | None]],
+    expected: list[tuple[float | None, float | None]],
+) -> None:
+    def window(span: tuple[float | None, float | None]) -> Window:
+        return Window(*(None if t is None else at(t) for t in span))
+
+    assert merge_windows(map(window, windows)) == tuple(map(window, expected))
 
 
 KEY, OTHER = "ab" * 16, "cd" * 16
@@ -132,6 +143,8 @@ DROPPED = Faults(create=EndpointFaults(commit_then_drop=1.0))
 """Every create is committed and billed, then its connection dropped without an answer."""
 MIXED = Faults(create=EndpointFaults(commit_then_drop=0.4, server_error=0.3))
 """Lost answers whose task exists, and 500s whose task does not."""
+FAILED_AFTER_COMMIT = Faults(create=EndpointFaults(error_after_commit=0.4, server_error=0.3))
+"""500s after the task was made and billed, and 500s before: the same answer, either truth."""
 
 
 def request(prompt: str = "a cat surfing") -> ReferenceToVideoRequest:
@@ -189,7 +202,9 @@ READINGS = {
 
 
 @pytest.mark.parametrize("quirks", READINGS.values(), ids=READINGS.keys())
-@pytest.mark.parametrize("faults", [DROPPED, MIXED], ids=["dropped", "mixed"])
+@pytest.mark.parametrize(
+    "faults", [DROPPED, MIXED, FAILED_AFTER_COMMIT], ids=["dropped", "mixed", "500 after commit"]
+)
 async def test_lost_creates_never_make_a_second_task(
     time: ManualClock, faults: Faults, quirks: Quirks
 ) -> None:
@@ -217,8 +232,9 @@ async def test_find_for_an_unknown_key_waits_out_the_lag_then_proves_absence(
 ) -> None:
     async for _sim, client in world(time, Faults(), Quirks(clock_skew=600.0)):
         assert await client.find_task_by_correlation_key(new_correlation_key()) is None
-        assert time.waits == [34.0]
-        assert 599 < client.server_clock.offset <= 601
+        clock = client.server_clock  # learned from answers that took no time: to 0.5 s
+        assert clock.uncertainty == 0.5 and abs(clock.offset - 600) <= clock.uncertainty
+        assert time.waits == [pytest.approx(31.0, abs=0.001)]  # the lag, and twice that
 
 
 async def test_find_without_payload_in_the_list_is_ambiguous_not_absent(

@@ -62,6 +62,7 @@ async def test_every_create_fault_fires_at_its_rate_and_is_counted(
             reset=p,
             truncated=p,
             commit_then_drop=p,
+            error_after_commit=p,
             latency=0.001,
             latency_rate=p,
         )
@@ -75,13 +76,18 @@ async def test_every_create_fault_fires_at_its_rate_and_is_counted(
     assert seen["QuotaExceeded"] == injected["quota_exceeded"]
     assert seen["TooManyRequests"] == injected["too_many_requests"]
     assert seen["SystemThrottling"] == injected["system_throttling"]
-    assert seen["InternalServiceFailure"] == injected["server_error"]
+    assert seen["InternalServiceFailure"] == (
+        injected["server_error"] + injected["error_after_commit"]
+    )
     assert seen["truncated"] == injected["truncated"]
     assert seen["disconnected"] == injected["reset"] + injected["commit_then_drop"]
     for kind in (*FAULT_KINDS, "latency"):
         assert within(injected[kind], n, p), (kind, injected[kind])
-    # Tasks exist for the answered creates, the truncated answers and the dropped commits.
-    assert stats.tasks_created == seen["ok"] + injected["truncated"] + injected["commit_then_drop"]
+    # Tasks exist for the answered creates, the truncated answers, the dropped commits and
+    # the 500s after the commit.
+    assert stats.tasks_created == seen["ok"] + sum(
+        injected[k] for k in ("truncated", "commit_then_drop", "error_after_commit")
+    )
     assert stats.requests[("create", NO_ANSWER)] == seen["disconnected"]
     assert stats.requests[("create", 429)] == sum(
         seen[r] for r in ("QuotaExceeded", "TooManyRequests", "SystemThrottling")

@@ -101,7 +101,7 @@ logger = logging.getLogger("vidu_async.client")
 TOOLS_PREFIX = "/tools/v2"
 """Where the upload API lives on the API host (beside ``/ent/v2``)."""
 LOOKUP_SLACK = WINDOW_SLACK
-"""How far before a create's first attempt its lookup window starts (``reconcile.WINDOW_SLACK``)."""
+"""How far before a caller's ``created_after`` a lookup window starts (``WINDOW_SLACK``)."""
 MAX_PAGE_SIZE = 100
 """The API's largest list page, and the most ``task_ids`` one list call may filter on."""
 
@@ -311,7 +311,7 @@ class ViduClient:
             if self._pacer is not None:
                 await self._pacer()
             return await send(self._pool, self._account, method, path, params=params,
-                              body=body, on_date=self._server_clock.observe, prefix=prefix)
+                              body=body, on_date=self._server_clock.observer(), prefix=prefix)
 
         return await retried(attempt, self._retry, kind, call_name(method, path, prefix),
                              no_answer=self._pool.no_answer)
@@ -380,9 +380,10 @@ class ViduClient:
             )
 
         async def attempt() -> Task:
+            nonlocal first_sent
             try:
                 answer = await send(
-                    self._pool, self._account, "POST", path, body=body, on_date=clock.observe
+                    self._pool, self._account, "POST", path, body=body, on_date=clock.observer()
                 )
                 return Task.from_dict(answer)
             except APIError as error:
@@ -390,8 +391,9 @@ class ViduClient:
                     raise
                 logger.info("create answer lost (%s); looking up correlation key %s", error, key)
                 found = await self._lookup(key, sent(), cause=error)
-                if found is None:
-                    raise  # proven absent: the retrier may resend it
+                if found is None:  # proven absent: the retrier may resend it, and only
+                    first_sent = clock.local_now()  # the attempts from now on can make a task
+                    raise
                 return _task_from_result(found)
 
         try:
@@ -617,9 +619,14 @@ class ViduClient:
                 for task in page.tasks:
                     yield task
 
-    def _scan_pages(self, since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
-        """The reconciler's view of the list: every task since ``since``, the largest pages."""
+    def _scan_pages(
+        self, since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
+        """The reconciler's view of the list: every task from ``since`` to ``until``, the
+        largest pages."""
         params = [] if since is None else [("created_at.from", _rfc3339(since, "since"))]
+        if until is not None:
+            params.append(("created_at.to", _rfc3339(until, "until")))
         return self._pages([*params, *_page_size(MAX_PAGE_SIZE)])
 
     async def _pages(self, params: list[tuple[str, str]]) -> AsyncGenerator[TaskPage, None]:
@@ -662,7 +669,8 @@ class ViduClient:
         del created_before
         clock = self._server_clock
         local_settled = clock.local_now() if settled_at is None else settled_at
-        sent = self._unsettled.get(key) or _Sent(created_after, local_settled)
+        since = None if created_after is None else created_after - LOOKUP_SLACK
+        sent = self._unsettled.get(key) or _Sent(since, local_settled)
         return await self._lookup(key, sent, cause=None)
 
     async def wait_for_task(

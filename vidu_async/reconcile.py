@@ -3,27 +3,42 @@
 A lost create is looked up by the correlation key in its ``payload`` (see ``tasks``). The rules
 (API.md section 7), each a plain function tested by table:
 
-- windows and times are on the *server's* clock (``ServerClock``), never the local one; the list
-  is asked from ``WINDOW_SLACK`` before the first attempt, with no ``created_at.to``;
+- windows and times are on the *server's* clock (``ServerClock``), never the local one; a key's
+  window runs from its first attempt to when its last one ended, widened by ``window_slack``
+  (the clock's uncertainty) on both sides (``lookup_window``). The end is sent as
+  ``created_at.to`` but never relied on: a server that ignores it lists more, and one that
+  excludes it loses nothing (the slack is past every moment the create could have committed);
 - the list may lag creates: absence is proven only by a scan that started at least
   ``RetryPolicy.visibility_lag`` (plus twice the clock's uncertainty) after the create could last
-  have committed (``proof_time``); an earlier miss means wait and scan again;
+  have committed (``proof_time``); an earlier miss means wait and scan again. Meanwhile the
+  caller's places (its concurrency slot) are given back (``slots_given_back``);
 - the list may omit ``payload``: then a miss proves nothing; items with the same model and
   prompt are confirmed with ``GET /tasks/{id}/creations``, and failing that the answer is
   ``Unknown`` (the caller must not resend).
 
-Every key waiting at a moment is served by one scan of the account (from the earliest window
-start); keys arriving during a scan join the next one. Scans are bounded by ``ScanLimits``.
+Every key waiting at a moment is served by one scan of the account (its windows merged where
+they overlap, each listed in turn); keys arriving while ``SCANS_AT_ONCE`` scans run join the
+next one. Scans are bounded by ``ScanLimits``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 
 import attrs
 
@@ -33,6 +48,7 @@ from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import TaskPage, TaskResult
 
 __all__ = [
+    "SCANS_AT_ONCE",
     "WINDOW_SLACK",
     "Absent",
     "Found",
@@ -42,18 +58,109 @@ __all__ = [
     "ScanLimits",
     "TaskIndex",
     "Unknown",
+    "Window",
     "judge",
+    "lookup_window",
+    "merge_windows",
     "proof_time",
+    "slots_given_back",
+    "window_slack",
 ]
 
 logger = logging.getLogger("vidu_async.reconcile")
 
 WINDOW_SLACK = dt.timedelta(seconds=60)
-"""How far before the first attempt (server clock) a lookup window starts: absorbs the ``Date``
-header's one-second resolution and transit many times over."""
+"""How far before a first attempt timed by someone else (an earlier run's journal, a caller's
+guess) a lookup window starts: absorbs their clocks' errors many times over."""
 
-PageSource = Callable[[dt.datetime | None], AsyncGenerator[TaskPage, None]]
-"""The account's task list from a ``created_at.from`` (None: the list's default window)."""
+SCANS_AT_ONCE = 1
+"""Scans of one account that may run at once: a page retried after its backoff holds up only
+the keys of its own scan; the next one's keys are served meanwhile."""
+
+PageSource = Callable[[dt.datetime | None, dt.datetime | None], AsyncGenerator[TaskPage, None]]
+"""The account's task list from a ``created_at.from`` to a ``created_at.to`` (None: the list's
+default bound on that side)."""
+
+_slots: contextvars.ContextVar[tuple[asyncio.Semaphore, ...]] = contextvars.ContextVar(
+    "vidu_async_reconcile_slots", default=()
+)
+
+
+_retaking: set[asyncio.Task[None]] = set()
+"""Slots being taken back (referenced until done)."""
+
+
+async def _take(slot: asyncio.Semaphore) -> None:
+    await slot.acquire()
+
+
+@contextlib.contextmanager
+def slots_given_back(*slots: asyncio.Semaphore) -> Iterator[None]:
+    """Within the block, a lookup (of this asyncio task) gives ``slots``, which the caller holds,
+    back while it scans and waits, and takes them again as soon as they are free: a create that
+    sends nothing (for seconds, when absence must be proven) holds no place that other jobs
+    could use. Until they are free again, a resend may exceed the slots by one."""
+    token = _slots.set(slots)
+    try:
+        yield
+    finally:
+        _slots.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def _slots_released() -> AsyncIterator[None]:
+    slots = _slots.get()
+    for slot in slots:
+        slot.release()
+    try:
+        yield
+    finally:
+        for slot in slots:
+            # Taken back as soon as one is free, without waiting here: the caller may hold what
+            # the holders of the slots wait for (a batch's budget reservation); its own release
+            # later keeps the count right.
+            retaking = asyncio.create_task(_take(slot))
+            _retaking.add(retaking)
+            retaking.add_done_callback(_retaking.discard)
+
+
+@attrs.frozen
+class Window:
+    """A span of the server's ``created_at`` (None: unbounded on that side)."""
+
+    start: dt.datetime | None
+    end: dt.datetime | None = None
+
+
+def window_slack(uncertainty: float) -> dt.timedelta:
+    """How far a window reaches past its create's first and last moments: their readings of the
+    server's clock may be off by ``uncertainty`` (``created_at`` is the server's own)."""
+    return dt.timedelta(seconds=uncertainty)
+
+
+def lookup_window(
+    sent_at: dt.datetime | None, settled_at: dt.datetime, uncertainty: float, *, trusted: bool
+) -> Window:
+    """Where a create first sent at ``sent_at`` (None: the list's default window) and settled at
+    ``settled_at`` can be listed. Untrusted times (not readings the server clock's bounds were
+    learned with) reach ``WINDOW_SLACK`` further back and up to the server's now."""
+    if not trusted:
+        return Window(None if sent_at is None else sent_at - WINDOW_SLACK)
+    slack = window_slack(uncertainty)
+    return Window(None if sent_at is None else sent_at - slack, settled_at + slack)
+
+
+def merge_windows(windows: Iterable[Window]) -> tuple[Window, ...]:
+    """The fewest windows covering ``windows``: overlapping ones joined, earliest first."""
+    lowest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    merged: list[Window] = []
+    for window in sorted(windows, key=lambda w: w.start or lowest):
+        last = merged[-1] if merged else None
+        if last is None or (last.end is not None and (window.start or lowest) > last.end):
+            merged.append(window)
+        elif last.end is not None and (window.end is None or window.end > last.end):
+            merged[-1] = Window(last.start, window.end)
+    return tuple(merged)
 
 
 @attrs.frozen
@@ -167,16 +274,9 @@ class ScanLimitError(ViduError):
 class _Scan:
     """One scan, to be run once and shared by every key that joined it before it started."""
 
-    since: dt.datetime | None
-    unbounded: bool
+    windows: list[Window]
     index: TaskIndex | None = None
     error: ViduError | None = None
-
-    def widen(self, since: dt.datetime | None) -> None:
-        if since is None:
-            self.unbounded = True
-        elif self.since is None or since < self.since:
-            self.since = since
 
 
 class Reconciler:
@@ -204,7 +304,7 @@ class Reconciler:
         self.scans = 0
         """How many scans this reconciler has run."""
         self._next: _Scan | None = None
-        self._running = asyncio.Lock()
+        self._running = asyncio.Semaphore(SCANS_AT_ONCE)
         self._confirmed: dict[str, TaskResult] = {}
 
     async def lookup(
@@ -215,19 +315,41 @@ class Reconciler:
         prompt: str | None,
         sent_at: dt.datetime | None,
         settled_at: dt.datetime,
+        own_readings: bool = True,
     ) -> Found | Absent | Unknown:
         """Whether a create carrying ``key`` made a task: scans (shared), waiting with the
-        policy's ``sleep`` until absence can be proven. Times are on the server's clock:
-        ``sent_at`` when the first attempt was sent (None: the list's whole default window),
-        ``settled_at`` when the last one ended. Raises ``ViduError`` when a scan fails."""
-        proof_at = proof_time(settled_at, self._policy.visibility_lag, self.clock.uncertainty)
-        since = None if sent_at is None else sent_at - WINDOW_SLACK
+        policy's ``sleep`` until absence can be proven. Raises ``ViduError`` when a scan fails.
+
+        ``sent_at`` is when the first attempt was sent (None: the list's whole default
+        window), ``settled_at`` when the last one ended: this clock's readings converted just
+        before the call (``to_server``), so they follow the offset as it is learned; their
+        window is narrow while the clock trusts them (``ServerClock.trusts``).
+        ``own_readings=False``: times from elsewhere (an earlier run's journal): a wide window."""
+        offset = self.clock.offset
+        async with _slots_released():
+            return await self._lookup(key, model, prompt, sent_at, settled_at,
+                                      own_readings, offset)
+
+    async def _lookup(
+        self, key: str, model: str | None, prompt: str | None, sent_at: dt.datetime | None,
+        settled_at: dt.datetime, own_readings: bool, offset: float,
+    ) -> Found | Absent | Unknown:
         slept_until: dt.datetime | None = None
         while True:
-            index = await self._shared_scan(since)
+            moved = dt.timedelta(seconds=self.clock.offset - offset)
+            sent = None if sent_at is None else sent_at + moved
+            settled = settled_at + moved
+            uncertainty = self.clock.uncertainty
+            proof_at = proof_time(settled, self._policy.visibility_lag, uncertainty)
+            trusted = own_readings and self.clock.trusts(sent or settled)
+            epoch = self.clock.epoch_started
+            index = await self._shared_scan(lookup_window(sent, settled, uncertainty,
+                                                          trusted=trusted))
             hits = index.by_key.get(key, ())
             if not hits and not index.payload_visible:
                 hits = await self._confirm(key, index, index.candidates(model, prompt))
+            if not hits and self.clock.epoch_started != epoch:
+                continue  # the bounds started again meanwhile: the window may be off
             # A scan this lookup joined started after its wait ended: trust the wait as well as
             # the clock (a test's instant sleep moves no clock).
             started = max(index.started_at, slept_until or index.started_at)
@@ -248,7 +370,7 @@ class Reconciler:
     async def snapshot(self, since: dt.datetime | None = None) -> TaskIndex:
         """One scan of the account's tasks created since ``since`` (server clock; None: the
         list's own default window), shared with any lookups waiting at the same time."""
-        return await self._shared_scan(since)
+        return await self._shared_scan(Window(since))
 
     async def confirm(self, task_ids: Iterable[str]) -> tuple[TaskResult, ...]:
         """The tasks ``task_ids`` as ``GET /tasks/{id}/creations`` reports them (with
@@ -278,19 +400,19 @@ class Reconciler:
         ]
         return tuple(sorted(hits, key=_oldest_first))
 
-    async def _shared_scan(self, since: dt.datetime | None) -> TaskIndex:
+    async def _shared_scan(self, window: Window) -> TaskIndex:
         scan = self._next
         if scan is None:
-            scan = self._next = _Scan(since, unbounded=since is None)
+            scan = self._next = _Scan([window])
         else:
-            scan.widen(since)
+            scan.windows.append(window)
         async with self._running:
             if scan.index is None and scan.error is None:
                 # Nobody ran it yet (or its runner was cancelled): run it for everyone.
                 if self._next is scan:
                     self._next = None
                 try:
-                    scan.index = await self._scan(None if scan.unbounded else scan.since)
+                    scan.index = await self._scan(merge_windows(scan.windows))
                 except ViduError as error:
                     scan.error = error
         if scan.error is not None:
@@ -298,27 +420,36 @@ class Reconciler:
         assert scan.index is not None
         return scan.index
 
-    async def _scan(self, since: dt.datetime | None) -> TaskIndex:
+    async def _scan(self, windows: Sequence[Window]) -> TaskIndex:
         limits = self.limits
         started_at = self.clock.now()
         deadline = self._policy.clock() + limits.budget
         self.scans += 1
-        tasks: list[TaskResult] = []
+        tasks: dict[str, TaskResult] = {}  # by id: a server ignoring ``to`` lists some twice
         pages = 0
-        async with contextlib.aclosing(self._pages(since)) as stream:
-            async for page in stream:
-                pages += 1
-                tasks += page.tasks
-                more = bool(page.next_page_token and page.tasks)
-                if more and pages >= limits.max_pages:
-                    raise ScanLimitError(
-                        f"the task list has more than {limits.max_pages} pages since "
-                        f"{since or 'the default window'} (ScanLimits.max_pages)"
-                    )
-                if more and self._policy.clock() > deadline:
-                    raise ScanLimitError(
-                        f"scanning the task list took over {limits.budget:g}s "
-                        f"after {pages} pages (ScanLimits.budget)"
-                    )
-        logger.debug("scanned %d tasks in %d pages since %s", len(tasks), pages, since)
-        return TaskIndex.of(tasks, started_at)
+        for window in windows:
+            async with contextlib.aclosing(self._pages(window.start, window.end)) as stream:
+                async for page in stream:
+                    pages += 1
+                    tasks.update((task.id, task) for task in page.tasks)
+                    more = bool(page.next_page_token and page.tasks)
+                    if more and pages >= limits.max_pages:
+                        raise ScanLimitError(
+                            f"the task list has more than {limits.max_pages} pages in "
+                            f"{_describe(windows)} (ScanLimits.max_pages)"
+                        )
+                    if more and self._policy.clock() > deadline:
+                        raise ScanLimitError(
+                            f"scanning the task list took over {limits.budget:g}s "
+                            f"after {pages} pages (ScanLimits.budget)"
+                        )
+        logger.debug("scanned %d tasks in %d pages in %s", len(tasks), pages, _describe(windows))
+        return TaskIndex.of(tasks.values(), started_at)
+
+
+def _describe(windows: Sequence[Window]) -> str:
+    return ", ".join(
+        f"{w.start.isoformat() if w.start else 'the default window'} to "
+        f"{w.end.isoformat() if w.end else 'now'}"
+        for w in windows
+    )

@@ -254,7 +254,11 @@ def retrying(
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         assert error is not None  # only called after should_retry said yes
-        return wait_before_retry(error, state.attempt_number, policy, dt.datetime.now(dt.UTC))
+        pause = wait_before_retry(error, state.attempt_number, policy, dt.datetime.now(dt.UTC))
+        if kind is CallKind.CREATE and decide(error, kind) is Verdict.LOOKUP:
+            # Proven absent: proving it took visibility_lag since the failure, a wait already.
+            pause = max(0.0, pause - policy.visibility_lag)
+        return pause
 
     def stop(state: RetryCallState) -> bool:
         elapsed = policy.clock() - started

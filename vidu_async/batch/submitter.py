@@ -79,6 +79,7 @@ from vidu_async.reconcile import (
     ScanLimitError,
     TaskIndex,
     proof_time,
+    slots_given_back,
 )
 from vidu_async.requests import Request
 from vidu_async.tasks import Task, TaskResult, TaskState
@@ -337,6 +338,10 @@ class BatchSubmitter:
         self._run_started: dict[str, dt.datetime] = {}
         self._creates_sent = False
         self._creating = asyncio.Semaphore(opts.concurrency)
+        self._alive = asyncio.Semaphore(
+            2 * opts.concurrency + (opts.max_pending if opts.wait else 0)
+        )
+        """Jobs alive: creating, plus the ones read ahead; and the followed ones."""
         self._downloading = asyncio.Semaphore(opts.download_concurrency)
         self._digests = MediaDigests()
         self._uploads: Uploads | None = None
@@ -461,10 +466,7 @@ class BatchSubmitter:
                 if self._callbacks is not None:
                     helpers.append(group.create_task(self._take_callbacks(self._callbacks)))
                 async with asyncio.TaskGroup() as lives:
-                    # Creating jobs, plus the ones read ahead; and the followed ones.
-                    alive = asyncio.Semaphore(
-                        2 * opts.concurrency + (opts.max_pending if opts.wait else 0)
-                    )
+                    alive = self._alive
                     async for item in _aiter(jobs):
                         await alive.acquire()
                         lives.create_task(self._life(item, outbox, alive))
@@ -668,7 +670,7 @@ class BatchSubmitter:
         try:
             result = await client.reconciler.lookup(
                 action.key, model=job.request.model, prompt=job.request.prompt,
-                sent_at=sent, settled_at=settled,
+                sent_at=sent, settled_at=settled, own_readings=False,  # an earlier run's
             )
         except ViduError as error:  # API errors and ScanLimitError: unproven, not fatal
             reason = str(error)
@@ -765,9 +767,12 @@ class BatchSubmitter:
                 if self._uploads is not None:
                     request = await self._uploads.applied(request, account.client, account.label,
                                                            facts.digests)
-                task = await account.client.create(
-                    request, correlation_key=facts.key, retry_rate_limits=False
-                )
+                # While a lost create is looked up (for seconds, to prove it absent), its
+                # places go to other jobs: the waits do not hold up the batch.
+                with slots_given_back(self._alive, self._creating):
+                    task = await account.client.create(
+                        request, correlation_key=facts.key, retry_rate_limits=False
+                    )
         except ViduError as error:
             failure: ViduError | None = error
         else:

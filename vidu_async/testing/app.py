@@ -48,6 +48,8 @@ _THROTTLES = {
     "too_many_requests": ("TooManyRequests", "too many requests"),
     "system_throttling": ("SystemThrottling", "the system is busy, try again later"),
 }
+_AFTER_HANDLING = ("truncated", "commit_then_drop", "error_after_commit")
+"""The faults that strike once the request was handled (a create's task made and billed)."""
 _UPLOAD_ENDPOINTS = ("upload_start", "upload_finish")
 """The upload API: authenticated like the task endpoints, never faulted."""
 _UPLOAD_TTL = 3600.0
@@ -165,7 +167,7 @@ class _Api:
             self.stats.faults["latency"] += 1
             await asyncio.sleep(draw.latency)
         kind = draw.kind
-        if kind is not None and kind not in ("truncated", "commit_then_drop"):
+        if kind is not None and kind not in _AFTER_HANDLING:
             self.stats.faults[kind] += 1
             if kind == "reset":
                 return self._drop(request), NO_ANSWER
@@ -179,6 +181,9 @@ class _Api:
         if kind == "commit_then_drop":
             self.stats.faults[kind] += 1
             return self._drop(request), NO_ANSWER
+        if kind == "error_after_commit":
+            self.stats.faults[kind] += 1
+            raise SimError(500, "InternalServiceFailure", "internal service failure")
         if kind == "truncated" and isinstance(response, web.Response):
             self.stats.faults[kind] += 1
             return await self._truncate(request, response), response.status

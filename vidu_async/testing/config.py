@@ -29,6 +29,7 @@ FAULT_KINDS = (
     "reset",
     "truncated",
     "commit_then_drop",
+    "error_after_commit",
 )
 """The mutually exclusive faults, in the order a draw walks them; see ``EndpointFaults``."""
 
@@ -75,7 +76,9 @@ class EndpointFaults:
     - ``truncated``: the request is handled, then the answer's body is cut short (the
       ``Content-Length`` promises more than is sent) and the connection closed;
     - ``commit_then_drop`` (create only): the task is created and billed, then the connection is
-      closed without an answer.
+      closed without an answer;
+    - ``error_after_commit``: the request is handled (a create's task made and billed), then
+      answered 500 ``InternalServiceFailure`` as if it had failed.
 
     Independently, ``latency`` seconds (real time, not the simulator's clock) are added before
     handling with probability ``latency_rate``.
@@ -88,6 +91,7 @@ class EndpointFaults:
     reset: float = attrs.field(default=0.0, validator=_probability)
     truncated: float = attrs.field(default=0.0, validator=_probability)
     commit_then_drop: float = attrs.field(default=0.0, validator=_probability)
+    error_after_commit: float = attrs.field(default=0.0, validator=_probability)
     retry_after: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_non_negative)
     )

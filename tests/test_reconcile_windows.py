@@ -1,0 +1,141 @@
+"""Lookup windows bounded on both sides, and the slot a lookup gives back while it waits.
+
+A lost create's lookup lists only the seconds around it (``created_at.from`` and ``.to``), so a
+scan reads a page or two whatever the batch's size; a server that ignores ``created_at.to``
+must cost pages, never a wrong answer. Time is virtual (``ManualClock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from email.utils import format_datetime
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.pytest_plugin import AiohttpServer
+
+from vidu_async import ViduClient
+from vidu_async.reconcile import Absent, Found, slots_given_back
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy
+from vidu_async.server_clock import ServerClock
+from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks
+
+DROPPED = Faults(create=EndpointFaults(commit_then_drop=1.0))
+"""Every create is committed and billed, then its connection dropped without an answer."""
+
+
+def request(i: int) -> ReferenceToVideoRequest:
+    return ReferenceToVideoRequest("viduq2", f"a cat surfing, take {i}",
+                                   images=("https://example.com/cat.png",))
+
+
+@pytest.fixture
+def time() -> ManualClock:
+    return ManualClock()
+
+
+async def world(
+    time: ManualClock, faults: Faults, quirks: Quirks, **policy: Any
+) -> AsyncIterator[tuple[FakeVidu, ViduClient]]:
+    retry = RetryPolicy(**{"sleep": time.sleep, "clock": time, "random": lambda: 1.0,
+                           "max_attempts": 10, **policy})
+    async with (
+        FakeVidu(clock=time, faults=faults, quirks=quirks, seed=3) as sim,
+        ViduClient(sim.api_key, base_url=sim.url, retry=retry) as client,
+    ):
+        yield sim, client
+
+
+async def test_a_lookup_lists_only_the_seconds_around_its_create(time: ManualClock) -> None:
+    async for sim, client in world(time, DROPPED, Quirks()):
+        first = await asyncio.gather(*(client.create_reference2video(request(i))
+                                       for i in range(250)))
+        assert len({t.task_id for t in first}) == 250
+        time.advance(60)
+        before = sim.stats.requests_to("list_tasks")
+        scans = client.reconciler.scans
+        late = [await client.create_reference2video(request(i)) for i in range(250, 253)]
+        assert all(isinstance(t, Task) for t in late) and sim.stats.tasks_created == 253
+        # One page per scan: the 250 tasks of a minute before are outside every window.
+        assert sim.stats.requests_to("list_tasks") - before == client.reconciler.scans - scans
+        assert client.reconciler.scans - scans == 3
+
+
+async def test_a_lookup_waiting_for_the_list_gives_its_places_back(time: ManualClock) -> None:
+    alive, slot = asyncio.Semaphore(1), asyncio.Semaphore(1)
+    free_while_waiting: list[tuple[bool, bool]] = []
+
+    async def sleep(seconds: float) -> None:
+        free_while_waiting.append((not alive.locked(), not slot.locked()))
+        await time.sleep(seconds)
+
+    async for sim, client in world(time, DROPPED, Quirks(list_lag=10.0), sleep=sleep):
+        async with alive, slot:
+            with slots_given_back(alive, slot):
+                task = await client.create_reference2video(request(0))
+            await asyncio.sleep(0)
+            assert alive.locked() and slot.locked()  # taken again as soon as they were free
+        assert sim.tasks[task.task_id].payload == wrap_payload(task.correlation_key or "", "")
+        assert free_while_waiting == [(True, True)]  # the wait for the lagging list
+
+
+def listing(
+    tasks: list[dict[str, Any]], queries: list[dict[str, str]], clocks: list[ServerClock]
+) -> web.Application:
+    """A task list that ignores ``created_at.from`` and ``.to``: it always lists ``tasks``.
+    Its clock is the client's (``clocks[0]``, local time), to the second as ``Date`` says."""
+
+    async def list_tasks(request: web.Request) -> web.Response:
+        queries.append(dict(request.query))
+        await asyncio.sleep(0.01)  # let other lookups queue behind this scan
+        date = format_datetime(clocks[0].local_now().replace(microsecond=0), usegmt=True)
+        return web.json_response({"tasks": tasks, "next_page_token": ""},
+                                 headers={"Date": date})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks", list_tasks)
+    return app
+
+
+async def test_a_server_ignoring_the_window_end_costs_pages_not_answers(
+    aiohttp_server: AiohttpServer, time: ManualClock
+) -> None:
+    keys = [new_correlation_key() for _ in range(3)]
+    policy = RetryPolicy(sleep=time.sleep, clock=time, visibility_lag=2.0)
+    queries: list[dict[str, str]] = []
+    listed: list[dict[str, Any]] = []
+    clocks: list[ServerClock] = []
+    server = await aiohttp_server(listing(listed, queries, clocks))
+    async with ViduClient("k" * 32, base_url=str(server.make_url("/")), retry=policy) as client:
+        clock = client.server_clock
+        clocks.append(clock)
+        clock.observe(format_datetime(clock.local_now().replace(microsecond=0), usegmt=True),
+                      clock.local_now())  # an answer: the clock is learned from here on
+        time.advance(10)
+        created = [clock.now() + dt.timedelta(seconds=5 * i) for i in range(3)]
+        listed += [
+            {"id": str(i), "model": "viduq2", "prompt": "p", "payload": wrap_payload(key, ""),
+             "created_at": created[i].isoformat()}
+            for i, key in enumerate(keys[:2])
+        ]
+        time.advance(60)
+
+        async def lookup(i: int, key: str) -> Found | Absent | object:
+            return await client.reconciler.lookup(key, model="viduq2", prompt="p",
+                                                  sent_at=created[i], settled_at=created[i])
+
+        # The first scan runs alone; the two lookups arriving meanwhile share the second,
+        # which lists both their windows and is answered the same tasks twice.
+        first, *shared = await asyncio.gather(
+            lookup(2, keys[2]), lookup(0, keys[0]), lookup(1, keys[1])
+        )
+    assert first == Absent()
+    assert shared == [Found(TaskResult.from_dict(listed[0])),
+                      Found(TaskResult.from_dict(listed[1]))]  # no false duplicate
+    assert client.reconciler.scans == 2 and len(queries) == 3
+    assert all("created_at.to" in query for query in queries)
