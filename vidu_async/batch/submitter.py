@@ -718,7 +718,8 @@ class BatchSubmitter:
         while True:
             decision = self._gate(price_class, pinned)
             if isinstance(decision, Wait):
-                await self._changed.wait()
+                async with self._slot_given_back():
+                    await self._changed.wait()
                 continue
             if isinstance(decision, Stop):
                 return decision
@@ -727,6 +728,18 @@ class BatchSubmitter:
             if pause <= 0:
                 return decision
             await self.options.sleep(pause)
+
+    @contextlib.asynccontextmanager
+    async def _slot_given_back(self) -> AsyncIterator[None]:
+        """The create slot this job holds is another's while the block waits (for the gate to
+        change, for its intent's fsync): slots go to creates that can be sent. Held again
+        after; a job holding one never waits on the gate, so taking it back always ends."""
+        self._creating.release()
+        try:
+            yield
+        finally:
+            # Shielded: a cancel here must not leave the caller's release without its take.
+            await asyncio.shield(self._creating.acquire())
 
     async def _pace(self) -> None:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
@@ -756,11 +769,13 @@ class BatchSubmitter:
         account.in_flight += 1
         try:
             if self._journal is not None:
-                await self._journal.intent(
-                    job.custom_id, key=facts.key, account=account.label,
-                    fingerprint=facts.fingerprint, cost_class=price_class,
-                    server_at=account.client.server_clock.now().timestamp(),
-                )
+                # Creates gated meanwhile join this intent's fsync, their slots on the wire.
+                async with self._slot_given_back():
+                    await self._journal.intent(
+                        job.custom_id, key=facts.key, account=account.label,
+                        fingerprint=facts.fingerprint, cost_class=price_class,
+                        server_at=account.client.server_clock.now().timestamp(),
+                    )
             self._creates_sent = True
             with self._at("creating"):
                 request = self._request_of(job)
