@@ -15,7 +15,6 @@ import pytest
 from vidu_async.batch.follow import Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
 from vidu_async.batch.identity import (
-    MediaDigests,
     batch_tag,
     belongs_to,
     cost_class,
@@ -311,17 +310,16 @@ def test_the_fingerprint_is_what_is_asked_without_payload_and_with_file_contents
     image = tmp_path / "a.png"
     image.write_bytes(b"one")
     base = ReferenceToVideoRequest("viduq2", "p", images=[image, "https://e.com/x.png"])
-    digests = MediaDigests()
-    fp = fingerprint(base, digests)
-    assert fingerprint(attrs.evolve(base, payload="mine"), digests) == fp
-    assert fingerprint(attrs.evolve(base, prompt="q"), digests) != fp
-    assert fingerprint(attrs.evolve(base, duration=5), digests) != fp
+    fp = fingerprint(base)
+    assert fingerprint(attrs.evolve(base, payload="mine")) == fp
+    assert fingerprint(attrs.evolve(base, prompt="q")) != fp
+    assert fingerprint(attrs.evolve(base, duration=5)) != fp
     image.write_bytes(b"two!")  # edited: another size, so read again
-    assert fingerprint(base, digests) != fp
+    assert fingerprint(base) != fp
     copy = tmp_path / "b.png"
     copy.write_bytes(b"two!")
     moved = attrs.evolve(base, images=[copy, "https://e.com/x.png"])
-    assert fingerprint(moved, digests) == fingerprint(base, digests)  # by content, not path
+    assert fingerprint(moved) == fingerprint(base)  # by content, not path
 
 
 def test_cost_classes_separate_what_prices_depend_on() -> None:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import attrs
 
 from vidu_async.batch import BatchOptions, account_label
-from vidu_async.batch.identity import MediaDigests, cost_class, job_facts
+from vidu_async.batch.identity import cost_class, job_facts
 from vidu_async.batch.plan import Action, Create, Follow, Reconcile, Refuse, Replay, plan
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
@@ -234,7 +234,6 @@ async def _decide(
     (``shown_as``: how messages name the jobs, e.g. ``<stdin>``)."""
     shown = Path(shown_as) if shown_as else path
     accounts = frozenset(account_label(c) for c in clients)
-    digests = MediaDigests()
     counts: Counter[str] = Counter()
     to_send: Counter[Group] = Counter()
     for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
@@ -244,7 +243,7 @@ async def _decide(
             counts["invalid"] += 1
             continue
         record = journal.take(item.job.custom_id) if journal is not None else None
-        action = await _plan(item.job, record, journal, batch_id, accounts, digests,
+        action = await _plan(item.job, record, journal, batch_id, accounts,
                              retry_failed)
         if isinstance(action, Refuse):
             print(f"{shown}:{item.line}: error: {action.error.reason}: {action.error.message}",
@@ -265,12 +264,12 @@ async def _decide(
 
 async def _plan(
     job: Job, record: JobRecord | None, journal: Journal | None, batch_id: str,
-    accounts: frozenset[str], digests: MediaDigests, retry_failed: bool,
+    accounts: frozenset[str], retry_failed: bool,
 ) -> Action:
     """``batch.plan`` for one job; its fingerprint is taken only when the journal knows it."""
     if record is None or journal is None:
         return Create("")
-    facts = await job_facts(job, journal.batch_id or batch_id, record.attempts, digests)
+    facts = await job_facts(job, journal.batch_id or batch_id, record.attempts)
     return plan(facts, record, accounts, retry_failed=retry_failed)
 
 

@@ -27,7 +27,6 @@ from vidu_async.media import MediaKind, MediaSource, is_local, media_digest
 from vidu_async.requests import Request, SubjectsToVideoRequest
 
 __all__ = [
-    "MediaDigests",
     "batch_tag",
     "belongs_to",
     "cost_class",
@@ -95,16 +94,6 @@ def media_entries(request: Request) -> list[tuple[Any, MediaKind]]:
     return found
 
 
-class MediaDigests:
-    """How local media stand in a run's fingerprints: the SHA-256 of their content, from the
-    shared media cache (``media.media_digest``), so the bodies reuse the same one read of each
-    file (keyed by path, size and modification time: an edited file is read again)."""
-
-    def __call__(self, source: MediaSource, kind: MediaKind) -> str:
-        """The entry as it stands in a fingerprint: a digest for local data, else itself."""
-        return media_digest(source, kind)
-
-
 def fingerprint(
     request: Request,
     media: Callable[[MediaSource, MediaKind], str] | None = None,
@@ -113,7 +102,7 @@ def fingerprint(
 
     Blocking when the request has local media (it reads them): call it in a thread.
     """
-    body: dict[str, Any] = request.body_with(media or MediaDigests())
+    body: dict[str, Any] = request.body_with(media or media_digest)
     body.pop("payload", None)
     if request.route != "/reference2video":  # the seed's jobs keep their old fingerprints
         body["(route)"] = request.route
@@ -121,14 +110,14 @@ def fingerprint(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def job_facts(job: Job, batch_id: str, attempt: int, digests: MediaDigests) -> JobFacts:
+async def job_facts(job: Job, batch_id: str, attempt: int) -> JobFacts:
     """A job's fingerprint, its key for ``attempt`` in batch ``batch_id``, and the digests of
     its local media (hashed in a thread; a request of URLs only is hashed at once, cheaper than
     the hop)."""
     local: dict[MediaSource, str] = {}
 
     def noted(source: MediaSource, kind: MediaKind) -> str:
-        digest = digests(source, kind)
+        digest = media_digest(source, kind)
         if is_local(source):
             local[source] = digest
         return digest

@@ -45,7 +45,7 @@ import attrs
 
 from vidu_async.batch.follow import Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
-from vidu_async.batch.identity import MediaDigests, belongs_to, cost_class, job_facts, job_key
+from vidu_async.batch.identity import belongs_to, cost_class, job_facts, job_key
 from vidu_async.batch.plan import (
     Follow,
     JobFacts,
@@ -343,7 +343,6 @@ class BatchSubmitter:
         )
         """Jobs alive: creating, plus the ones read ahead; and the followed ones."""
         self._downloading = asyncio.Semaphore(opts.download_concurrency)
-        self._digests = MediaDigests()
         self._uploads: Uploads | None = None
         for account in self._accounts.values():
             account.in_flight = 0
@@ -415,7 +414,7 @@ class BatchSubmitter:
             if opts.upload_images:
                 journal = self._journal
                 self._uploads = Uploads(
-                    self._digests, journal.uploads if journal else {},
+                    journal.uploads if journal else {},
                     journal.uploaded if journal else None,
                 )
             if opts.download is not None:
@@ -513,8 +512,7 @@ class BatchSubmitter:
         job = item
         with self._at("preparing"):
             record = self._journal.take(job.custom_id) if self._journal else None
-            facts = await job_facts(job, self._batch_id, record.attempts if record else 0,
-                                    self._digests)
+            facts = await job_facts(job, self._batch_id, record.attempts if record else 0)
             action = plan(facts, record, frozenset(self._accounts),
                           retry_failed=self.options.retry_failed)
             if isinstance(action, RetryFailed):  # durable before the new key is ever sent

@@ -17,10 +17,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
-from vidu_async.batch.identity import MediaDigests, media_entries
+from vidu_async.batch.identity import media_entries
 from vidu_async.client import ViduClient
 from vidu_async.errors import ViduError
-from vidu_async.media import MediaKind, MediaSource, is_local
+from vidu_async.media import MediaKind, MediaSource, is_local, media_digest
 from vidu_async.requests import Request
 
 __all__ = ["URI_LIFETIME", "Uploads"]
@@ -37,14 +37,12 @@ class Uploads:
 
     def __init__(
         self,
-        digests: MediaDigests,
         remembered: Mapping[str, tuple[str, float]],
         remember: Callable[[str, str], Awaitable[None]] | None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         now = clock()
-        self._digests = digests
         self._remember = remember
         self._known: dict[str, asyncio.Future[str | None]] = {}
         loop = asyncio.get_running_loop()
@@ -70,7 +68,7 @@ class Uploads:
             digests = [known[s] for s in local]
         else:
             digests = await asyncio.to_thread(
-                lambda: [known.get(s) or self._digests(s, "image") for s in local]
+                lambda: [known.get(s) or media_digest(s, "image") for s in local]
             )
         for source, digest in zip(local, digests, strict=True):
             uri = await self._uri(f"{account}/{digest}", source, client)
