@@ -15,19 +15,15 @@ import attrs
 
 from vidu_async.journal import JobRecord
 from vidu_async.outcome import ErrorInfo, Outcome
-from vidu_async.tasks import TaskResult, TaskState
+from vidu_async.tasks import TaskResult
 
 __all__ = [
-    "CANCELLABLE",
     "JobView",
     "counts",
     "result_records",
     "to_read",
     "view",
 ]
-
-CANCELLABLE = frozenset({str(TaskState.CREATED), str(TaskState.QUEUEING)})
-"""Task states a cancel is accepted in: the task has not started."""
 
 UNCONFIRMED = "unconfirmed"
 """A create may have been sent but its answer was never recorded: a rerun of ``submit`` looks

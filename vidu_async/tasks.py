@@ -52,6 +52,7 @@ __all__ = [
     "TaskPage",
     "TaskResult",
     "TaskState",
+    "is_cancellable",
     "is_terminal",
     "new_correlation_key",
     "parse_state",
@@ -72,6 +73,7 @@ class TaskState(enum.StrEnum):
 
 
 _TERMINAL_STATES = frozenset({TaskState.SUCCESS, TaskState.FAILED})
+_CANCELLABLE_STATES = frozenset({TaskState.CREATED, TaskState.QUEUEING})
 
 
 def parse_state(value: str) -> TaskState | str:
@@ -85,6 +87,12 @@ def parse_state(value: str) -> TaskState | str:
 def is_terminal(state: TaskState | str) -> bool:
     """Whether a task in ``state`` will change no more: success or failed (unknown states: no)."""
     return state in _TERMINAL_STATES
+
+
+def is_cancellable(state: TaskState | str) -> bool:
+    """Whether a cancel of a task in ``state`` is accepted (free): it has not started, it is
+    created or queueing."""
+    return state in _CANCELLABLE_STATES
 
 
 # --- the correlation envelope ------------------------------------------------------------------

@@ -82,7 +82,7 @@ from vidu_async.reconcile import (
     slots_given_back,
 )
 from vidu_async.requests import Request
-from vidu_async.tasks import Task, TaskResult, TaskState
+from vidu_async.tasks import Task, TaskResult, TaskState, is_cancellable
 from vidu_async.throttle import Throttle
 
 __all__ = ["BatchObserver", "BatchOptions", "BatchSubmitter", "account_label"]
@@ -91,9 +91,6 @@ logger = logging.getLogger("vidu_async.batch")
 
 JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
 
-_CANCELLABLE = frozenset({TaskState.CREATED, TaskState.QUEUEING})
-"""Items one refresh of at most 100 ids reads before it gives up on the list (it should need
-one page; a server paging forever must not hold the batch)."""
 
 
 class BatchObserver(Protocol):
@@ -1102,7 +1099,7 @@ class BatchSubmitter:
     async def _duplicate(self, account: _Account, made: _Made, extra: TaskResult) -> Outcome:
         state = str(extra.state)
         note = f"a second task ({extra.id}) exists for job {made.job_id!r} (kept: {made.task_id})"
-        if extra.state in _CANCELLABLE:
+        if is_cancellable(extra.state):
             try:
                 await account.client.cancel_task(extra.id)
             except ViduError as error:

@@ -23,7 +23,7 @@ from typing import Any
 
 from vidu_async.batch import account_label
 from vidu_async.batch.refresh import read_tasks
-from vidu_async.batch_view import CANCELLABLE, JobView, counts, result_records, to_read, view
+from vidu_async.batch_view import JobView, counts, result_records, to_read, view
 from vidu_async.cli.common import (
     EXIT_AUTH,
     EXIT_FAILED,
@@ -45,7 +45,7 @@ from vidu_async.errors import (
     ViduError,
 )
 from vidu_async.journal import JobRecord, is_in_use, read_journal
-from vidu_async.tasks import TaskResult
+from vidu_async.tasks import TaskResult, is_cancellable
 
 _SHOWN = 20
 """Jobs listed one a line in a human summary before the rest are only counted."""
@@ -191,7 +191,7 @@ async def _cancel(args: argparse.Namespace, clients: list[ViduClient], jobs: lis
         if not job.running and job.state != "unknown":
             continue
         client = _client_of(clients, job.account)
-        if client is None or job.state not in CANCELLABLE:
+        if client is None or not is_cancellable(job.state):
             refused.append((job, f"{job.state}: only a task that has not started can be "
                                  "cancelled" if job.running else "its state could not be read"))
             continue
