@@ -8,7 +8,7 @@ import base64
 import io
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -240,11 +240,9 @@ def test_a_directory_is_named_as_one(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=Timeline(created=0.01, processing=0.02)) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         yield fake
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,9 @@ FLAKY = Timeline(created=0.01, processing=0.05, failure_rate=0.5,
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=FAST, concurrency_limit=20, seed=3) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         yield fake
 
 
@@ -187,6 +185,7 @@ def test_success_is_no_failure_and_the_list_is_capped() -> None:
 
 
 async def test_the_run_ends_with_the_failed_jobs_and_errors_writes_them_resubmittable(
+    cli_env: Callable[[FakeVidu], None],
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     jobs = tmp_path / "jobs.jsonl"
@@ -200,9 +199,7 @@ async def test_the_run_ends_with_the_failed_jobs_and_errors_writes_them_resubmit
     errors.parent.mkdir()
     out = tmp_path / "results.jsonl"
     async with FakeVidu(timeline=FLAKY, concurrency_limit=20, seed=5) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         assert await run(submit_args(jobs, "--wait", "--results", str(out),
                                      "--errors", str(errors))) == 1
         err = capfd.readouterr().err

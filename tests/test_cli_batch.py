@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,6 @@ class ShiftedClock:
 
     def __call__(self) -> float:
         return asyncio.get_running_loop().time() + self.offset
-
-
-def use(fake: FakeVidu, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-    monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-    monkeypatch.delenv("VIDU_API_KEYS", raising=False)
 
 
 @pytest.fixture
@@ -64,9 +58,9 @@ async def cli(*argv: str) -> int:
 
 
 @pytest.fixture
-async def held(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def held(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=HELD, seed=3) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         yield fake
 
 
@@ -101,11 +95,11 @@ async def test_status_says_when_a_run_holds_the_journal(
 
 
 async def test_cancel_cancels_the_tasks_not_started_and_names_the_others(
-    jobs: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    jobs: Path, cli_env: Callable[[FakeVidu], None], capfd: pytest.CaptureFixture[str]
 ) -> None:
     one_slot = Timeline(created=0, processing=3600)  # the first task starts, two queue
     async with FakeVidu(timeline=one_slot, concurrency_limit=1, seed=3) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         assert await submit(jobs) == 0
         capfd.readouterr()
         assert await cli("batch", "cancel", str(journal_of(jobs))) == 1
@@ -124,11 +118,11 @@ async def test_cancel_cancels_the_tasks_not_started_and_names_the_others(
 
 
 async def test_download_fetches_every_finished_video_with_fresh_links_and_names(
-    jobs: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    jobs: Path, cli_env: Callable[[FakeVidu], None], capfd: pytest.CaptureFixture[str]
 ) -> None:
     clock = ShiftedClock()
     async with FakeVidu(timeline=FAST, seed=3, clock=clock, link_ttl=60) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         assert await submit(jobs, "--wait") == 0
         clock.offset += 120  # every link the journal recorded has expired
         capfd.readouterr()
@@ -158,10 +152,11 @@ async def test_download_skips_running_tasks_and_says_so(
 
 
 async def test_results_rewrites_the_results_file_from_the_journal_without_the_network(
+    cli_env: Callable[[FakeVidu], None],
     jobs: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     async with FakeVidu(timeline=FAST, seed=3) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         assert await submit(jobs, "--wait") == 0
     results = jobs.with_name("results.jsonl")
     written = sorted(results.read_text().splitlines())
@@ -214,11 +209,12 @@ async def test_a_rejected_key_is_named_by_position_and_last_four(
 
 
 async def test_tasks_of_a_key_not_given_are_unread_and_a_refused_key_is_named(
+    cli_env: Callable[[FakeVidu], None],
     jobs: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     accounts = {"key-one-AAAA": Account(), "key-two-BBBB": Account()}
     async with FakeVidu(accounts=accounts, timeline=HELD) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         monkeypatch.setenv("VIDU_API_KEY", "key-one-AAAA")
         assert await submit(jobs) == 0
         monkeypatch.setenv("VIDU_API_KEY", "key-two-BBBB")
@@ -244,11 +240,11 @@ async def test_no_key_tells_what_to_set(
 
 
 async def test_submit_download_names_files_by_the_template_and_fetches_covers(
-    jobs: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    jobs: Path, cli_env: Callable[[FakeVidu], None], capfd: pytest.CaptureFixture[str]
 ) -> None:
     dest = jobs.parent / "videos"
     async with FakeVidu(timeline=FAST, seed=3) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         assert await submit(jobs, "--download", str(dest), "--name", "clip") == 2
         assert "must name {custom_id}, {task_id} or {line}" in capfd.readouterr().err
         assert fake.stats.tasks_created == 0

@@ -10,7 +10,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +31,9 @@ URL = "https://example.com/ref.png"
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=Timeline(created=0.01, processing=0.05)) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         yield fake
 
 

@@ -28,18 +28,18 @@ COST = 45
 
 
 @contextlib.asynccontextmanager
-async def simulator(monkeypatch: pytest.MonkeyPatch, timeline: Timeline) -> AsyncIterator[FakeVidu]:
+async def simulator(
+    cli_env: Callable[[FakeVidu], None], timeline: Timeline
+) -> AsyncIterator[FakeVidu]:
     """A simulator the CLI finds through its environment."""
     async with FakeVidu(timeline=timeline, concurrency_limit=50, seed=7) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         yield fake
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
-    async with simulator(monkeypatch, FAST) as fake:
+async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
+    async with simulator(cli_env, FAST) as fake:
         yield fake
 
 
@@ -221,14 +221,13 @@ async def test_a_second_checkout_with_local_images_and_no_custom_id_does_not_pay
 
 
 async def test_a_start_up_search_that_fails_is_one_line_and_sends_nothing(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    cli_env: Callable[[FakeVidu], None], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # A new journal must first look for this batch's earlier tasks; the list refuses (a
     # Retry-After longer than any wait obeyed), so nothing may be sent, and the user is told.
     faults = Faults(list_tasks=EndpointFaults(too_many_requests=1.0, retry_after=500))
     async with FakeVidu(timeline=FAST, faults=faults) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        cli_env(fake)
         jobs = tmp_path / "prompts.txt"
         write_prompts(jobs, ["a cat"])
         code = await submit(jobs)
@@ -341,9 +340,9 @@ async def test_max_credits_zero_sends_nothing_and_says_why(
 
 
 @pytest.fixture
-async def slow_to_start(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def slow_to_start(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     """Tasks wait a second before they queue: time enough to cancel one on a busy machine."""
-    async with simulator(monkeypatch, Timeline(created=1.0, processing=0.05)) as fake:
+    async with simulator(cli_env, Timeline(created=1.0, processing=0.05)) as fake:
         yield fake
 
 

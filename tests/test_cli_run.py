@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,16 +24,10 @@ COST = 45
 """What one viduq2 reference2video task of 5 s costs in the simulator."""
 
 
-def use(fake: FakeVidu, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-    monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-    monkeypatch.delenv("VIDU_API_KEYS", raising=False)
-
-
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=FAST, concurrency_limit=20, seed=5) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         yield fake
 
 
@@ -117,11 +111,11 @@ async def test_unwritable_paths_stop_a_real_run_before_the_first_create(
 
 
 async def test_verbose_logs_retries_with_their_reasons_and_never_the_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, cli_env: Callable[[FakeVidu], None], capfd: pytest.CaptureFixture[str]
 ) -> None:
     faults = Faults(credits=EndpointFaults(server_error=1.0))
     async with FakeVidu(timeline=FAST, concurrency_limit=20, seed=5, faults=faults) as fake:
-        use(fake, monkeypatch)
+        cli_env(fake)
         jobs = write_jobs(tmp_path / "jobs.jsonl", ["cat"])
         out = tmp_path / "r.jsonl"
         assert await submit(jobs, "--quiet", "--results", str(out)) == 0

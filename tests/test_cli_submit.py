@@ -9,7 +9,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -24,11 +24,9 @@ FAST = Timeline(created=0.01, processing=0.05)
 
 
 @pytest.fixture
-async def sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=FAST, concurrency_limit=20, seed=3) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         yield fake
 
 
@@ -96,15 +94,14 @@ async def test_missing_or_rejected_key_exits_3_before_any_job(
 
 
 async def test_credits_run_out_then_a_rerun_after_top_up_finishes_without_duplicates(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    cli_env: Callable[[FakeVidu], None], tmp_path: Path
 ) -> None:
     jobs = tmp_path / "prompts.txt"
     jobs.write_text("".join(f"prompt {i}\n" for i in range(12)))
     out = tmp_path / "results.jsonl"
     # viduq2 at the default 5 s costs 45 credits in the simulator: five tasks fit in 230.
     async with FakeVidu(timeline=FAST, credits=230, seed=5) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        cli_env(fake)
         args = submit_args(jobs, "--wait", "--results", str(out), "--concurrency", "3")
         assert await asyncio.to_thread(main, args) == 1
         first = results(out)
@@ -254,11 +251,10 @@ async def test_credits_shows_each_account(
 
 
 async def test_cancel_before_the_task_starts(
-    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    cli_env: Callable[[FakeVidu], None], capfd: pytest.CaptureFixture[str]
 ) -> None:
     async with FakeVidu(timeline=Timeline(created=3600)) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
+        cli_env(fake)
         async with ViduClient(fake.api_key, base_url=fake.url) as client:
             task = await client.create_reference2video(
                 ReferenceToVideoRequest("viduq2", "a cat", images=[URL])

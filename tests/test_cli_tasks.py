@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -43,13 +43,11 @@ def test_when_refuses_other_text(text: str) -> None:
 
 
 @pytest.fixture
-async def made(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeVidu, list[str]]]:
+async def made(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[tuple[FakeVidu, list[str]]]:
     """Three tasks: two finished, the last held in ``created``."""
     clock = ManualClock()
     async with FakeVidu(timeline=Timeline(created=1, processing=1), clock=clock, seed=8) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         async with ViduClient(fake.api_key, base_url=fake.url) as client:
             ids = [(await client.create_reference2video(ReferenceToVideoRequest(
                 "viduq2", f"a cat number {n}", images=[URL], watermark=True))).task_id

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -95,11 +95,9 @@ async def test_a_retry_record_starts_the_job_afresh_and_keeps_what_was_spent(
 
 
 @pytest.fixture
-async def flaky(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeVidu]:
+async def flaky(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
     async with FakeVidu(timeline=FLAKY, concurrency_limit=20, seed=5) as fake:
-        monkeypatch.setenv("VIDU_API_KEY", fake.api_key)
-        monkeypatch.setenv("VIDU_BASE_URL", fake.url)
-        monkeypatch.delenv("VIDU_API_KEYS", raising=False)
+        cli_env(fake)
         yield fake
 
 
