@@ -450,7 +450,9 @@ class _Prepared:
     """A bytes entry itself: held so that its ``id``, its key, names no other object meanwhile."""
     _uri: str | None = attrs.field(default=None, init=False, repr=False)
     _lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
-    _weight: int = attrs.field(default=0, init=False, repr=False)
+    weight: int = attrs.field(default=0, init=False, repr=False)
+    """What it holds once encoded (its data URI, and a bytes entry itself): fixed when it is
+    made, for the cache's bound."""
 
     @property
     def data_uri(self) -> str | None:
@@ -460,17 +462,11 @@ class _Prepared:
                 self._uri, self._content = _data_uri(self.format, self._content), None
             return self._uri
 
-    @property
-    def weight(self) -> int:
-        """What it holds once encoded (its data URI, and a bytes entry itself): fixed when it
-        is made, for the cache's bound."""
-        return self._weight
-
     def __attrs_post_init__(self) -> None:
         encoded = 0
         if self.format is not None and self._content is not None:
             encoded = _data_uri_length(self.format.content_type, len(self._content))
-        self._weight = encoded + len(self.source or b"")
+        self.weight = encoded + len(self.source or b"")
 
 
 @attrs.frozen
