@@ -31,7 +31,7 @@ from vidu_async.cli.common import (
     EXIT_USAGE,
     Commands,
     add_account_arguments,
-    clients_from_env,
+    clients_or_exit,
     rejection,
 )
 from vidu_async.cli.names import add_name_arguments, download_names
@@ -39,7 +39,6 @@ from vidu_async.client import ViduClient
 from vidu_async.download import DownloadNames
 from vidu_async.errors import (
     AuthenticationError,
-    ConfigurationError,
     InvalidRequestError,
     JournalError,
     ViduError,
@@ -90,14 +89,9 @@ def run_batch(args: argparse.Namespace) -> int:
     records = list(contents.jobs)
     if args.action == "results":
         return _results(args, [view(r, {}) for r in records])
-    try:
-        clients = clients_from_env(args)
-    except ConfigurationError as error:
-        print(f"{command}: {error}", file=sys.stderr)
-        return EXIT_AUTH
-    except ValueError as error:  # the base URL
-        print(f"{command}: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    clients = clients_or_exit(args, command)
+    if isinstance(clients, int):
+        return clients
     try:
         return asyncio.run(_run(args, clients, records, contents.spent, names))
     except ViduError as error:

@@ -202,6 +202,19 @@ def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
                      for k in keys[1:])]
 
 
+def clients_or_exit(args: argparse.Namespace, command: str) -> list[ViduClient] | int:
+    """``clients_from_env``, or the exit code once ``command`` said on stderr why not: 3 with
+    no key, 2 for a malformed base URL or client option (named as its flag)."""
+    try:
+        return clients_from_env(args)
+    except ConfigurationError as error:
+        print(f"{command}: {error}", file=sys.stderr)
+        return EXIT_AUTH
+    except ValueError as error:  # the base URL, --visibility-lag
+        print(f"{command}: {as_flag(str(error))}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def key_name(position: int, total: int, key: str) -> str:
     """A key for people: its position among the keys and its last four characters."""
     return f"key {position} of {total} (...{key[-4:]})"

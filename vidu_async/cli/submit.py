@@ -31,7 +31,7 @@ from vidu_async.cli.common import (
     add_account_arguments,
     add_jobs_arguments,
     as_flag,
-    clients_from_env,
+    clients_or_exit,
     jobs_input,
     jobs_or_usage_error,
     key_names,
@@ -270,14 +270,9 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
     except ValueError as error:  # the options' own checks name the option: say it as a flag
         print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        clients = clients_from_env(args)
-    except ConfigurationError as error:
-        print(f"vidu-async submit: {error}", file=sys.stderr)
-        return EXIT_AUTH
-    except ValueError as error:  # the base URL, --visibility-lag
-        print(f"vidu-async submit: {as_flag(str(error))}", file=sys.stderr)
-        return EXIT_USAGE
+    clients = clients_or_exit(args, "vidu-async submit")
+    if isinstance(clients, int):
+        return clients
     if args.dry_run:
         return asyncio.run(_dry_run(args, jobs, clients, options))
     if args.results is None and sys.stdout.isatty():  # results would garble the terminal

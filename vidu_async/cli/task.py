@@ -22,14 +22,13 @@ from vidu_async.cli.common import (
     EXIT_USAGE,
     Commands,
     add_account_arguments,
-    clients_from_env,
+    clients_or_exit,
     rejection,
 )
 from vidu_async.cli.names import add_name_arguments, download_names
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
 from vidu_async.errors import (
     AuthenticationError,
-    ConfigurationError,
     InvalidRequestError,
     ViduError,
 )
@@ -111,13 +110,12 @@ def run_single(args: argparse.Namespace) -> int:
             download_names(args)  # a template that cannot work fails before any request
         if args.action == "tasks" and not (args.limit >= 1 and len(args.ids or ()) <= 100):
             raise ValueError("--limit must be 1 or more, and --id given 100 times at most")
-        clients = clients_from_env(args)
-    except ConfigurationError as error:
-        print(f"vidu-async {args.action}: {error}", file=sys.stderr)
-        return EXIT_AUTH
-    except ValueError as error:  # the base URL, the --name template, --limit, --id
+    except ValueError as error:  # the --name template, --limit, --id
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    clients = clients_or_exit(args, f"vidu-async {args.action}")
+    if isinstance(clients, int):
+        return clients
     try:
         if args.action == "credits":
             return asyncio.run(_credits(clients, args))
