@@ -65,6 +65,8 @@ within a minute), 5 min in all (large uploads)."""
 
 PREPARE_AT_ONCE = 2
 """Create bodies with inline media prepared at once: measured, more starve the event loop."""
+STREAM_ABOVE = 2**20
+"""Request bodies larger than this (inline media) are streamed in chunks, not written at once."""
 MAX_ANSWER_BYTES = 16 * 2**20
 """The most one API answer may hold: a page of 100 tasks is well under 1 MB. A bigger (or
 endless) answer fails its call rather than filling memory."""
@@ -315,6 +317,8 @@ async def read_bounded(
     if declared is not None and declared > limit:
         response.close()
         raise _too_large(call, limit, f"it announces {declared:,} bytes")
+    if declared is not None:  # bounded by its length: read at once
+        return await response.read()
     content = bytearray()
     async for chunk in response.content.iter_any():
         content += chunk
@@ -322,6 +326,14 @@ async def read_bounded(
             response.close()
             raise _too_large(call, limit, f"{len(content):,} bytes had arrived")
     return bytes(content)
+
+
+def _request_body(body: bytes | None) -> bytes | io.BytesIO | None:
+    """What aiohttp is given to send: small bodies as they are (one write), large ones (inline
+    media, up to 20 MB) streamed in chunks so that the event loop is not held by one write."""
+    if body is None or len(body) <= STREAM_ABOVE:
+        return body
+    return io.BytesIO(body)
 
 
 def _too_large(call: str, limit: int, seen: str) -> ResponseFormatError:
@@ -384,8 +396,8 @@ async def send(
         async with session.request(
             method,
             account.url(path, prefix),
-            params=list(params),
-            data=None if body is None else io.BytesIO(body),  # streamed: bodies reach 20 MB
+            params=list(params) or None,
+            data=_request_body(body),
             headers=headers,
             allow_redirects=False,
         ) as response:

@@ -240,7 +240,8 @@ class TaskIndex:
         for task in listed:
             if task.correlation_key is not None:
                 grouped.setdefault(task.correlation_key, []).append(task)
-        by_key = {k: tuple(sorted(v, key=_oldest_first)) for k, v in grouped.items()}
+        by_key = {k: tuple(v) if len(v) == 1 else tuple(sorted(v, key=_oldest_first))
+                  for k, v in grouped.items()}
         visible = all("payload" in task.raw for task in listed)
         return cls(listed, started_at, by_key, visible)
 

@@ -269,17 +269,30 @@ class _Reader:
             )
         return value
 
+    # string, integer and boolean read every field of every answer: the common case (the
+    # type JSON decoding gives, or missing) is decided inline, the rest by ``_take``.
+
     def string(self, key: str) -> str:
-        value: str | None = self._take(key, (str,), "a string")
-        return value or ""
+        self._known.add(key)
+        value = self.data.get(key)
+        if type(value) is str:
+            return value
+        return "" if value is None else self._take(key, (str,), "a string") or ""
 
     def integer(self, key: str) -> int | None:
-        value: int | None = self._take(key, (int,), "an integer")
-        return value
+        self._known.add(key)
+        value = self.data.get(key)
+        if value is None or type(value) is int:
+            return value
+        result: int | None = self._take(key, (int,), "an integer")
+        return result
 
     def boolean(self, key: str) -> bool:
-        value: bool | None = self._take(key, (bool,), "a boolean")
-        return bool(value)
+        self._known.add(key)
+        value = self.data.get(key)
+        if type(value) is bool:
+            return value
+        return False if value is None else bool(self._take(key, (bool,), "a boolean"))
 
     def wm_position(self, key: str) -> int | str | None:
         # The seed's schema says string ("unspecified"); requests send an integer 1..4.

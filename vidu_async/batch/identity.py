@@ -16,6 +16,7 @@ they would send the same request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -33,12 +34,12 @@ __all__ = [
     "fingerprint",
     "job_facts",
     "job_key",
-    "media_entries",
 ]
 
 _TAG_LENGTH = 8
 
 
+@functools.lru_cache(maxsize=64)
 def batch_tag(batch_id: str) -> str:
     """The first 8 hex digits of every correlation key of the batch ``batch_id``."""
     return hashlib.sha256(f"batch\0{batch_id}".encode()).hexdigest()[:_TAG_LENGTH]
@@ -66,7 +67,7 @@ def cost_class(request: Request) -> str:
     Defaults stay ``-`` rather than being filled in from the capability table: a class is only
     a name to learn a price under, and the same request always gets the same name.
     """
-    videos = any(kind == "video" for _, kind in media_entries(request))
+    videos = any(kind == "video" for _, kind in request.media_entries())
     is_rec = getattr(request, "is_rec", None)
     parts = (
         "subjects" if isinstance(request, SubjectsToVideoRequest) else request.kind,
@@ -79,19 +80,6 @@ def cost_class(request: Request) -> str:
         *(() if is_rec is None else ("is_rec" if is_rec else "no_rec",)),
     )
     return "/".join("-" if part is None else str(part) for part in parts)
-
-
-def media_entries(request: Request) -> list[tuple[Any, MediaKind]]:
-    """Every media entry of ``request`` with its kind, nested ones (subjects) included, as
-    ``body_with`` walks them."""
-    found: list[tuple[Any, MediaKind]] = []
-
-    def note(source: MediaSource, kind: MediaKind) -> str:
-        found.append((source, kind))
-        return ""
-
-    request.body_with(note)
-    return found
 
 
 def fingerprint(

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
-from vidu_async.batch.identity import media_entries
 from vidu_async.client import ViduClient
 from vidu_async.errors import ViduError
 from vidu_async.media import MediaKind, MediaSource, is_local, media_digest
@@ -59,7 +58,7 @@ class Uploads:
     ) -> Request:
         """``request`` with each local image (path or bytes) sent as its ``ssupload:`` URI;
         ``known``: digests already taken (the job's fingerprint took them), not taken again."""
-        local = [s for s, kind in media_entries(request) if kind == "image" and is_local(s)]
+        local = [s for s, kind in request.media_entries() if kind == "image" and is_local(s)]
         if not local:
             return request
         uris: dict[int, str] = {}

@@ -97,9 +97,13 @@ class RequestBase:
 
     def media(self) -> tuple[MediaSource, ...]:
         """Every media entry of the request (e.g. to ask "is anything local?")."""
+        return tuple(item for item, _ in self.media_entries())
+
+    def media_entries(self) -> tuple[tuple[MediaSource, MediaKind], ...]:
+        """Every media entry with its kind, nested ones (subjects) included, in body order."""
         return tuple(
-            item
-            for name in MEDIA_FIELDS
+            (item, kind)
+            for name, kind in MEDIA_FIELDS.items()
             if isinstance(entries := getattr(self, name, ()), tuple)
             for item in entries
         )

@@ -17,7 +17,7 @@ import attrs
 from vidu_async import capabilities as caps
 from vidu_async.capabilities import ModelCapabilities
 from vidu_async.errors import FieldProblem
-from vidu_async.media import MediaSource
+from vidu_async.media import MediaKind, MediaSource
 from vidu_async.requests._base import MediaMaker, RequestBase
 from vidu_async.requests._checker import Checker
 from vidu_async.requests._common import COMMON_FIELDS, as_tuple, resolve, type_name
@@ -129,13 +129,15 @@ class SubjectsToVideoRequest(RequestBase):
         values["subjects"] = converted
         return problems
 
-    def media(self) -> tuple[MediaSource, ...]:
+    def media_entries(self) -> tuple[tuple[MediaSource, MediaKind], ...]:
         subjects = self.subjects if isinstance(self.subjects, tuple) else ()
+        image: MediaKind = "image"
+        video: MediaKind = "video"
         return tuple(
-            item
+            (item, kind)
             for s in subjects
             if isinstance(s, Subject)
-            for entries in (s.images, s.videos)
+            for kind, entries in ((image, s.images), (video, s.videos))
             if isinstance(entries, tuple)
             for item in entries
         )
