@@ -21,7 +21,11 @@ Besides creates/s, the client's CPU time per create is reported (``time.process_
 the simulator sharing 2 cores, wall-clock rates understate the difference when the simulator is
 the bottleneck, CPU per create does not. ``--profile`` writes a cProfile of one batch run.
 
+``--latency 0.02`` holds every answer 20 ms, as a nearby real server would: the client's CPU
+then no longer sets the pace (written to ``overhead-latency.json``).
+
     python benchmarks/overhead.py [--jobs 2000] [--concurrency 16] [--rounds 3] [--profile]
+                                  [--latency SECONDS]
 """
 
 from __future__ import annotations
@@ -137,9 +141,10 @@ WARM_UP = 48
 
 
 async def measure(n: int, run: Callable[[Simulator], Awaitable[int]],
-                  warm_up: list[bytes], concurrency: int) -> dict[str, Any]:
+                  warm_up: list[bytes], concurrency: int,
+                  options: tuple[str, ...] = ()) -> dict[str, Any]:
     """One measured run against a fresh, warmed simulator; its figures."""
-    with simulator(*SIMULATOR) as sim:
+    with simulator(*SIMULATOR, *options) as sim:
         await bare(sim, warm_up, concurrency)
         sim_cpu = sim.cpu_seconds()
         cpu, wall = time.process_time(), time.perf_counter()
@@ -164,9 +169,14 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="cProfile one batch+journal run")
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds the simulator holds every answer (0: the aim's instant "
+                             "server; e.g. 0.02 for a nearby real one); results in "
+                             "overhead-latency.json")
     args = parser.parse_args()
     n, c = args.jobs, args.concurrency
     jobs = make_jobs(n)
+    options = ("--latency", f"{args.latency:g}") if args.latency else ()
     warm_up = prepared_bodies(make_jobs(WARM_UP))
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +195,8 @@ async def main() -> None:
             names = list(variants)
             turn = round_ % len(names)
             for name in names[turn:] + names[:turn]:  # rotate who goes first
-                runs.setdefault(name, []).append(await measure(n, variants[name], warm_up, c))
+                runs.setdefault(name, []).append(await measure(n, variants[name], warm_up, c,
+                                                                   options))
         profile_path = None
         if args.profile:
             profile_path = RESULTS / "overhead.prof"
@@ -200,7 +211,7 @@ async def main() -> None:
                 finally:
                     profiler.disable()
 
-            await measure(n, profiled, warm_up, c)
+            await measure(n, profiled, warm_up, c, options)
             profiler.dump_stats(profile_path)
 
     numbers = ("seconds", "creates_per_s", "client_cpu_us_per_create", "sim_cpu_us_per_create")
@@ -222,7 +233,8 @@ async def main() -> None:
          "sim CPU µs/create"],
         rows,
     )
-    print(f"{n} creates, concurrency {c}, median of {args.rounds} rounds\n")
+    held = f", every answer held {args.latency * 1000:g} ms" if args.latency else ""
+    print(f"{n} creates, concurrency {c}, median of {args.rounds} rounds{held}\n")
     print(text)
     ratio = summary[JOURNALLED]["creates_per_s"] / base["creates_per_s"]
     verdict = "met" if ratio >= 0.85 else "MISSED"
@@ -232,9 +244,10 @@ async def main() -> None:
         stats.sort_stats("cumulative").print_stats(30)
         stats.sort_stats("tottime").print_stats(25)
     path = record(
-        "overhead",
-        {"jobs": n, "concurrency": c, "rounds": args.rounds, "image": IMAGE,
-         "warm_up_creates": WARM_UP, "simulator": "serve " + " ".join(SIMULATOR),
+        "overhead-latency" if args.latency else "overhead",
+        {"jobs": n, "concurrency": c, "rounds": args.rounds, "latency_s": args.latency,
+         "image": IMAGE,
+         "warm_up_creates": WARM_UP, "simulator": "serve " + " ".join([*SIMULATOR, *options]),
          "simulator_per_run": "fresh"},
         {"median": summary, "runs": runs,
          "ratio_batch_vs_bare": summary["batch"]["creates_per_s"] / base["creates_per_s"],

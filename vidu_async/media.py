@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -236,6 +237,7 @@ def _data_uri_length(content_type: str, size: int) -> int:
     return len(_data_uri_prefix(content_type)) + 4 * ((size + 2) // 3)
 
 
+@functools.lru_cache(maxsize=1024)  # pure: a batch's jobs mostly share their URLs
 def _inspect_url(url: str, kind: MediaKind) -> MediaInfo:
     label = _short(url)
     try:

@@ -235,7 +235,7 @@ class _Reader:
     """
 
     def __init__(self, data: object, where: str) -> None:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # dict: no ABC check
             raise ResponseFormatError(
                 f"expected an object, got {_describe(data)}", field=where or "response"
             )
