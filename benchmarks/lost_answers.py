@@ -17,6 +17,9 @@ tasks (no duplicate, none missing), or the benchmark fails.
 
 Aims: wall time within 1.2 x (clean + visibility_lag); at most 3 requests per lost answer on
 average; the larger batch (default 5x the jobs) within 6 x the time of the smaller one.
+*Jobs lost again* had a resend (after absence was proven) lost too, and *longest chain* is the
+most lost answers of one job: each link waits the lag once more before it can be resent, so a
+chain of k ends no sooner than k x visibility_lag after its first fault.
 
     python benchmarks/lost_answers.py [--jobs 1000] [--large 5000] [--lag 2] [--concurrency 16]
 """
@@ -44,14 +47,22 @@ CAP = 300.0
 
 
 class LostAnswers(logging.Handler):
-    """Counts the client's "create answer lost" log lines: one per create answer lost."""
+    """Counts the client's "create answer lost" log lines (one per create answer lost), and
+    per correlation key: a job whose resend is lost again waits out the lag once more."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.count = 0
+        self.by_key: dict[str, int] = {}
+
+    @property
+    def count(self) -> int:
+        return sum(self.by_key.values())
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.count += record.getMessage().startswith("create answer lost")
+        message = record.getMessage()
+        if message.startswith("create answer lost"):
+            key = message.rsplit(" ", 1)[-1]
+            self.by_key[key] = self.by_key.get(key, 0) + 1
 
 
 async def run(n: int, concurrency: int, lag: float, faults: dict[str, float],
@@ -82,7 +93,9 @@ async def run(n: int, concurrency: int, lag: float, faults: dict[str, float],
         raise RuntimeError(f"{n} jobs: outcomes {statuses}, {stats['tasks_created']} tasks, "
                            f"duplicates {stats['duplicate_payloads']}")
     by_endpoint = {name: sum(counts.values()) for name, counts in stats["requests"].items()}
+    chained = sum(1 for times in lost.by_key.values() if times > 1)
     return {"seconds": wall, "lost_answers": lost.count, "requests": sum(by_endpoint.values()),
+            "jobs_lost_again": chained, "longest_chain": max(lost.by_key.values(), default=0),
             "requests_by_endpoint": by_endpoint, "requests_by_status": stats["requests"],
             "faults": stats["faults"], "outcomes": statuses}
 
@@ -114,6 +127,7 @@ async def main() -> None:
             name, jobs, s["seconds"], f"{s['vs_clean']:.2f}x", f"{s['vs_clean_plus_lag']:.2f}x",
             s["lost_answers"], s["requests"], s["requests_by_endpoint"].get("list_tasks", 0),
             "-" if s["requests_per_lost_answer"] is None else s["requests_per_lost_answer"],
+            s["jobs_lost_again"], s["longest_chain"],
         ])
     aims = {
         "faulty within 1.2x (clean + lag)": runs["faulty"]["vs_clean_plus_lag"] <= 1.2,
@@ -126,7 +140,8 @@ async def main() -> None:
             runs["faulty, large"]["seconds"] <= 6 * runs["faulty"]["seconds"],
     }
     text = table(["run", "jobs", "wall s", "vs clean", "vs clean + lag", "lost answers",
-                  "requests", "list requests", "extra requests per lost answer"], rows)
+                  "requests", "list requests", "extra requests per lost answer",
+                  "jobs lost again", "longest chain"], rows)
     text += "\n\n" + table(["aim", "verdict"],
                            [[aim, "met" if ok else "MISSED"] for aim, ok in aims.items()])
     print(f"faults on create: {', '.join(f'{k} {p:.0%}' for k, p in FAULTS.items())} "
