@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 
 from vidu_async._http import Account, SessionPool
 from vidu_async._version import __version__
-from vidu_async.client import ViduClient
+from vidu_async.client import SCAN_RETRY_WAIT, ViduClient
 from vidu_async.errors import (
     AmbiguousCreateError,
     APIConnectionError,
@@ -504,6 +504,24 @@ async def test_find_task_by_correlation_key(client: ViduClient, vidu: FakeVidu) 
         "00" * 16, created_after=now - hour, created_before=now + hour
     )
     assert missing is None
+
+
+async def test_a_lookups_failed_page_is_asked_again_soon_a_listings_after_the_backoff(
+    client: ViduClient, vidu: FakeVidu, time: ManualClock
+) -> None:
+    # Every key waiting on a lookup's scan waits with its page: retried within SCAN_RETRY_WAIT.
+    now = dt.datetime.now(dt.UTC)
+    hour = dt.timedelta(hours=1)
+    vidu.list_faults = [500]
+    missing = await client.find_task_by_correlation_key(
+        "00" * 16, created_after=now - hour, settled_at=now - hour  # no lag left to wait
+    )
+    assert missing is None
+    assert time.waits == [SCAN_RETRY_WAIT]  # random() is 1.0: the ceiling itself
+    vidu.list_faults = [500]
+    assert [t async for t in client.list_tasks()] == []
+    assert time.waits == [SCAN_RETRY_WAIT, client.retry.initial_wait]
+    assert vidu.count("GET /ent/v2/tasks") == 4
 
 
 # --- errors ----------------------------------------------------------------------------------

@@ -104,6 +104,9 @@ LOOKUP_SLACK = WINDOW_SLACK
 """How far before a caller's ``created_after`` a lookup window starts (``WINDOW_SLACK``)."""
 MAX_PAGE_SIZE = 100
 """The API's largest list page, and the most ``task_ids`` one list call may filter on."""
+SCAN_RETRY_WAIT = 0.1
+"""The first backoff's ceiling for a failed page of a lookup's scan (then doubling as usual):
+every key waiting on the scan waits with it, and a page is a read, safe to ask again."""
 
 
 def _segment(task_id: str) -> str:
@@ -203,6 +206,9 @@ class ViduClient:
         self._account = Account.from_env(api_key, base_url=base_url, auth_scheme=auth_scheme)
         self._retry = retry or RetryPolicy()
         self._server_clock = ServerClock(self._retry.clock)
+        self._scan_retry = attrs.evolve(
+            self._retry, initial_wait=min(self._retry.initial_wait, SCAN_RETRY_WAIT)
+        )
         self._reconciler = Reconciler(
             pages=self._scan_pages,
             get_task=self.get_task,
@@ -306,6 +312,7 @@ class ViduClient:
         params: Sequence[tuple[str, str]] = (),
         body: bytes | None = None,
         prefix: str = API_PREFIX,
+        retry: RetryPolicy | None = None,
     ) -> Any:
         async def attempt() -> Any:
             if self._pacer is not None:
@@ -313,8 +320,8 @@ class ViduClient:
             return await send(self._pool, self._account, method, path, params=params,
                               body=body, on_date=self._server_clock.observer(), prefix=prefix)
 
-        return await retried(attempt, self._retry, kind, call_name(method, path, prefix),
-                             no_answer=self._pool.no_answer)
+        return await retried(attempt, retry or self._retry, kind,
+                             call_name(method, path, prefix), no_answer=self._pool.no_answer)
 
     # --- endpoints ---------------------------------------------------------------------------
 
@@ -623,20 +630,22 @@ class ViduClient:
         self, since: dt.datetime | None, until: dt.datetime | None
     ) -> AsyncGenerator[TaskPage, None]:
         """The reconciler's view of the list: every task from ``since`` to ``until``, the
-        largest pages."""
+        largest pages, a failed page retried soon (``SCAN_RETRY_WAIT``)."""
         params = [] if since is None else [("created_at.from", _rfc3339(since, "since"))]
         if until is not None:
             params.append(("created_at.to", _rfc3339(until, "until")))
-        return self._pages([*params, *_page_size(MAX_PAGE_SIZE)])
+        return self._pages([*params, *_page_size(MAX_PAGE_SIZE)], self._scan_retry)
 
-    async def _pages(self, params: list[tuple[str, str]]) -> AsyncGenerator[TaskPage, None]:
+    async def _pages(
+        self, params: list[tuple[str, str]], retry: RetryPolicy | None = None
+    ) -> AsyncGenerator[TaskPage, None]:
         """Page after page, following ``next_page_token`` (whatever page size comes back)."""
         token = ""
         seen: set[str] = set()
         while True:
             query = [*params, ("pager.page_token", token)] if token else params
             page = TaskPage.from_dict(
-                await self._call("GET", "/tasks", CallKind.QUERY, params=query)
+                await self._call("GET", "/tasks", CallKind.QUERY, params=query, retry=retry)
             )
             yield page
             token = page.next_page_token
