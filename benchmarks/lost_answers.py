@@ -18,9 +18,10 @@ tasks (no duplicate, none missing), or the benchmark fails.
 Aims: wall time within 1.2 x (clean + visibility_lag); at most 3 requests per lost answer on
 average; the larger batch (default 5x the jobs) within 6 x the time of the smaller one.
 *Jobs lost again* had a resend (after absence was proven) lost too, and *longest chain* is the
-most lost answers of one job: each link waits the lag once more before it can be resent, so a
-chain of k ends no sooner than k x visibility_lag after its first fault. *Lag floor* is the
-latest such end in the run: the time no client can beat without risking a second task.
+most lost answers of one job. A lost create that made a task can be found at once; one that
+made none is proven absent (and resent) only visibility_lag after it, so a job whose create was
+proven absent k times ends no sooner than k x visibility_lag after its first lost answer. *Lag floor* is the latest such end in the run: the time no client can beat
+without risking a second task.
 
     python benchmarks/lost_answers.py [--jobs 1000] [--large 5000] [--lag 2] [--concurrency 16]
 """
@@ -56,6 +57,8 @@ class LostAnswers(logging.Handler):
         self.by_key: dict[str, int] = {}
         self.first: dict[str, float] = {}
         """When each key's first answer was lost (``time.time()``)."""
+        self.absent: dict[str, int] = {}
+        """How often each key's lookup proved its create absent (each then resent)."""
 
     @property
     def count(self) -> int:
@@ -67,13 +70,17 @@ class LostAnswers(logging.Handler):
             key = message.rsplit(" ", 1)[-1]
             self.by_key[key] = self.by_key.get(key, 0) + 1
             self.first.setdefault(key, record.created)
+        elif message.endswith(": proven absent"):
+            key = message.split()[4]
+            self.absent[key] = self.absent.get(key, 0) + 1
 
     def floor(self, started: float, lag: float) -> float:
         """Seconds from ``started`` before which the run cannot end without risking a second
-        task: each lost answer of a key is looked up, and proven absent (to resend) only
-        ``lag`` after it, so a key lost k times ends no sooner than k x lag after its first."""
-        return max((self.first[key] - started + times * lag
-                    for key, times in self.by_key.items()), default=0.0)
+        task: a lost create that made no task is proven absent (and resent) only ``lag``
+        after it, so a key proven absent k times ends no sooner than k x lag after its first
+        lost answer (one that made a task can be found at once)."""
+        return max((self.first[key] - started + self.absent.get(key, 0) * lag
+                    for key in self.by_key), default=0.0)
 
 
 async def run(n: int, concurrency: int, lag: float, faults: dict[str, float],
