@@ -71,7 +71,7 @@ class LostAnswers(logging.Handler):
             self.by_key[key] = self.by_key.get(key, 0) + 1
             self.first.setdefault(key, record.created)
         elif message.endswith(": proven absent"):
-            key = message.split()[4]
+            key = message.split()[5].rstrip(":")
             self.absent[key] = self.absent.get(key, 0) + 1
 
     def floor(self, started: float, lag: float) -> float:
