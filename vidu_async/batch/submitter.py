@@ -250,7 +250,6 @@ class _Made:
     account: str
 
 
-
 class _Stage:
     """Counts one job in ``stage`` of ``states`` while a ``with`` block runs (a plain class:
     every job enters four of these, a generator-based context manager costs several times more).
