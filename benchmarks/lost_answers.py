@@ -20,8 +20,9 @@ average; the larger batch (default 5x the jobs) within 6 x the time of the small
 *Jobs lost again* had a resend (after absence was proven) lost too, and *longest chain* is the
 most lost answers of one job. A lost create that made a task can be found at once; one that
 made none is proven absent (and resent) only visibility_lag after it, so a job whose create was
-proven absent k times ends no sooner than k x visibility_lag after its first lost answer. *Lag floor* is the latest such end in the run: the time no client can beat
-without risking a second task.
+proven absent k times ends no sooner than k x visibility_lag after its first lost answer.
+*Lag floor* is the latest such end in the run: the time no client can beat without risking a
+second task.
 
     python benchmarks/lost_answers.py [--jobs 1000] [--large 5000] [--lag 2] [--concurrency 16]
 """
