@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -39,6 +40,12 @@ class Flood:
         finally:  # the client hung up: the write fails, or the handler is cancelled
             self.stopped.set()
 
+    async def compressed(self, request: web.Request) -> web.StreamResponse:
+        """A small body (its Content-Length true) that unpacks to more than the limit."""
+        body = gzip.compress(b'{"id": "' + b"x" * (MAX_ANSWER_BYTES + 2**20) + b'"}')
+        return web.Response(body=body, headers={"Content-Type": "application/json",
+                                                "Content-Encoding": "gzip"})
+
     async def announced(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.content_length = 10**12
@@ -51,6 +58,7 @@ class Flood:
         app = web.Application()
         app.router.add_get("/ent/v2/tasks/endless/creations", self.endless)
         app.router.add_get("/ent/v2/tasks/announced/creations", self.announced)
+        app.router.add_get("/ent/v2/tasks/compressed/creations", self.compressed)
         return app
 
 
@@ -85,6 +93,15 @@ async def test_a_too_large_content_length_fails_before_reading(
     async with client, asyncio.timeout(5):  # the body never comes: only the header can fail it
         with pytest.raises(ResponseFormatError, match="announces 1,000,000,000,000 bytes"):
             await client.get_task("announced")
+
+
+async def test_a_small_compressed_answer_that_unpacks_past_the_limit_fails(
+    flood_client: tuple[Flood, ViduClient],
+) -> None:
+    _, client = flood_client  # its Content-Length (of the compressed bytes) is no bound
+    async with client, asyncio.timeout(10):
+        with pytest.raises(ResponseFormatError, match="larger than 16,777,216 bytes"):
+            await client.get_task("compressed")
 
 
 # --- a list that pages forever, a server that never answers ---------------------------------------

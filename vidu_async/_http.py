@@ -317,8 +317,8 @@ async def read_bounded(
     if declared is not None and declared > limit:
         response.close()
         raise _too_large(call, limit, f"it announces {declared:,} bytes")
-    if declared is not None:  # bounded by its length: read at once
-        return await response.read()
+    if declared is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # bounded by its length (compressed, it would not be)
     content = bytearray()
     async for chunk in response.content.iter_any():
         content += chunk
