@@ -2,9 +2,10 @@
 
 One class per call (``ReferenceToVideoRequest``, ``SubjectsToVideoRequest``,
 ``TextToVideoRequest``, ``ImageToVideoRequest``, ``StartEndToVideoRequest``), all with one
-interface: ``route``, ``kind``, ``model``, ``prompt``, ``media()``, ``check(strict=)`` (every
-problem, against the route's capability table), ``validate(strict=)``, ``to_payload()``,
-``body_with(media)`` and ``from_dict``. ``request_from_dict`` picks the class for a JSON object.
+interface: ``route``, ``kind``, ``model``, ``prompt``, ``media()`` (and ``media_entries()``, each
+with its kind), ``check(strict=)`` (every problem, against the route's capability table),
+``validate(strict=)``, ``to_payload()``, ``body_with(media)`` and ``from_dict``.
+``request_from_dict`` picks the class for a JSON object.
 """
 
 from vidu_async.requests._common import ValidationResult, dumps_body
