@@ -106,8 +106,6 @@ def rows_with(field: str) -> list[Row]:
     return [r for r in ROWS if field in type(make(r[0], r[1].name)).FIELDS]
 
 
-
-
 @pytest.mark.parametrize("row", rows_with("aspect_ratio"), ids=row_id)
 def test_aspect_ratios(row: Row) -> None:
     table, m = row

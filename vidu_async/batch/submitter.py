@@ -91,7 +91,6 @@ logger = logging.getLogger("vidu_async.batch")
 JobInput = Iterable[Job | JobLine] | AsyncIterable[Job | JobLine]
 
 
-
 class BatchObserver(Protocol):
     """Receives progress events (the CLI's progress display is one)."""
 

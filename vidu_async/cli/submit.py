@@ -190,7 +190,6 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     submit.set_defaults(run=run_submit)
 
 
-
 def run_validate(args: argparse.Namespace) -> int:
     with jobs_input(args, sys.stderr) as jobs:
         return _validate(args, jobs)
