@@ -116,33 +116,10 @@ def test_a_token_buckets_429s_are_found_and_the_rate_held_near_the_limit() -> No
     """16 workers against a strict bucket of 30/s for 20 s: once found, the rate is never far
     under the limit and, after a few seconds of probing, stays within 10% of it; few 429s."""
     clock = Clock()
-    start = clock.now
     throttle = make(None, clock, start_rate=10.0)
-    bucket = Bucket(30.0, clock.now)
-    retry_at = [start] * 16  # when each worker may ask again
-    passed = refused = 0
-    found: list[float] = []
-    late: list[float] = []
-    while clock.now < start + 20:
-        worker = min(range(16), key=retry_at.__getitem__)
-        clock.now = max(clock.now, retry_at[worker])
-        if (wait := throttle.next_send()) > 0:
-            retry_at[worker] = clock.now + wait
-            continue
-        retry_after = bucket(clock.now)
-        if retry_after is None:
-            passed += 1
-            throttle.succeeded()
-            retry_at[worker] = clock.now
-        else:
-            refused += 1
-            own = throttle.throttled(retry_after)
-            assert own >= retry_after  # Retry-After is honoured for that request
-            retry_at[worker] = clock.now + own
-        if clock.now > start + 1:
-            found.append(throttle.rate or math.inf)
-        if clock.now > start + 8:
-            late.append(throttle.rate or math.inf)
+    passed, refused, rates = bucket_run(throttle, clock, 20.0, round_trip=0.0)
+    found = [rate for at, rate in rates if at > 1]
+    late = [rate for at, rate in rates if at > 8]
     assert min(found) >= 0.7 * 30 and max(found) <= 1.1 * 30
     assert min(late) >= 0.9 * 30
     assert passed >= 0.85 * 30 * 20
@@ -205,11 +182,11 @@ def test_the_rate_never_drops_below_the_floor() -> None:
     assert throttle.rate >= 0.25
 
 
-def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 16
-               ) -> tuple[int, int, list[tuple[float, float]]]:
+def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 16,
+               round_trip: float = 0.003) -> tuple[int, int, list[tuple[float, float]]]:
     """``workers`` against a strict bucket of 30/s for ``seconds``, each sending as the
-    throttle says (a 429 reported with its send time): (passed, refused, (time, rate) after
-    each answer)."""
+    throttle says and answered ``round_trip`` later (a 429 reported with its send time, its
+    ``Retry-After`` honoured): (passed, refused, (time, rate) after each answer)."""
     start = clock.now
     bucket = Bucket(30.0, clock.now)
     retry_at = [start] * workers
@@ -223,14 +200,16 @@ def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 
             continue
         sent = clock.now
         retry_after = bucket(sent)
-        clock.now += 0.003  # the answer, a round trip later
+        clock.now += round_trip  # the answer
         if retry_after is None:
             passed += 1
             throttle.succeeded()
             retry_at[worker] = clock.now
         else:
             refused += 1
-            retry_at[worker] = clock.now + throttle.throttled(retry_after, sent)
+            own = throttle.throttled(retry_after, sent)
+            assert own >= retry_after  # Retry-After is honoured for that request
+            retry_at[worker] = clock.now + own
         rates.append((clock.now - start, throttle.rate or math.inf))
     return passed, refused, rates
 
