@@ -398,6 +398,31 @@ async def test_a_429_s_retry_after_holds_its_request_and_waits_never_stack() -> 
     assert max(time.waits) < 2 * 3.0  # a pause, plus at most a slot of the slower schedule
 
 
+async def test_a_told_rate_keeps_one_worker_waiting_for_the_clock() -> None:
+    """On virtual time, rate 10/s and 8 workers: one pacing wait at a time, each a whole
+    interval (the others wait their turn, so no two workers wake, or spin, for one slot)."""
+    time = ManualClock()
+    sleeping, most = 0, 0
+
+    async def sleep(seconds: float) -> None:
+        nonlocal sleeping, most
+        sleeping += 1
+        most = max(most, sleeping)
+        try:
+            await time.sleep(seconds)
+        finally:
+            sleeping -= 1
+
+    async with FakeVidu(timeline=INSTANT, clock=time) as sim, sim_client(sim) as c:
+        batch = submitter(c, concurrency=8, rate=10.0, sleep=sleep, clock=time)
+        outcomes = await collect(batch, make_jobs(30))
+    assert {o.status for o in outcomes} == {"submitted"}
+    assert_each_job_created_once(sim, 30)
+    assert most == 1
+    requests = sum(sim.stats.requests.values())  # every one paced: the first goes at once
+    assert time.waits == pytest.approx([1 / (10.0 * 0.99)] * (requests - 1))
+
+
 async def test_quota_exceeded_without_followed_tasks_waits_quota_wait() -> None:
     faults = Faults(create=EndpointFaults(quota_exceeded=0.3))
     waits = Waits()

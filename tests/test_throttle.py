@@ -72,6 +72,20 @@ def test_next_send_books_a_slot_only_when_it_is_due() -> None:
     assert throttle.next_send() == pytest.approx(0.25)
 
 
+def test_next_send_without_booking_only_says_when_a_slot_is_due() -> None:
+    clock = Clock()
+    throttle = make(4.0, clock, slack=0.0)
+    assert throttle.next_send(book=False) == 0.0
+    assert throttle.next_send(book=False) == 0.0  # asked twice: still nothing booked
+    assert throttle.next_send() == 0.0
+    clock.now += 0.1
+    assert throttle.next_send(book=False) == pytest.approx(0.15)
+    clock.now += 0.15
+    assert throttle.next_send(book=False) == 0.0
+    assert throttle.next_send() == 0.0  # the asker's slot was still free
+    assert throttle.next_send() == pytest.approx(0.25)
+
+
 def test_without_a_start_rate_an_unknown_limit_starts_unpaced() -> None:
     throttle = make(None, Clock())
     assert throttle.rate is None

@@ -106,12 +106,12 @@ class Throttle:
         """When the shared pause ends (in the past when there is none)."""
         return self._paused_until
 
-    def next_send(self) -> float:
+    def next_send(self, *, book: bool = True) -> float:
         """0.0 if a request may go now (its slot is then booked), else the seconds to wait
         before asking again: ``while (wait := t.next_send()) > 0: await sleep(wait)``.
 
         Nothing is booked while waiting, so waiting workers follow every rate change and pause
-        that happens while they sleep.
+        that happens while they sleep; ``book=False`` only asks, booking nothing either way.
         """
         now = self.clock()
         self._recover(now)
@@ -120,7 +120,7 @@ class Throttle:
             start = max(start, self._next_slot, self._after_answer)
         if start > now:
             return start - now
-        if self._rate is not None:
+        if book and self._rate is not None:
             self._next_slot = now + 1.0 / self._rate
         return 0.0
 

@@ -54,6 +54,7 @@ from vidu_async.batch.plan import (
     RetryFailed,
     plan,
 )
+from vidu_async.batch.punctual import punctual_sleep
 from vidu_async.batch.refresh import list_states, query_one
 from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
@@ -184,7 +185,7 @@ class BatchOptions:
     """Send each job whose task failed on Vidu (journalled) again, as a new task on purpose."""
     clock: Callable[[], float] | None = attrs.field(default=None, eq=False, repr=False)
     sleep: Callable[[float], Awaitable[None]] = attrs.field(
-        default=asyncio.sleep, eq=False, repr=False
+        default=punctual_sleep, eq=False, repr=False
     )
 
     def __attrs_post_init__(self) -> None:
@@ -350,6 +351,8 @@ class BatchSubmitter:
         self._run_started: dict[str, dt.datetime] = {}
         self._creates_sent = False
         self._creating = asyncio.Semaphore(opts.concurrency)
+        self._turnstile = asyncio.Lock()
+        """Held by the one worker waiting for the pacing's next slot."""
         self._alive = asyncio.Semaphore(
             2 * opts.concurrency + (opts.max_pending if opts.wait else 0)
         )
@@ -730,10 +733,9 @@ class BatchSubmitter:
             if isinstance(decision, Stop):
                 return decision
             # Ask again after each wait: a pause or a rate change applies to everyone.
-            pause = self._throttle.next_send()
-            if pause <= 0:
+            if self._throttle.next_send() <= 0:
                 return decision
-            await self.options.sleep(pause)
+            await self._next_slot()
 
     @contextlib.asynccontextmanager
     async def _slot_given_back(self) -> AsyncIterator[None]:
@@ -752,8 +754,17 @@ class BatchSubmitter:
     async def _pace(self) -> None:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
         their turn in the shared pacing too: an account's rate limit counts every request."""
-        while (pause := self._throttle.next_send()) > 0:
-            await self.options.sleep(pause)
+        while self._throttle.next_send() > 0:
+            await self._next_slot()
+
+    async def _next_slot(self) -> None:
+        """Until the pacing would let a request go (nothing booked: the caller asks again).
+
+        One worker at a time waits for the clock, the others for their turn (in order): the
+        wait then ends on time (``punctual_sleep``) without every waiter spinning for it."""
+        async with self._turnstile:
+            while (pause := self._throttle.next_send(book=False)) > 0:
+                await self.options.sleep(pause)
 
     def _gate(self, price_class: str, pinned: str | None) -> Go | Wait | Stop:
         budget = Budget(
