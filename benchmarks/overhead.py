@@ -5,13 +5,13 @@ concurrency, by:
 
 - ``bare``: N aiohttp workers posting bodies prepared beforehand (JSON bytes, same fields, same
   correlation payload), reading each answer as JSON: the floor any client pays;
-- ``client``: N workers calling ``ViduClient.create_reference2video`` (validation, body, retrier,
+- ``client``: N workers calling ``ViduClient.create`` (validation, body, retrier,
   parsed answer): what the client adds before any batch machinery;
 - ``batch``: ``BatchSubmitter(wait=False)`` without a journal;
 - ``batch+journal``: the same with a journal (fsync'd records around each create) and a named
   batch: what ``vidu-async submit`` runs without ``--wait``, and the variant the aim is about;
-- ``batch+journal, no slow start``: the same with ``start_rate=None``, to show what the slow
-  start of an untold rate costs.
+- ``batch+journal, slow start``: the same with ``start_rate=10`` (a batch that expects a
+  strict limit it was not told), to show what that start costs.
 
 Every measured run gets a fresh simulator, warmed by a few creates: the batch ends with a scan of
 the tasks created since it started (less a minute's slack, its duplicate check), which on a
@@ -102,14 +102,14 @@ async def bare(sim: Simulator, bodies: list[bytes], concurrency: int) -> int:
 
 
 async def client_only(sim: Simulator, jobs: list[Job], concurrency: int) -> int:
-    """N workers calling ``create_reference2video`` on one client; how many were created."""
+    """N workers calling ``ViduClient.create`` on one client; how many were created."""
     pending = iter(jobs)
     created = 0
 
     async def worker() -> None:
         nonlocal created
         for job in pending:
-            task = await client.create_reference2video(job.request)
+            task = await client.create(job.request)
             created += bool(task.task_id)
 
     async with ViduClient(sim.api_key, base_url=sim.url) as client, asyncio.TaskGroup() as group:
@@ -176,7 +176,7 @@ async def main() -> None:
     args = parser.parse_args()
     n, c = args.jobs, args.concurrency
     jobs = make_jobs(n)
-    options = ("--latency", f"{args.latency:g}") if args.latency else ()
+    served = ("--latency", f"{args.latency:g}") if args.latency else ()
     warm_up = prepared_bodies(make_jobs(WARM_UP))
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,15 +188,15 @@ async def main() -> None:
                 "batch": partial(batch, jobs=jobs, options=BatchOptions(concurrency=c)),
                 JOURNALLED: partial(batch, jobs=jobs, options=cli_options(
                     c, Path(tmp, f"journal-{round_}.jsonl"))),
-                f"{JOURNALLED}, no slow start": partial(batch, jobs=jobs, options=attrs.evolve(
-                    cli_options(c, Path(tmp, f"journal-{round_}-unpaced.jsonl")),
-                    start_rate=None)),
+                f"{JOURNALLED}, slow start": partial(batch, jobs=jobs, options=attrs.evolve(
+                    cli_options(c, Path(tmp, f"journal-{round_}-slow.jsonl")),
+                    start_rate=10.0)),
             }
             names = list(variants)
             turn = round_ % len(names)
             for name in names[turn:] + names[:turn]:  # rotate who goes first
                 runs.setdefault(name, []).append(await measure(n, variants[name], warm_up, c,
-                                                                   options))
+                                                                   served))
         profile_path = None
         if args.profile:
             profile_path = RESULTS / "overhead.prof"
@@ -211,7 +211,7 @@ async def main() -> None:
                 finally:
                     profiler.disable()
 
-            await measure(n, profiled, warm_up, c, options)
+            await measure(n, profiled, warm_up, c, served)
             profiler.dump_stats(profile_path)
 
     numbers = ("seconds", "creates_per_s", "client_cpu_us_per_create", "sim_cpu_us_per_create")
@@ -247,7 +247,7 @@ async def main() -> None:
         "overhead-latency" if args.latency else "overhead",
         {"jobs": n, "concurrency": c, "rounds": args.rounds, "latency_s": args.latency,
          "image": IMAGE,
-         "warm_up_creates": WARM_UP, "simulator": "serve " + " ".join([*SIMULATOR, *options]),
+         "warm_up_creates": WARM_UP, "simulator": "serve " + " ".join([*SIMULATOR, *served]),
          "simulator_per_run": "fresh"},
         {"median": summary, "runs": runs,
          "ratio_batch_vs_bare": summary["batch"]["creates_per_s"] / base["creates_per_s"],

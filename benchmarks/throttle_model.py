@@ -109,6 +109,7 @@ def main() -> None:
         if name == "clean":
             clean = seconds
         if bucket is None:
+            assert clean is not None  # "clean" is the first scenario
             versus = f"{seconds / clean:.2f}x clean"
         else:
             versus = f"{jobs / bucket[0] / seconds:.3f} of ideal"
