@@ -5,8 +5,9 @@ timeout), so every sleep ends 0 to 1 ms late, 0.5 ms on average. A paced batch b
 slot from the moment it wakes, so that lateness adds to every interval: at a strict limit of
 30 requests a second, 1.5% of the throughput (measured in ``benchmarks/goodput.py``). This
 sleeps to one millisecond short of the deadline, then yields to the loop (other tasks run)
-until the deadline has passed: at most a millisecond of spinning per wait, by the one worker
-that waits for the pace (the submitter lets one wait at a time).
+until the deadline has passed: at most a millisecond of spinning per wait. The batch's waits
+are all punctual (``BatchOptions.sleep``); the many are the pacing's, and there one worker at a
+time waits for the clock while the others wait their turn.
 """
 
 from __future__ import annotations
