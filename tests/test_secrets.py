@@ -17,7 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from vidu_async.client import ViduClient
-from vidu_async.errors import APIError, APIStatusError, redact
+from vidu_async.errors import APIError, APIStatusError, ResponseFormatError, redact
+from vidu_async.requests import TextToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 
 KEY = "vda_sk/secret+key=0123456789"
@@ -115,3 +116,65 @@ async def test_an_echoed_key_is_scrubbed_from_every_field_of_the_error(
 )
 def test_redact(text: str, secrets: list[str], expected: str) -> None:
     assert redact(text, secrets) == expected
+
+
+def echoing_success() -> web.Application:
+    """Every answer is a 200 that repeats the ``Authorization`` header: spelled with ``\\u``
+    escapes (which no byte search finds) in a task, in a list in the credits, in a field of
+    the wrong type in a create's answer."""
+
+    def escaped(text: str) -> str:
+        return "".join(f"\\u{ord(c):04x}" for c in text)
+
+    async def task(request: web.Request) -> web.Response:
+        auth = request.headers["Authorization"]
+        text = f'{{"id": "t1", "state": "success", "echo": "{escaped(auth)}", "creations": []}}'
+        return web.Response(text=text, content_type="application/json")
+
+    async def credits(request: web.Request) -> web.Response:
+        auth = request.headers["Authorization"]
+        return web.json_response({"remains": [], "packages": [{"note": auth}]})
+
+    async def create(request: web.Request) -> web.Response:
+        auth = request.headers["Authorization"]
+        return web.json_response({"task_id": "t1", "state": "created", "duration": auth})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", task)
+    app.router.add_get("/ent/v2/credits", credits)
+    app.router.add_post("/ent/v2/text2video", create)
+    return app
+
+
+async def test_a_key_echoed_in_a_success_answer_is_scrubbed_before_anything_keeps_it(
+    aiohttp_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await aiohttp_server(echoing_success())
+    retry = RetryPolicy(max_attempts=1, sleep=no_wait, visibility_lag=0)
+    async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=retry) as client:
+        task = await client.get_task("t1")
+        credits = await client.get_credits()
+        with pytest.raises(APIError) as caught:  # "duration" holds a string: a format error
+            await client.create(TextToVideoRequest("viduq2", "a cat"))
+    assert task.extra["echo"] == "Token [redacted]"
+    shown = "\n".join([repr(task), str(task), repr(task.raw), repr(credits), str(credits),
+                       everything_shown(caught.value), caplog.text])
+    assert "[redacted]" in everything_shown(caught.value)
+    for form in (KEY, "secret+key", "secret%2Bkey", "sk\\/secret"):
+        assert form not in shown
+
+
+async def test_an_answer_nested_too_deeply_is_a_format_error_naming_the_call(
+    aiohttp_server: ServerFactory,
+) -> None:
+    async def deep(request: web.Request) -> web.Response:
+        return web.Response(text="[" * 100_000 + "]" * 100_000, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", deep)
+    server = await aiohttp_server(app)
+    async with ViduClient(KEY, base_url=str(server.make_url("/"))) as client:
+        with pytest.raises(ResponseFormatError, match="tasks/t1/creations answered with JSON "
+                                                      "nested too deeply to read"):
+            await client.get_task("t1")

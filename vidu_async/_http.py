@@ -33,7 +33,9 @@ from vidu_async.errors import (
     ConfigurationError,
     RateLimitError,
     ResponseFormatError,
+    holds_secret,
     redact,
+    scrub,
     status_error_class,
 )
 from vidu_async.loglimit import LogLimiter
@@ -295,17 +297,23 @@ def call_name(method: str, path: str, prefix: str = API_PREFIX) -> str:
     return f"{method} {prefix}{path}"
 
 
-def _parse_success(body: bytes, call: str, secrets: Iterable[str]) -> Any:
+def _parse_success(body: bytes, call: str, secrets: Sequence[str]) -> Any:
+    """A 2xx answer, parsed, with any key a server echoed in it scrubbed (``\\u`` escapes
+    can spell a key no byte search finds: such answers are scrubbed whole)."""
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
+        data = json.loads(body)
+        if secrets and (b"\\u" in body or holds_secret(body, secrets)):
+            data = scrub(data, secrets)
+        return data
+    except RecursionError:
+        problem = "JSON nested too deeply to read"
     except ValueError:
-        pass  # raised below, outside the except: the decode error's context holds the body
+        problem = "something that is not JSON"
+    # Raised outside the except: the decode error's context holds the body.
     text = redact(body.decode("utf-8", errors="replace"), secrets)
-    raise ResponseFormatError(
-        f"{call} answered with something that is not JSON: {_snippet(text)}", field="(body)"
-    )
+    raise ResponseFormatError(f"{call} answered with {problem}: {_snippet(text)}", field="(body)")
 
 
 async def read_bounded(

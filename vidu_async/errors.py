@@ -8,9 +8,10 @@ ours, so every other module can use it.
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -39,7 +40,9 @@ __all__ = [
     "ValidationError",
     "ViduError",
     "ViduWarning",
+    "holds_secret",
     "redact",
+    "scrub",
     "status_error_class",
 ]
 
@@ -274,13 +277,37 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     it, so no message, body, header or log line built from an error can carry an API key.
     """
     for secret in secrets:
-        if not secret:
-            continue
-        forms = {secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/")}
-        forms.add(urllib.parse.quote(secret, safe=""))
-        for form in sorted(forms, key=len, reverse=True):
-            text = text.replace(form, REDACTED)
+        if secret:
+            for form in _forms(secret):
+                text = text.replace(form, REDACTED)
     return text
+
+
+def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
+    """Whether ``data`` (an answer's raw bytes) carries a secret in a form ``redact`` knows: a
+    few byte searches, so that answers are scrubbed only when there is something to scrub."""
+    return any(form.encode() in data for secret in secrets if secret for form in _forms(secret))
+
+
+def scrub(value: Any, secrets: Sequence[str]) -> Any:
+    """A parsed JSON answer with every string (keys too) ``redact``-ed: what the client keeps of
+    a success answer (``Task.raw``, ``extra``, messages naming a field's value) never holds a
+    key a server echoed. ``RecursionError`` on nesting deeper than Python's stack."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list):
+        return [scrub(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {redact(key, secrets): scrub(item, secrets) for key, item in value.items()}
+    return value
+
+
+@functools.lru_cache(maxsize=32)
+def _forms(secret: str) -> tuple[str, ...]:
+    """The forms a secret takes in server text, longest first (so none is half replaced)."""
+    forms = {secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/")}
+    forms.add(urllib.parse.quote(secret, safe=""))
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
 _MODERATION_REASONS = frozenset(
