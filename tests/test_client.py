@@ -14,6 +14,7 @@ from email.utils import format_datetime
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -731,6 +732,38 @@ async def test_a_cancelled_create_retried_with_the_same_key_makes_one_task(
     assert found is not None and found.id == task.task_id == only["id"]
     assert vidu.count("POST /ent/v2/reference2video") == 1  # looked up, never resent
     assert task.payload == "my own payload"
+
+
+async def test_creates_sharing_a_key_at_once_send_it_once(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    """Two workers retrying one key together: the second waits for the first (here cut off by
+    a timeout, its task made and its answer never sent); the next call looks it up."""
+    vidu.create_faults = ["hang-after"]
+    key = new_correlation_key()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await asyncio.gather(
+                client.create_reference2video(request(), correlation_key=key),
+                client.create_reference2video(request(), correlation_key=key),
+            )
+    task = await client.create_reference2video(request(), correlation_key=key)
+    assert list(vidu.tasks) == [task.task_id]
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+
+
+async def test_a_key_that_made_a_task_returns_it_again_and_refuses_another_request(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    key = new_correlation_key()
+    first = await client.create_reference2video(request(), correlation_key=key)
+    again = await client.create_reference2video(request(), correlation_key=key)
+    assert again == first
+    other = attrs.evolve(request(), prompt="another prompt")
+    with pytest.raises(ValueError, match=f"correlation key {key} already made task "
+                                         f"{first.task_id} for another request"):
+        await client.create_reference2video(other, correlation_key=key)
+    assert vidu.count("POST /ent/v2/reference2video") == 1
 
 
 async def test_a_create_proven_absent_is_resent_with_the_same_key(

@@ -48,6 +48,7 @@ from vidu_async._http import (
     send,
     status_error,
 )
+from vidu_async._keys import KeyGuard
 from vidu_async.capabilities import PAYLOAD_MAX_CHARS
 from vidu_async.download import (
     DownloadNames,
@@ -217,6 +218,7 @@ class ViduClient:
             limits=scan_limits,
         )
         self._unsettled: dict[str, _Sent] = {}
+        self._keys = KeyGuard()
         self._learning_clock = asyncio.Lock()
         self._pacer: Callable[[], Awaitable[None]] | None = None
         self._owns_pool = pool is None
@@ -365,11 +367,28 @@ class ViduClient:
         is a ``ViduWarning``, or an error with ``strict=True``); local media are read and
         encoded off the event loop, ``ssupload:`` URIs sent as they are. ``correlation_key``
         (32 lowercase hex digits; fresh by default) marks the task so a lost answer can be
-        reconciled: see the module docstring. ``retry_rate_limits=False`` raises a 429
-        (``RateLimitError``) at once instead of waiting, for callers that pace themselves.
+        reconciled: see the module docstring; calls sharing a key wait for each other, and a
+        key that made a task returns it again (``ValueError`` for another request under it).
+        ``retry_rate_limits=False`` raises a 429 (``RateLimitError``) at once instead of
+        waiting, for callers that pace themselves.
         """
         key = correlation_key or new_correlation_key()
         body = await self.prepare_create_body(request, correlation_key=key, strict=strict)
+        lock = self._keys.lock(key)
+        try:
+            async with lock:  # another call with this key settles first: see ``_keys``
+                if (task := self._keys.made(key, body)) is None:
+                    task = await self._create_once(request, key, body, retry_rate_limits)
+                    self._keys.remember(key, body, task)
+                return task
+        finally:
+            self._keys.release(key)
+
+    async def _create_once(
+        self, request: Request, key: str, body: bytes, retry_rate_limits: bool
+    ) -> Task:
+        """``create``'s call, its key held: look first if it was cut off before, send, retry,
+        reconcile a lost answer."""
         earlier = self._unsettled.get(key)
         if earlier is not None:  # cancelled or ambiguous before: look before sending again
             found = await self._lookup(key, earlier, cause=None)

@@ -158,8 +158,11 @@ class RetryPolicy:
     ``initial_wait`` and ``max_wait`` bound the exponential backoff (full jitter: a uniformly
     random wait up to ``min(max_wait, initial_wait * 2 ** (attempt - 1))``). ``budget`` is the
     total time in seconds one call may take, waits included. ``visibility_lag`` is the longest
-    a created task may take to appear in the task list (seconds): a lost create counts as proven
-    absent only by a list scan that started that long after it could last have committed.
+    a created task may take to appear in the task list (seconds), counted from when the client
+    stopped sending its create (answered, timed out or cancelled), so it covers the server
+    still processing a request the client gave up on as well as the list's own lag: a lost
+    create counts as proven absent only by a list scan that started that long after it could
+    last have committed.
     ``sleep``, ``clock`` and ``random`` are injectable so tests control time.
     """
 
