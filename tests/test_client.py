@@ -855,6 +855,28 @@ async def test_wait_for_task_times_out_with_the_last_state(
     assert sum(time.waits) == 60.0  # slept up to the deadline, not past it
 
 
+async def test_wait_for_task_cuts_off_a_poll_still_unanswered_at_its_deadline(
+    aiohttp_server: ServerFactory,
+) -> None:
+    """A server that never answers: the deadline (0.2 s), not the pool's 60 s read timeout
+    and its retries, ends the wait."""
+    never = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", hang)
+    server = await aiohttp_server(app)
+    async with ViduClient(KEY, base_url=str(server.make_url("/"))) as client:
+        with pytest.raises(TaskTimeoutError) as info:
+            await client.wait_for_task("t1", timeout=0.2)
+    never.set()
+    assert info.value.task_id == "t1" and info.value.last is None
+    assert "still unknown after 0.2s (a poll got no answer before the deadline)" in str(info.value)
+
+
 # --- sessions and accounts -------------------------------------------------------------------
 
 

@@ -105,6 +105,8 @@ LOOKUP_SLACK = WINDOW_SLACK
 """How far before a caller's ``created_after`` a lookup window starts (``WINDOW_SLACK``)."""
 MAX_PAGE_SIZE = 100
 """The API's largest list page, and the most ``task_ids`` one list call may filter on."""
+LAST_POLL = 5.0
+"""Seconds ``wait_for_task``'s poll made at its deadline may take to be answered."""
 SCAN_RETRY_WAIT = 0.1
 """The first backoff's ceiling for a failed page of a lookup's scan (then doubling as usual):
 every key waiting on the scan waits with it, and a page is a read, safe to ask again."""
@@ -714,14 +716,31 @@ class ViduClient:
         raised: read ``err_code``).
 
         Pauses grow from ``poll_interval`` to ``max_interval`` seconds, jittered. After
-        ``timeout`` seconds raises ``TaskTimeoutError`` whose ``last`` is the last state seen.
-        ``on_poll`` sees every answer as it comes (to show progress).
+        ``timeout`` seconds raises ``TaskTimeoutError`` whose ``last`` is the last state seen
+        (None if no poll was answered): a poll still waiting for its answer (or retrying) at
+        the deadline is cut off there; the one made at the deadline has ``LAST_POLL`` seconds
+        (a task that ended just then is returned). ``on_poll`` sees every answer as it comes.
         """
         deadline = self._retry.clock() + timeout
         polls = 0
+        result: TaskResult | None = None
         while True:
             polls += 1
-            result = await self.get_task(task_id)
+            remaining = deadline - self._retry.clock()
+            poll = asyncio.timeout(remaining if remaining > 0 else LAST_POLL)
+            try:
+                async with poll:
+                    result = await self.get_task(task_id)
+            except TimeoutError:
+                if not poll.expired():
+                    raise  # not the deadline's
+                state = "unknown" if result is None else result.state or "unknown"
+                raise TaskTimeoutError(
+                    f"task {task_id} is still {state} after {timeout:g}s (a poll got no "
+                    "answer before the deadline)",
+                    task_id=task_id,
+                    last=result,
+                ) from None
             if on_poll is not None:
                 on_poll(result)
             if result.is_terminal:
