@@ -326,6 +326,25 @@ async def test_max_credits_counts_the_tasks_found_after_a_lost_journal(
     assert sim.stats.tasks_created == 2 + len(extra) and len(extra) <= 1
 
 
+async def test_another_jobs_file_of_the_same_name_spends_none_of_this_ones_budget(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    """``a/jobs.txt`` and ``b/jobs.txt`` share the batch's name (its tag), not their lines: the
+    tasks of ``a`` are found on the account but adopted by no job of ``b``, so they are not in
+    ``b``'s budget."""
+    first, second = tmp_path / "a" / "jobs.txt", tmp_path / "b" / "jobs.txt"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    write_prompts(first, [f"a {i}" for i in range(4)])
+    write_prompts(second, ["b 0", "b 1"])
+    assert await submit(first, "--wait") == 0
+    out = tmp_path / "results.jsonl"
+    assert await submit(second, "--wait", "--results", str(out),
+                        "--max-credits", str(2 * COST)) == 0
+    assert {r["status"] for r in results(out)} == {"succeeded"}
+    assert sim.stats.tasks_created == 6
+
+
 async def test_max_credits_zero_sends_nothing_and_says_why(
     sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -161,10 +161,14 @@ class Journal:
         self.batch_id = batch_id
         self.is_new = not loaded.jobs
         self.used_before = loaded.used_before
-        self.uploads: Mapping[str, tuple[str, float]] = loaded.uploads
-        """Images earlier runs uploaded: ``media`` key -> (``ssupload:`` URI, epoch seconds)."""
         """An earlier run used this journal (even if its records are gone: the lock file
         beside it outlives a deleted journal)."""
+        self.recorded_keys = frozenset(
+            job.correlation_key for job in loaded.jobs.values() if job.correlation_key
+        )
+        """The correlation keys of the creates earlier runs recorded here (each job's last)."""
+        self.uploads: Mapping[str, tuple[str, float]] = loaded.uploads
+        """Images earlier runs uploaded: ``media`` key -> (``ssupload:`` URI, epoch seconds)."""
         self.spent = loaded.spent
         self.spent_this_run = 0
         self.writes = 0

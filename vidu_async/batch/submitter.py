@@ -602,19 +602,24 @@ class BatchSubmitter:
                 ) from error
             for key, tasks in index.by_key.items():
                 if belongs_to(key, self._batch_id):
+                    # Counted in the budget once a job adopts it: another jobs file of the
+                    # same name (another folder) has this batch's tag too, not its lines.
                     self._adoptable[key] = (tasks[0], account.label)
-                    for task in tasks:  # this batch's, billed: in the budget from now on
-                        self._count_found(task)
             if not index.payload_visible:
                 self._unproven[account.label] = index
 
     def _earlier_run_possible(self) -> bool:
-        """Whether an earlier run of this batch may have created tasks the list does not show
-        yet: it has tasks listed, or this journal was used before (its lock file outlives a
-        deleted journal), or there is no journal to tell. Otherwise the first run of a batch
-        does not wait out the list's lag before its first create; the one case left is
-        another checkout's run with its own journal, less than that lag ago."""
-        return bool(self._adoptable) or self._journal is None or self._journal.used_before
+        """Whether a run this journal does not know of may have created tasks the list does
+        not show yet. A journal records every create of the runs that used it, so: there is
+        no journal; or it was deleted and begun again (used before, its lock file says, yet
+        empty); or the list shows tasks under this batch's keys that it does not record (a
+        lost journal's, another checkout's). Otherwise no create waits out the list's lag;
+        the one case left is another checkout's run with its own journal, less than that lag
+        ago."""
+        journal = self._journal
+        if journal is None or (journal.used_before and not journal.recorded_keys):
+            return True
+        return any(key not in journal.recorded_keys for key in self._adoptable)
 
     async def _index_earlier_tasks_proven(self, known: asyncio.Event) -> None:
         """Scan again once the list's visibility lag has passed since this run started: an
@@ -628,8 +633,14 @@ class BatchSubmitter:
             proof = proof_time(self._run_started[account.label],
                                account.client.retry.visibility_lag, clock.uncertainty)
             waits.append((proof - clock.now()).total_seconds())
-        if max(waits) > 0:
-            await self.options.sleep(max(waits))
+        if (wait := max(waits)) > 0:
+            logger.log(
+                logging.WARNING if wait >= LOUD_PAUSE else logging.INFO,
+                "waiting %.0f s before creating jobs not found on the account: an earlier run "
+                "of batch %r that this journal does not record may have made tasks the list "
+                "does not show yet (visibility_lag)", wait, self._batch_id,
+            )
+            await self.options.sleep(wait)
         await self._index_earlier_tasks()
         known.set()
 
