@@ -14,6 +14,7 @@ import pytest
 from vidu_async.callbacks import (
     CallbackVerificationError,
     NonceCache,
+    check_nonce,
     sign,
     sign_callback,
     signing_string,
@@ -300,6 +301,20 @@ def test_a_replayed_nonce_is_refused_and_forgeries_do_not_use_nonces_up() -> Non
     with pytest.raises(CallbackVerificationError, match=f"nonce '{SPEC_NONCE}' was seen before"):
         verify(SPEC_URL, headers_for(SPEC_URL), seen_nonces=cache)
     verify(SPEC_URL, headers_for(SPEC_URL, nonce="another"), seen_nonces=cache)
+
+
+def test_a_nonce_checked_without_recording_is_used_up_only_by_check_nonce() -> None:
+    cache = NonceCache(clock=lambda: 0.0)
+    headers = headers_for(SPEC_URL)
+    for _ in range(2):  # refused after verifying (a bad body, a full queue): delivered again
+        verify(SPEC_URL, headers, seen_nonces=cache, record_nonce=False)
+    assert SPEC_NONCE not in cache
+    assert check_nonce(cache, {"X-Request-Nonce": SPEC_NONCE}) == SPEC_NONCE  # accepted
+    assert SPEC_NONCE in cache
+    with pytest.raises(CallbackVerificationError, match="was seen before"):
+        verify(SPEC_URL, headers, seen_nonces=cache, record_nonce=False)
+    with pytest.raises(CallbackVerificationError, match="was seen before"):
+        check_nonce(cache, headers)
 
 
 def test_an_empty_key_is_a_configuration_error() -> None:

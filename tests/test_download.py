@@ -19,21 +19,26 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.download import (
     MAX_STEM_BYTES,
+    DownloadPace,
     download_creation,
     extension_for,
     file_stem,
+    is_error_page,
     partial_path,
     remove_partial_files,
     retryable,
     safe_stem,
 )
 from vidu_async.errors import DownloadError
-from vidu_async.retry import RetryPolicy
+from vidu_async.jobs import Job
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import Creation, TaskResult
-from vidu_async.testing import ManualClock
+from vidu_async.testing import FakeVidu, ManualClock, Timeline
 
 KEY = "sk-download-test-SECRET"
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4096  # ~1 MB, several chunks
@@ -45,7 +50,8 @@ class FileHost:
     """A file host and the task query. ``/files`` serves ``VIDEO``, ``/own/<name>`` bytes of its
     own, ``/flaky`` cuts ``cuts`` bodies short first, ``/broken`` always cuts the body short,
     ``/reset`` drops the connection unanswered, ``/stalled`` stops midway, ``/gated`` waits
-    midway for ``release``."""
+    midway for ``release`` (``/gated-chunked`` too, with no ``Content-Length``), ``/typed``
+    serves ``VIDEO`` as its query's ``type``, ``/drip`` sends 1,000 bytes one each 50 ms."""
 
     def __init__(self) -> None:
         self.file_requests: list[tuple[str, str | None]] = []
@@ -65,6 +71,9 @@ class FileHost:
         app.router.add_get("/reset/{name}", self._reset)
         app.router.add_get("/stalled/{name}", self._stalled)
         app.router.add_get("/gated/{name}", self._gated)
+        app.router.add_get("/gated-chunked/{name}", self._gated)
+        app.router.add_get("/typed/{name}", self._typed)
+        app.router.add_get("/drip/{name}", self._drip)
         app.router.add_get("/ent/v2/tasks/{id}/creations", self._query)
         return app
 
@@ -92,6 +101,20 @@ class FileHost:
         await response.write(VIDEO[100_000:])
         return response
 
+    async def _typed(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        return web.Response(body=VIDEO, headers={"Content-Type": request.query["type"]})
+
+    async def _drip(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.content_length = 1000
+        await response.prepare(request)
+        for _ in range(1000):  # 50 s in all, unless the client hangs up
+            await response.write(b"x")
+            await asyncio.sleep(0.05)
+        return response
+
     def _record(self, request: web.Request) -> None:
         self.file_requests.append((request.path, request.headers.get("Authorization")))
 
@@ -105,7 +128,8 @@ class FileHost:
 
     async def _partial(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        response.content_length = len(VIDEO)
+        if "chunked" not in request.path:
+            response.content_length = len(VIDEO)
         await response.prepare(request)
         await response.write(VIDEO[:100_000])
         return response
@@ -603,3 +627,182 @@ async def test_a_partial_file_taken_over_by_another_process_is_not_published(
         await running
     assert listing(tmp_path) == [partial.name]
     assert partial.read_bytes() == b"the other process's bytes"
+
+
+# --- what the file host answers, and how fast -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("video/mp4", False),
+        ("video/quicktime", False),
+        ("application/octet-stream", False),
+        ("binary/octet-stream", False),
+        ("image/jpeg", False),  # a cover
+        ("application/mp4", False),
+        ("text/html", True),
+        ("TEXT/HTML; charset=UTF-8", True),
+        ("text/plain", True),
+        ("application/json", True),
+        ("application/problem+json", True),
+        ("application/xml", True),
+        ("application/xhtml+xml", True),
+        ("application/x-www-form-urlencoded", True),
+        ("multipart/form-data; boundary=x", True),
+    ],
+)
+def test_is_error_page(content_type: str | None, expected: bool) -> None:
+    assert is_error_page(content_type) is expected
+
+
+@pytest.mark.parametrize(
+    ("pace", "size", "expected"),
+    [
+        (DownloadPace(), 0, 300.0),
+        (DownloadPace(), 64 * 2**20, 300.0 + 1024),  # 64 MiB at 64 KiB/s
+        (DownloadPace(grace=3.0, min_rate=1000.0), 500, 3.5),
+        (DownloadPace(grace=None), 10**9, None),
+    ],
+)
+def test_an_attempt_may_take_the_grace_plus_a_second_per_min_rate_bytes(
+    pace: DownloadPace, size: int, expected: float | None
+) -> None:
+    assert pace.limit(size) == expected
+
+
+@pytest.mark.parametrize("kwargs", [{"grace": 0.0}, {"grace": -1.0}, {"min_rate": 0.0}])
+def test_a_pace_that_allows_no_time_is_refused(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        DownloadPace(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/html; charset=utf-8", "application/json", "application/problem+xml"]
+)
+async def test_an_error_page_answered_200_fails_at_once_and_writes_nothing(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path, content_type: str
+) -> None:
+    link = server.make_url("/typed/v.mp4").with_query(type=content_type, sig="secret")
+    with pytest.raises(DownloadError) as info:
+        await client.download(result("task-11", ("c-1", str(link))), tmp_path)
+    public = str(server.make_url("/typed/v.mp4"))
+    media_type = content_type.split(";")[0]
+    assert str(info.value) == (
+        f"downloading {public}: the file host answered {media_type}, {len(VIDEO)} bytes, not a "
+        "media file (an error page: an expired link, a proxy or a captive portal?)"
+    )
+    assert (info.value.url, info.value.status) == (public, None)
+    assert len(host.file_requests) == 1  # not retried
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["video/mp4", "application/octet-stream", "binary/octet-stream", "image/png"]
+)
+async def test_media_types_are_downloaded(
+    client: ViduClient, server: TestServer, tmp_path: Path, content_type: str
+) -> None:
+    link = server.make_url("/typed/v").with_query(type=content_type)
+    (path,) = await client.download(result("task-12", ("c-1", str(link))), tmp_path)
+    assert path.read_bytes() == VIDEO
+
+
+async def test_a_host_too_slow_for_the_file_fails_for_good_and_leaves_nothing(
+    server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    creation = Creation(id="c-1", url=str(server.make_url("/drip/v.mp4?sig=secret")))
+    pace = DownloadPace(grace=0.2, min_rate=10_000.0)  # 1,000 bytes: 0.3 s in all, not 50
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(DownloadError) as info:
+            await download_creation(
+                session, creation, tmp_path, "job", pace=pace, retry=RetryPolicy(sleep=no_wait),
+                client_timeout=aiohttp.ClientTimeout(sock_read=5),  # each byte comes in time
+            )
+    public = str(server.make_url("/drip/v.mp4"))
+    assert re.fullmatch(
+        rf"downloading {re.escape(public)}: too slow: \d+ of 1000 bytes in [\d.]+ s \(an "
+        r"attempt may take 0\.2 s plus 1 s per 10000 bytes of the file\)",
+        str(info.value),
+    ), str(info.value)
+    assert not retryable(info.value)
+    assert len(host.file_requests) == 1  # it had its whole time: not tried again
+    assert listing(tmp_path) == []
+
+
+async def test_the_client_s_total_timeout_is_the_grace_of_a_download(
+    server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    base = str(server.make_url("/"))
+    timeout = aiohttp.ClientTimeout(total=0.3, sock_read=5)
+    async with ViduClient(KEY, base_url=base, timeout=timeout) as client:
+        task = result("task-13", ("c-1", str(server.make_url("/drip/v.mp4"))))
+        with pytest.raises(DownloadError, match=r"may take 0\.3 s plus 1 s per 65536 bytes"):
+            await client.download(task, tmp_path)
+    assert len(host.file_requests) == 1
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("route", ["gated", "gated-chunked"])
+async def test_the_deadline_grows_with_the_file_announced_or_received(
+    server: TestServer, host: FileHost, tmp_path: Path, route: str
+) -> None:
+    creation = Creation(id="c-1", url=str(server.make_url(f"/{route}/v.mp4")))
+    pace = DownloadPace(grace=0.3, min_rate=50_000.0)  # the first 100 kB: 2 s more
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        started = loop.time()
+        running = asyncio.create_task(download_creation(
+            session, creation, tmp_path, "job", pace=pace, client_timeout=aiohttp.ClientTimeout()
+        ))
+        await asyncio.wait_for(host.stalled.wait(), 5)
+        await asyncio.sleep(started + 0.6 - loop.time())  # twice the grace: the size allows it
+        host.release.set()
+        assert await running == tmp_path / "job.mp4"
+    assert loop.time() - started > 0.6
+    assert (tmp_path / "job.mp4").read_bytes() == VIDEO
+
+
+class ErrorPageProxy:
+    """The simulator behind a proxy whose file links all answer an HTML error page with a 200."""
+
+    def __init__(self, sim: FakeVidu, session: aiohttp.ClientSession) -> None:
+        self.sim = sim
+        self.session = session
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/_sim/files/"):
+            return web.Response(text="<html>Link expired</html>", content_type="text/html")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        async with self.session.request(
+            request.method, self.sim.url + request.path_qs, headers=headers,
+            data=await request.read(),  # the Host header comes too: links name the proxy
+        ) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                content_type=answer.content_type)
+
+
+async def test_a_batch_reports_an_error_page_as_a_failed_download(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    async with FakeVidu(timeline=Timeline(created=0, processing=0)) as sim, \
+            aiohttp.ClientSession() as session:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", ErrorPageProxy(sim, session).handle)
+        proxy = await aiohttp_server(app)
+        base = str(proxy.make_url("/")).rstrip("/")
+        clock = ManualClock()
+        async with ViduClient(sim.api_key, base_url=base, retry=RetryPolicy(sleep=no_wait)) as c:
+            options = BatchOptions(wait=True, download=tmp_path / "videos", sleep=clock.sleep,
+                                   clock=clock)
+            job = Job("clip", ReferenceToVideoRequest(
+                "viduq2", "a cat", images=("https://example.com/cat.png",), duration=5
+            ), 1)
+            (outcome,) = [o async for o in BatchSubmitter(c, options).run([job])]
+    assert (outcome.status, outcome.files) == ("failed", ())
+    assert outcome.error is not None and outcome.error.reason == "DownloadFailed"
+    assert "answered text/html" in outcome.error.message
+    assert outcome.to_dict()["status"] == "failed"
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == []

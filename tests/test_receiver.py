@@ -87,10 +87,12 @@ async def post(
     *,
     key: str = KEY,
     date: str | None = None,
+    signed: dict[str, str] | None = None,
     **headers: str,
 ) -> tuple[int, str]:
-    """POST ``body`` (bytes as they are, else as JSON) as a callback signed with ``key``."""
-    signed = sign_callback(key, url, date=date) | headers
+    """POST ``body`` (bytes as they are, else as JSON) as a callback signed with ``key``, or
+    with the ``signed`` headers of an earlier delivery."""
+    signed = (signed or sign_callback(key, url, date=date)) | headers
     data = body if isinstance(body, bytes) else json.dumps(body)
     async with http.post(url, data=data, headers=signed) as response:
         return response.status, await response.text()
@@ -297,7 +299,9 @@ async def test_the_date_window_is_configurable(
     ("body", "reason"),
     [
         (b"{not json", "Expecting property name"),
-        (b"[1, 2]", "expected a JSON object, got list"),
+        (b"[1, 2]", "the body must be a JSON object, got an array"),
+        (b"null", "the body must be a JSON object, got null"),
+        (b'"t"', "the body must be a JSON object, got a string"),
         (b'{"state": "success"}', "id: missing"),
         (b'{"id": "t", "credits": "many"}', "credits: "),
     ],
@@ -369,12 +373,13 @@ async def test_a_full_queue_answers_503_so_that_vidu_delivers_again(
         assert await post(http, url, {"id": "a", "state": "processing"}) == (200, "accepted")
         await until("a")  # the only worker is busy with "a"
         assert await post(http, url, {"id": "b", "state": "processing"}) == (200, "accepted")
-        status, text = await post(http, url, {"id": "c", "state": "processing"})
+        c, c_headers = {"id": "c", "state": "processing"}, sign_callback(KEY, url)
+        status, text = await post(http, url, c, signed=c_headers)
         assert (status, text) == (503, "too many callbacks waiting; deliver it later")
         release.set()
         await until("b")
-        # "c" was not remembered as seen: its redelivery is taken.
-        assert await post(http, url, {"id": "c", "state": "processing"}) == (200, "accepted")
+        # Neither "c" nor its nonce was remembered as seen: its redelivery is taken.
+        assert await post(http, url, c, signed=c_headers) == (200, "accepted")
         await until("c")
     assert order == ["a", "b", "c"]
 
@@ -549,14 +554,54 @@ async def test_a_body_that_does_not_arrive_gets_408(
     async with receiver.serve() as url:
         host, port = url.split("/")[2].split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        headers = sign_callback(KEY, url) | {"Host": "x", "Content-Length": "100"}
-        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        writer.write(f"POST /vidu/callback HTTP/1.1\r\n{head}\r\n{{".encode())
+        signed = sign_callback(KEY, url)
+        WRITERS.append(send_half(writer, signed))
         async with asyncio.timeout(5):  # a guard against a hang
             answer = await reader.readline()
-        WRITERS.append(writer)
         assert answer.startswith(b"HTTP/1.1 408")
-        assert await post(http, url, {"id": "t", "state": "processing"}) == (200, "accepted")
+        # Its nonce was not used up: Vidu's redelivery of it is taken.
+        body = {"id": "t", "state": "processing"}
+        assert await post(http, url, body, signed=signed) == (200, "accepted")
+
+
+def send_half(writer: asyncio.StreamWriter, signed: dict[str, str]) -> asyncio.StreamWriter:
+    """Send a callback's ``signed`` headers and the first byte of its 100-byte body."""
+    headers = signed | {"Host": "x", "Content-Length": "100"}
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    writer.write(f"POST /vidu/callback HTTP/1.1\r\n{head}\r\n{{".encode())
+    return writer
+
+
+async def test_a_callback_refused_for_its_body_is_taken_when_delivered_again(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        signed = sign_callback(KEY, url)
+        assert (await post(http, url, b"{cut sh", signed=signed))[0] == 400
+        body = {"id": "t", "state": "processing"}
+        assert await post(http, url, body, signed=signed) == (200, "accepted")
+        status, text = await post(http, url, body, signed=signed)
+        assert (status, "was seen before" in text) == (401, True)  # taken once: now a replay
+
+
+async def test_of_two_deliveries_with_one_nonce_the_first_taken_wins(
+    clients: tuple[ViduClient, ViduClient], http: aiohttp.ClientSession
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        host, port = url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        signed = sign_callback(KEY, url)
+        WRITERS.append(send_half(writer, signed))  # verified, its body still on the way
+        body = {"id": "t", "state": "processing"}
+        assert await post(http, url, body, signed=signed) == (200, "accepted")
+        writer.write(b'"id": "u", "state": "processing"}'.ljust(99))  # the first body's rest
+        writer.write_eof()
+        async with asyncio.timeout(5):  # a guard against a hang
+            answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 401")
+        assert b"was seen before" in answer
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ __all__ = [
     "SIGNED_HEADERS",
     "CallbackVerificationError",
     "NonceCache",
+    "check_nonce",
     "sign",
     "sign_callback",
     "signing_string",
@@ -174,6 +175,7 @@ def verify_callback(
     now: float | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
     seen_nonces: NonceCache | None = None,
+    record_nonce: bool = True,
     path_prefix: str = "",
 ) -> str:
     """Check a callback's signature and freshness; return the key that signed it.
@@ -189,7 +191,10 @@ def verify_callback(
     the signed headers (else a replay could swap it), the signature matches a key (compared in
     constant time), ``Date`` is within ``max_skew`` seconds of ``now`` (POSIX seconds, default
     the current time), and, given ``seen_nonces``, the nonce is new. The nonce is remembered only
-    once every other check passed, so forgeries cannot use nonces up.
+    once every other check passed, so forgeries cannot use nonces up; with ``record_nonce=False``
+    it is only checked, for a server that may still refuse the callback (a bad body, a full
+    queue): Vidu delivers a refused callback again with the same nonce, so such a server records
+    it with ``check_nonce`` once it accepts the callback.
     """
     keys = [api_key] if isinstance(api_key, str) else list(api_key)
     if not keys or not all(keys):
@@ -236,12 +241,23 @@ def verify_callback(
             "rewriting the path? then set the path prefix)"
         )
     _check_date(found["date"], time.time() if now is None else now, max_skew)
-    nonce = found["x-request-nonce"]
-    if seen_nonces is not None and not seen_nonces.add(nonce):
+    if seen_nonces is not None:
+        check_nonce(seen_nonces, found, record=record_nonce)
+    return signer
+
+
+def check_nonce(
+    seen_nonces: NonceCache, headers: Mapping[str, str], *, record: bool = True
+) -> str:
+    """The ``x-request-nonce`` of a verified callback's ``headers``, remembered in ``seen_nonces``
+    unless ``record`` is false; ``CallbackVerificationError`` when it was seen before (a replay).
+    """
+    nonce = {k.lower(): v for k, v in headers.items()}["x-request-nonce"]
+    if not (seen_nonces.add(nonce) if record else nonce not in seen_nonces):
         raise CallbackVerificationError(
             f"nonce {_shown(nonce)} was seen before: a replayed or duplicated callback"
         )
-    return signer
+    return nonce
 
 
 def _check_date(date: str, now: float, max_skew: float) -> None:

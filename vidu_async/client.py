@@ -840,8 +840,8 @@ class ViduClient:
             folder,
             name,
             client_timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=timeout.sock_connect, sock_read=timeout.sock_read
-            ),
+                total=timeout.total, sock_connect=timeout.sock_connect, sock_read=timeout.sock_read
+            ),  # total: the grace of the download's deadline, which grows with the file
             refresh=fresh_link if task_id else None,
             retry=self._retry,
         )

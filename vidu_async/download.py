@@ -32,8 +32,12 @@ published. An existing target is this job's earlier download and is replaced.
 
 Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from the file host is
 retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
-Errors and logs name the link without its query (signed links carry secrets there). File hosts
-are not the API: requests to them carry no ``Authorization``.
+An answer that is clearly no media file (``text/*``, JSON, XML: an error page served with a
+200) fails at once, before anything is written. Each attempt has a deadline that grows with the
+file (``DownloadPace``: ``grace`` seconds plus one per ``min_rate`` bytes; one that runs out is
+not retried), besides the stall bound (``sock_read``: no byte for that long). Errors and logs
+name the link without its query (signed links carry secrets there). File hosts are not the API:
+requests to them carry no ``Authorization``.
 """
 
 from __future__ import annotations
@@ -62,10 +66,12 @@ from vidu_async.tasks import Creation
 __all__ = [
     "MAX_STEM_BYTES",
     "DownloadNames",
+    "DownloadPace",
     "Link",
     "download_creation",
     "extension_for",
     "file_stem",
+    "is_error_page",
     "link_folder",
     "partial_path",
     "remove_partial_files",
@@ -102,6 +108,10 @@ _CONTENT_TYPES = {
     "image/gif": ".gif",
 }
 _DEFAULT_EXTENSION = ".mp4"  # a creation's ``url`` is its video
+_PAGE_TYPES = frozenset({"text", "multipart", "message"})
+_PAGE_SUBTYPES = frozenset(
+    {"json", "xml", "html", "xhtml+xml", "javascript", "ecmascript", "x-www-form-urlencoded"}
+)
 _EMPTY = "download"
 
 _writers: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
@@ -247,6 +257,40 @@ def extension_for(url: str, content_type: str | None) -> str:
     return _CONTENT_TYPES.get(media_type, _DEFAULT_EXTENSION)
 
 
+def is_error_page(content_type: str | None) -> bool:
+    """Whether a file host's ``Content-Type`` is clearly no media file: ``text/*``, JSON, XML,
+    a form (an error page answered 200: an expired link's page, a captive portal, a proxy).
+    Video, images, ``application/octet-stream``, ``binary/octet-stream`` and no type pass."""
+    top, _, sub = (content_type or "").split(";")[0].strip().lower().partition("/")
+    return top in _PAGE_TYPES or (
+        top == "application" and (sub in _PAGE_SUBTYPES or sub.endswith(("+json", "+xml")))
+    )
+
+
+@attrs.frozen
+class DownloadPace:
+    """How long one download attempt may take: ``grace`` seconds (None: no limit) plus one
+    second for every ``min_rate`` bytes of the file, from the request to the last byte.
+
+    The file's size is its announced ``Content-Length``, else the bytes received so far, so a
+    host that sends slower than ``min_rate`` bytes a second on average is cut off about
+    ``grace`` seconds after falling behind, however big the file. ``ViduClient`` takes
+    ``grace`` from its ``ClientTimeout.total`` (300 s by default; None: no deadline).
+    """
+
+    grace: float | None = attrs.field(default=300.0)
+    min_rate: float = attrs.field(default=65536.0, validator=attrs.validators.gt(0.0))  # 64 KiB/s
+
+    @grace.validator
+    def _check_grace(self, _: object, value: float | None) -> None:
+        if value is not None and not value > 0:
+            raise ValueError(f"grace must be None or > 0, got {value!r}")
+
+    def limit(self, size: int) -> float | None:
+        """The seconds an attempt at a ``size``-byte file may take; None for no limit."""
+        return None if self.grace is None else self.grace + size / self.min_rate
+
+
 def partial_path(target: Path) -> Path:
     """The temporary file a download of ``target`` is written to: ``.<name>.part`` beside it."""
     return target.with_name(f".{target.name}.part")
@@ -276,7 +320,8 @@ def remove_partial_files(
 
 def retryable(error: DownloadError) -> bool:
     """Whether a failed download attempt may be tried again: a 429 or 5xx from the file host,
-    or no whole answer (connection refused or reset, a timeout, a body cut short)."""
+    or no whole answer (connection refused or reset, a timeout, a body cut short); not an
+    attempt that ran out of its ``DownloadPace`` (it had its whole time: no ``__cause__``)."""
     if error.status is not None:
         return error.status == 429 or error.status >= 500
     cause = error.__cause__
@@ -318,15 +363,21 @@ def _is_ours(partial: Path, identity: tuple[int, int]) -> bool:
     return (stat.st_dev, stat.st_ino) == identity
 
 
-async def _save(content: aiohttp.StreamReader, target: Path, url: str) -> None:
-    """Stream ``content`` into the partial file of ``target``, then rename it over ``target``."""
+async def _save(
+    content: aiohttp.StreamReader, target: Path, url: str, progress: Callable[[int], None]
+) -> None:
+    """Stream ``content`` into the partial file of ``target``, then rename it over ``target``;
+    ``progress`` is told the bytes received so far after each chunk."""
     partial = partial_path(target)
     file = _create(partial)  # not in a thread: a cancellation must not orphan the new file
     stat = os.fstat(file.fileno())
     identity = (stat.st_dev, stat.st_ino)
+    received = 0
     try:
         with file:
             async for chunk in content.iter_chunked(_CHUNK):
+                received += len(chunk)
+                progress(received)
                 await asyncio.to_thread(file.write, chunk)
             await asyncio.to_thread(_finish, file)
         if not _is_ours(partial, identity):
@@ -341,28 +392,64 @@ async def _save(content: aiohttp.StreamReader, target: Path, url: str) -> None:
         raise
 
 
+def _not_media(response: aiohttp.ClientResponse) -> str | None:
+    """What came back, when the answer is an error page rather than the file (else None)."""
+    if not is_error_page(response.headers.get("Content-Type")):
+        return None
+    size = "" if response.content_length is None else f", {response.content_length} bytes"
+    return (f"the file host answered {response.content_type}{size}, not a media file (an "
+            "error page: an expired link, a proxy or a captive portal?)")
+
+
 async def _fetch(
     session: aiohttp.ClientSession,
     url: str,
     dest: Path,
     stem: str,
     client_timeout: aiohttp.ClientTimeout,
+    pace: DownloadPace,
 ) -> Path:
-    """One attempt: stream ``url`` into ``dest/<stem><ext>``; return the path."""
+    """One attempt, within ``pace``: stream ``url`` into ``dest/<stem><ext>``; return the path."""
+    started = asyncio.get_running_loop().time()
+    announced = received = 0
+
+    def progress(count: int) -> None:
+        nonlocal received
+        received = count
+        limit = pace.limit(max(announced, received))
+        deadline.reschedule(None if limit is None else started + limit)
+
+    deadline = asyncio.timeout_at(None)
     try:
-        async with session.get(url, timeout=client_timeout) as response:
-            if response.status != 200:
-                raise DownloadError(
-                    f"downloading {_public(url)}: the file host answered HTTP {response.status}",
-                    url=_public(url),
-                    status=response.status,
-                )
-            target = dest / (stem + extension_for(url, response.content_type))
-            await _save(response.content, target, url)
+        async with deadline:
+            progress(0)
+            async with session.get(url, timeout=client_timeout) as response:
+                if response.status != 200:
+                    raise DownloadError(
+                        f"downloading {_public(url)}: the file host answered HTTP "
+                        f"{response.status}",
+                        url=_public(url),
+                        status=response.status,
+                    )
+                page = _not_media(response)
+                if page is not None:
+                    raise DownloadError(f"downloading {_public(url)}: {page}", url=_public(url))
+                announced = response.content_length or 0
+                progress(0)
+                target = dest / (stem + extension_for(url, response.content_type))
+                await _save(response.content, target, url, progress)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DownloadError(
-            f"downloading {_public(url)}: {_reason(exc)}", url=_public(url)
-        ) from exc
+        if not deadline.expired():
+            raise DownloadError(
+                f"downloading {_public(url)}: {_reason(exc)}", url=_public(url)
+            ) from exc
+        elapsed = asyncio.get_running_loop().time() - started
+        of = f" of {announced}" if announced else ""
+        raise DownloadError(  # no cause: not retried, the attempt had its whole time
+            f"downloading {_public(url)}: too slow: {received}{of} bytes in {elapsed:.1f} s (an "
+            f"attempt may take {pace.grace:g} s plus 1 s per {pace.min_rate:g} bytes of the file)",
+            url=_public(url),
+        ) from None
     logger.debug("downloaded %s to %s", _public(url), target)
     return target
 
@@ -412,20 +499,26 @@ async def download_creation(
     client_timeout: aiohttp.ClientTimeout,
     refresh: Callable[[], Awaitable[str]] | None = None,
     retry: RetryPolicy | None = None,
+    pace: DownloadPace | None = None,
 ) -> Path:
     """Download ``creation``'s video into ``dest`` as ``<stem><ext>``; return the path.
 
-    Failed transfers are retried under ``retry`` (default ``RetryPolicy()``). When the file
-    host answers 403 or 404 (signed links expire after about a day) and ``refresh`` is given, it
-    is awaited once for a fresh link, which is tried (with retries) once.
+    ``client_timeout`` bounds connecting and each read (a stall); its ``total`` is no bound on
+    the transfer (a big file takes longer) but the ``grace`` of the default ``pace``. Each
+    attempt must end within ``pace`` (one that does not fails for good); other failed transfers
+    are retried under ``retry`` (default ``RetryPolicy()``). When the file host answers 403 or
+    404 (signed links expire after about a day) and ``refresh`` is given, it is awaited once for
+    a fresh link, which is tried (with retries) once.
     """
     if not creation.url:
         raise DownloadError(f"creation {creation.id or '(no id)'} has no url", url="")
     policy = retry or RetryPolicy()
+    bound = pace or DownloadPace(grace=client_timeout.total or None)  # aiohttp: 0 is none
+    per_read = attrs.evolve(client_timeout, total=None)
 
     async def attempt(url: str) -> Path:
         return await _fetch_retrying(
-            lambda: _fetch(session, url, dest, stem, client_timeout), policy
+            lambda: _fetch(session, url, dest, stem, per_read, bound), policy
         )
 
     async with _writer_lock(dest, stem):

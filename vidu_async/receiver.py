@@ -9,6 +9,9 @@ For each callback POST the handler, before it answers:
    already saw finish (200: Vidu must not send it again);
 4. queues the rest (503 when the queue is full, so Vidu delivers again later) and answers 200.
 
+A nonce is used up only by a callback answered 200: Vidu delivers a refused one (400, 408, 503)
+again with the same signed headers, and that redelivery is no replay.
+
 Workers then turn each queued callback into a ``CallbackEvent``. The body is not signed, so a
 callback that claims an end state (``success`` or ``failed``) is confirmed by reading the task
 with the client of the account that signed it, and the event reports what that read says.
@@ -42,6 +45,7 @@ from vidu_async.callbacks import (
     DEFAULT_MAX_SKEW,
     CallbackVerificationError,
     NonceCache,
+    check_nonce,
     verify_callback,
 )
 from vidu_async.client import ViduClient
@@ -64,7 +68,9 @@ _MAX_BODY = 8 * 2**20
 JSON-escaped up to 6 bytes each (aiohttp's default limit is 1 MiB)."""
 _MAX_DEPTH = 32
 """Deepest nesting of a callback body accepted: a task is 4 levels deep (creations)."""
-"""Seconds between two log lines about the same kind of problem (the repeats are counted)."""
+_JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a boolean",
+               int: "a number", float: "a number"}
+"""How a refused body is described: what ``json.loads`` made of it, in JSON's words."""
 _REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -262,11 +268,11 @@ class CallbackReceiver:
                 now=self.options.clock(),
                 max_skew=self.options.max_skew,
                 seen_nonces=self._nonces,
+                record_nonce=False,  # recorded below, once accepted: a refusal comes back
                 path_prefix=self.options.path_prefix,
             )
         except CallbackVerificationError as error:
-            self._warn("unverified", "refused a callback to %s: %s", request.raw_path, error)
-            return web.Response(status=401, text=str(error))
+            return self._unverified(request, error)
         try:
             async with asyncio.timeout(self.options.read_timeout):
                 raw = await request.read()
@@ -278,6 +284,11 @@ class CallbackReceiver:
         except ValueError as error:  # bad JSON or UTF-8, or ResponseFormatError naming a field
             self._warn("bad body", "a verified callback has a bad body: %s", error)
             return web.Response(status=400, text=f"the body is not a task: {error}")
+        try:
+            # Taken only now (a twin may have been accepted while this body arrived).
+            nonce = check_nonce(self._nonces, request.headers)
+        except CallbackVerificationError as error:
+            return self._unverified(request, error)
         if claim.body.id in self._finished:
             return web.Response(text="ignored: the task has already finished")
         if not self._claims.add(claim.key):
@@ -286,6 +297,7 @@ class CallbackReceiver:
             self._pending.put_nowait(claim)
         except asyncio.QueueFull:
             self._claims.discard(claim.key)
+            self._nonces.discard(nonce)
             self._warn(
                 "queue full",
                 "too many callbacks waiting; asked Vidu to deliver task %s's again",
@@ -293,6 +305,10 @@ class CallbackReceiver:
             )
             return web.Response(status=503, text="too many callbacks waiting; deliver it later")
         return web.Response(text="accepted")
+
+    def _unverified(self, request: web.Request, error: CallbackVerificationError) -> web.Response:
+        self._warn("unverified", "refused a callback to %s: %s", request.raw_path, error)
+        return web.Response(status=401, text=str(error))
 
     # --- the workers --------------------------------------------------------------------------
 
@@ -379,14 +395,15 @@ class CallbackReceiver:
 
 def _parse_body(raw: bytes) -> TaskResult:
     """The task a callback body describes; ``ValueError`` saying what is wrong with it."""
+    too_deep = False
     try:
         data = json.loads(raw)
     except RecursionError:
-        data = None  # reported below, outside the except (a short error, no deep traceback)
-    if data is None or _deeper_than(data, _MAX_DEPTH):
+        too_deep = True  # reported below, outside the except (a short error, no deep traceback)
+    if too_deep or _deeper_than(data, _MAX_DEPTH):
         raise ValueError(f"the JSON is nested deeper than {_MAX_DEPTH} levels")
     if not isinstance(data, dict):
-        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        raise ValueError(f"the body must be a JSON object, got {_JSON_KINDS[type(data)]}")
     return TaskResult.from_dict(data)
 
 
