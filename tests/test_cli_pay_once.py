@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -162,6 +163,31 @@ async def test_a_deleted_journal_does_not_pay_again(sim: FakeVidu, tmp_path: Pat
     assert {r["status"] for r in again} == {"succeeded"}
     assert sim.stats.tasks_created == 5
     assert sim.balance() == balance
+
+
+WAITING = "before creating jobs not found on the account"
+
+
+async def test_only_a_run_the_journal_may_not_know_of_waits_out_the_lists_lag(
+    sim: FakeVidu, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rerun of an intact journal with a new line goes at once (every create of its runs is
+    recorded); after the journal is deleted (its ``.lock`` stays) the rerun waits, and says
+    why: a run it holds no record of may have tasks the list does not show yet."""
+    caplog.set_level(logging.INFO, logger="vidu_async")
+    jobs = tmp_path / "prompts.txt"
+    write_prompts(jobs, ["a fox", "a heron"])
+    assert await submit(jobs, "-v") == 0
+    write_prompts(jobs, ["a lighthouse", "a fox", "a heron"])
+    caplog.clear()
+    assert await submit(jobs, "-v") == 0
+    assert WAITING not in caplog.text
+    assert sim.stats.tasks_created == 3
+    (tmp_path / "prompts.txt.journal.jsonl").unlink()
+    caplog.clear()
+    assert await submit(jobs, "-v") == 0
+    assert WAITING in caplog.text and "'prompts.txt'" in caplog.text
+    assert sim.stats.tasks_created == 3
 
 
 async def test_a_job_left_out_of_the_run_after_a_lost_journal_is_not_paid_again_later(
