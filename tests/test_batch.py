@@ -30,7 +30,7 @@ from vidu_async.batch.identity import cost_class, fingerprint, job_key
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError
 from vidu_async.jobs import Job, JobLine, read_jobs
-from vidu_async.journal import Journal
+from vidu_async.journal import Journal, read_journal
 from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
@@ -578,6 +578,36 @@ async def _stop_after(how: str, batch: BatchSubmitter, jobs: list[Job], k: int) 
         with pytest.raises(asyncio.CancelledError):
             await consumer
     return seen
+
+
+async def test_a_stopped_batch_leaves_to_reconcile_only_the_creates_that_left(
+    tmp_path: Path,
+) -> None:
+    """Creates held by the server a second, 2 at a time, the batch following its tasks (so many
+    jobs are alive): the other jobs' intents are written (they join the fsyncs) and they wait
+    for a slot. Stopped there, those jobs' intents are withdrawn
+    (their creates never left), so a rerun need prove absent (which a list without payloads
+    never can) only the two creates in flight."""
+    journal = tmp_path / "journal.jsonl"
+    faults = Faults(create=EndpointFaults(latency=1.0, latency_rate=1.0))
+
+    def intents() -> int:
+        return journal.read_text().count('"kind": "intent"') if journal.exists() else 0
+
+    async with FakeVidu(faults=faults, timeline=FAST, concurrency_limit=20) as sim, \
+            sim_client(sim) as c:
+        run = asyncio.ensure_future(
+            collect(submitter(c, journal=journal, concurrency=2, wait=True), make_jobs(12))
+        )
+        async with asyncio.timeout(10):
+            while sim.stats.in_flight < 2 or intents() < 6:
+                await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    records = read_journal(journal).jobs
+    assert len(records) >= 6
+    assert sum(record.needs_reconcile for record in records) == 2
 
 
 @pytest.mark.parametrize("how", ["aclosing", "break", "cancel"])

@@ -115,6 +115,23 @@ async def test_memory_holds_earlier_runs_only_and_take_forgets(tmp_path: Path) -
         assert len(again.pending()) == 49
 
 
+async def test_a_withdrawn_intent_leaves_its_job_as_if_never_sent(tmp_path: Path) -> None:
+    """``withdrawn`` (the create never left) needs no await: a cancelled job records it on its
+    way out, and close() writes it. The job then needs no reconcile; its attempts stay."""
+    path = tmp_path / "journal.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        await intent(journal, "a", "k1")
+        await intent(journal, "b", "k2")
+        journal.withdrawn("a")
+        assert journal._open_intents == {"b": "viduq2/5s"}
+    async with await Journal.open(path, batch_id="b") as again:
+        assert again.recorded_keys == {"k2"}
+        a, b = again.take("a"), again.take("b")
+    assert a is not None and not a.needs_reconcile and a.correlation_key is None
+    assert a.attempts == 0
+    assert b is not None and b.needs_reconcile
+
+
 async def test_the_journal_and_its_lock_are_private_to_their_owner(tmp_path: Path) -> None:
     path = tmp_path / "journal.jsonl"
     async with await Journal.open(path, batch_id="b") as journal:

@@ -44,7 +44,7 @@ from vidu_async.errors import JournalError, JournalLockedError
 __all__ = ["JobRecord", "Journal", "JournalContents", "is_in_use", "read_journal"]
 
 _VERSION = 2
-_JOB_KINDS = ("intent", "created", "refunded", "retry", "final")
+_JOB_KINDS = ("intent", "withdrawn", "created", "refunded", "retry", "final")
 _BATCH_KINDS = ("batch", "uploaded")
 _MAX_LINE = 1 << 20
 LINGER = 0.2
@@ -128,6 +128,8 @@ class _Loaded:
                 attempts=current.attempts,
                 retried=current.retried,
             )
+        elif kind == "withdrawn":  # the intent's create never left: as if never sent
+            current = JobRecord(job_id, attempts=current.attempts, retried=current.retried)
         elif kind == "refunded":  # its task was cancelled unpaid: the job starts afresh
             credits = record.get("credits")
             if isinstance(credits, int):
@@ -260,6 +262,14 @@ class Journal:
             durable=durable,
         )
 
+    def withdrawn(self, job_id: str) -> None:
+        """Record that the create of the job's last intent never left (the run was stopped
+        before sending it), so a rerun sends it as new instead of proving it absent first (a
+        list without payloads can never prove that). Queued with the next group; nothing to
+        wait for, so a cancelled job can record it on its way out."""
+        self._open_intents.pop(job_id, None)
+        self._queue({"kind": "withdrawn", "job": job_id}, durable=False)
+
     async def refunded(self, job_id: str, *, task_id: str, credits: int | None) -> None:
         """Record that the job's task was cancelled before it started and cost nothing: its
         credits leave ``spent``, and the job is unsent again, its next task under a new key
@@ -323,6 +333,12 @@ class Journal:
         A cancelled caller stops waiting, but its record stays queued and the group is written
         whole: cancellation never tears a write nor drops another caller's record.
         """
+        self._queue(record, durable=durable)
+        if durable:
+            self._raise(await asyncio.shield(self._group))
+
+    def _queue(self, record: dict[str, Any], *, durable: bool) -> None:
+        """Add one record to the next group, and make sure a group will be written."""
         if self._closing:
             raise JournalError(f"journal {self.path} is closed")
         self._raise(self._failure)
@@ -331,7 +347,6 @@ class Journal:
         if durable:
             self._sync_wanted = True
             self._wake.set()
-            self._raise(await asyncio.shield(self._group))
         elif self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(LINGER, self._wake.set)
 

@@ -65,6 +65,7 @@ from vidu_async.errors import (
     APIError,
     AuthenticationError,
     ConfigurationError,
+    JournalError,
     NotFoundError,
     ViduError,
 )
@@ -797,6 +798,7 @@ class BatchSubmitter:
         sent_at = self._clock()  # when its slot was granted: the throttle needs to know
         self._reserve(go.reserve, +1)
         account.in_flight += 1
+        sending = False
         try:
             if self._journal is not None:
                 # Creates gated meanwhile join this intent's fsync, their slots on the wire.
@@ -815,11 +817,19 @@ class BatchSubmitter:
                 # While a lost create is looked up (for seconds, to prove it absent), its
                 # places go to other jobs: the waits do not hold up the batch.
                 with slots_given_back(self._alive, self._creating):
+                    sending = True
                     task = await account.client.create(
                         request, correlation_key=facts.key, retry_rate_limits=False
                     )
         except ViduError as error:
             failure: ViduError | None = error
+        except asyncio.CancelledError:
+            if not sending and self._journal is not None:
+                # Stopped before the create left (waiting for its intent's fsync, or for
+                # its slot back): a rerun sends it as new, without proving it absent.
+                with contextlib.suppress(JournalError):
+                    self._journal.withdrawn(job.custom_id)
+            raise
         else:
             failure = None
         finally:
