@@ -600,7 +600,7 @@ async def test_a_stopped_batch_leaves_to_reconcile_only_the_creates_that_left(
             collect(submitter(c, journal=journal, concurrency=2, wait=True), make_jobs(12))
         )
         async with asyncio.timeout(10):
-            while sim.stats.in_flight < 2 or intents() < 6:
+            while sim.stats.in_flight < 2 or intents() < 6:  # noqa: ASYNC110 - no event to wait on
                 await asyncio.sleep(0.01)
         run.cancel()
         with pytest.raises(asyncio.CancelledError):
