@@ -312,6 +312,35 @@ async def test_an_edited_line_with_its_custom_id_is_refused_and_the_rest_replaye
     assert "a b in the rain" not in prompts_of_tasks(sim)
 
 
+async def test_a_job_whose_local_image_is_gone_is_replayed_or_said_to_be_sent_not_resent(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    """``done`` ended (its result journalled) and ``sent`` was only created; then their image
+    is deleted. The rerun replays ``done`` from the journal and reports ``sent`` invalid,
+    naming its task: neither is offered as never sent, nothing is paid again."""
+    image = tmp_path / "ref.png"
+    image.write_bytes(sample_png(256, 256, 40))
+    jobs = tmp_path / "jobs.jsonl"
+    row = {"model": "viduq2", "images": [str(image)]}
+    jobs.write_text(json.dumps({"custom_id": "done", "prompt": "one", **row}) + "\n")
+    out = tmp_path / "results.jsonl"
+    assert await submit(jobs, "--wait", "--results", str(out)) == 0
+    (first,) = results(out)
+    with jobs.open("a") as handle:
+        handle.write(json.dumps({"custom_id": "sent", "prompt": "two", **row}) + "\n")
+    assert await submit(jobs, "--results", str(out)) == 0
+    sent_task = {str(r["custom_id"]): r for r in results(out)}["sent"]["task_id"]
+    image.unlink()
+    assert await submit(jobs, "--wait", "--results", str(out)) == 1
+    again = {str(r["custom_id"]): r for r in results(out)}
+    assert again["done"] == first
+    assert again["sent"]["status"] == "invalid"
+    error = again["sent"]["error"]
+    assert isinstance(error, dict)
+    assert f"an earlier run sent this job (task {sent_task})" in str(error["message"])
+    assert sim.stats.tasks_created == 2
+
+
 # --- the budget ---------------------------------------------------------------------------------
 
 

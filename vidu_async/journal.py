@@ -222,6 +222,10 @@ class Journal:
         """What earlier runs recorded of ``job_id``, forgotten here: memory shrinks as jobs go."""
         return self._jobs.pop(job_id, None)
 
+    def peek(self, job_id: str) -> JobRecord | None:
+        """What earlier runs recorded of ``job_id``, kept for a later ``take``."""
+        return self._jobs.get(job_id)
+
     def pending(self) -> list[JobRecord]:
         """Records not taken (e.g. of jobs no longer in the jobs file), in the order first seen."""
         return list(self._jobs.values())

@@ -522,9 +522,7 @@ class BatchSubmitter:
         task ended: journalled, so a rerun replays it instead of asking again)."""
         if isinstance(item, JobLine):
             if item.job is None:
-                info = ErrorInfo.from_problems(item.errors)
-                return Outcome(item.custom_id or f"line-{item.line}", "invalid", item.line,
-                               error=info), False
+                return self._invalid(item), False
             item = item.job
         job = item
         with self._at("preparing"):
@@ -569,6 +567,27 @@ class BatchSubmitter:
         created, label = made
         return await self._follow_task(job, facts.key, created.task_id, label, created.credits,
                                        by_callback=self._by_callback(job))
+
+    def _invalid(self, line: JobLine) -> Outcome:
+        """An invalid line's outcome. A line can become invalid after its job was sent (its
+        local image deleted once the video was made): a job whose end an earlier run recorded
+        is then replayed from the journal, and one sent but not ended says so (its record is
+        kept for the run that gets the line fixed: it follows that task, never sends again)."""
+        info = ErrorInfo.from_problems(line.errors)
+        journal, job_id = self._journal, line.custom_id
+        record = journal.peek(job_id) if journal is not None and job_id is not None else None
+        if record is not None and record.final is not None:
+            assert journal is not None and job_id is not None
+            journal.take(job_id)
+            logger.warning("%s (line %d) is invalid now (%s), but an earlier run recorded its "
+                           "end: reported from the journal", job_id, line.line, info.message)
+            return attrs.evolve(Outcome.from_dict(record.final), line=line.line)
+        if record is not None and record.correlation_key is not None:
+            sent = f"task {record.task_id}" if record.task_id else "its create may exist"
+            info = ErrorInfo(info.reason, f"{info.message}; an earlier run sent this job "
+                             f"({sent}): fix the line and rerun with this journal to follow "
+                             "it; do not send it anywhere else")
+        return Outcome(job_id or f"line-{line.line}", "invalid", line.line, error=info)
 
     def _at(self, stage: str) -> _Stage:
         """The job is in ``stage`` (for ``snapshot``) while the ``with`` block runs."""
