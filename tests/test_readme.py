@@ -12,7 +12,9 @@ import ast
 import asyncio
 import os
 import re
+import subprocess
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -86,3 +88,18 @@ def test_the_server_examples_are_the_only_ones_not_run() -> None:
                 "TextToVideoRequest(", "async def test_my_service")
     for block in BLOCKS:
         assert any(m in block for m in run_here) or any(s in block for s in SERVERS), block
+
+
+def test_every_python_example_type_checks_strictly(tmp_path: Path) -> None:
+    """A user's ``mypy --strict`` accepts the examples as written (those with a top-level
+    ``await`` as the body of a coroutine): the public API's types are what they show."""
+    for number, block in enumerate(BLOCKS):
+        if re.search(r"^(async |await )", block, re.M):
+            block = "async def example() -> None:\n" + textwrap.indent(block, "    ")
+        (tmp_path / f"example_{number}.py").write_text(block, encoding="utf-8")
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+         *sorted(str(p) for p in tmp_path.glob("example_*.py"))],
+        capture_output=True, text=True, check=False,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
