@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from vidu_async._http import Account, SessionPool
+from vidu_async._http import Account, SessionPool, _connection_error
 from vidu_async._version import __version__
 from vidu_async.client import SCAN_RETRY_WAIT, ViduClient
 from vidu_async.errors import (
@@ -365,6 +365,24 @@ def test_pool_settings_are_not_silently_ignored() -> None:
         ViduClient(KEY, pool=SessionPool(), limit=3)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.vidu.com:99999",
+        "https://api.vidu.com:abc",
+        "https://api.vidu.com:-1",
+        "http://127.0.0.1:0",
+        "https://api.vidu .com",
+        "https://api.vidu.com\n.example",
+        "http://[::1",
+        "http://[::1]x:80",
+    ],
+)
+def test_a_base_url_no_request_can_be_made_to_is_refused_at_once(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="base_url"):
+        ViduClient(KEY, base_url=url)
+
+
 # --- the endpoints -------------------------------------------------------------------------
 
 
@@ -589,6 +607,19 @@ async def test_connection_refused_is_never_sent_and_retried(
     assert info.value.sent is False
     assert info.value.call == "POST /ent/v2/reference2video"
     assert time.waits == [1.0, 2.0, 4.0, 8.0]  # resent: it never left
+
+
+@pytest.mark.parametrize(
+    ("error", "sent"),
+    [
+        (aiohttp.InvalidUrlClientError("https://api.vidu.com:99999/ent/v2/tasks"), False),
+        (aiohttp.NonHttpUrlClientError("ftp://api.vidu.com/ent/v2/tasks"), False),
+        (aiohttp.InvalidUrlRedirectClientError("http://[::1", "bad Location"), True),
+        (aiohttp.ServerDisconnectedError(), True),
+    ],
+)
+def test_a_url_aiohttp_refuses_to_request_was_never_sent(error: Exception, sent: bool) -> None:
+    assert _connection_error(error, "POST /ent/v2/text2video", ()).sent is sent
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -895,6 +926,52 @@ async def test_clients_for_other_accounts_share_the_pool(
         await main.get_credits()
     with pytest.raises(RuntimeError, match="closed"):
         await other.get_credits()
+
+
+async def test_a_client_moves_to_a_new_event_loop_once_the_old_one_is_closed(
+    server: TestServer,
+) -> None:
+    pool = SessionPool()
+    client = ViduClient(KEY, base_url=str(server.make_url("/")), pool=pool)
+    used: list[aiohttp.ClientSession] = []
+
+    async def credits() -> int:
+        used.append(pool.session(client.account))
+        return (await client.get_credits()).remains[0].credit_remain
+
+    # Two asyncio.run calls in turn, as with a module-level client; the test's loop serves.
+    assert await asyncio.to_thread(asyncio.run, credits()) == 1000
+    assert used[0].closed  # as its loop shut down, while its connection could still be closed
+    assert await asyncio.to_thread(asyncio.run, credits()) == 1000
+    assert used[1] is not used[0]
+    assert used[1].closed
+    await asyncio.to_thread(asyncio.run, pool.close())
+
+
+def test_sessions_of_a_loop_closed_without_shutting_down_are_closed_from_the_next() -> None:
+    pool = SessionPool()
+
+    async def session() -> aiohttp.ClientSession:
+        return pool.session(None)
+
+    old_loop = asyncio.new_event_loop()
+    first = old_loop.run_until_complete(session())
+    old_loop.close()  # without shutdown_asyncgens(): the pool is not told
+    second = asyncio.run(session())
+    assert first.closed  # not left to warn "Unclosed client session"
+    assert second is not first
+
+
+async def test_a_client_belongs_to_one_open_event_loop(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    await client.get_credits()  # its sessions belong to the test's loop, still running
+    with pytest.raises(RuntimeError, match="belongs to one event loop"):
+        await asyncio.to_thread(asyncio.run, client.get_credits())
+    with pytest.raises(RuntimeError, match="belongs to one event loop"):
+        await asyncio.to_thread(asyncio.run, client.close())
+    await client.get_credits()
+    assert vidu.calls == ["GET /ent/v2/credits"] * 2
 
 
 # --- the key never leaks ---------------------------------------------------------------------

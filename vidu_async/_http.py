@@ -19,11 +19,12 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import attrs
+import yarl
 
 from vidu_async._version import __version__
 from vidu_async.errors import (
@@ -77,11 +78,12 @@ _SNIPPET = 300
 
 
 def normalize_base_url(value: str) -> str:
-    """``value`` without a trailing ``/`` or ``/ent/v2``; checks it is an absolute http(s) URL."""
+    """``value`` without a trailing ``/`` or ``/ent/v2``; checks it is an absolute http(s) URL
+    that requests can be made to, so that a bad one fails here, not as a call's network error."""
     url = value.strip().rstrip("/")
     if url.endswith(API_PREFIX):
         url = url[: -len(API_PREFIX)].rstrip("/")
-    parts = urllib.parse.urlsplit(url)
+    parts = _split(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
             f"base_url must be an absolute http(s) URL such as {DEFAULT_BASE_URL}, got {value!r}"
@@ -91,7 +93,23 @@ def normalize_base_url(value: str) -> str:
             f"base_url for {parts.hostname} must be a plain URL, without query, fragment or "
             "user:password"
         )
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigurationError(f"base_url must not hold spaces or control characters: {url!r}")
+    try:
+        port = parts.port  # a port out of 0-65535 or not a plain number raises
+        yarl.URL(url)  # aiohttp's parser: no request can be made to what it refuses
+    except ValueError as exc:
+        raise ConfigurationError(f"base_url {url!r} is not a valid URL: {exc}") from None
+    if port == 0:
+        raise ConfigurationError(f"base_url {url!r} has port 0, where no server listens")
     return url
+
+
+def _split(url: str) -> urllib.parse.SplitResult:
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError as exc:  # a malformed [IPv6] host
+        raise ConfigurationError(f"base_url {url!r} is not a valid URL: {exc}") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -173,7 +191,8 @@ class SessionPool:
     """One ``aiohttp.ClientSession`` per account, created on first use and reused; ``close()``
     closes them all. ``session(None)`` is the keyless session used for file downloads.
 
-    ``timeout`` and the connector limits apply to every session of the pool.
+    ``timeout`` and the connector limits apply to every session of the pool. The sessions
+    belong to the event loop they were made in (see ``session``).
     """
 
     def __init__(
@@ -187,12 +206,18 @@ class SessionPool:
         self.limit = limit
         self.limit_per_host = limit_per_host
         self._sessions: dict[Account | None, aiohttp.ClientSession] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the sessions were made in."""
+        self._watch: AsyncGenerator[None, None] | None = None
+        """Closes the sessions when closed: as the loop shuts down, or by ``close``."""
+        self._retiring: set[asyncio.Task[None]] = set()
+        """Closes sessions left by a loop closed without shutting down, from the next loop."""
         self.preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
+        """Bounds the create bodies with inline media being prepared in threads at once."""
         self.no_answer = LogLimiter()
         """Calls of the pool's clients that got no answer are warned about at most once per
         kind of call and error every ten seconds (a dead network under a busy batch would
         otherwise print a line per request)."""
-        """Bounds the create bodies with inline media being prepared in threads at once."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -203,9 +228,17 @@ class SessionPool:
         return tuple(account.api_key for account in self._sessions if account is not None)
 
     def session(self, account: Account | None) -> aiohttp.ClientSession:
-        """The session for ``account`` (None: file hosts); must be called in a running loop."""
+        """The session for ``account`` (None: file hosts); must be called in a running loop.
+
+        Sessions belong to the event loop they were made in, and are closed as it shuts down
+        (``asyncio.run`` ends). Called from another loop once that one is closed (a second
+        ``asyncio.run``, a loop per test), the pool makes new ones; while it is open,
+        ``RuntimeError``."""
         if self._closed:
             raise RuntimeError("the client is closed; create a new ViduClient")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._move_to(loop)
         session = self._sessions.get(account)
         if session is None:
             session = aiohttp.ClientSession(
@@ -218,12 +251,56 @@ class SessionPool:
             self._sessions[account] = session
         return session
 
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Makes ``loop`` the pool's loop, if the sessions' loop is closed (or there is none)."""
+        if self._loop is not None and not self._loop.is_closed():
+            raise RuntimeError(
+                "a ViduClient belongs to one event loop: this one's sessions were made in "
+                "another event loop, which is still open (two threads, or two loops in turn); "
+                "make a ViduClient per event loop"
+            )
+        self._retiring = set()  # any earlier ones ended with their loop
+        if self._watch is not None and self._sessions:  # closed without shutting down
+            self._retiring.add(loop.create_task(self._watch.aclose()))
+        self._loop, self._sessions = loop, {}
+        self._watch = _closing_at_shutdown(self._sessions)
+        _start(self._watch)
+        self.preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
+
     async def close(self) -> None:
         """Close every session; the pool cannot be used afterwards."""
+        loop = asyncio.get_running_loop()
+        if self._loop not in (None, loop):
+            self._move_to(loop)  # raises while the sessions' loop is open
         self._closed = True
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in sessions:
+        if self._watch is not None:
+            await self._watch.aclose()
+        await asyncio.gather(*self._retiring)
+
+
+async def _closing_at_shutdown(
+    sessions: dict[Account | None, aiohttp.ClientSession],
+) -> AsyncGenerator[None, None]:
+    """Closes ``sessions`` when it is closed: by ``SessionPool.close``, or, as an async generator
+    its loop knows of, by the ``shutdown_asyncgens()`` that ``asyncio.run`` calls before closing
+    the loop (when the connections can still be closed, not left to the garbage collector)."""
+    try:
+        yield
+    finally:
+        closing = list(sessions.values())
+        sessions.clear()
+        for session in closing:  # a closed loop's are only marked closed: not warned about
             await session.close()
+
+
+def _start(watch: AsyncGenerator[None, None]) -> None:
+    """Runs ``watch`` to its first ``yield``, now: it is then an open async generator of the
+    running loop (the loop's hook sees its first step), closed at the loop's shutdown."""
+    try:
+        watch.asend(None).send(None)
+    except StopIteration:
+        return
+    raise RuntimeError("an async generator of SessionPool awaited before its first yield")
 
 
 def _snippet(text: str) -> str:
@@ -362,6 +439,12 @@ def _connection_error(exc: Exception, call: str, secrets: Iterable[str]) -> APIC
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError(
             f"could not connect: {redact(str(exc), secrets)}", call=call, sent=False
+        )
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError) and not isinstance(
+        exc, aiohttp.RedirectClientError
+    ):
+        return APIConnectionError(  # raised before any connection is attempted
+            f"cannot request this URL ({redact(str(exc), secrets)})", call=call, sent=False
         )
     if isinstance(exc, TimeoutError):  # aiohttp's read timeouts and the total timeout
         return APITimeoutError("timed out waiting for the answer", call=call)

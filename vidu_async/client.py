@@ -191,6 +191,11 @@ class ViduClient:
     ``scan_limits`` bounds the task-list scans that reconcile lost creates.
     Clients for other accounts share this one's sessions through ``for_account``; the client
     that created the pool closes every session on exit.
+
+    A client belongs to one event loop at a time: its sessions are closed as that loop shuts
+    down (``asyncio.run`` ends), and a new loop used once the old one is closed (a module-level
+    client and several ``asyncio.run`` calls, a loop per test) gets new ones. Used from two
+    open loops (two threads), it raises ``RuntimeError``: make one client per loop.
     """
 
     def __init__(
