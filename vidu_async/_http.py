@@ -24,7 +24,6 @@ from typing import Any
 
 import aiohttp
 import attrs
-import yarl
 
 from vidu_async._version import __version__
 from vidu_async.errors import (
@@ -97,7 +96,9 @@ def normalize_base_url(value: str) -> str:
         raise ConfigurationError(f"base_url must not hold spaces or control characters: {url!r}")
     try:
         port = parts.port  # a port out of 0-65535 or not a plain number raises
-        yarl.URL(url)  # aiohttp's parser: no request can be made to what it refuses
+        if parts.netloc.startswith("[") and not re.fullmatch(r"\[[^\]]+\](:\d+)?",
+                                                             parts.netloc):
+            raise ValueError("an [IPv6] host is followed by nothing but :port")
     except ValueError as exc:
         raise ConfigurationError(f"base_url {url!r} is not a valid URL: {exc}") from None
     if port == 0:

@@ -270,6 +270,11 @@ class JournalLockedError(JournalError):
     """Another run (this process or another) holds the journal; the message names that process."""
 
 
+SCRUBBED_MIN = 8
+"""Secrets shorter than this are not scrubbed: a test's one-letter key would cut words, field
+names and values apart ("not [redacted]nown"), and no real API key is that short."""
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` with each secret replaced by ``[redacted]``, also JSON-escaped or URL-encoded.
 
@@ -277,15 +282,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     it, so no message, body, header or log line built from an error can carry an API key.
     """
     for secret in secrets:
-        if secret:
+        if len(secret) >= SCRUBBED_MIN:
             for form in _forms(secret):
                 text = text.replace(form, REDACTED)
     return text
 
 
-SCRUBBED_MIN = 8
-"""Secrets shorter than this are not scrubbed out of success answers: a test's one-letter key
-would cut field names and values apart, and no real API key is that short."""
 
 
 def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
