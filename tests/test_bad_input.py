@@ -175,8 +175,90 @@ def test_csv_records_carry_the_line_where_they_start(tmp_path: Path) -> None:
     assert [(i.line, i.ok) for i in lines] == [(2, True), (6, False), (7, False), (9, True)]
     assert lines[0].job is not None and lines[0].job.request.prompt == "a cat\n\non two lines"
     assert str(lines[1].errors[0]) == "duration: viduq2 accepts 1..10 seconds, got 99"
-    assert str(lines[2].errors[0]).startswith("(line): not UTF-8 at byte 4 of the line")
+    assert str(lines[2].errors[0]) == (
+        "(line): not UTF-8 at byte 4 of the line (0xff): save the file as UTF-8 "
+        "(the record spans lines 7-8)"
+    )
     assert count_lines(path) == 4
+
+
+STRAY = "c1,first\nc2,\"a broken quote\nc3,third\nc4,fourth\nc5,\"fifth\"\nc6,sixth\n"
+"""The reviewers' file: line 3's stray quote closes on line 6, swallowing lines 4-6."""
+AGAIN = "; they are read again, each on its own"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(STRAY, [
+            (2, "c1"),
+            (3, "(line): not valid CSV: ',' expected after '\"': a quote opened on line 3 and "
+                f"closed on line 6 swallowed lines 4-6{AGAIN}"),
+            (4, "c3"), (5, "c4"), (6, "c5"), (7, "c6"),
+        ], id="closed-later"),
+        pytest.param('c1,first\nc2,"a broken quote\nc3,third\nc4,fourth\n', [
+            (2, "c1"),
+            (3, "(line): not valid CSV: unexpected end of data: a quote opened on line 3 and "
+                f"never closed swallowed lines 4-5{AGAIN}"),
+            (4, "c3"), (5, "c4"),
+        ], id="never-closed"),
+        pytest.param('c1,first\nc2,"open\n', [
+            (2, "c1"),
+            (3, "(line): not valid CSV: unexpected end of data: a quote opened on line 3 is "
+                "never closed"),
+        ], id="never-closed-on-the-last-line"),
+        pytest.param('c1,"x\nc2,y\nc3,"z\nc4,w\n', [
+            (2, "(line): not valid CSV: ',' expected after '\"': a quote opened on line 2 and "
+                f"closed on line 4 swallowed lines 3-4{AGAIN}"),
+            (3, "c2"),
+            (4, "(line): not valid CSV: unexpected end of data: a quote opened on line 4 and "
+                f"never closed swallowed line 5{AGAIN}"),
+            (5, "c4"),
+        ], id="two-stray-quotes"),
+        pytest.param('c1,"two\nlines",extra\nc2,ok\n', [
+            (2, "(line): has 3 cells, the header has 2: a quote opened on line 2 and closed on "
+                "line 3 swallowed line 3 into this record: not run either"),
+            (4, "c2"),
+        ], id="well-formed-but-too-many-cells-is-not-read-again"),
+        pytest.param('c1,"two\nlines"\nc2,ok\n', [(2, "c1"), (4, "c2")],
+                     id="a-prompt-on-two-lines"),
+    ],
+)
+def test_a_stray_csv_quote_names_the_lines_it_swallowed_and_the_rest_still_run(
+    tmp_path: Path, body: str, expected: list[tuple[int, str]]
+) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text("custom_id,prompt\n" + body)
+    lines = read(path)
+    assert [
+        (i.line, i.job.custom_id if i.job else "; ".join(map(str, i.errors))) for i in lines
+    ] == expected
+    assert count_lines(path) == len(lines)
+
+
+def test_every_message_about_a_record_over_several_lines_names_them(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_bytes(
+        b"custom_id,prompt,duration\n"
+        b'a,"a cat\non two lines",99\n'  # lines 2-3
+        b'b,"a dog\non \xff two lines",5\n'  # lines 4-5, line 5 not UTF-8
+    )
+    assert only_bad(read(path)) == {
+        2: ["duration: viduq2 accepts 1..10 seconds, got 99 (the record spans lines 2-3)"],
+        4: ["(line): line 5: not UTF-8 at byte 4 of the line (0xff): save the file as UTF-8 "
+            "(the record spans lines 4-5)"],
+    }
+
+
+def test_a_value_in_a_column_the_header_leaves_unnamed_is_named_by_its_column(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text("prompt,,duration,\na cat,,5,\na dog,x,5,\n")
+    assert only_bad(read(path)) == {
+        3: ["column 2: has no name in the header, yet holds 'x' on this line; name the column "
+            "in the header or leave its cells empty"],
+    }
 
 
 def test_a_csv_line_with_a_large_inline_image_is_read(tmp_path: Path) -> None:
@@ -261,3 +343,21 @@ async def test_submit_runs_every_line_around_a_non_utf8_one(
     statuses = {r["line"]: r["status"] for r in map(json.loads, out.read_text().splitlines())}
     assert statuses == {n: "invalid" if n == 30 else "submitted" for n in range(1, 41)}
     assert sim.stats.tasks_created == 39
+
+
+async def test_submit_runs_the_lines_a_stray_csv_quote_swallowed_once_each(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "jobs.csv"
+    path.write_text("custom_id,prompt\n" + STRAY)
+    out = tmp_path / "results.jsonl"
+    args = ["submit", str(path), *VALIDATE, "--quiet", "--visibility-lag", "0.5",
+            "--results", str(out)]
+    assert await asyncio.to_thread(main, args) == 1
+    assert f"{path}:3: error: (line): not valid CSV" in capfd.readouterr().err
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted((r["line"], r["custom_id"], r["status"]) for r in results) == [
+        (2, "c1", "submitted"), (3, "line-3", "invalid"), (4, "c3", "submitted"),
+        (5, "c4", "submitted"), (6, "c5", "submitted"), (7, "c6", "submitted"),
+    ]
+    assert sim.stats.tasks_created == 5

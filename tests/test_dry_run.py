@@ -79,6 +79,17 @@ async def test_a_dry_run_prints_what_would_be_sent_and_creates_nothing(
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["jobs.jsonl", "out"]
 
 
+async def test_a_dry_run_refuses_a_payload_only_submit_used_to_refuse(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl",
+                      {"custom_id": "a", "prompt": "a cat", **TEXT, "payload": "p" * 1_048_540})
+    assert await submit(jobs, "--dry-run") == 1
+    assert (f"{jobs}:1: error: payload: at most 1048539 characters through this client (the "
+            "API's 1048576 less 37 for the correlation key") in capfd.readouterr().err
+    assert sim.stats.tasks_created == 0
+
+
 async def test_a_finished_journal_replays_its_jobs_and_prices_the_rest(
     sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,6 +56,33 @@ def test_defaults_fill_what_a_line_leaves_out(tmp_path: Path) -> None:
     assert lines[1].errors[0].field == "duration"  # viduq1 only does 5 s: the default doesn't fit
 
 
+NO_IMAGES = "text2video takes no images (img2video, start-end2video and reference2video do)"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ({"type": "text2video", "prompt": "p"},
+         [f"images: {NO_IMAGES} (from the default --image: this line gives no images)"]),
+        ({"prompt": "@cat runs", "subjects": [{"name": "cat", "images": [URL]}]},
+         ["images: a subject call takes images inside each subject, not at the top level "
+          "(from the default --image: this line gives no images)"]),
+        ({"type": "text2video", "prompt": "p", "images": [URL]}, [f"images: {NO_IMAGES}"]),
+        ({"prompt": "p", "model": "viduq1"},
+         ["duration: viduq1 accepts 5 seconds, got 8 "
+          "(from the default --duration: this line gives no duration)"]),
+        ({"prompt": "p", "model": "viduq1", "duration": 8},
+         ["duration: viduq1 accepts 5 seconds, got 8"]),
+    ],
+)
+def test_a_problem_with_a_default_says_the_default_gave_it(
+    tmp_path: Path, line: dict[str, object], expected: list[str]
+) -> None:
+    jobs = write(tmp_path / "jobs.jsonl", json.dumps(line) + "\n")
+    [item] = read_jobs(jobs, defaults={"model": "viduq2", "images": [URL], "duration": 8})
+    assert [str(p) for p in item.errors] == expected
+
+
 def test_csv_cells_are_typed_and_lists_split(tmp_path: Path) -> None:
     jobs = write(
         tmp_path / "jobs.csv",
@@ -130,6 +157,32 @@ def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["validate"]) == 2
     err = capsys.readouterr().err
     assert "no such file" in err and "unknown jobs file type '.xml'" in err
+
+
+def test_validate_counts_and_names_every_line_around_a_stray_csv_quote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = write(
+        tmp_path / "q.csv",
+        'custom_id,prompt\nc1,first\nc2,"a broken quote\nc3,third\nc4,fourth\nc5,"fifth"\n'
+        "c6,sixth\n",
+    )
+    assert main(["validate", str(jobs), "--model", "viduq2", "--image", URL]) == 1
+    err = capsys.readouterr().err
+    assert f"{jobs}:3: error: (line): not valid CSV: ',' expected after '\"': a quote opened " \
+        "on line 3 and closed on line 6 swallowed lines 4-6; they are read again" in err
+    assert f"{jobs}: 6 jobs, 5 valid, 1 invalid" in err
+
+
+def test_validate_refuses_a_payload_with_no_room_for_the_correlation_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = {"model": "viduq2", "prompt": "x", "payload": "a" * 1_048_540}
+    jobs = write(tmp_path / "big.jsonl", json.dumps(line) + "\n")
+    assert main(["validate", str(jobs)]) == 1
+    assert f"{jobs}:1: error: payload: at most 1048539 characters through this client" in (
+        capsys.readouterr().err
+    )
 
 
 def test_console_entry_points_run(tmp_path: Path) -> None:

@@ -26,12 +26,25 @@ from vidu_async.capabilities import (
     SEED_MAX,
     ModelCapabilities,
 )
-from vidu_async.requests import KNOWN_FIELDS
+from vidu_async.requests import (
+    KNOWN_FIELDS,
+    ImageToVideoRequest,
+    Request,
+    StartEndToVideoRequest,
+    Subject,
+    SubjectsToVideoRequest,
+    TextToVideoRequest,
+)
+from vidu_async.tasks import CORRELATION_OVERHEAD
 
 URL = "https://example.com/ref.png"
 ALL = list(MODELS.values())
 # The seed document's request example, verbatim (reference2video.seed.txt, "examples" -> "value").
 SEED_REQUEST = Path(__file__).parent / "data" / "seed_request_example.json"
+
+
+CLIENT_PAYLOAD_MAX = PAYLOAD_MAX_CHARS - CORRELATION_OVERHEAD
+"""The longest payload of the caller's own: the client puts its correlation key in front."""
 
 
 def make(model: str = "viduq2", **fields: Any) -> ReferenceToVideoRequest:
@@ -195,7 +208,7 @@ def test_validate_emits_vidu_warning_and_returns_it() -> None:
         ({"seed": True}, "seed"),
         ({"duration": 5.5}, "duration"),
         ({"duration": "5"}, "duration"),
-        ({"payload": "p" * (PAYLOAD_MAX_CHARS + 1)}, "payload"),
+        ({"payload": "p" * (CLIENT_PAYLOAD_MAX + 1)}, "payload"),
         ({"payload": 7}, "payload"),
         ({"wm_position": 0}, "wm_position"),
         ({"wm_position": 5}, "wm_position"),
@@ -220,9 +233,49 @@ def test_single_bad_value_is_reported_on_its_field(fields: dict[str, Any], field
 
 
 def test_limits_are_inclusive() -> None:
-    assert make(prompt="x" * PROMPT_MAX_CHARS, seed=SEED_MAX, payload="p" * PAYLOAD_MAX_CHARS,
+    assert make(prompt="x" * PROMPT_MAX_CHARS, seed=SEED_MAX, payload="p" * CLIENT_PAYLOAD_MAX,
                 wm_position=4, meta_data='{"Label": "x"}').check().ok
     assert make(seed=0).check().ok
+
+
+PAYLOAD_HOLDERS: dict[str, Any] = {
+    "reference2video": lambda payload: make(payload=payload),
+    "subjects": lambda payload: SubjectsToVideoRequest(
+        "viduq2", "@cat runs", [Subject("cat", [URL])], payload=payload
+    ),
+    "text2video": lambda payload: TextToVideoRequest("viduq2", "a cat", payload=payload),
+    "img2video": lambda payload: ImageToVideoRequest("viduq2", [URL], payload=payload),
+    "start-end2video": lambda payload: StartEndToVideoRequest(
+        "viduq2", [URL, URL], payload=payload
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", PAYLOAD_HOLDERS)
+@pytest.mark.parametrize(
+    ("length", "sent", "refused"),
+    [
+        (CLIENT_PAYLOAD_MAX, False, False),
+        (CLIENT_PAYLOAD_MAX + 1, False, True),  # fits the API, not once the key is in front
+        (PAYLOAD_MAX_CHARS, True, False),  # a body as sent (the simulator): the key is in it
+        (PAYLOAD_MAX_CHARS + 1, True, True),
+    ],
+)
+def test_the_payload_leaves_room_for_the_correlation_key_on_every_route(
+    kind: str, length: int, sent: bool, refused: bool
+) -> None:
+    request: Request = PAYLOAD_HOLDERS[kind]("p" * length)
+    found = {p.field: p.message for p in request.check(sent=sent).errors}
+    if not refused:
+        assert found == {}
+    elif sent:
+        assert found == {"payload": f"at most {PAYLOAD_MAX_CHARS} characters, got {length}"}
+    else:
+        assert found == {
+            "payload": f"at most {CLIENT_PAYLOAD_MAX} characters through this client (the "
+            f"API's {PAYLOAD_MAX_CHARS} less {CORRELATION_OVERHEAD} for the correlation key "
+            f"every create carries in payload), got {length}"
+        }
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -21,12 +21,18 @@ the wrong prompt. An explicit ``custom_id`` is not special: every id in a file m
 Files are UTF-8 (a BOM is allowed), lines end with ``\n`` or ``\r\n``. A CSV file starts with a
 header of field names, matched case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all
 work); a first row naming no known field is taken as a missing header and fails the whole file
-(``JobsFileError``), since reading it as one would silently drop the first job.
+(``JobsFileError``), since reading it as one would silently drop the first job. A quoted cell may
+hold line breaks: its record is numbered by its first line, and every message about it names
+the lines it spans. Quoting that breaks across lines (a stray quote) makes the record its first
+line's error, naming the lines the quote swallowed, which are then read again, each on its own
+(the broken record is not run, so no line runs twice). A value under a column the header leaves
+unnamed is its line's error.
 """
 
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import hashlib
 import itertools
@@ -100,6 +106,8 @@ _HEADER_NAMES = frozenset(
 """Every field any endpoint takes, the ``type`` choosing the endpoint, and ``custom_id``."""
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
 """Control characters a prompt may hold: tab and line breaks (a CSV cell keeps its CRLF)."""
+_FLAGS = {"images": "--image", "videos": "--video"}
+"""The CLI flags giving a default for a field, where not ``--`` and the field's name."""
 _SKIP_CHUNK = 1024 * 1024
 """Block size for skipping the rest of a line that is too long."""
 
@@ -198,14 +206,14 @@ def read_jobs(
     strict = bool(defaults.pop("strict", False)) or strict
     seen: dict[str, int] = {}
     repeats: dict[str, int] = {}
-    for number, record in _records(path, fmt):
+    for number, end, record in _records(path, fmt):
         try:
             item = _job_line(number, record, defaults, base_dir or path.parent, seen, repeats,
                              strict)
         except Exception as exc:  # one line's surprise must never stop the rest of the file
             problem = FieldProblem("(line)", f"cannot be read: {type(exc).__name__}: {exc}")
             item = JobLine(number, None, None, (problem,))
-        yield item
+        yield _spanning(item, end)
 
 
 def count_jobs(path: Path, fmt: JobFormat | None = None) -> int:
@@ -219,7 +227,7 @@ def line_fields(
 ) -> Iterator[tuple[int, dict[str, Any] | FieldProblem]]:
     """The fields of the job lines numbered ``numbers``, as written (no defaults, no checks),
     or why a line has none; one pass over the file, for writing chosen lines elsewhere."""
-    for number, record in _records(path, fmt or detect_format(path)):
+    for number, _end, record in _records(path, fmt or detect_format(path)):
         if number in numbers:
             yield number, _json_fields(record) if isinstance(record, str) else record
 
@@ -264,8 +272,9 @@ _Line = tuple[int, str, FieldProblem | None]
 """A physical line: its number, its text with the line ending, and why it is unreadable."""
 
 
-def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, _Record]]:
-    """The job records of a file, each with the number of the line where it starts."""
+def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, int, _Record]]:
+    """The job records of a file, each with the numbers of the lines where it starts and ends
+    (they differ only for a CSV record whose quoted cell holds line breaks)."""
     with path.open("rb") as handle:
         lines = _lines(handle)
         if fmt == "csv":
@@ -273,9 +282,10 @@ def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, _Record]]:
             return
         for number, text, problem in lines:
             if problem is not None:
-                yield number, problem
+                yield number, number, problem
             elif text.strip():
-                yield number, {"prompt": text.strip()} if fmt == "txt" else text.strip()
+                record = {"prompt": text.strip()} if fmt == "txt" else text.strip()
+                yield number, number, record
 
 
 def _lines(handle: BinaryIO) -> Iterator[_Line]:
@@ -305,46 +315,134 @@ def _lines(handle: BinaryIO) -> Iterator[_Line]:
             yield number, raw.decode("utf-8", "replace"), problem
 
 
-def _csv_records(lines: Iterable[_Line], path: Path) -> Iterator[tuple[int, _Record]]:
-    """CSV records after the header, each numbered by the line where the record starts (a
-    quoted cell may span lines). A record touching an unreadable line is that line's error."""
+def _csv_records(lines: Iterable[_Line], path: Path) -> Iterator[tuple[int, int, _Record]]:
+    """CSV records after the header, each with the first and last line it spans (a quoted cell
+    may hold line breaks). A record whose quoting breaks across lines (a stray quote) is an
+    error on its first line, and the lines it swallowed are read again, each on its own."""
     if csv.field_size_limit() < MAX_LINE_BYTES:  # process-wide: only ever raised, never lowered
         csv.field_size_limit(MAX_LINE_BYTES)
-    spoiled: list[FieldProblem] = []
-
-    def texts() -> Iterator[str]:
-        for _number, text, problem in lines:
-            if problem is not None:
-                spoiled.append(problem)
-            yield text
-
-    reader = csv.reader(texts(), strict=True)
+    source = _Rereadable(lines)
+    reader = csv.reader(source, strict=True)  # each record parses afresh, after an error too
     header: list[str] | None = None
     while True:
-        start = reader.line_num + 1
+        error: csv.Error | None = None
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            spoiled[:] = [FieldProblem("(line)", f"not valid CSV: {exc}")]
-            row = []
-        if spoiled:
-            problem, spoiled[:] = spoiled[0], []
-            if header is None:
-                raise JobsFileError(f"{path}:{start}: the CSV header: {problem.message}")
-            yield start, problem
-        elif not any(cell.strip() for cell in row):
+            row, error = [], exc
+        taken, cut_off = source.take()
+        start, end = taken[0][0], taken[-1][0]
+        if error is not None and end > start:
+            source.put_back(taken[1:])  # this record is an error: no line of it runs twice
+        problem = _read_problem(taken, error, cut_off)
+        if problem is None and not any(cell.strip() for cell in row):
             continue
-        elif header is None:
+        if header is None:
+            if problem is not None:
+                raise JobsFileError(f"{path}:{start}: the CSV header: {problem.message}")
             header = _header(row, f"{path}:{start}")
-        elif len(row) != len(header):
-            yield start, FieldProblem(
-                "(line)", f"has {len(row)} cells, the header has {len(header)}"
-            )
+            continue
+        problem = problem or _shape_problem(header, row, start, end)
+        if problem is not None:
+            yield start, start, problem  # its message names the lines it spans
         else:
             cells = zip(header, row, strict=True)
-            yield start, {name: _csv_value(name, text) for name, text in cells if text.strip()}
+            yield start, end, {name: _csv_value(name, text) for name, text in cells if text.strip()}
+
+
+class _Rereadable:
+    """Line texts for ``csv.reader``, keeping the lines each record takes so that those a
+    broken record swallowed can be put back and read again."""
+
+    def __init__(self, lines: Iterable[_Line]) -> None:
+        self._lines = iter(lines)
+        self._back: collections.deque[_Line] = collections.deque()
+        self._taken: list[_Line] = []
+        self._ended = False
+
+    def __iter__(self) -> _Rereadable:
+        return self
+
+    def __next__(self) -> str:
+        if self._back:
+            line = self._back.popleft()
+        else:
+            try:
+                line = next(self._lines)
+            except StopIteration:
+                self._ended = True
+                raise
+        self._taken.append(line)
+        return line[1]
+
+    def take(self) -> tuple[list[_Line], bool]:
+        """The lines read since the last ``take``, and whether the reader asked for one past
+        the end of the file (a record still open there was cut off by it)."""
+        taken, ended = self._taken, self._ended
+        self._taken, self._ended = [], False
+        return taken, ended
+
+    def put_back(self, lines: list[_Line]) -> None:
+        """Read ``lines`` again, before any line not read yet."""
+        self._back.extendleft(reversed(lines))
+
+
+def _read_problem(
+    taken: list[_Line], error: csv.Error | None, cut_off: bool
+) -> FieldProblem | None:
+    """Why the lines ``taken`` do not read as one CSV record: a line's own problem (not UTF-8,
+    too long), or quoting ``csv`` refused (``cut_off``: by the end of the file)."""
+    start, end = taken[0][0], taken[-1][0]
+    first = taken[0][2]
+    if error is not None:
+        reason = first.message if first is not None else f"not valid CSV: {error}"
+        if end == start:
+            story = _quote_story(start, end, False) if cut_off else ""
+            return FieldProblem("(line)", reason + story)
+        story = _quote_story(start, end, not cut_off)
+        return FieldProblem("(line)", f"{reason}{story}; they are read again, each on its own")
+    spoiled = [(number, problem) for number, _text, problem in taken if problem is not None]
+    if not spoiled:
+        return None
+    number, problem = spoiled[0]
+    where = "" if number == start else f"line {number}: "
+    return FieldProblem("(line)", f"{where}{problem.message}{_span_note(start, end)}")
+
+
+def _shape_problem(header: list[str], row: list[str], start: int, end: int) -> FieldProblem | None:
+    """Why a well-formed CSV record does not fit the header: its number of cells (the lines a
+    quoted cell ran over named, and not read again: it may be a prompt's own line breaks), or a
+    value under a column the header leaves unnamed."""
+    if len(row) != len(header):
+        reason = f"has {len(row)} cells, the header has {len(header)}"
+        if end > start:
+            reason += f"{_quote_story(start, end, True)} into this record: not run either"
+        return FieldProblem("(line)", reason)
+    for index, (name, text) in enumerate(zip(header, row, strict=True), start=1):
+        if not name and text.strip():
+            return FieldProblem(
+                f"column {index}",
+                f"has no name in the header, yet holds {_short(text.strip())!r} on this line; "
+                "name the column in the header or leave its cells empty",
+            )
+    return None
+
+
+def _quote_story(start: int, end: int, closed: bool) -> str:
+    """How a quote made lines ``start``..``end`` one record (said after a reason)."""
+    opened = f": a quote opened on line {start}"
+    if end == start:
+        return f"{opened} is never closed"
+    closing = f"closed on line {end}" if closed else "never closed"
+    swallowed = f"line {end}" if end == start + 1 else f"lines {start + 1}-{end}"
+    return f"{opened} and {closing} swallowed {swallowed}"
+
+
+def _span_note(start: int, end: int) -> str:
+    """`` (the record spans lines 3-6)`` for a record over several lines, else nothing."""
+    return f" (the record spans lines {start}-{end})" if end > start else ""
 
 
 def _header(row: list[str], where: str) -> list[str]:
@@ -432,15 +530,48 @@ def _job_line(
         seen[custom_id] = number
     problems += _control_problems(merged.get("prompt"))
     named = merged.get("type")
+    defaulted = defaults.keys() - fields.keys()
     try:
         request = request_from_dict(merged, base_dir=base_dir)
     except ValidationError as exc:
         kind = named if named in KINDS else None
-        return JobLine(number, custom_id, None, (*problems, *exc.problems), kind=kind)
+        errors = _from_defaults((*problems, *exc.problems), defaulted)
+        return JobLine(number, custom_id, None, errors, kind=kind)
     result = request.check(strict=strict)
     problems.extend(result.errors)
     job = None if problems else Job(custom_id, request, number)
-    return JobLine(number, custom_id, job, tuple(problems), result.warnings, request.kind)
+    errors, warnings = (_from_defaults(found, defaulted) for found in (problems, result.warnings))
+    return JobLine(number, custom_id, job, errors, warnings, request.kind)
+
+
+def _from_defaults(
+    problems: Iterable[FieldProblem], defaulted: Container[str]
+) -> tuple[FieldProblem, ...]:
+    """``problems``, those of a field the line leaves out saying that a default (the CLI's
+    flag) gave it: "text2video takes no images" puzzles on a line that names none."""
+    said = []
+    for problem in problems:
+        name = re.split(r"[.\[]", problem.field, maxsplit=1)[0]
+        if name in defaulted:
+            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+            problem = FieldProblem(
+                problem.field,
+                f"{problem.message} (from the default {flag}: this line gives no {name})",
+            )
+        said.append(problem)
+    return tuple(said)
+
+
+def _spanning(item: JobLine, end: int) -> JobLine:
+    """``item`` with each of its messages naming the lines its record spans, when several."""
+    if end == item.line:
+        return item
+    note = _span_note(item.line, end)
+    errors, warnings = (
+        tuple(FieldProblem(p.field, p.message + note) for p in found)
+        for found in (item.errors, item.warnings)
+    )
+    return attrs.evolve(item, errors=errors, warnings=warnings)
 
 
 def _json_fields(text: str) -> dict[str, Any] | FieldProblem:

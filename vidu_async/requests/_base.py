@@ -112,13 +112,15 @@ class RequestBase:
         """This model's row in the route's table, or None for a model the table lacks."""
         return self.table.get(self.model) if isinstance(self.model, str) else None
 
-    def check(self, *, strict: bool = False) -> ValidationResult:
+    def check(self, *, strict: bool = False, sent: bool = False) -> ValidationResult:
         """Every problem with this request, without raising and without the network.
 
         A model missing from the route's table is a warning and gets every model-independent
         check; ``strict=True`` makes it an error. Local media are probed by their headers only.
+        ``payload`` must leave room for the correlation key the client adds in front of it;
+        ``sent=True`` checks a body as the API receives it (the simulator), the key included.
         """
-        checker = Checker(self, strict=strict)
+        checker = Checker(self, strict=strict, sent=sent)
         checker.run()
         return ValidationResult(tuple(checker.errors), tuple(checker.warnings), checker.body_bytes)
 

@@ -24,6 +24,7 @@ from vidu_async.requests._common import (
     short,
     type_name,
 )
+from vidu_async.tasks import CORRELATION_OVERHEAD
 
 if TYPE_CHECKING:
     from vidu_async.requests._base import RequestBase
@@ -42,9 +43,11 @@ def is_ratio(value: str) -> bool:
 class Checker:
     """Walks one request and collects its problems (``errors``, ``warnings``, ``media`` info)."""
 
-    def __init__(self, request: RequestBase, *, strict: bool) -> None:
+    def __init__(self, request: RequestBase, *, strict: bool, sent: bool = False) -> None:
         self.r = request
         self.strict = strict
+        self.sent = sent
+        """The request is a body as sent (a server's view): its payload is already wrapped."""
         self.table = request.table
         self.errors: list[FieldProblem] = []
         self.warnings: list[FieldProblem] = []
@@ -154,12 +157,18 @@ class Checker:
                 )
 
     def check_payload(self) -> None:
-        payload = self.value("payload")
-        if self.check_type("payload", str) and len(str(payload)) > caps.PAYLOAD_MAX_CHARS:
-            self.error(
-                "payload",
-                f"at most {caps.PAYLOAD_MAX_CHARS} characters, got {len(str(payload))}",
+        """The API's limit holds for the payload as sent: through this client the caller's own
+        payload leaves room for the correlation envelope in front of it (``tasks``)."""
+        if not self.check_type("payload", str):
+            return
+        length = len(str(self.value("payload")))
+        limit = caps.PAYLOAD_MAX_CHARS - (0 if self.sent else CORRELATION_OVERHEAD)
+        if length > limit:
+            why = "" if self.sent else (
+                f" through this client (the API's {caps.PAYLOAD_MAX_CHARS} less "
+                f"{CORRELATION_OVERHEAD} for the correlation key every create carries in payload)"
             )
+            self.error("payload", f"at most {limit} characters{why}, got {length}")
 
     def check_wm_position(self) -> None:
         position = self.value("wm_position")

@@ -6,8 +6,8 @@ JSON object of at most 20 MB (``BadRequest``); no field the route does not take
 (``FieldUnwanted``); the required fields present (``FieldLacking``); no ``null``, media entries
 that are http(s) URLs, data URIs or ``ssupload:`` URIs this server issued to the account
 (``FieldInvalid``); then every rule of the route's capability table, through the request
-class's ``check(strict=True)`` (``FieldInvalid``, all problems in one message). Unlike a
-client, the server never treats a string as a local path.
+class's ``check(strict=True, sent=True)`` (``FieldInvalid``, all problems in one message).
+Unlike a client, the server never treats a string as a local path.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def parse_create_body(
         request = cls.from_dict(body)
     except ValidationError as exc:
         raise SimError(400, "FieldInvalid", "; ".join(map(str, exc.problems))) from None
-    errors = request.check(strict=True).errors
+    errors = request.check(strict=True, sent=True).errors
     model = request.capabilities()
     if errors or model is None:  # strict: an unknown model is among the errors
         raise SimError(400, "FieldInvalid", "; ".join(map(str, errors)))
