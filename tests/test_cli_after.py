@@ -141,31 +141,45 @@ def outcome(status: str, **fields: object) -> Outcome:
     return Outcome("cat", status, 12, **fields)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("result", "says", "resubmit"), [
-    (outcome("invalid", error=ErrorInfo("ValidationError", "duration: allowed 4, 8")),
+FAILED_ON_VIDU = outcome("failed", task_id="t1", state="failed", err_code="InternalServiceFailure",
+                         error=ErrorInfo("InternalServiceFailure", "the task failed"))
+REFUSED = outcome("failed", error=ErrorInfo("FieldInvalid", "model: unknown model 'viduq9'"))
+NOT_SAVED = outcome("failed", task_id="t1", state="success",
+                    error=ErrorInfo("DownloadFailed", "disk full"))
+
+
+@pytest.mark.parametrize(("result", "retry_failed", "says", "resubmit"), [
+    (outcome("invalid", error=ErrorInfo("ValidationError", "duration: allowed 4, 8")), False,
      "fix line 12: duration: allowed 4, 8; then rerun", True),
-    (outcome("invalid", error=ErrorInfo("RequestChanged", "give it a new custom_id")),
+    (outcome("invalid", error=ErrorInfo("RequestChanged", "give it a new custom_id")), False,
      "give it a new custom_id", True),
-    (outcome("invalid", error=ErrorInfo("AccountNotGiven", "give that key again")),
+    (outcome("invalid", error=ErrorInfo("AccountNotGiven", "give that key again")), False,
      "give that key again", False),
-    (outcome("failed", task_id="t1", state="failed", err_code="InternalServiceFailure",
-             error=ErrorInfo("InternalServiceFailure", "the task failed")),
-     "task t1 failed on Vidu (InternalServiceFailure): rerun with --retry-failed", True),
+    (FAILED_ON_VIDU, False, "task t1 failed on Vidu (InternalServiceFailure): rerun with "
+     "--retry-failed to make a new task", True),
+    # --retry-failed given: the task failed during this run, after the retries it asks for.
+    (FAILED_ON_VIDU, True, "task t1 failed on Vidu during this run (InternalServiceFailure); "
+     "--retry-failed retries the failures an earlier run recorded: rerun with it", True),
     (outcome("failed", task_id="t1", state="failed", err_code="UserCancelled",
-             error=ErrorInfo("UserCancelled", "the task failed")),
+             error=ErrorInfo("UserCancelled", "the task failed")), False,
      "task t1 was cancelled before it started", True),
-    (outcome("failed", task_id="t1", state="success",
-             error=ErrorInfo("DownloadFailed", "disk full")),
-     "the video was made but not saved (disk full): rerun to download it", False),
-    (outcome("not_submitted", error=ErrorInfo("BudgetReached", "max_credits is spent")),
+    # The create was refused (a 400): no task, nothing made, nothing billed.
+    (REFUSED, False, "Vidu refused the create, no task was made (FieldInvalid: model: unknown "
+     "model 'viduq9'): fix the line, then submit it in a new batch", True),
+    (REFUSED, True, "Vidu refused the create, no task was made", True),
+    (NOT_SAVED, False, "the video was made but not saved (disk full): rerun to download", False),
+    (NOT_SAVED, True, "the video was made but not saved (disk full): rerun to download", False),
+    (outcome("not_submitted", error=ErrorInfo("BudgetReached", "max_credits is spent")), False,
      "not sent (max_credits is spent): rerun once that is fixed", True),
-    (outcome("ambiguous", error=ErrorInfo("AmbiguousCreate", "could not be proven")),
+    (outcome("ambiguous", error=ErrorInfo("AmbiguousCreate", "could not be proven")), False,
      "rerun with the same journal to look it up", False),
     (outcome("duplicate", task_id="t2", error=ErrorInfo("DuplicateTask", "a second task")),
-     "a second task", False),
+     False, "a second task", False),
 ])
-def test_each_failure_says_what_to_do(result: Outcome, says: str, resubmit: bool) -> None:
-    failure = failure_of(result)
+def test_each_failure_says_what_to_do(
+    result: Outcome, retry_failed: bool, says: str, resubmit: bool
+) -> None:
+    failure = failure_of(result, retry_failed=retry_failed)
     assert failure is not None
     assert says in failure.advice
     assert failure.resubmit is resubmit
@@ -182,6 +196,54 @@ def test_success_is_no_failure_and_the_list_is_capped() -> None:
     assert len(lines) == 1 + 20 + 1
     assert lines[-1] == "  and 5 more: see errors.jsonl"
     assert render([]) == []
+
+
+@pytest.mark.parametrize(("custom_id", "shown"), [
+    ("cat", "cat"), (" ", "' '"), ("", "''"), (" cat", "' cat'"), ("cat\t", "'cat\\t'"),
+    ("a cat", "a cat"),
+])
+def test_an_id_that_would_not_show_is_quoted(custom_id: str, shown: str) -> None:
+    [_, line] = render([Failure(custom_id, 3, "invalid", "ValidationError", "fix it", True)])
+    assert line == f"  {shown} (line 3): invalid: fix it"
+
+
+async def test_a_refused_create_goes_to_the_errors_file_and_a_new_batch_makes_it(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"custom_id": "a", "prompt": "x", "model": "viduq9"}\n'
+                    '{"custom_id": "b", "prompt": "y"}\n')
+    errors = tmp_path / "errors.jsonl"
+    out = tmp_path / "results.jsonl"
+    assert await run(submit_args(jobs, "--results", str(out), "--errors", str(errors))) == 1
+    err = capfd.readouterr().err
+    assert "  a (line 1): failed: Vidu refused the create, no task was made" in err
+    assert "made but not saved" not in err and "not in it" not in err
+    assert results(errors) == [{"custom_id": "a", "model": "viduq9", "images": [URL],
+                                "prompt": "x"}]
+    assert sim.stats.tasks_created == 1
+    errors.write_text(errors.read_text().replace("viduq9", "viduq2"))
+    assert await run(["submit", str(errors), "--quiet", "--results", str(out)]) == 0
+    assert sim.stats.tasks_created == 2
+
+
+async def test_a_task_failing_under_retry_failed_says_it_failed_during_this_run(
+    cli_env: Callable[[FakeVidu], None], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("a cat\n")
+    always = Timeline(created=0.01, processing=0.05, failure_rate=1.0,
+                      failure_codes=("InternalServiceFailure",))
+    async with FakeVidu(timeline=always) as fake:
+        cli_env(fake)
+        assert await run(submit_args(jobs, "--wait", "--results", str(tmp_path / "1"))) == 1
+        capfd.readouterr()
+        assert await run(submit_args(jobs, "--wait", "--retry-failed",
+                                     "--results", str(tmp_path / "2"))) == 1
+        assert fake.stats.tasks_created == 2
+    err = capfd.readouterr().err
+    assert "failed on Vidu during this run (InternalServiceFailure)" in err
+    assert "rerun with --retry-failed to make a new task" not in err
 
 
 async def test_the_run_ends_with_the_failed_jobs_and_errors_writes_them_resubmittable(

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -156,9 +157,10 @@ async def test_a_results_pipe_closed_early_stops_only_the_results(tmp_path: Path
         first, code, err = await _run_like_head_1(jobs, env, tmp_path / "journal.jsonl")
         created = sim.stats.tasks_created
     assert json.loads(first)["status"] == "succeeded"
-    assert code == 0
+    assert code == 1  # every job succeeded, but their results were lost
     assert "Traceback" not in err and "BrokenPipeError" not in err
     assert err.count("no more results are written there") == 1
+    assert "results: stdout lacks the results after writing failed" in err
     finals = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "final"]
     assert len(finals) == created == 12
@@ -199,6 +201,129 @@ async def test_a_long_wait_is_said_with_its_reason(caplog: pytest.LogCaptureFixt
     assert said and all("TooManyRequests" in m and "(the server asked for it)" in m
                         for m in said)
     assert len(said) == fake.stats.faults["too_many_requests"]
+
+
+async def test_a_results_file_that_fills_up_is_said_and_the_run_ends_with_exit_1(
+    sim: FakeVidu, jobs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """/dev/full fails every write with ENOSPC, as a full disk does; the batch goes on, the
+    end says where every result still is, and the exit code says results were lost."""
+    journal = tmp_path / "journal.jsonl"
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", "--results",
+            "/dev/full", "--journal", str(journal), "--errors", str(tmp_path / "errors.jsonl")]
+    assert await asyncio.to_thread(main, args) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("results stream /dev/full failed (No space left on device)") == 1
+    assert (f"results: /dev/full lacks the results after writing failed (No space left on "
+            f"device); the journal keeps every end: vidu-async batch results {journal}") in err
+    assert "errors: 0 jobs to send again" in err  # the run's end is reached
+    assert sim.stats.tasks_created == 3
+
+
+@pytest.mark.parametrize("where", ["/dev/null", "a pipe"])
+async def test_results_to_a_device_or_a_pipe_are_written_without_emptying_it(
+    sim: FakeVidu, jobs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str], where: str
+) -> None:
+    path = where
+    if where == "a pipe":
+        path = str(tmp_path / "fifo")
+        os.mkfifo(path)
+    read: list[bytes] = []
+
+    def reader() -> None:
+        with open(path, "rb") as pipe:
+            read.append(pipe.read())
+
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", "--results",
+            path]
+    if where == "a pipe":
+        code, _ = await asyncio.gather(asyncio.to_thread(main, args),
+                                       asyncio.to_thread(reader))
+        assert [json.loads(line)["status"] for line in read[0].splitlines()] == ["submitted"] * 3
+    else:
+        code = await asyncio.to_thread(main, args)
+    assert code == 0
+    err = capfd.readouterr().err
+    assert "failed" not in err and "Traceback" not in err
+
+
+async def test_a_journal_that_fills_up_mid_run_ends_it_with_its_resume_command(
+    tmp_path: Path, cli_env: Callable[[FakeVidu], None]
+) -> None:
+    """The journal's disk fills once tasks were paid for (RLIMIT_FSIZE: its writes fail with
+    EFBIG, as on a full disk, with no root needed): a run failure with what to do, exit 1,
+    not a usage error; the printed command then resumes the batch, paying each job once."""
+    count = 40
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("".join(f"prompt {i}\n" for i in range(count)))
+    journal = tmp_path / "journal.jsonl"
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000)); "
+               "from vidu_async.cli import main; sys.exit(main(sys.argv[1:]))")
+    argv = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet",
+            "--journal", str(journal), "--visibility-lag", "0.5"]
+    async with FakeVidu(timeline=Timeline(created=0.01, processing=0.05)) as fake:
+        env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", limited, *argv, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, raw = await asyncio.wait_for(process.communicate(), 60)
+        err = raw.decode()
+        assert process.returncode == 1, err
+        assert "Traceback" not in err
+        paid = fake.stats.tasks_created
+        assert 0 < paid < count
+        assert (f"the run stopped: cannot write journal {journal}: File too large. Tasks "
+                "already created keep running on Vidu and are billed") in err
+        resume = err.split("resume with:\n  vidu-async ")[1].splitlines()[0]
+        cli_env(fake)
+        code = await asyncio.to_thread(main, [*shlex.split(resume), "--results",
+                                              str(tmp_path / "results.jsonl")])
+        assert code == 0
+        assert fake.stats.tasks_created == count
+        assert fake.stats.duplicate_payloads() == {}
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["submit", "jobs.txt", "--poll-interval", "inf"],
+     "argument --poll-interval: must be a finite number, got 'inf'"),
+    (["submit", "jobs.txt", "--rate", "nan"], "argument --rate: must be a finite number"),
+    (["submit", "jobs.txt", "--visibility-lag=-inf"],
+     "argument --visibility-lag: must be a finite number"),
+    (["wait", "t1", "--timeout", "infinity"], "argument --timeout: must be a finite number"),
+    (["submit", "jobs.txt", "--rate", "fast"], "argument --rate: not a number: 'fast'"),
+])
+def test_a_number_flag_refuses_what_is_not_a_finite_number(
+    flags: list[str], says: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(flags) == 2
+    assert says in capfd.readouterr().err
+
+
+async def test_a_results_folder_that_does_not_exist_is_said_so_by_the_dry_run_and_the_run(
+    sim: FakeVidu, jobs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "out" / "r.jsonl"
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", "--results",
+            str(results)]
+    for extra in (["--dry-run"], []):
+        assert await asyncio.to_thread(main, [*args, *extra]) == 2
+        assert one_line(capfd) == (f"vidu-async submit: cannot write the results file {results}: "
+                                   f"the folder {results.parent} does not exist")
+    assert sim.stats.requests_to("create") == 0
+
+
+def test_the_help_names_every_exit_code_and_every_endpoint(
+    capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["submit", "--help"]) == 0
+    text = " ".join(capfd.readouterr().out.split())
+    assert "130 interrupted (Ctrl-C); 143 terminated (SIGTERM)" in text
+    assert main(["--help"]) == 0
+    text = " ".join(capfd.readouterr().out.split())
+    assert "text-, image-, start-end- and reference-to-video" in text
 
 
 @pytest.mark.parametrize(("flag", "where", "says"), [

@@ -454,6 +454,7 @@ async def test_fresh_needs_a_new_journal_and_then_pays_again_on_purpose(
     err = capfd.readouterr().err
     assert "--fresh starts a new batch" in err
     assert str(tmp_path / "prompts.txt.journal.jsonl") in err
+    assert "to resume that batch, rerun without --fresh" in err
     assert sim.stats.tasks_created == 3
     out = tmp_path / "second.jsonl"
     new_journal = tmp_path / "again.journal.jsonl"

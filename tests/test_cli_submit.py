@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import random
+import shlex
 import signal
 import socket
 import sys
@@ -198,6 +199,36 @@ async def test_an_interrupt_exits_with_the_resume_command_and_the_journal_saved(
     assert f"--journal {journal}" in text
     # Every task the simulator created had its intent journalled before the create was sent.
     assert journal.read_text().count('"kind": "intent"') >= 5
+
+
+async def test_a_fresh_run_interrupted_resumes_with_the_printed_command_paying_nothing_again(
+    tmp_path: Path, cli_env: Callable[[FakeVidu], None]
+) -> None:
+    """The resume command of a ``--fresh`` run leaves ``--fresh`` out: its journal keeps the
+    fresh batch's id, and ``--fresh`` would refuse that journal (or, on a new one, pay again)."""
+    jobs = tmp_path / "prompts.txt"
+    jobs.write_text("one\ntwo\n")
+    journal = tmp_path / "again.journal.jsonl"
+    async with FakeVidu(timeline=Timeline(created=0.05, processing=1.5), seed=2) as fake:
+        env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vidu_async",
+            *submit_args(jobs, "--wait", "--fresh", "--journal", str(journal)),
+            env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(30):
+            while fake.stats.tasks_created < 2:  # noqa: ASYNC110 - a counter, not an event
+                await asyncio.sleep(0.02)
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 130
+        resume = err.decode().split("Resume with:\n  vidu-async ")[1].splitlines()[0]
+        assert "--fresh" not in resume and f"--journal {journal}" in resume
+        cli_env(fake)
+        out = tmp_path / "results.jsonl"
+        assert await asyncio.to_thread(main, [*shlex.split(resume), "--results", str(out)]) == 0
+        assert fake.stats.tasks_created == 2
+    assert {r["status"] for r in results(out)} == {"succeeded"}
 
 
 async def test_single_task_commands(

@@ -12,6 +12,7 @@ class cost before); Vidu publishes no price table this package could quote, so o
 from __future__ import annotations
 
 import asyncio
+import errno
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,8 +33,8 @@ from vidu_async.submit import report_line
 from vidu_async.tasks import CreditBalance
 
 __all__ = [
-    "DryRun", "Group", "dry_run", "has_records", "needs_confirmation", "over_budget", "render",
-    "resume_line",
+    "DryRun", "Group", "dry_run", "has_records", "missing_folder", "needs_confirmation",
+    "over_budget", "render", "resume_line",
 ]
 
 
@@ -309,6 +310,12 @@ def _is_folder(path: Path) -> None:
     _may_create_in(path)
 
 
+def missing_folder(folder: Path) -> str | None:
+    """``the folder F does not exist`` when it does not (a run creates a results file, not
+    its folder), else None."""
+    return None if folder.exists() else f"the folder {folder} does not exist"
+
+
 def _nearest(path: Path) -> Path:
     """The nearest existing folder above ``path``, where a run's ``mkdir`` starts."""
     while not path.exists():
@@ -318,7 +325,9 @@ def _nearest(path: Path) -> Path:
 
 def _may_create_in(folder: Path) -> None:
     """``folder`` is a folder we may create files in: an unnamed temporary file proves it."""
+    if (missing := missing_folder(folder)) is not None:
+        raise FileNotFoundError(errno.ENOENT, missing)
     if not folder.is_dir():
-        raise NotADirectoryError(20, f"{folder} is not a folder")
+        raise NotADirectoryError(errno.ENOTDIR, f"{folder} is not a folder")
     with tempfile.TemporaryFile(dir=folder):
         pass

@@ -2,9 +2,10 @@
 for people at the end of a run and written as a jobs file that can be submitted as is.
 
 ``failure_of`` (pure) turns an outcome into a ``Failure`` with its advice and whether sending
-the job again in a new batch is safe: an invalid line, a task that failed on Vidu, a job never
-sent. Never an ``ambiguous`` job (its task may exist: a new batch would pay twice), a job whose
-task is on an account not given now, a made video whose download failed, or a ``duplicate``.
+the job again in a new batch is safe: an invalid line, a create Vidu refused (no task), a task
+that failed on Vidu, a job never sent. Never an ``ambiguous`` job (its task may exist: a new
+batch would pay twice), a job whose task is on an account not given now, a made video whose
+download failed, or a ``duplicate``.
 The errors file holds each such line's own fields (as the jobs file wrote them, the command
 line's defaults filled in, local media paths made absolute) and its ``custom_id``.
 """
@@ -24,7 +25,9 @@ from vidu_async.jobs import JobFormat, line_fields
 from vidu_async.media import is_local
 from vidu_async.outcome import Outcome
 
-__all__ = ["SHOWN", "ErrorsFile", "Failure", "failure_of", "render", "write_errors_file"]
+__all__ = [
+    "SHOWN", "ErrorsFile", "Failure", "failure_of", "render", "shown_id", "write_errors_file",
+]
 
 SHOWN = 20
 """Failures listed on screen; the rest are counted (``--errors`` writes them all)."""
@@ -45,31 +48,41 @@ class Failure:
     """Whether the errors file holds it: sending it again in a new batch pays at most once."""
 
 
-def failure_of(outcome: Outcome) -> Failure | None:
-    """The failure an outcome is, or None when the job succeeded (or was submitted)."""
+def failure_of(outcome: Outcome, *, retry_failed: bool = False) -> Failure | None:
+    """The failure an outcome is, or None when the job succeeded (or was submitted).
+    ``retry_failed``: the run retried the failed tasks earlier runs recorded, so a task that
+    failed now failed during this run."""
     if outcome.ok:
         return None
     error = outcome.error
     reason = error.reason if error else outcome.err_code or outcome.status
     message = _short(error.message if error else "")
-    advice, resubmit = _advice(outcome, reason, message)
+    advice, resubmit = _advice(outcome, reason, message, retry_failed)
     return Failure(outcome.custom_id, outcome.line, outcome.status, reason, advice, resubmit)
 
 
-def _advice(outcome: Outcome, reason: str, message: str) -> tuple[str, bool]:
+def _advice(outcome: Outcome, reason: str, message: str,
+            retry_failed: bool) -> tuple[str, bool]:
     """What to do about a job that did not succeed, and whether a new batch may send it."""
-    status, line = outcome.status, outcome.line
+    status, line, task = outcome.status, outcome.line, outcome.task_id
     if status == "invalid":
         if reason == "ValidationError":
             return f"fix line {line}: {message}; then rerun", True
         return message, reason != "AccountNotGiven"
-    if status == "failed" and outcome.state != "failed":
+    if status == "failed" and task is None:  # the create's answer was a refusal: no task
+        return (f"Vidu refused the create, no task was made ({reason}: {message}): fix the "
+                "line, then submit it in a new batch (--errors writes it)"), True
+    if status == "failed" and outcome.state == "success":
         return f"the video was made but not saved ({message}): rerun to download it", False
     if status == "failed" and outcome.err_code in CANCELLED_CODES:
-        return (f"task {outcome.task_id} was cancelled before it started: to make it after all, "
+        return (f"task {task} was cancelled before it started: to make it after all, "
                 "submit it again in a new batch (--errors)"), True
     if status == "failed" and retryable(outcome.to_dict()):
-        return (f"task {outcome.task_id} failed on Vidu ({reason}): rerun with --retry-failed "
+        if retry_failed:
+            return (f"task {task} failed on Vidu during this run ({reason}); --retry-failed "
+                    "retries the failures an earlier run recorded: rerun with it to send this "
+                    "job again as a new task (billed again)"), True
+        return (f"task {task} failed on Vidu ({reason}): rerun with --retry-failed "
                 "to make a new task (billed again)"), True
     if status == "not_submitted":
         return f"not sent ({message}): rerun once that is fixed to send it", True
@@ -88,11 +101,18 @@ def render(failures: Sequence[Failure], *, shown: int = SHOWN,
     lines = [f"{count} job{'s' if count != 1 else ''} did not succeed:"]
     for failure in failures[:shown]:
         where = "" if failure.line is None else f" (line {failure.line})"
-        lines.append(f"  {failure.custom_id}{where}: {failure.status}: {failure.advice}")
+        lines.append(f"  {shown_id(failure.custom_id)}{where}: {failure.status}: "
+                     f"{failure.advice}")
     if count > shown:
         see = f"see {errors}" if errors else "--errors PATH writes them all as a jobs file"
         lines.append(f"  and {count - shown} more: {see}")
     return lines
+
+
+def shown_id(custom_id: str) -> str:
+    """A ``custom_id`` for people: quoted when it is blank or has spaces around it, which
+    would not show on a line."""
+    return repr(custom_id) if not custom_id.strip() or custom_id != custom_id.strip() else custom_id
 
 
 @attrs.frozen

@@ -48,7 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidu-async",
-        description="Validate, submit and follow Vidu reference-to-video jobs.",
+        description="Validate, submit and follow Vidu video jobs: text-, image-, "
+        "start-end- and reference-to-video.",
     )
     parser.add_argument("--version", action="version", version=f"vidu-async {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

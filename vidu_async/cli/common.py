@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -274,6 +275,18 @@ async def rejection(clients: list[ViduClient], error: AuthenticationError) -> st
     return (f"{' and '.join(refused)} in VIDU_API_KEYS {verb} rejected "
             f"(HTTP {error.status} {error.reason}): check that key and that it belongs to this "
             "host")
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type`` for a number of seconds or a rate: ``inf`` and ``nan`` read as
+    floats but would hang a run or break its arithmetic (argparse names the flag)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 def as_flag(message: str) -> str:

@@ -18,6 +18,8 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
+
 from vidu_async.batch import BatchOptions
 from vidu_async.cli.common import (
     EXIT_AUTH,
@@ -32,6 +34,7 @@ from vidu_async.cli.common import (
     add_jobs_arguments,
     as_flag,
     clients_or_exit,
+    finite_float,
     jobs_input,
     jobs_or_usage_error,
     key_names,
@@ -47,6 +50,7 @@ from vidu_async.dryrun import (
     DryRun,
     dry_run,
     has_records,
+    missing_folder,
     needs_confirmation,
     over_budget,
     render,
@@ -59,7 +63,7 @@ from vidu_async.errors import (
     JournalError,
     ViduError,
 )
-from vidu_async.failures import SHOWN, Failure, write_errors_file
+from vidu_async.failures import SHOWN, Failure, shown_id, write_errors_file
 from vidu_async.failures import render as render_failures
 from vidu_async.jobs import read_jobs
 from vidu_async.progress import ProgressReporter, ProgressState
@@ -100,14 +104,17 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         "Rerun the same command after any interruption: the journal makes it resume.",
         epilog="The API key comes from VIDU_API_KEY (VIDU_API_KEYS=k1,k2 spreads jobs over "
         "several accounts). Exit codes: 0 every job succeeded (or was submitted, without "
-        "--wait); 1 some job failed, was invalid or was not submitted; 2 usage error; 3 no key "
-        "or a rejected key; 130 interrupted.",
+        "--wait); 1 some job failed, was invalid or was not submitted, or the run could not "
+        "finish (results or journal unwritable); 2 usage error, nothing sent; 3 no key or a "
+        "rejected key; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM).",
     )
     add_jobs_arguments(submit)
     add_account_arguments(submit)
     batch = submit.add_argument_group("batch")
     batch.add_argument("--concurrency", type=int, default=8, help="creates in flight at once (8)")
-    batch.add_argument("--rate", type=float, help="creates per second at most (default: no cap)")
+    batch.add_argument(
+        "--rate", type=finite_float, help="creates per second at most (default: no cap)"
+    )
     batch.add_argument(
         "--journal", type=Path,
         help="journal file that makes reruns resume (default: JOBS.journal.jsonl beside JOBS)",
@@ -138,10 +145,10 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         "journal (0 sends nothing)",
     )
     batch.add_argument(
-        "--poll-interval", type=float, default=5.0, help="seconds between status rounds (5)"
+        "--poll-interval", type=finite_float, default=5.0, help="seconds between status rounds (5)"
     )
     batch.add_argument(
-        "--visibility-lag", type=float, metavar="SECONDS",
+        "--visibility-lag", type=finite_float, metavar="SECONDS",
         help="how long a new task may take to appear in the task list: a create whose answer "
         f"was lost counts as not made only this long after it could last have arrived "
         f"({RetryPolicy().visibility_lag:g})",
@@ -244,10 +251,11 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
     default_id = f"stdin:{journal.name}" if reads_stdin(args) else args.jobs.name
     batch_id = args.batch_id or default_id
     if args.fresh:
-        if journal.exists() and journal.stat().st_size > 0:
+        if has_records(journal):
             print(f"vidu-async submit: --fresh starts a new batch, but the journal {journal} "
-                  "already records one: give --journal a new file (or remove that one)",
-                  file=sys.stderr)
+                  "already records one: to resume that batch, rerun without --fresh (the "
+                  "journal keeps its id); only to run the jobs again on purpose (new tasks, "
+                  "billed again), give --journal a new file", file=sys.stderr)
             return EXIT_USAGE
         batch_id = f"{batch_id}#{secrets.token_hex(6)}"
     wait = args.wait or args.download is not None
@@ -283,7 +291,8 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
     try:
         with key_names_in_logs(clients):
             return asyncio.run(
-                _terminable(_submit(args, jobs, clients, options, listener, ask=ask))
+                _terminable(_submit(args, jobs, clients, options, listener, ask=ask,
+                                    journal=journal))
             )
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
@@ -338,7 +347,8 @@ def callback_listener(args: argparse.Namespace, wait: bool) -> Listener | None:
 
 
 async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClient],
-                  options: BatchOptions, listener: Listener | None, *, ask: bool) -> int:
+                  options: BatchOptions, listener: Listener | None, *, ask: bool,
+                  journal: Path) -> int:
     try:
         if args.errors:  # found unwritable before anything is paid, not after
             args.errors.open("a", encoding="utf-8").close()
@@ -379,9 +389,19 @@ async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduC
         reason = summary.stop_reason
         print(f"stopped submitting: {reason.reason}: "
               f"{with_key_names(reason.message, key_names(clients))}", file=sys.stderr)
-    if args.results:
+    if summary.results_lost is not None:
+        print(f"results: {args.results or 'stdout'} lacks the results after writing failed "
+              f"({summary.results_lost}); the journal keeps every end: vidu-async batch results "
+              f"{shlex.quote(str(journal))} --out PATH writes them all", file=sys.stderr)
+    elif args.results:
         print(f"results: {args.results}", file=sys.stderr)
     _report_failures(args, jobs, summary.failures)
+    if summary.broken is not None:
+        print(f"vidu-async submit: the run stopped: {summary.broken}. Tasks already created keep "
+              "running on Vidu and are billed; the journal holds every create sent, so a rerun "
+              "follows them and sends the rest, each job paid once. Once the journal can be "
+              f"written, resume with:\n  vidu-async {_resume_args(args, journal)}",
+              file=sys.stderr)
     return EXIT_OK if summary.all_ok else EXIT_FAILED
 
 
@@ -444,7 +464,8 @@ async def _run(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClie
         results = args.results.open("a", encoding="utf-8") if args.results else sys.stdout
     except OSError as error:
         raise ConfigurationError(
-            f"cannot write the results file {args.results}: {error.strerror}"
+            f"cannot write the results file {args.results}: "
+            f"{missing_folder(args.results.parent) or error.strerror}"
         ) from None
     progress = ProgressReporter(
         ProgressState(time.monotonic(), total=count_lines(jobs.path, jobs.fmt)), sys.stderr,
@@ -452,7 +473,7 @@ async def _run(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClie
     )
     log.setStream(progress.messages)
     try:
-        return await submit_jobs_file(
+        summary = await submit_jobs_file(
             jobs.path, clients, options, defaults=request_defaults(args),
             results=results, messages=progress.messages, progress=progress, listener=listener,
             fresh_results=args.results is not None, reported=reported, fmt=jobs.fmt,
@@ -461,8 +482,22 @@ async def _run(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduClie
     finally:
         progress.close()
         log.setStream(sys.stderr)
-        if results is not sys.stdout:
-            results.close()
+        unsaved = _close(results)
+    if unsaved is not None and summary.results_lost is None:
+        summary = attrs.evolve(summary, results_lost=unsaved)
+    return summary
+
+
+def _close(results: TextIO) -> str | None:
+    """Close a results file (not stdout); why its last lines could not be written, or None.
+    A stream that failed earlier fails again here, with what it still held."""
+    if results is sys.stdout:
+        return None
+    try:
+        results.close()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 @contextlib.contextmanager
@@ -504,7 +539,7 @@ def _report_failures(args: argparse.Namespace, jobs: JobsInput,
           f"written to {args.errors} (submit it as is: vidu-async submit {args.errors} ...)",
           file=sys.stderr)
     for failure, why in written.left_out[:SHOWN]:
-        print(f"  not in it: {failure.custom_id}: {why}", file=sys.stderr)
+        print(f"  not in it: {shown_id(failure.custom_id)}: {why}", file=sys.stderr)
     if len(written.left_out) > SHOWN:
         print(f"  and {len(written.left_out) - SHOWN} more not in it", file=sys.stderr)
 
@@ -534,8 +569,19 @@ async def _dry_run(args: argparse.Namespace, jobs: JobsInput, clients: list[Vidu
 
 
 def _resume_args(args: argparse.Namespace, journal: Path) -> str:
-    """The arguments of this run, with the journal made explicit (shell-quoted)."""
+    """The arguments of this run, with the journal made explicit (shell-quoted), and without
+    ``--fresh`` once the journal records the batch: it keeps the fresh batch's id, and
+    ``--fresh`` would refuse it (a rerun resumes that batch, paying each job once)."""
     argv = list(sys.argv[1:]) if args.argv is None else list(args.argv)
     if "--journal" not in argv:
         argv += ["--journal", str(journal)]
+    if has_records(journal):
+        end = argv.index("--") if "--" in argv else len(argv)
+        argv = [a for a in argv[:end] if not _means_fresh(a)] + argv[end:]
     return shlex.join(argv)
+
+
+def _means_fresh(arg: str) -> bool:
+    """``--fresh`` as argparse reads it, abbreviations included (``--fr``: no other flag
+    starts so)."""
+    return arg.startswith("--fr") and "--fresh".startswith(arg)

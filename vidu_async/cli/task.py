@@ -23,6 +23,7 @@ from vidu_async.cli.common import (
     Commands,
     add_account_arguments,
     clients_or_exit,
+    finite_float,
     rejection,
 )
 from vidu_async.cli.names import add_name_arguments, download_names
@@ -51,7 +52,9 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
                             help="print the API's answer as JSON instead of a summary")
         add_account_arguments(single)
         if name == "wait":
-            single.add_argument("--timeout", type=float, default=1800.0, help="seconds (1800)")
+            single.add_argument(
+                "--timeout", type=finite_float, default=1800.0, help="seconds (1800)"
+            )
         if name == "download":
             single.add_argument("--dest", type=Path, default=Path("."), help="folder (.)")
             add_name_arguments(single)
