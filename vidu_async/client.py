@@ -49,7 +49,6 @@ from vidu_async._http import (
     status_error,
 )
 from vidu_async._keys import KeyGuard
-from vidu_async.capabilities import PAYLOAD_MAX_CHARS
 from vidu_async.download import (
     DownloadNames,
     Link,
@@ -83,7 +82,6 @@ from vidu_async.requests import (
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retried
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
-    CORRELATION_OVERHEAD,
     Creation,
     Credits,
     Task,
@@ -344,14 +342,6 @@ class ViduClient:
         never waits on file reads, base64 or JSON.
         """
         sent_payload = wrap_payload(correlation_key, request.payload or "")
-        if len(sent_payload) > PAYLOAD_MAX_CHARS:
-            problem = FieldProblem(
-                "payload",
-                f"at most {PAYLOAD_MAX_CHARS - CORRELATION_OVERHEAD} characters through this "
-                f"client (the API's {PAYLOAD_MAX_CHARS} less {CORRELATION_OVERHEAD} for the "
-                f"correlation key), got {len(request.payload or '')}",
-            )
-            raise ValidationError([problem], model=request.model)
         if _only_urls(request):
             # Microseconds of work: a thread hop would cost more than it saves.
             return _prepared_body(request, sent_payload, strict)
