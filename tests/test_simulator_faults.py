@@ -146,6 +146,28 @@ async def test_reset_drops_the_connection_before_handling(http: aiohttp.ClientSe
         assert sim.stats.faults == {"reset": 1}
 
 
+async def test_a_client_that_hangs_up_mid_body_is_no_answer_not_a_simulator_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A timeout around a create closes the connection while the body is on its way: the
+    simulator records no answer, logs no traceback and makes no task."""
+    async with FakeVidu("k") as sim:
+        host, port = sim.url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /ent/v2/reference2video HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Token k\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"model\": ")
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(5):
+            while sim.stats.in_flight or not sim.stats.requests:  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.01)
+    assert sim.stats.requests == {("create", NO_ANSWER): 1}
+    assert sim.tasks == {}
+    assert "the simulator failed" not in caplog.text
+
+
 async def test_a_truncated_answer_promises_more_than_it_sends(http: aiohttp.ClientSession) -> None:
     faults = Faults(credits=EndpointFaults(truncated=1.0))
     async with (

@@ -55,6 +55,15 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@pytest.mark.parametrize("flag", ["--latency", "--processing-seconds", "--link-ttl"])
+def test_serve_refuses_a_number_of_seconds_that_is_not_finite(
+    flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse(flag, "inf")
+    assert f"argument {flag}: must be a finite number, got 'inf'" in capsys.readouterr().err
+
+
 async def test_serve_prints_the_url_and_key_and_runs_until_stopped() -> None:
     args = parse("--api-key", "s3cret", "--fault", "server_error=1", "--credits", "77")
     out, stop, ready = io.StringIO(), asyncio.Event(), asyncio.Event()

@@ -146,6 +146,8 @@ class _Api:
         except web.HTTPException as exc:
             reason = exc.reason.replace(" ", "")
             return self._error(SimError(exc.status, reason, exc.text or exc.reason)), exc.status
+        except ConnectionResetError:  # the client went away mid-request (a timeout around
+            return self._drop(request), NO_ANSWER  # its call): nobody to answer, nothing wrong
         except Exception:
             logger.exception("the simulator failed handling %s %s", request.method, request.path)
             return self._error(SimError(500, "InternalServiceFailure", "simulator error")), 500

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from vidu_async.cli.common import finite_float
 from vidu_async.testing.config import (
     FAULT_KINDS,
     Account,
@@ -47,15 +48,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     account.add_argument(
         "--processing-seconds",
-        type=float,
+        type=finite_float,
         default=Timeline().processing,
         help="how long a task processes (0.8)",
     )
     account.add_argument(
-        "--failure-rate", type=float, default=0.0, help="share of tasks that end failed (0)"
+        "--failure-rate", type=finite_float, default=0.0,
+        help="share of tasks that end failed (0)"
     )
     account.add_argument(
-        "--link-ttl", type=float, default=24 * 3600.0, help="seconds download links stay valid"
+        "--link-ttl", type=finite_float, default=24 * 3600.0,
+        help="seconds download links stay valid"
     )
 
     faults = parser.add_argument_group("faults (on every endpoint)")
@@ -68,11 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(commit_then_drop applies to create only); repeatable",
     )
     faults.add_argument(
-        "--retry-after", type=float, default=None, help="Retry-After seconds on injected 429s"
+        "--retry-after", type=finite_float, default=None,
+        help="Retry-After seconds on injected 429s"
     )
-    faults.add_argument("--latency", type=float, default=0.0, help="seconds of added latency")
     faults.add_argument(
-        "--latency-rate", type=float, default=1.0, help="share of requests delayed (1.0)"
+        "--latency", type=finite_float, default=0.0, help="seconds of added latency"
+    )
+    faults.add_argument(
+        "--latency-rate", type=finite_float, default=1.0, help="share of requests delayed (1.0)"
     )
     faults.add_argument(
         "--rate-limit",
