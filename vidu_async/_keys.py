@@ -22,25 +22,28 @@ REMEMBERED = 1024
 
 
 class KeyGuard:
-    """Per-key locks, dropped when nobody holds or waits for them, and the tasks keys made."""
+    """Which keys have a create in progress (an event for those that others wait on), and
+    the tasks keys made. A key no one else asks for costs two dict operations."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._busy: dict[str, asyncio.Event | None] = {}
         self._made: collections.OrderedDict[str, tuple[Task, int]] = collections.OrderedDict()
 
-    def lock(self, key: str) -> asyncio.Lock:
-        """The key's lock (``async with`` it); ``release(key)`` once done with it, in a
-        ``finally``, whether or not it was acquired."""
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        return lock
+    async def take(self, key: str) -> None:
+        """Until no other call holds ``key``, then hold it; ``give_back(key)`` in a
+        ``finally``. Waiters are all woken when it is given back: the first to run takes it
+        (a cancelled waiter just leaves, passing nothing on)."""
+        while key in self._busy:
+            event = self._busy[key]
+            if event is None:
+                event = self._busy[key] = asyncio.Event()
+            await event.wait()
+        self._busy[key] = None
 
-    def release(self, key: str) -> None:
-        lock, users = self._locks[key]
-        if users == 1:
-            del self._locks[key]
-        else:
-            self._locks[key] = (lock, users - 1)
+    def give_back(self, key: str) -> None:
+        event = self._busy.pop(key)
+        if event is not None:
+            event.set()
 
     def made(self, key: str, body: bytes) -> Task | None:
         """The task this key made, if remembered. ``ValueError`` when it was made for another

@@ -371,15 +371,14 @@ class ViduClient:
         """
         key = correlation_key or new_correlation_key()
         body = await self.prepare_create_body(request, correlation_key=key, strict=strict)
-        lock = self._keys.lock(key)
+        await self._keys.take(key)  # another call with this key settles first: see ``_keys``
         try:
-            async with lock:  # another call with this key settles first: see ``_keys``
-                if (task := self._keys.made(key, body)) is None:
-                    task = await self._create_once(request, key, body, retry_rate_limits)
-                    self._keys.remember(key, body, task)
-                return task
+            if (task := self._keys.made(key, body)) is None:
+                task = await self._create_once(request, key, body, retry_rate_limits)
+                self._keys.remember(key, body, task)
+            return task
         finally:
-            self._keys.release(key)
+            self._keys.give_back(key)
 
     async def _create_once(
         self, request: Request, key: str, body: bytes, retry_rate_limits: bool

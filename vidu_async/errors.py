@@ -293,8 +293,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
     """Whether ``data`` (an answer's raw bytes) carries a secret in a form ``redact`` knows: a
     few byte searches, so that answers are scrubbed only when there is something to scrub."""
-    return any(form.encode() in data for secret in secrets if len(secret) >= SCRUBBED_MIN
-               for form in _forms(secret))
+    return any(form in data for secret in secrets if len(secret) >= SCRUBBED_MIN
+               for form in _byte_forms(secret))
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
@@ -313,6 +313,11 @@ def _scrub(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, dict):
         return {redact(key, secrets): _scrub(item, secrets) for key, item in value.items()}
     return value
+
+
+@functools.lru_cache(maxsize=32)
+def _byte_forms(secret: str) -> tuple[bytes, ...]:
+    return tuple(form.encode() for form in _forms(secret))
 
 
 @functools.lru_cache(maxsize=32)
