@@ -35,7 +35,7 @@ from vidu_async.requests import (
     SubjectsToVideoRequest,
     TextToVideoRequest,
 )
-from vidu_async.tasks import CORRELATION_OVERHEAD
+from vidu_async.tasks import CORRELATION_OVERHEAD, new_correlation_key, wrap_payload
 
 URL = "https://example.com/ref.png"
 ALL = list(MODELS.values())
@@ -359,8 +359,9 @@ def test_local_files_and_bytes_are_inlined_as_data_uris(tmp_path: Path) -> None:
     result = request.validate()
     body = request.to_payload()
     assert all(i.startswith("data:image/png;base64,") for i in body["images"])
-    assert result.body_bytes == len(json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-                                     .encode())
+    # The size of the body the client sends: the correlation envelope in its payload too.
+    sent = request.to_body(payload=wrap_payload(new_correlation_key(), ""))
+    assert result.body_bytes == len(sent)
 
 
 def test_bad_local_media_names_the_item(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from vidu_async.requests._common import (
     short,
     type_name,
 )
-from vidu_async.tasks import CORRELATION_OVERHEAD
+from vidu_async.tasks import CORRELATION_OVERHEAD, wrap_payload
 
 if TYPE_CHECKING:
     from vidu_async.requests._base import RequestBase
@@ -366,7 +366,10 @@ class Checker:
             return
         # Serialize with each media entry replaced by "" and add the entries' real lengths:
         # the size of the body that will be sent, without reading or encoding any file.
-        skeleton = dumps_body(self.r.body_with(lambda _item, _kind: ""))
+        body = self.r.body_with(lambda _item, _kind: "")
+        if not self.sent:  # the correlation envelope the client puts in front of ``payload``
+            body["payload"] = wrap_payload("0" * 32, str(body.get("payload") or ""))
+        skeleton = dumps_body(body)
         self.body_bytes = len(skeleton) + sum(i.encoded_length for i in self.media.values())
         if self.body_bytes > caps.BODY_MAX_BYTES:
             self.error(
