@@ -257,7 +257,7 @@ async def test_single_task_commands(
     assert await asyncio.to_thread(main, ["cancel", task.task_id]) == 1
     err = capfd.readouterr().err
     assert f"task {task.task_id} is success: only a task that has not started" in err
-    assert "can not cancel" in err
+    assert "(the API answered: task state is scheduled, can not cancel)" in err
     assert await asyncio.to_thread(main, ["status", "999"]) == 1
     assert "404" in capfd.readouterr().err
 

@@ -113,3 +113,17 @@ async def test_download_names_files_and_fetches_covers_and_watermarked_videos(
     assert f"file: {tmp_path}/covers/take-{ids[0]}.jpg" in capfd.readouterr().out
     assert await cli("download", ids[0], "--dest", str(tmp_path), "--name", "{prompt}") == 2
     assert "unknown field {prompt}" in capfd.readouterr().err
+
+
+async def test_download_makes_no_folder_for_files_a_task_does_not_have(
+    cli_env: Callable[[FakeVidu], None], tmp_path: Path
+) -> None:
+    async with FakeVidu(timeline=Timeline(created=0.01, processing=0.01)) as fake:
+        cli_env(fake)
+        async with ViduClient(fake.api_key, base_url=fake.url) as client:
+            task = await client.create_reference2video(
+                ReferenceToVideoRequest("viduq2", "a dog", images=[URL]))  # no watermark
+            await client.wait_for_task(task.task_id, poll_interval=0.02)
+        args = ["download", task.task_id, "--dest", str(tmp_path), "--watermarked"]
+        assert await cli(*args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{task.task_id}.mp4"]

@@ -805,10 +805,13 @@ class ViduClient:
         paths = []
         for link in chosen.links:  # the videos first; a creation may lack a cover or watermark
             into = link_folder(folder, link)
-            await asyncio.to_thread(into.mkdir, exist_ok=True)
-            for index, (creation, name) in enumerate(zip(item.creations, stems, strict=True)):
-                if link == "url" or getattr(creation, link):
-                    paths.append(await self._download(creation, into, name, item.id, index, link))
+            wanted = [(index, creation, name) for index, (creation, name)
+                      in enumerate(zip(item.creations, stems, strict=True))
+                      if link == "url" or getattr(creation, link)]
+            if wanted:  # no empty covers/ or watermarked/ folder for a task without them
+                await asyncio.to_thread(into.mkdir, exist_ok=True)
+            for index, creation, name in wanted:
+                paths.append(await self._download(creation, into, name, item.id, index, link))
         return tuple(paths)
 
     async def _download(

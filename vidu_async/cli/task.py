@@ -170,7 +170,7 @@ async def _cancel(client: ViduClient, args: argparse.Namespace) -> int:
     except InvalidRequestError as error:
         state = (await client.get_task(args.task_id)).state
         print(f"vidu-async cancel: task {args.task_id} is {state}: only a task that has not "
-              f"started can be cancelled ({error.message})", file=sys.stderr)
+              f"started can be cancelled (the API answered: {error.message})", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps({"task_id": args.task_id, "cancelled": True}) if args.json
           else f"task {args.task_id}: cancelled")
