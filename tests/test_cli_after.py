@@ -157,9 +157,9 @@ NOT_SAVED = outcome("failed", task_id="t1", state="success",
      "give that key again", False),
     (FAILED_ON_VIDU, False, "task t1 failed on Vidu (InternalServiceFailure): rerun with "
      "--retry-failed to make a new task", True),
-    # --retry-failed given: the task failed during this run, after the retries it asks for.
-    (FAILED_ON_VIDU, True, "task t1 failed on Vidu during this run (InternalServiceFailure); "
-     "--retry-failed retries the failures an earlier run recorded: rerun with it", True),
+    # --retry-failed given: the task still failed is this run's retry of the job.
+    (FAILED_ON_VIDU, True, "task t1 failed on Vidu (InternalServiceFailure), and was this run's "
+     "retry of the job (one a run): rerun with --retry-failed", True),
     (outcome("failed", task_id="t1", state="failed", err_code="UserCancelled",
              error=ErrorInfo("UserCancelled", "the task failed")), False,
      "task t1 was cancelled before it started", True),
@@ -227,7 +227,7 @@ async def test_a_refused_create_goes_to_the_errors_file_and_a_new_batch_makes_it
     assert sim.stats.tasks_created == 2
 
 
-async def test_a_task_failing_under_retry_failed_says_it_failed_during_this_run(
+async def test_a_task_failing_again_under_retry_failed_says_it_was_this_runs_retry(
     cli_env: Callable[[FakeVidu], None], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     jobs = tmp_path / "prompts.txt"
@@ -242,7 +242,7 @@ async def test_a_task_failing_under_retry_failed_says_it_failed_during_this_run(
                                      "--results", str(tmp_path / "2"))) == 1
         assert fake.stats.tasks_created == 2
     err = capfd.readouterr().err
-    assert "failed on Vidu during this run (InternalServiceFailure)" in err
+    assert "failed on Vidu (InternalServiceFailure), and was this run's retry" in err
     assert "rerun with --retry-failed to make a new task" not in err
 
 

@@ -178,12 +178,13 @@ async def test_a_lost_journal_finds_the_retry_task_by_its_key_instead_of_paying(
     assert ends(second) != ends(first)
     made = flaky.stats.tasks_created
     jobs.with_name(jobs.name + ".journal.jsonl").unlink()
-    # Without its journal the batch finds each job's first task again (the failed one)...
-    assert ends(await submit(jobs, "--retry-failed")) == ends(first)
-    # ...and a retry of it finds the earlier retry's task under the next attempt's key.
+    # Without its journal the batch finds each job's first task again (the failed one), and
+    # its retry finds the earlier retry's task under the next attempt's key.
     third = await submit(jobs, "--retry-failed")
     assert flaky.stats.tasks_created == made
     assert ends(third) == ends(second)
+    assert ends(await submit(jobs)) == ends(second)
+    assert flaky.stats.tasks_created == made
 
 
 async def test_a_dry_run_with_retry_failed_counts_the_failed_jobs_as_to_send(
@@ -199,3 +200,25 @@ async def test_a_dry_run_with_retry_failed_counts_the_failed_jobs_as_to_send(
     assert f"done (replayed): {JOBS - len(to_retry)} jobs" in out
     assert f"to send: {len(to_retry)} job" in out
     assert flaky.stats.tasks_created == JOBS
+
+
+async def test_a_task_failing_during_a_retry_failed_run_is_sent_again_once_per_run(
+    cli_env: Callable[[FakeVidu], None], jobs: Path
+) -> None:
+    """Every task fails. With the flag from the first run, each job's failed task is retried
+    in that run, once (a task that always fails is not paid for over and over); each rerun
+    with the flag retries once more; without it, the last failure is replayed."""
+    always = Timeline(created=0.01, processing=0.05, failure_rate=1.0,
+                      failure_codes=("InternalServiceFailure",))
+    async with FakeVidu(timeline=always, concurrency_limit=20) as fake:
+        cli_env(fake)
+        first = await submit(jobs, "--retry-failed")
+        assert fake.stats.tasks_created == 2 * JOBS
+        assert tasks_by_prompt(fake) == Counter({f"prompt {i}": 2 for i in range(JOBS)})
+        assert set(failed(first)) == set(first)
+        second = await submit(jobs, "--retry-failed")
+        assert fake.stats.tasks_created == 3 * JOBS
+        assert ends(await submit(jobs)) == ends(second)
+        assert fake.stats.tasks_created == 3 * JOBS
+    made = {task_id for task_id in fake.tasks}
+    assert {r["task_id"] for r in first.values()} <= made

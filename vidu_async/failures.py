@@ -50,8 +50,8 @@ class Failure:
 
 def failure_of(outcome: Outcome, *, retry_failed: bool = False) -> Failure | None:
     """The failure an outcome is, or None when the job succeeded (or was submitted).
-    ``retry_failed``: the run retried the failed tasks earlier runs recorded, so a task that
-    failed now failed during this run."""
+    ``retry_failed``: the run retried each job whose task failed (once), so a task still
+    failed is that retry."""
     if outcome.ok:
         return None
     error = outcome.error
@@ -79,9 +79,9 @@ def _advice(outcome: Outcome, reason: str, message: str,
                 "submit it again in a new batch (--errors)"), True
     if status == "failed" and retryable(outcome.to_dict()):
         if retry_failed:
-            return (f"task {task} failed on Vidu during this run ({reason}); --retry-failed "
-                    "retries the failures an earlier run recorded: rerun with it to send this "
-                    "job again as a new task (billed again)"), True
+            return (f"task {task} failed on Vidu ({reason}), and was this run's retry of the "
+                    "job (one a run): rerun with --retry-failed to send it once more as a new "
+                    "task (billed again)"), True
         return (f"task {task} failed on Vidu ({reason}): rerun with --retry-failed "
                 "to make a new task (billed again)"), True
     if status == "not_submitted":

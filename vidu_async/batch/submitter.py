@@ -46,6 +46,7 @@ from vidu_async.batch.follow import Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
 from vidu_async.batch.identity import belongs_to, cost_class, job_facts, job_key
 from vidu_async.batch.plan import (
+    Action,
     Follow,
     JobFacts,
     Reconcile,
@@ -53,6 +54,7 @@ from vidu_async.batch.plan import (
     Replay,
     RetryFailed,
     plan,
+    retryable,
 )
 from vidu_async.batch.punctual import punctual_sleep
 from vidu_async.batch.refresh import list_states, query_one
@@ -527,15 +529,40 @@ class BatchSubmitter:
         job = item
         with self._at("preparing"):
             record = self._journal.take(job.custom_id) if self._journal else None
-            facts = await job_facts(job, self._batch_id, record.attempts if record else 0)
+            attempt = record.attempts if record else 0
+            facts = await job_facts(job, self._batch_id, attempt)
             action = plan(facts, record, frozenset(self._accounts),
                           retry_failed=self.options.retry_failed)
-            if isinstance(action, RetryFailed):  # durable before the new key is ever sent
-                logger.info("%s: retrying failed task %s", job.custom_id, action.task_id)
-                if self._journal is not None:
-                    await self._journal.retry(job.custom_id, task_id=action.task_id)
-                key = job_key(self._batch_id, job.custom_id, facts.fingerprint, action.attempt)
-                facts = attrs.evolve(facts, key=key)
+            if isinstance(action, RetryFailed):
+                facts = await self._retry_as_new(job, facts, action.task_id, action.attempt)
+        ended = await self._first_end(job, facts, action)
+        outcome, final = ended
+        if (final and self.options.retry_failed and not isinstance(action, RetryFailed)
+                and outcome.task_id is not None and retryable(outcome.to_dict())):
+            # Its task failed while this run followed it: sent again now, once, as a rerun
+            # with --retry-failed would (one retry per job per run: a task that always fails
+            # is not paid for over and over), an earlier run's task under the new key found
+            # first (a lost journal's retry).
+            retry = RetryFailed(outcome.task_id, attempt + 1)
+            facts = await self._retry_as_new(job, facts, retry.task_id, retry.attempt)
+            return await self._first_end(job, facts, retry)
+        return ended
+
+    async def _retry_as_new(
+        self, job: Job, facts: JobFacts, failed_task: str, attempt: int
+    ) -> JobFacts:
+        """Journal that the job's failed task is sent again on purpose (durable before the
+        new key is ever sent); the job's facts with that attempt's key."""
+        logger.info("%s: retrying failed task %s", job.custom_id, failed_task)
+        if self._journal is not None:
+            await self._journal.retry(job.custom_id, task_id=failed_task)
+        key = job_key(self._batch_id, job.custom_id, facts.fingerprint, attempt)
+        return attrs.evolve(facts, key=key)
+
+    async def _first_end(
+        self, job: Job, facts: JobFacts, action: Action
+    ) -> tuple[Outcome, bool]:
+        """What ``plan`` said, carried out to the job's end (or its submission)."""
         if isinstance(action, Replay):
             return attrs.evolve(Outcome.from_dict(action.result), line=job.line), False
         if isinstance(action, Refuse):
