@@ -682,10 +682,11 @@ def test_a_pace_that_allows_no_time_is_refused(kwargs: dict[str, float]) -> None
 @pytest.mark.parametrize(
     "content_type", ["text/html; charset=utf-8", "application/json", "application/problem+xml"]
 )
-async def test_an_error_page_answered_200_fails_at_once_and_writes_nothing(
+async def test_an_error_page_answered_200_is_refreshed_once_never_retried_and_writes_nothing(
     client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path, content_type: str
 ) -> None:
     link = server.make_url("/typed/v.mp4").with_query(type=content_type, sig="secret")
+    host.fresh_url = str(link)  # the fresh link serves the same page
     with pytest.raises(DownloadError) as info:
         await client.download(result("task-11", ("c-1", str(link))), tmp_path)
     public = str(server.make_url("/typed/v.mp4"))
@@ -694,9 +695,19 @@ async def test_an_error_page_answered_200_fails_at_once_and_writes_nothing(
         f"downloading {public}: the file host answered {media_type}, {len(VIDEO)} bytes, not a "
         "media file (an error page: an expired link, a proxy or a captive portal?)"
     )
-    assert (info.value.url, info.value.status) == (public, None)
-    assert len(host.file_requests) == 1  # not retried
+    assert (info.value.url, info.value.status) == (public, 200)
+    assert host.queries == 1
+    assert len(host.file_requests) == 2  # the link, then the fresh one: neither retried
     assert listing(tmp_path) == []
+
+
+async def test_an_error_page_on_an_expired_link_is_cured_by_a_fresh_link(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    host.fresh_url = str(server.make_url("/files/fresh.mp4"))
+    page = server.make_url("/typed/v.mp4").with_query(type="text/html")
+    (path,) = await client.download(result("task-13", ("c-1", str(page))), tmp_path)
+    assert path.read_bytes() == VIDEO
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ published. An existing target is this job's earlier download and is replaced.
 Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from the file host is
 retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
 An answer that is clearly no media file (``text/*``, JSON, XML: an error page served with a
-200) fails at once, before anything is written. Each attempt has a deadline that grows with the
+200) is not retried and nothing of it is written; it is refreshed once too (an expired link's
+page). Each attempt has a deadline that grows with the
 file (``DownloadPace``: ``grace`` seconds plus one per ``min_rate`` bytes; one that runs out is
 not retried), besides the stall bound (``sock_read``: no byte for that long). Errors and logs
 name the link without its query (signed links carry secrets there). File hosts are not the API:
@@ -89,7 +90,9 @@ MAX_STEM_BYTES = 200
 partial file's name stays under the common 255-byte limit."""
 
 _CHUNK = 1 << 20
-_EXPIRED = (403, 404)
+_EXPIRED = (403, 404, 200)
+"""A file host's answers that a fresh link may cure: an expired signed link's 403 or 404, or an
+error page served with a 200 (an expired link's page)."""
 _HASH_HEX = 12
 _LOOKS_SUFFIXED = re.compile(rf"-[0-9a-f]{{{_HASH_HEX}}}\Z")
 _RESERVED = re.compile(r"(?i)(con|prn|aux|nul|com[0-9¹²³]|lpt[0-9¹²³])\Z")
@@ -432,8 +435,9 @@ async def _fetch(
                         status=response.status,
                     )
                 page = _not_media(response)
-                if page is not None:
-                    raise DownloadError(f"downloading {_public(url)}: {page}", url=_public(url))
+                if page is not None:  # status 200: refreshed like an expired link, not retried
+                    raise DownloadError(f"downloading {_public(url)}: {page}", url=_public(url),
+                                        status=response.status)
                 announced = response.content_length or 0
                 progress(0)
                 target = dest / (stem + extension_for(url, response.content_type))
@@ -507,8 +511,8 @@ async def download_creation(
     the transfer (a big file takes longer) but the ``grace`` of the default ``pace``. Each
     attempt must end within ``pace`` (one that does not fails for good); other failed transfers
     are retried under ``retry`` (default ``RetryPolicy()``). When the file host answers 403 or
-    404 (signed links expire after about a day) and ``refresh`` is given, it is awaited once for
-    a fresh link, which is tried (with retries) once.
+    404 (signed links expire after about a day), or an error page, and ``refresh`` is given, it
+    is awaited once for a fresh link, which is tried (with retries) once.
     """
     if not creation.url:
         raise DownloadError(f"creation {creation.id or '(no id)'} has no url", url="")
@@ -527,5 +531,6 @@ async def download_creation(
         except DownloadError as error:
             if error.status not in _EXPIRED or refresh is None:
                 raise
-            logger.info("link %s answered HTTP %d; asking for a fresh one", error.url, error.status)
+            logger.info("link %s answered HTTP %d%s; asking for a fresh one", error.url,
+                        error.status, " with an error page" if error.status == 200 else "")
         return await attempt(await refresh())
