@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -222,3 +223,23 @@ async def test_a_task_failing_during_a_retry_failed_run_is_sent_again_once_per_r
         assert fake.stats.tasks_created == 3 * JOBS
     made = {task_id for task_id in fake.tasks}
     assert {r["task_id"] for r in first.values()} <= made
+
+
+async def test_a_rerun_after_retries_goes_at_once_knowing_every_attempts_key(
+    cli_env: Callable[[FakeVidu], None], jobs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The list shows each job's first (failed) task and its retry; the journal recorded both
+    attempts' intents, so a rerun with a new line has no unknown run to wait out the list's
+    lag for."""
+    caplog.set_level(logging.INFO, logger="vidu_async")
+    always = Timeline(created=0.01, processing=0.05, failure_rate=1.0,
+                      failure_codes=("InternalServiceFailure",))
+    async with FakeVidu(timeline=always, concurrency_limit=20) as fake:
+        cli_env(fake)
+        await submit(jobs, "--retry-failed")
+        with jobs.open("a") as handle:
+            handle.write('{"custom_id": "new", "prompt": "a new prompt"}\n')
+        caplog.clear()
+        await submit(jobs, "-v")
+        assert fake.stats.tasks_created == 2 * JOBS + 1
+    assert "before creating jobs not found on the account" not in caplog.text

@@ -101,6 +101,8 @@ class _Loaded:
     """An earlier run held this journal (its lock file names it), or left records in it."""
     uploads: dict[str, tuple[str, float]] = attrs.field(factory=dict)
     """Images uploaded by earlier runs: ``account/sha256:...`` -> (``ssupload:`` URI, when)."""
+    intent_keys: set[str] = attrs.field(factory=set)
+    """The correlation key of every intent recorded (a retried job's earlier keys too)."""
 
     def apply(self, record: Mapping[str, Any]) -> None:
         """Fold one parsed record into the state."""
@@ -117,6 +119,8 @@ class _Loaded:
         job_id = record.get("job", record.get("custom_id"))
         current = self.jobs.get(job_id) or JobRecord(job_id)
         if kind == "intent":
+            if isinstance(key := record.get("key"), str):
+                self.intent_keys.add(key)
             current = JobRecord(
                 job_id,
                 correlation_key=record.get("key"),
@@ -165,10 +169,9 @@ class Journal:
         self.used_before = loaded.used_before
         """An earlier run used this journal (even if its records are gone: the lock file
         beside it outlives a deleted journal)."""
-        self.recorded_keys = frozenset(
-            job.correlation_key for job in loaded.jobs.values() if job.correlation_key
-        )
-        """The correlation keys of the creates earlier runs recorded here (each job's last)."""
+        self.recorded_keys = frozenset(loaded.intent_keys)
+        """The correlation keys of every create earlier runs recorded an intent for here (a
+        retried job's earlier attempts too)."""
         self.uploads: Mapping[str, tuple[str, float]] = loaded.uploads
         """Images earlier runs uploaded: ``media`` key -> (``ssupload:`` URI, epoch seconds)."""
         self.spent = loaded.spent
