@@ -102,6 +102,19 @@ def test_csv_cells_are_typed_and_lists_split(tmp_path: Path) -> None:
     assert lines[2].errors[0].message == "has 2 cells, the header has 6"
 
 
+def test_a_csv_record_over_several_lines_is_one_job_that_says_so(tmp_path: Path) -> None:
+    """A quoted prompt with line breaks is legal CSV and runs as one job; it warns, naming the
+    lines, since a stray quote that closes at the end of a cell looks the same."""
+    jobs = write(tmp_path / "jobs.csv",
+                 f'prompt,images\n"a cat,\nthen a dog",{URL}\nan owl,{URL}\n')
+    first, second = read_jobs(jobs, defaults={"model": "viduq2"})
+    assert first.job is not None and first.job.request.prompt == "a cat,\nthen a dog"
+    assert [p.message for p in first.warnings] == [
+        "one job of lines 2-3: a quoted cell holds line breaks (if that is not meant, a quote "
+        "is unbalanced)"]
+    assert second.line == 4 and second.ok and second.warnings == ()
+
+
 def test_text_files_are_one_prompt_per_line_and_media_resolve_against_the_file(
     tmp_path: Path,
 ) -> None:

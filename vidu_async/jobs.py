@@ -563,7 +563,9 @@ def _from_defaults(
 
 
 def _spanning(item: JobLine, end: int) -> JobLine:
-    """``item`` with each of its messages naming the lines its record spans, when several."""
+    """``item`` with each of its messages naming the lines its record spans, when several; a
+    valid one also warns that it does (a stray quote that closes at the end of a cell makes
+    one job of several lines, and only this says so)."""
     if end == item.line:
         return item
     note = _span_note(item.line, end)
@@ -571,6 +573,10 @@ def _spanning(item: JobLine, end: int) -> JobLine:
         tuple(FieldProblem(p.field, p.message + note) for p in found)
         for found in (item.errors, item.warnings)
     )
+    if not errors:
+        warnings = (*warnings, FieldProblem(
+            "(line)", f"one job of lines {item.line}-{end}: a quoted cell holds line breaks "
+            "(if that is not meant, a quote is unbalanced)"))
     return attrs.evolve(item, errors=errors, warnings=warnings)
 
 
