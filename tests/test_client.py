@@ -38,7 +38,7 @@ from vidu_async.errors import (
     ValidationError,
 )
 from vidu_async.requests import ReferenceToVideoRequest
-from vidu_async.retry import RetryPolicy
+from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import TaskState, new_correlation_key, split_payload
 from vidu_async.testing import ManualClock
 
@@ -946,6 +946,28 @@ async def test_a_client_moves_to_a_new_event_loop_once_the_old_one_is_closed(
     assert used[1] is not used[0]
     assert used[1].closed
     await asyncio.to_thread(asyncio.run, pool.close())
+
+
+async def test_lost_answers_are_looked_up_together_in_each_event_loop_in_turn(
+    server: TestServer, vidu: FakeVidu
+) -> None:
+    """Two creates whose answers are lost, at once, in one ``asyncio.run`` and then in another:
+    their lookups queue for the one scan at a time (a semaphore) in each loop; one bound to
+    the first loop would refuse the second ("bound to a different event loop")."""
+    retry = RetryPolicy(sleep=no_wait, visibility_lag=0)
+    client = ViduClient(KEY, base_url=str(server.make_url("/")), retry=retry)
+
+    async def two_lost() -> list[str]:
+        vidu.create_faults = ["500-after", "500-after"]
+        made = await asyncio.gather(client.create_reference2video(request()),
+                                    client.create_reference2video(request()))
+        return [task.task_id for task in made]
+
+    first = await asyncio.to_thread(asyncio.run, two_lost())
+    second = await asyncio.to_thread(asyncio.run, two_lost())
+    await asyncio.to_thread(asyncio.run, client.close())
+    assert sorted(first + second) == sorted(vidu.tasks)
+    assert vidu.count("POST /ent/v2/reference2video") == 4  # found, never resent
 
 
 def test_sessions_of_a_loop_closed_without_shutting_down_are_closed_from_the_next() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import attrs
 
+from vidu_async._loops import PerLoop
 from vidu_async._version import __version__
 from vidu_async.errors import (
     APIConnectionError,
@@ -213,7 +214,7 @@ class SessionPool:
         """Closes the sessions when closed: as the loop shuts down, or by ``close``."""
         self._retiring: set[asyncio.Task[None]] = set()
         """Closes sessions left by a loop closed without shutting down, from the next loop."""
-        self.preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
+        self.preparing = PerLoop(lambda: asyncio.Semaphore(PREPARE_AT_ONCE))
         """Bounds the create bodies with inline media being prepared in threads at once."""
         self.no_answer = LogLimiter()
         """Calls of the pool's clients that got no answer are warned about at most once per
@@ -266,7 +267,6 @@ class SessionPool:
         self._loop, self._sessions = loop, {}
         self._watch = _closing_at_shutdown(self._sessions)
         _start(self._watch)
-        self.preparing = asyncio.Semaphore(PREPARE_AT_ONCE)
 
     async def close(self) -> None:
         """Close every session; the pool cannot be used afterwards."""

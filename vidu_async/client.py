@@ -49,6 +49,7 @@ from vidu_async._http import (
     status_error,
 )
 from vidu_async._keys import KeyGuard
+from vidu_async._loops import PerLoop
 from vidu_async.download import (
     DownloadNames,
     Link,
@@ -224,7 +225,7 @@ class ViduClient:
         )
         self._unsettled: dict[str, _Sent] = {}
         self._keys = KeyGuard()
-        self._learning_clock = asyncio.Lock()
+        self._learning_clock = PerLoop(asyncio.Lock)
         self._pacer: Callable[[], Awaitable[None]] | None = None
         self._owns_pool = pool is None
         if pool is None:
@@ -347,7 +348,7 @@ class ViduClient:
             return _prepared_body(request, sent_payload, strict)
         # Reading, base64 and JSON of inline media hold the GIL: off the event loop, and only
         # a few at once, or the threads together still starve the loop.
-        async with self._pool.preparing:
+        async with self._pool.preparing.get():
             return await asyncio.to_thread(_prepared_body, request, sent_payload, strict)
 
     async def create(
@@ -547,7 +548,7 @@ class ViduClient:
         clock = self._server_clock
         what = f"the answer was lost ({cause})" if cause else "its outcome is unknown"
         try:
-            async with self._learning_clock:
+            async with self._learning_clock.get():
                 if not clock.learned:
                     await self.get_credits()  # any answer teaches the server's clock
             verdict = await self._reconciler.lookup(

@@ -42,6 +42,7 @@ from collections.abc import (
 
 import attrs
 
+from vidu_async._loops import PerLoop
 from vidu_async.errors import ViduError
 from vidu_async.retry import RetryPolicy
 from vidu_async.server_clock import ServerClock
@@ -305,7 +306,7 @@ class Reconciler:
         self.scans = 0
         """How many scans this reconciler has run."""
         self._next: _Scan | None = None
-        self._running = asyncio.Semaphore(SCANS_AT_ONCE)
+        self._running = PerLoop(lambda: asyncio.Semaphore(SCANS_AT_ONCE))
         self._confirmed: dict[str, TaskResult] = {}
 
     async def lookup(
@@ -407,7 +408,7 @@ class Reconciler:
             scan = self._next = _Scan([window])
         else:
             scan.windows.append(window)
-        async with self._running:
+        async with self._running.get():
             if scan.index is None and scan.error is None:
                 # Nobody ran it yet (or its runner was cancelled): run it for everyone.
                 if self._next is scan:
