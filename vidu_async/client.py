@@ -719,6 +719,12 @@ class ViduClient:
         deadline = self._retry.clock() + timeout
         polls = 0
         result: TaskResult | None = None
+
+        def timed_out(why: str = "") -> TaskTimeoutError:
+            state = (result.state if result is not None else None) or "unknown"
+            return TaskTimeoutError(f"task {task_id} is still {state} after {timeout:g}s{why}",
+                                    task_id=task_id, last=result)
+
         while True:
             polls += 1
             remaining = deadline - self._retry.clock()
@@ -729,24 +735,14 @@ class ViduClient:
             except TimeoutError:
                 if not poll.expired():
                     raise  # not the deadline's
-                state = "unknown" if result is None else result.state or "unknown"
-                raise TaskTimeoutError(
-                    f"task {task_id} is still {state} after {timeout:g}s (a poll got no "
-                    "answer before the deadline)",
-                    task_id=task_id,
-                    last=result,
-                ) from None
+                raise timed_out(" (a poll got no answer before the deadline)") from None
             if on_poll is not None:
                 on_poll(result)
             if result.is_terminal:
                 return result
             remaining = deadline - self._retry.clock()
             if remaining <= 0:
-                raise TaskTimeoutError(
-                    f"task {task_id} is still {result.state or 'unknown'} after {timeout:g}s",
-                    task_id=task_id,
-                    last=result,
-                )
+                raise timed_out()
             pause = poll_wait(polls, poll_interval, max_interval, self._retry)
             await self._retry.sleep(min(pause, remaining))
 
