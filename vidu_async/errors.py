@@ -282,27 +282,22 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     it, so no message, body, header or log line built from an error can carry an API key.
     """
     for secret in secrets:
-        if len(secret) >= SCRUBBED_MIN:
-            for form in _forms(secret):
-                text = text.replace(form, REDACTED)
+        for form in _forms(secret):
+            text = text.replace(form, REDACTED)
     return text
-
-
 
 
 def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
     """Whether ``data`` (an answer's raw bytes) carries a secret in a form ``redact`` knows: a
     few byte searches, so that answers are scrubbed only when there is something to scrub."""
-    return any(form in data for secret in secrets if len(secret) >= SCRUBBED_MIN
-               for form in _byte_forms(secret))
+    return any(form in data for secret in secrets for form in _byte_forms(secret))
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
     """A parsed JSON answer with every string (keys too) ``redact``-ed: what the client keeps of
     a success answer (``Task.raw``, ``extra``, messages naming a field's value) never holds a
     key a server echoed. ``RecursionError`` on nesting deeper than Python's stack."""
-    secrets = [secret for secret in secrets if len(secret) >= SCRUBBED_MIN]
-    return _scrub(value, secrets) if secrets else value
+    return _scrub(value, secrets) if any(_forms(secret) for secret in secrets) else value
 
 
 def _scrub(value: Any, secrets: Sequence[str]) -> Any:
@@ -322,7 +317,10 @@ def _byte_forms(secret: str) -> tuple[bytes, ...]:
 
 @functools.lru_cache(maxsize=32)
 def _forms(secret: str) -> tuple[str, ...]:
-    """The forms a secret takes in server text, longest first (so none is half replaced)."""
+    """The forms a secret takes in server text, longest first (so none is half replaced); none
+    for a secret shorter than ``SCRUBBED_MIN``."""
+    if len(secret) < SCRUBBED_MIN:
+        return ()
     forms = {secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/")}
     forms.add(urllib.parse.quote(secret, safe=""))
     return tuple(sorted(forms, key=len, reverse=True))
