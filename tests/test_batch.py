@@ -282,6 +282,36 @@ async def test_an_async_iterable_of_jobs_is_consumed_too() -> None:
     assert_each_job_created_once(sim, 5)
 
 
+async def test_a_repeated_custom_id_from_python_is_refused_and_the_first_job_still_runs(
+    tmp_path: Path,
+) -> None:
+    # Both would be paid for, one video saved over the other, one journal record for two.
+    jobs = [Job("same", request("a cat")), Job("same", request("a dog")),
+            Job("other", request("a fox"), 7), Job("other", request("a cow"), 9)]
+    async with FakeVidu(timeline=INSTANT) as sim, sim_client(sim) as c:
+        outcomes = await collect(submitter(c, wait=True, download=tmp_path / "videos",
+                                           journal=tmp_path / "journal.jsonl"), jobs)
+    ends = sorted((o.custom_id, o.status, o.line) for o in outcomes)
+    assert ends == [("other", "invalid", 9), ("other", "succeeded", 7),
+                    ("same", "invalid", None), ("same", "succeeded", None)]
+    refused = {o.error.message for o in outcomes if o.status == "invalid" and o.error}
+    assert refused == {"custom_id: 'same' is already used by another job of this batch; give "
+                       "each job its own id",
+                       "custom_id: 'other' is already used by another job of this batch (line "
+                       "7); give each job its own id"}
+    assert_each_job_created_once(sim, 2)
+    assert sorted(t.request["prompt"] for t in sim.tasks.values()) == ["a cat", "a fox"]
+    assert sorted(file_sizes(tmp_path / "videos")) == ["other.mp4", "same.mp4"]
+
+
+def test_a_job_of_something_else_than_a_request_is_refused_where_it_is_made() -> None:
+    with pytest.raises(TypeError, match=r"Job\.request must be a request object \("
+                       r"ReferenceToVideoRequest, .*\), not dict; request_from_dict\(\)"):
+        Job("x", {"model": "viduq2", "prompt": "a cat"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'custom_id' must be <class 'str'>"):
+        Job(7, request("a cat"))  # type: ignore[arg-type]
+
+
 async def test_an_error_that_is_no_jobs_fault_is_raised_as_is_with_everything_stopped(
     tmp_path: Path,
 ) -> None:

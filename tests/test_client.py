@@ -420,6 +420,15 @@ async def test_an_invalid_request_is_never_sent(client: ViduClient, vidu: FakeVi
     assert vidu.calls == []
 
 
+async def test_a_dict_instead_of_a_request_is_a_type_error_that_says_so(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    for call in (client.create, client.prepare_create_body):
+        with pytest.raises(TypeError, match=r"request must be a request object .*, not dict"):
+            await call({"model": "viduq2", "prompt": "a cat"}, correlation_key="a" * 32)  # type: ignore[arg-type]
+    assert vidu.calls == []
+
+
 async def test_a_payload_too_long_once_wrapped_is_refused_before_sending(
     client: ViduClient, vidu: FakeVidu
 ) -> None:

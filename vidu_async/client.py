@@ -80,6 +80,7 @@ from vidu_async.requests import (
     TextToVideoRequest,
     dumps_body,
 )
+from vidu_async.requests.dispatch import expect_request
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retried
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
@@ -342,6 +343,7 @@ class ViduClient:
         Requests with inline media are prepared in a thread, a few at a time, so the event loop
         never waits on file reads, base64 or JSON.
         """
+        expect_request(request, "request")
         sent_payload = wrap_payload(correlation_key, request.payload or "")
         if _only_urls(request):
             # Microseconds of work: a thread hop would cost more than it saves.

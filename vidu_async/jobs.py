@@ -57,6 +57,7 @@ from vidu_async.requests import (
     request_from_dict,
 )
 from vidu_async.requests._common import BOOL_FIELDS, INT_FIELDS
+from vidu_async.requests.dispatch import expect_request
 
 __all__ = [
     "FORMATS",
@@ -119,10 +120,12 @@ class JobsFileError(ViduError, ValueError):
 
 @attrs.frozen
 class Job:
-    """One request to submit, with the caller's id for it (unique within a jobs file)."""
+    """One request to submit, with the caller's id for it (unique within a batch: a repeated
+    id is refused, ``invalid``; a request object is checked here, ``TypeError``)."""
 
-    custom_id: str
-    request: Request
+    custom_id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    request: Request = attrs.field(validator=lambda _job, _field, value: expect_request(
+        value, "Job.request"))
     """Any endpoint's request; ``request.kind`` names the endpoint."""
     line: int | None = None
 

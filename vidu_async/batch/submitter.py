@@ -67,6 +67,7 @@ from vidu_async.errors import (
     APIError,
     AuthenticationError,
     ConfigurationError,
+    FieldProblem,
     JournalError,
     NotFoundError,
     ViduError,
@@ -334,6 +335,9 @@ class BatchSubmitter:
         ambiguous ends), by job: their worst cost counts against the budget."""
         self._states: collections.Counter[str] = collections.Counter()
         self._made: dict[str, _Made] = {}
+        self._given_ids: dict[str, int | None] = {}
+        """The ``custom_id`` (and line) of each ``Job`` given as such: a jobs file's reader
+        refuses a repeated id itself, a caller's list or generator is checked here."""
         self._adoptable: dict[str, tuple[TaskResult, str]] = {}
         """Tasks of this batch an earlier run made, by key (a new journal's start-up scan)."""
         self._unproven: dict[str, TaskIndex] = {}
@@ -526,6 +530,10 @@ class BatchSubmitter:
             if item.job is None:
                 return self._invalid(item), False
             item = item.job
+        elif item.custom_id in self._given_ids:
+            return self._repeated_id(item, self._given_ids[item.custom_id]), False
+        else:
+            self._given_ids[item.custom_id] = item.line
         job = item
         with self._at("preparing"):
             record = self._journal.take(job.custom_id) if self._journal else None
@@ -615,6 +623,16 @@ class BatchSubmitter:
                              f"({sent}): fix the line and rerun with this journal to follow "
                              "it; do not send it anywhere else")
         return Outcome(job_id or f"line-{line.line}", "invalid", line.line, error=info)
+
+    @staticmethod
+    def _repeated_id(job: Job, earlier: int | None) -> Outcome:
+        """A job whose ``custom_id`` an earlier job of this run has: not sent (its results,
+        journal record and video file would be taken for the other's)."""
+        where = "" if earlier is None else f" (line {earlier})"
+        problem = FieldProblem("custom_id", f"{job.custom_id!r} is already used by another job "
+                                            f"of this batch{where}; give each job its own id")
+        return Outcome(job.custom_id, "invalid", job.line,
+                       error=ErrorInfo.from_problems((problem,)))
 
     def _at(self, stage: str) -> _Stage:
         """The job is in ``stage`` (for ``snapshot``) while the ``with`` block runs."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from vidu_async.errors import FieldProblem, ValidationError
 from vidu_async.requests._common import str_or_none, type_name
@@ -18,7 +18,7 @@ from vidu_async.requests.reference import ReferenceToVideoRequest
 from vidu_async.requests.subjects import SubjectsToVideoRequest
 from vidu_async.requests.text import TextToVideoRequest
 
-__all__ = ["KINDS", "Request", "request_from_dict"]
+__all__ = ["KINDS", "Request", "expect_request", "request_from_dict"]
 
 Request = (
     ReferenceToVideoRequest
@@ -28,6 +28,18 @@ Request = (
     | StartEndToVideoRequest
 )
 """Any generation request; each has ``route``, ``kind``, ``check``, ``to_payload``..."""
+
+
+
+def expect_request(value: object, what: str) -> None:
+    """``TypeError`` naming ``what`` when ``value`` is not a request object (a dict, say):
+    caught where it is handed over, not as an ``AttributeError`` deep in a paid batch."""
+    if not isinstance(value, Request):
+        raise TypeError(
+            f"{what} must be a request object ({', '.join(c.__name__ for c in get_args(Request))}"
+            f"), not {type(value).__name__}; request_from_dict() builds one from a dict"
+        )
+
 
 KINDS = ("text2video", "img2video", "start-end2video", "reference2video")
 _CLASSES: dict[str, type[Request]] = {
