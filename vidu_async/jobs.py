@@ -13,7 +13,7 @@ is text2video). ``subjects`` (a list of objects) can only be given in JSONL.
 
 A line without a ``custom_id`` is identified by what it asks, not by where it stands: its id is
 ``auto-`` and 16 hex digits of the SHA-256 of its fields as canonical JSON (defaults applied,
-relative media paths made absolute, keys sorted, no whitespace), with ``-2``, ``-3``... on the
+media paths as written, keys sorted, no whitespace), with ``-2``, ``-3``... on the
 second, third... line of the file asking exactly the same. Inserting, deleting or reordering other
 lines never changes an id, so a rerun of an edited file neither pays twice nor attaches a video to
 the wrong prompt. An explicit ``custom_id`` is not special: every id in a file must be unique.
