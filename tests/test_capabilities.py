@@ -25,6 +25,7 @@ def test_every_entry_is_coherent_and_sourced(row: tuple[RouteTable, ModelCapabil
         assert duration in m.durations and set(allowed) < set(m.resolutions)
     assert m.name not in table.unsupported
     assert not (m.movement_amplitude and m.movement_amplitude_ignored)
+    assert m.audio or not m.audio_default
 
 
 def test_tables_cover_every_route_and_the_seed_models_stay_the_default() -> None:
@@ -50,3 +51,16 @@ def test_duration_text(durations: tuple[int, ...], text: str) -> None:
 def test_where_lists_models_in_table_order() -> None:
     assert caps.TEXT2VIDEO.where(lambda m: m.audio) == "viduq3-pro, viduq3-turbo"
     assert caps.TEXT2VIDEO.known == "viduq3-pro, viduq3-turbo, viduq2, viduq1"
+
+
+def test_audio_is_on_by_default_on_q3_models_only() -> None:
+    """ENDPOINTS.md: "default false; true on q3" (img2video, subjects), "q3 only, default true"
+    (text2video); API.md: q3 models only, default true (the seed's route)."""
+    on = {title: t.where(lambda m: m.audio_default) for title, t in caps.TABLES.items()}
+    assert on == {
+        "reference2video": "viduq3-mix, viduq3",
+        "reference2video with subjects": "viduq3, viduq3-turbo",
+        "text2video": "viduq3-pro, viduq3-turbo",
+        "img2video": "viduq3-pro, viduq3-turbo",
+        "start-end2video": "",
+    }

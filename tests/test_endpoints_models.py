@@ -179,6 +179,18 @@ def test_an_unknown_model_warns_and_is_sent_as_is(table: RouteTable) -> None:
 
 
 @pytest.mark.parametrize("table", caps.TABLES.values(), ids=lambda t: t.title)
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_is_an_error_not_an_unknown_model(
+    table: RouteTable, name: str
+) -> None:
+    result = make(table, name).check()
+    assert [(p.field, p.message) for p in result.errors] == [
+        ("model", f"must not be empty; one of {table.known}")
+    ]
+    assert "model" not in [w.field for w in result.warnings]
+
+
+@pytest.mark.parametrize("table", caps.TABLES.values(), ids=lambda t: t.title)
 def test_strict_refuses_an_unknown_model(table: RouteTable) -> None:
     request = make(table, "viduq4")
     assert errors(request, strict=True) == {
@@ -211,7 +223,7 @@ def test_an_unknown_model_keeps_the_endpoint_wide_counts() -> None:
         "images": "reference2video accepts 1..7 images, got 8"
     }
     assert errors(SubjectsToVideoRequest("viduq4", "p", [])) == {
-        "subjects": "accepts 1..7 subjects, got 0"
+        "subjects": "reference2video accepts 1..7 subjects, got 0"
     }
     assert "prompt" in errors(TextToVideoRequest("viduq4", "x" * (caps.PROMPT_MAX_CHARS + 1)))
 

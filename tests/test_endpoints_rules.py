@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from PIL import Image
 
@@ -51,7 +52,7 @@ def test_text2video_style_values_and_where_it_has_no_effect() -> None:
         ("style", "viduq2 ignores style")
     ]
     assert errors(TextToVideoRequest("viduq1", "p", style="cartoon")) == {
-        "style": "must be one of general, anime, got 'cartoon'"
+        "style": "viduq1 accepts one of general, anime, got 'cartoon'"
     }
 
 
@@ -66,7 +67,9 @@ def test_text2video_bgm_not_on_q3_and_ignored_on_q2_at_9_and_10_seconds() -> Non
 
 
 def test_text2video_needs_a_prompt_and_takes_no_images() -> None:
-    assert errors(TextToVideoRequest("viduq2", " ")) == {"prompt": "must not be empty"}
+    assert errors(TextToVideoRequest("viduq2", " ")) == {
+        "prompt": "viduq2 accepts a non-blank string, got ' '"
+    }
     with pytest.raises(ValidationError) as caught:
         TextToVideoRequest.from_dict({"model": "viduq2", "prompt": "p", "images": [URL]})
     assert caught.value.problems[0].message.startswith("text2video takes no images")
@@ -78,7 +81,7 @@ def test_text2video_needs_a_prompt_and_takes_no_images() -> None:
 @pytest.mark.parametrize("count", [0, 2])
 def test_img2video_takes_exactly_one_image(count: int) -> None:
     assert errors(ImageToVideoRequest("viduq2-pro", [URL] * count)) == {
-        "images": f"img2video takes exactly 1 image (the first frame), got {count}"
+        "images": f"viduq2-pro on img2video takes exactly 1 image (the first frame), got {count}"
     }
 
 
@@ -99,11 +102,74 @@ def test_img2video_audio_options() -> None:
         "vidu2.0 accept it)"
     }
     assert errors(ImageToVideoRequest("viduq2-pro", [URL], audio=False, audio_type="all")) == {
-        "audio_type": "only with audio; audio is false"
+        "audio_type": "only with audio; this viduq2-pro request sets audio=false"
     }
     assert errors(ImageToVideoRequest("viduq2-pro", [URL], audio_type="music")) == {
-        "audio_type": "must be one of all, speech_only, sound_effect_only, got 'music'"
+        "audio_type": "viduq2-pro accepts one of all, speech_only, sound_effect_only, got 'music'"
     }
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ImageToVideoRequest("viduq2-pro", [URL], voice_id="v1"),
+        ImageToVideoRequest("viduq1", [URL], audio_type="speech_only"),
+        SubjectsToVideoRequest("viduq2", "@a", [Subject("a", [URL])], audio_type="all"),
+    ],
+    ids=lambda r: f"{type(r).__name__}-{r.model}",
+)
+def test_audio_options_need_audio_where_it_is_off_by_default(request_: Request) -> None:
+    field = "voice_id" if getattr(request_, "voice_id", None) else "audio_type"
+    assert errors(request_) == {
+        field: f"only with audio; audio is off by default on {request_.model}: set audio=true"
+    }
+    assert attrs.evolve(request_, audio=True).check().ok
+
+
+def test_audio_options_pass_where_audio_is_on_by_default() -> None:
+    assert ImageToVideoRequest("viduq3-pro", [URL], audio_type="all").check().ok
+    assert SubjectsToVideoRequest("viduq3", "@a", [Subject("a", [URL])], audio_type="all",
+                                  duration=5).check().ok
+    assert ImageToVideoRequest("viduq4", [URL], audio_type="all").check().errors == ()
+
+
+@pytest.mark.parametrize("audio", [None, False])
+def test_a_subject_voice_without_audio_is_a_warning_not_an_error(audio: bool | None) -> None:
+    request = SubjectsToVideoRequest("viduq2", "@a", [Subject("a", [URL], voice_id="v")],
+                                     audio=audio)
+    assert request.check().ok
+    [(field, message)] = warned(request)
+    assert field == "subjects[0].voice_id" and "viduq2" in message
+    assert message.startswith("a voice likely needs audio (as on img2video); ")
+    assert warned(attrs.evolve(request, audio=True)) == []
+
+
+@pytest.mark.parametrize(
+    ("request_", "how"),
+    [
+        (ReferenceToVideoRequest("viduq3", "p", images=[URL], off_peak=True),
+         "audio, which is on by default on viduq3"),
+        (TextToVideoRequest("viduq3-pro", "p", off_peak=True),
+         "audio, which is on by default on viduq3-pro"),
+        (ImageToVideoRequest("viduq2-pro", [URL], audio=True, off_peak=True),
+         "audio=true on viduq2-pro"),
+    ],
+    ids=lambda x: getattr(x, "model", ""),
+)
+def test_off_peak_with_audio_is_a_warning(request_: Request, how: str) -> None:
+    assert request_.check().ok
+    assert warned(request_) == [(
+        "off_peak",
+        f"combined with {how}: one copy of the API docs says audio-video output cannot be made "
+        "off-peak, so the API may refuse it (set audio=false or drop off_peak)",
+    )]
+
+
+def test_off_peak_without_audio_is_silent() -> None:
+    assert warned(ReferenceToVideoRequest("viduq3", "p", images=[URL], off_peak=True,
+                                          audio=False)) == []
+    assert warned(ImageToVideoRequest("viduq2-pro", [URL], off_peak=True)) == []
+    assert warned(StartEndToVideoRequest("viduq3-pro", [URL, URL], off_peak=True)) == []
 
 
 def test_is_rec_makes_the_prompt_ignored() -> None:
@@ -117,7 +183,7 @@ def test_is_rec_makes_the_prompt_ignored() -> None:
 @pytest.mark.parametrize("count", [1, 3])
 def test_start_end_takes_exactly_two_images(count: int) -> None:
     assert errors(StartEndToVideoRequest("viduq1", [URL] * count)) == {
-        "images": f"start-end2video takes exactly 2 images (the first and last frames), "
+        "images": f"viduq1 on start-end2video takes exactly 2 images (the first and last frames), "
         f"got {count}"
     }
 
@@ -161,13 +227,15 @@ def subjects_request(model: str = "viduq2", *subjects: Subject, **fields: Any) -
 def test_subject_counts() -> None:
     many = [Subject(f"s{i}", [URL]) for i in range(8)]
     assert subjects_request("viduq2", *many[:7]).check().ok
-    assert errors(subjects_request("viduq2", *many)) == {"subjects": "accepts 1..7 subjects, got 8"}
+    assert errors(subjects_request("viduq2", *many)) == {
+        "subjects": "viduq2 accepts 1..7 subjects, got 8"
+    }
     assert subjects_request("viduq2", Subject("cat", [URL] * 3)).check().ok
     assert errors(subjects_request("viduq2", Subject("cat", [URL] * 4))) == {
-        "subjects[0].images": "a subject takes 1..3 images, got 4"
+        "subjects[0].images": "viduq2 accepts 1..3 images per subject, got 4"
     }
     assert errors(subjects_request("viduq2", Subject("cat", []))) == {
-        "subjects[0].images": "a subject takes 1..3 images, got 0"
+        "subjects[0].images": "viduq2 accepts 1..3 images per subject, got 0"
     }
 
 
@@ -196,7 +264,7 @@ def test_subject_prompt_limit_is_2000() -> None:
     at_limit = "@cat " + "x" * (caps.SUBJECT_PROMPT_MAX_CHARS - 5)
     assert subjects_request(prompt=at_limit).check().ok
     assert errors(subjects_request(prompt=at_limit + "x")) == {
-        "prompt": "at most 2000 characters, got 2001"
+        "prompt": "viduq2 accepts at most 2000 characters, got 2001"
     }
 
 

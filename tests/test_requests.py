@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import random
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,20 @@ def test_validate_emits_vidu_warning_and_returns_it() -> None:
 def test_single_bad_value_is_reported_on_its_field(fields: dict[str, Any], field: str) -> None:
     found = problems(make(**fields))
     assert field in found, found
+    if field != "model":  # the house rule: a wrong field names the field, the model, the values
+        assert found[field].startswith(("viduq2 accepts ", "not supported on viduq2 ")), found
+
+
+def test_messages_of_model_independent_rules_name_the_model_when_the_table_knows_it() -> None:
+    assert problems(make(seed=-1)) == {
+        "seed": f"viduq2 accepts 0..{SEED_MAX} (0 or absent means random), got -1"
+    }
+    assert problems(make("viduq4", seed=-1)) == {
+        "seed": f"must be 0..{SEED_MAX} (0 or absent means random), got -1"
+    }
+    assert problems(make(sounds=["x"])) == {
+        "sounds": "not supported on viduq2 (reserved by the API, no model takes it yet); remove it"
+    }
 
 
 def test_limits_are_inclusive() -> None:
@@ -244,9 +260,9 @@ PAYLOAD_HOLDERS: dict[str, Any] = {
         "viduq2", "@cat runs", [Subject("cat", [URL])], payload=payload
     ),
     "text2video": lambda payload: TextToVideoRequest("viduq2", "a cat", payload=payload),
-    "img2video": lambda payload: ImageToVideoRequest("viduq2", [URL], payload=payload),
+    "img2video": lambda payload: ImageToVideoRequest("viduq2-pro", [URL], payload=payload),
     "start-end2video": lambda payload: StartEndToVideoRequest(
-        "viduq2", [URL, URL], payload=payload
+        "viduq2-pro", [URL, URL], payload=payload
     ),
 }
 
@@ -269,12 +285,15 @@ def test_the_payload_leaves_room_for_the_correlation_key_on_every_route(
     if not refused:
         assert found == {}
     elif sent:
-        assert found == {"payload": f"at most {PAYLOAD_MAX_CHARS} characters, got {length}"}
+        assert found == {
+            "payload": f"{request.model} accepts at most {PAYLOAD_MAX_CHARS} characters, "
+            f"got {length}"
+        }
     else:
         assert found == {
-            "payload": f"at most {CLIENT_PAYLOAD_MAX} characters through this client (the "
-            f"API's {PAYLOAD_MAX_CHARS} less {CORRELATION_OVERHEAD} for the correlation key "
-            f"every create carries in payload), got {length}"
+            "payload": f"{request.model} accepts at most {CLIENT_PAYLOAD_MAX} characters through "
+            f"this client (the API's {PAYLOAD_MAX_CHARS} less {CORRELATION_OVERHEAD} for the "
+            f"correlation key every create carries in payload), got {length}"
         }
 
 
@@ -298,6 +317,14 @@ def test_from_dict_refuses_unknown_and_missing_fields() -> None:
     assert caught.value.fields == ("subjects", "style", "prompt")
     with pytest.raises(ValidationError, match="must be a JSON object"):
         ReferenceToVideoRequest.from_dict([1, 2])  # type: ignore[arg-type]
+
+
+def test_the_unknown_field_message_lists_only_fields_that_can_be_sent() -> None:
+    with pytest.raises(ValidationError) as caught:
+        ReferenceToVideoRequest.from_dict({"model": "viduq2", "prompt": "p", "style": "x"})
+    [problem] = caught.value.problems
+    assert problem.message.startswith("unknown field; the API accepts model, prompt, images,")
+    assert "sounds" not in problem.message
 
 
 def test_from_dict_keeps_any_url_as_a_url(tmp_path: Path) -> None:
@@ -362,6 +389,66 @@ def test_local_files_and_bytes_are_inlined_as_data_uris(tmp_path: Path) -> None:
     # The size of the body the client sends: the correlation envelope in its payload too.
     sent = request.to_body(payload=wrap_payload(new_correlation_key(), ""))
     assert result.body_bytes == len(sent)
+
+
+def test_a_data_uri_typed_image_jpg_is_accepted_with_a_warning() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (20, 30, 200)).save(buffer, "JPEG")
+    uri = "data:image/jpg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    request = make(images=[uri])
+    result = request.check()
+    assert result.ok
+    assert [(w.field, w.message) for w in result.warnings] == [
+        ("images[0]", f"<data URI, image/jpg, {len(uri):,} characters>: image/jpg is not the "
+                      "standard content type (image/jpeg is); sent as is")
+    ]
+    assert request.to_payload()["images"] == [uri]
+
+
+def mp4(duration: int, timescale: int = 1000) -> bytes:
+    """A minimal 640x360 MP4 whose header says it lasts ``duration / timescale`` seconds."""
+
+    def box(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I4s", 8 + len(body), kind) + body
+
+    mvhd = box(b"mvhd", struct.pack(">B3xIIII", 0, 0, 0, timescale, duration) + bytes(80))
+    tkhd = box(b"tkhd", bytes(76) + struct.pack(">II", 640 << 16, 360 << 16))
+    moov = box(b"moov", mvhd + box(b"trak", tkhd))
+    return box(b"ftyp", b"isom" + bytes(4) + b"isom") + moov + box(b"mdat", bytes(64))
+
+
+@pytest.mark.parametrize(
+    ("clips", "lasts", "refused"),
+    [
+        ([mp4(240_240, 30_000)], "8.008", False),  # 240 frames at 29.97 fps: "8 s" to a person
+        ([mp4(8_099)], "8.099", False),
+        ([mp4(80_004, 10_000)], "8.0004", False),
+        ([mp4(8_100)], "8.1", True),
+        ([mp4(9_000)], "9.0", True),
+        ([mp4(5_050), mp4(5_000)], "5.05", False),
+        ([mp4(5_000), mp4(5_200)], "5.2", True),
+    ],
+)
+def test_a_reference_video_a_little_over_its_limit_is_a_warning(
+    clips: list[bytes], lasts: str, refused: bool
+) -> None:
+    result = make("viduq2-pro", videos=clips).check()
+    problem = (result.errors if refused else result.warnings)[0]
+    limit = 8 if len(clips) == 1 else 5
+    assert problem.message.startswith(
+        "viduq2-pro accepts at most one 8 s video or two 5 s videos; with "
+        f"{len(clips)} video{'s' if len(clips) > 1 else ''} each may last {limit} s, <"
+    )
+    assert f"bytes> lasts {lasts} s" in problem.message
+    assert result.ok is not refused
+    if not refused:
+        assert problem.message.endswith(", under 0.1 s over: the API may refuse it")
+    assert len(result.errors + result.warnings) == 1
+
+
+def test_a_reference_video_at_its_limit_passes_silently() -> None:
+    result = make("viduq2-pro", videos=[mp4(8_000)]).check()
+    assert result.ok and result.warnings == ()
 
 
 def test_bad_local_media_names_the_item(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from vidu_async._probe import (
 )
 from vidu_async.capabilities import (
     BODY_MAX_BYTES,
+    CONTENT_TYPE_ALIASES,
     IMAGE_CONTENT_TYPES,
     IMAGE_MIN_SIDE,
     MEDIA_MAX_RATIO,
@@ -342,6 +343,10 @@ def _judge(
         problems += _shape_problems(header.width, header.height)
         if kind == "video" and header.duration is None:
             warnings.append(_DURATION_UNKNOWN)
+    if declared is not None and declared in CONTENT_TYPE_ALIASES:
+        standard = CONTENT_TYPE_ALIASES[declared]
+        warnings.append(f"{declared} is not the standard content type ({standard} is); sent as is")
+        declared = standard
     if declared is not None and declared not in _CONTENT_TYPES[kind]:
         problems.append(
             f"the data URI content type {_short(declared) or '(none)'!r} is not one of "

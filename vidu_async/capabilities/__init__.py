@@ -17,6 +17,7 @@ from vidu_async.capabilities import (
 from vidu_async.capabilities.limits import (
     AUDIO_TYPES,
     BODY_MAX_BYTES,
+    CONTENT_TYPE_ALIASES,
     IMAGE_CONTENT_TYPES,
     IMAGE_MIN_SIDE,
     LISTED_ASPECT_RATIOS,
@@ -35,6 +36,7 @@ from vidu_async.capabilities.limits import (
     VIDEO_DECODED_MAX_BYTES,
     VIDEO_FILE_MAX_BYTES,
     VIDEO_MAX_SECONDS,
+    VIDEO_SECONDS_TOLERANCE,
     WM_POSITIONS,
 )
 from vidu_async.capabilities.model import ModelCapabilities, RouteTable
@@ -42,6 +44,7 @@ from vidu_async.capabilities.model import ModelCapabilities, RouteTable
 __all__ = [
     "AUDIO_TYPES",
     "BODY_MAX_BYTES",
+    "CONTENT_TYPE_ALIASES",
     "IMAGE_CONTENT_TYPES",
     "IMAGE_MIN_SIDE",
     "IMG2VIDEO",
@@ -67,6 +70,7 @@ __all__ = [
     "VIDEO_DECODED_MAX_BYTES",
     "VIDEO_FILE_MAX_BYTES",
     "VIDEO_MAX_SECONDS",
+    "VIDEO_SECONDS_TOLERANCE",
     "WM_POSITIONS",
     "ModelCapabilities",
     "RouteTable",

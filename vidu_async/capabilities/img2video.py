@@ -1,8 +1,8 @@
 """img2video (``POST /img2video``): one image, the first frame; no ``aspect_ratio``.
 
-The page restricts ``movement_amplitude`` on no model, so every row accepts it. It gives no
-defaults: those below are the same generation's text2video ones (used only when a request leaves
-the duration out).
+The page restricts ``movement_amplitude`` on no model, so every row accepts it. Audio is on by
+default on q3 only ("default false; true on q3"). It gives no duration or resolution defaults:
+those below are the same generation's text2video ones (used only when a request leaves them out).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ TABLE = RouteTable(
     "img2video",
     [
         _row("viduq3-pro", durations=range(1, 17), default_duration=5, resolutions=_HD,
-             default_resolution="720p"),
+             default_resolution="720p", audio_default=True),
         _row("viduq3-turbo", durations=range(1, 17), default_duration=5, resolutions=_HD,
-             default_resolution="720p"),
+             default_resolution="720p", audio_default=True),
         _row("viduq2-pro", durations=range(1, 11), default_duration=5, resolutions=_HD,
              default_resolution="720p", voice_id=True),
         _row("viduq2-turbo", durations=range(1, 11), default_duration=5, resolutions=_HD,

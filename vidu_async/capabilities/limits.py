@@ -10,6 +10,7 @@ from fractions import Fraction
 __all__ = [
     "AUDIO_TYPES",
     "BODY_MAX_BYTES",
+    "CONTENT_TYPE_ALIASES",
     "IMAGE_CONTENT_TYPES",
     "IMAGE_MIN_SIDE",
     "LISTED_ASPECT_RATIOS",
@@ -28,6 +29,7 @@ __all__ = [
     "VIDEO_DECODED_MAX_BYTES",
     "VIDEO_FILE_MAX_BYTES",
     "VIDEO_MAX_SECONDS",
+    "VIDEO_SECONDS_TOLERANCE",
     "WM_POSITIONS",
 ]
 
@@ -58,9 +60,14 @@ IMAGE_MIN_SIDE = 128
 MEDIA_MAX_RATIO = 4
 """Images and videos must have an aspect ratio strictly between 1:4 and 4:1."""
 IMAGE_CONTENT_TYPES = ("image/png", "image/jpeg", "image/webp")
+CONTENT_TYPE_ALIASES = {"image/jpg": "image/jpeg"}
+"""Non-standard data URI types the docs' format names invite ("jpg"): accepted with a warning."""
 VIDEO_CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/x-msvideo")
 VIDEO_FILE_MAX_BYTES = 100 * 1024 * 1024
 VIDEO_DECODED_MAX_BYTES = 20 * 1024 * 1024
 """A video's base64-decoded length must be under this."""
 VIDEO_MAX_SECONDS = {1: 8.0, 2: 5.0}
 """With one reference video it may last 8 s; with two, 5 s each."""
+VIDEO_SECONDS_TOLERANCE = 0.1
+"""Over ``VIDEO_MAX_SECONDS`` by less than this is a warning, not an error: an "8 s" clip's header
+often says 8.008 s (240 frames at 29.97 fps), and the API's own tolerance is unknown."""

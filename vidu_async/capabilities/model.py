@@ -44,6 +44,9 @@ class ModelCapabilities:
     max_video_subjects: int = attrs.field(default=0, kw_only=True)
     audio: bool = attrs.field(default=False, kw_only=True)
     """Whether the ``audio`` field is accepted."""
+    audio_default: bool = attrs.field(default=False, kw_only=True)
+    """Whether the model makes audio when ``audio`` is left out (the sources: true on q3 models,
+    false elsewhere); ``audio_type`` and ``voice_id`` need audio, so they need ``audio=true``."""
     voice_id: bool = attrs.field(default=False, kw_only=True)
     movement_amplitude: bool = attrs.field(default=False, kw_only=True)
     movement_amplitude_ignored: bool = attrs.field(default=False, kw_only=True)

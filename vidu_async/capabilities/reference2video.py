@@ -16,12 +16,12 @@ TABLE = RouteTable(
         ModelCapabilities(
             "viduq3-mix", _SEED, range(1, 17), 5, ("720p", "1080p"), "720p",
             aspect_ratios=LISTED_ASPECT_RATIOS, free_aspect_ratio=True, audio=True,
-            bgm_ignored=True,
+            audio_default=True, bgm_ignored=True,
         ),
         ModelCapabilities(
             "viduq3", _SEED, range(3, 17), 5, ("540p", "720p", "1080p"), "720p",
             aspect_ratios=LISTED_ASPECT_RATIOS, free_aspect_ratio=True, audio=True,
-            bgm_ignored=True,
+            audio_default=True, bgm_ignored=True,
         ),
         ModelCapabilities(
             "viduq2-pro", _SEED, range(1, 11), 5, ("540p", "720p", "1080p"), "720p",

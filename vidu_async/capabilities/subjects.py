@@ -1,7 +1,8 @@
 """reference2video, the subject call (``subjects``): same path as the seed's, other models.
 
 Durations, resolutions and ratios follow the seed's rows for the same model ("the seed's
-fields"); ``viduq3-turbo`` has no seed row, so it takes its text2video/img2video row.
+fields"); ``viduq3-turbo`` has no seed row, so it takes its text2video/img2video row. Every
+model takes ``audio``: on by default on ``viduq3`` and ``viduq3-turbo``, off elsewhere.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def _as_seed(name: str, **changes: object) -> ModelCapabilities:
     return ModelCapabilities(
         name, _PAGE, seed.durations, seed.default_duration, seed.resolutions,
         seed.default_resolution, aspect_ratios=seed.aspect_ratios,
-        free_aspect_ratio=seed.free_aspect_ratio, audio=True,
+        free_aspect_ratio=seed.free_aspect_ratio, audio=True, audio_default=seed.audio_default,
         movement_amplitude=seed.movement_amplitude, bgm_ignored=seed.bgm_ignored,
         bgm_ignored_durations=seed.bgm_ignored_durations, **changes,  # type: ignore[arg-type]
     )
@@ -36,7 +37,7 @@ TABLE = RouteTable(
             "subject-call page names it; limits from its text2video/img2video rows (assumed)",
             range(1, 17), 5, ("540p", "720p", "1080p"), "720p",
             aspect_ratios=LISTED_ASPECT_RATIOS, free_aspect_ratio=True, audio=True,
-            bgm_ignored=True,
+            audio_default=True, bgm_ignored=True,
         ),
         _as_seed("viduq2-pro", max_image_subjects=4, max_video_subjects=2, max_videos=2),
         _as_seed("viduq2"),

@@ -20,11 +20,13 @@ TABLE = RouteTable(
     [
         ModelCapabilities(
             "viduq3-pro", _PAGE, range(1, 17), 5, _HD, "720p", aspect_ratios=_RATIOS_Q,
-            audio=True, bgm=False, style_ignored=True, movement_amplitude_ignored=True,
+            audio=True, audio_default=True, bgm=False, style_ignored=True,
+            movement_amplitude_ignored=True,
         ),
         ModelCapabilities(
             "viduq3-turbo", _PAGE, range(1, 17), 5, _HD, "720p", aspect_ratios=_RATIOS_Q,
-            audio=True, bgm=False, style_ignored=True, movement_amplitude_ignored=True,
+            audio=True, audio_default=True, bgm=False, style_ignored=True,
+            movement_amplitude_ignored=True,
         ),
         ModelCapabilities(
             "viduq2", _PAGE, range(1, 11), 5, _HD, "720p", aspect_ratios=_RATIOS_Q,

@@ -20,6 +20,7 @@ from vidu_async.requests._common import (
     BOOL_FIELDS,
     INT_FIELDS,
     MEDIA_FIELDS,
+    RESERVED_FIELDS,
     ValidationResult,
     dumps_body_spliced,
     resolve,
@@ -70,11 +71,10 @@ class RequestBase:
             raise ValidationError(
                 [FieldProblem("(request)", f"must be a JSON object, got {type_name(data)}")]
             )
+        accepted = ", ".join(name for name in cls.FIELDS if name not in RESERVED_FIELDS)
+        unknown = f"unknown field; the API accepts {accepted}"
         problems = [
-            FieldProblem(
-                str(k),
-                cls.HINTS.get(str(k), f"unknown field; the API accepts {', '.join(cls.FIELDS)}"),
-            )
+            FieldProblem(str(k), cls.HINTS.get(str(k), unknown))
             for k in data
             if k not in cls.FIELDS
         ]
@@ -166,7 +166,7 @@ class RequestBase:
         body: dict[str, Any] = {}
         for name in self.FIELDS:
             value = getattr(self, name)
-            if name == "sounds" or value is None:
+            if name in RESERVED_FIELDS or value is None:
                 continue
             if name in MEDIA_FIELDS:
                 if value:

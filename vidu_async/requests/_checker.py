@@ -19,8 +19,10 @@ from vidu_async.media import MediaInfo, MediaKind, inspect_media
 from vidu_async.requests._common import (
     BOOL_FIELDS,
     MEDIA_FIELDS,
+    RESERVED_FIELDS,
     dumps_body,
     num,
+    seconds_over,
     short,
     type_name,
 )
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Checker", "is_ratio"]
 
 _URL_FIELDS = ("wm_url", "callback_url")
+_META_DATA = "a JSON object serialized as a string"
 
 
 def is_ratio(value: str) -> bool:
@@ -49,6 +52,8 @@ class Checker:
         self.sent = sent
         """The request is a body as sent (a server's view): its payload is already wrapped."""
         self.table = request.table
+        self.m: ModelCapabilities | None = None
+        """The model's table row, once ``run`` has found it (None: a model the table lacks)."""
         self.errors: list[FieldProblem] = []
         self.warnings: list[FieldProblem] = []
         self.media: dict[str, MediaInfo] = {}
@@ -64,13 +69,21 @@ class Checker:
     def value(self, name: str) -> Any:
         return getattr(self.r, name, None)
 
+    def accepts(self, allowed: str) -> str:
+        """A rule's message in the house form, to which the caller adds ", got <value>":
+        "viduq2 accepts <allowed>" when the table knows the model, else "must be <allowed>"."""
+        return f"{self.m.name} accepts {allowed}" if self.m else f"must be {allowed}"
+
     def run(self) -> None:
-        m = self.check_model()
+        m = self.m = self.check_model()
         self.check_prompt()
         for name in BOOL_FIELDS:
             self.check_type(name, bool)
-        if self.value("sounds") is not None:
-            self.error("sounds", "reserved by the API and not supported yet; remove it")
+        for name in RESERVED_FIELDS:
+            if self.value(name) is not None:
+                on = f" on {m.name}" if m else ""
+                why = "reserved by the API, no model takes it yet"
+                self.error(name, f"not supported{on} ({why}); remove it")
         self.check_seed()
         self.check_payload()
         self.check_wm_position()
@@ -85,6 +98,7 @@ class Checker:
         self.check_aspect_ratio(m)
         self.check_movement_amplitude(m)
         self.check_audio(m)
+        self.check_off_peak(m)
         self.check_bgm(m)
         self.r.check_endpoint(self, m)
         self.check_body_size()
@@ -104,7 +118,7 @@ class Checker:
             ok = isinstance(value, kind)
             wanted = {bool: "true or false", str: "a string"}.get(kind, kind.__name__)
         if not ok:
-            self.error(name, f"must be {wanted}, got {type_name(value)} {value!r}")
+            self.error(name, f"{self.accepts(wanted)}, got {type_name(value)} {value!r}")
         return ok
 
     def check_choice(self, name: str, allowed: tuple[str, ...]) -> bool:
@@ -112,7 +126,8 @@ class Checker:
         if not self.check_type(name, str):
             return False
         if self.value(name) not in allowed:
-            self.error(name, f"must be one of {', '.join(allowed)}, got {self.value(name)!r}")
+            listed = "one of " + ", ".join(allowed)
+            self.error(name, f"{self.accepts(listed)}, got {self.value(name)!r}")
             return False
         return True
 
@@ -120,6 +135,9 @@ class Checker:
         model = self.r.model
         if not isinstance(model, str):
             self.error("model", f"must be a string naming a model, got {type_name(model)}")
+            return None
+        if not model.strip():
+            self.error("model", f"must not be empty; one of {self.table.known}")
             return None
         if model in self.table.unsupported:
             self.error("model", self.table.unsupported[model])
@@ -141,11 +159,14 @@ class Checker:
         if prompt is None and not required:
             return
         if not isinstance(prompt, str):
-            self.error("prompt", f"must be a string, got {type_name(prompt)}")
+            self.error("prompt", f"{self.accepts('a string')}, got {type_name(prompt)}")
         elif required and not prompt.strip():
-            self.error("prompt", "must not be empty")
+            self.error("prompt", f"{self.accepts('a non-blank string')}, got {short(repr(prompt))}")
         elif len(prompt) > self.r.PROMPT_MAX:
-            self.error("prompt", f"at most {self.r.PROMPT_MAX} characters, got {len(prompt)}")
+            self.error(
+                "prompt",
+                f"{self.accepts(f'at most {self.r.PROMPT_MAX} characters')}, got {len(prompt)}",
+            )
 
     def check_seed(self) -> None:
         if self.check_type("seed", int):
@@ -153,7 +174,8 @@ class Checker:
             if not 0 <= seed <= caps.SEED_MAX:
                 self.error(
                     "seed",
-                    f"must be 0..{caps.SEED_MAX} (0 or absent means random), got {seed}",
+                    f"{self.accepts(f'0..{caps.SEED_MAX} (0 or absent means random)')}, "
+                    f"got {seed}",
                 )
 
     def check_payload(self) -> None:
@@ -168,15 +190,17 @@ class Checker:
                 f" through this client (the API's {caps.PAYLOAD_MAX_CHARS} less "
                 f"{CORRELATION_OVERHEAD} for the correlation key every create carries in payload)"
             )
-            self.error("payload", f"at most {limit} characters{why}, got {length}")
+            allowed = f"at most {limit} characters{why}"
+            self.error("payload", f"{self.accepts(allowed)}, got {length}")
 
     def check_wm_position(self) -> None:
         position = self.value("wm_position")
         if self.check_type("wm_position", int) and int(position) not in caps.WM_POSITIONS:
             self.error(
                 "wm_position",
-                "must be 1 (top left), 2 (top right), 3 (bottom right) or 4 (bottom left), "
-                f"got {position!r}",
+                self.accepts(
+                    "1 (top left), 2 (top right), 3 (bottom right) or 4 (bottom left)"
+                ) + f", got {position!r}",
             )
 
     def check_meta_data(self) -> None:
@@ -185,13 +209,10 @@ class Checker:
         try:
             parsed = json.loads(str(self.value("meta_data")))
         except ValueError as exc:
-            self.error("meta_data", f"must be a JSON object serialized as a string: {exc}")
+            self.error("meta_data", f"{self.accepts(_META_DATA)}, got invalid JSON ({exc})")
             return
         if not isinstance(parsed, dict):
-            self.error(
-                "meta_data",
-                f"must be a JSON object serialized as a string, got a JSON {type_name(parsed)}",
-            )
+            self.error("meta_data", f"{self.accepts(_META_DATA)}, got a JSON {type_name(parsed)}")
 
     def check_url(self, name: str) -> None:
         if not self.check_type(name, str):
@@ -199,23 +220,22 @@ class Checker:
         value = str(self.value(name))
         parts = urlsplit(value)
         if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-            self.error(name, f"must be an http(s) URL, got {short(value)!r}")
+            self.error(name, f"{self.accepts('an http(s) URL')}, got {short(value)!r}")
 
     def check_media(self, name: str, items: Any, kind: MediaKind) -> None:
         """Probe each entry of the list field ``name``; keep what is learned in ``media``."""
         if not isinstance(items, tuple):
             self.error(
                 name,
-                f"must be a list of URLs, data URIs, paths or bytes, got {type_name(items)}",
+                f"{self.accepts('a list of URLs, data URIs, paths or bytes')}, "
+                f"got {type_name(items)}",
             )
             return
         for index, item in enumerate(items):
             field = f"{name}[{index}]"
             if not isinstance(item, str | bytes | os.PathLike):
-                self.error(
-                    field,
-                    f"must be a URL, data URI, path or bytes, got {type_name(item)}",
-                )
+                allowed = "a URL, data URI, path or bytes"
+                self.error(field, f"{self.accepts(allowed)}, got {type_name(item)}")
                 continue
             try:
                 info = inspect_media(item, kind, field=field)
@@ -232,17 +252,23 @@ class Checker:
             self.error(field, f"{what.format(allowed=allowed)}, got {count}")
 
     def check_video_durations(self, m: ModelCapabilities, fields: list[str]) -> None:
-        """At most one 8 s video or two 5 s videos, judged from the probed headers."""
+        """At most one 8 s video or two 5 s videos, judged from the probed headers; over by less
+        than the tolerance is a warning (the API's own rounding is unknown)."""
         longest = caps.VIDEO_MAX_SECONDS.get(len(fields))
         for field in fields:
             info = self.media.get(field)
-            if longest and info is not None and info.duration and info.duration > longest:
-                self.error(
-                    field,
-                    f"{m.name} accepts at most one 8 s video or two 5 s videos; "
-                    f"with {len(fields)} video{'s' if len(fields) > 1 else ''} each may last "
-                    f"{longest:g} s, {info.label} lasts {info.duration:.1f} s",
-                )
+            if not (longest and info is not None and info.duration and info.duration > longest):
+                continue
+            message = (
+                f"{m.name} accepts at most one 8 s video or two 5 s videos; "
+                f"with {len(fields)} video{'s' if len(fields) > 1 else ''} each may last "
+                f"{longest:g} s, {info.label} lasts {seconds_over(info.duration, longest)} s"
+            )
+            tolerance = caps.VIDEO_SECONDS_TOLERANCE
+            if round(info.duration - longest, 6) < tolerance:
+                self.warn(field, f"{message}, under {tolerance:g} s over: the API may refuse it")
+            else:
+                self.error(field, message)
 
     # --- rules that depend on the model (None: a model the table does not know) -------------
 
@@ -310,11 +336,8 @@ class Checker:
                     f"(only {self.table.where(lambda c: c.movement_amplitude)} accept it)",
                 )
         elif value not in caps.MOVEMENT_AMPLITUDES:
-            who = m.name if m else "movement_amplitude"
-            self.error(
-                "movement_amplitude",
-                f"{who} accepts {', '.join(caps.MOVEMENT_AMPLITUDES)}, got {value!r}",
-            )
+            allowed = "one of " + ", ".join(caps.MOVEMENT_AMPLITUDES)
+            self.error("movement_amplitude", f"{self.accepts(allowed)}, got {value!r}")
         elif m is not None and m.movement_amplitude_ignored:
             self.warn(
                 "movement_amplitude",
@@ -327,17 +350,44 @@ class Checker:
                 "audio",
                 f"not supported on {m.name} (only {self.table.where(lambda c: c.audio)} accept it)",
             )
-        audio_off = self.value("audio") is False
-        if self.check_choice("audio_type", caps.AUDIO_TYPES) and audio_off:
-            self.error("audio_type", "only with audio; audio is false")
-        if self.check_type("voice_id", str) and audio_off:
-            self.error("voice_id", "only with audio; audio is false")
+        no_audio = self.no_audio(m)
+        if self.check_choice("audio_type", caps.AUDIO_TYPES) and no_audio:
+            self.error("audio_type", f"only with audio; {no_audio}")
+        if self.check_type("voice_id", str) and no_audio:
+            self.error("voice_id", f"only with audio; {no_audio}")
         if self.value("voice_id") is not None and m is not None and not m.voice_id:
             self.error(
                 "voice_id",
                 f"not supported on {m.name} "
                 f"(only {self.table.where(lambda c: c.voice_id)} accept it)",
             )
+
+    def no_audio(self, m: ModelCapabilities | None) -> str | None:
+        """Why the request makes no audio (for fields that need it), or None if it does or may
+        (``audio`` true, or left out on a model the table lacks or that has it on by default)."""
+        audio = self.value("audio")
+        if audio is False:
+            return f"this {m.name} request sets audio=false" if m else "audio is false"
+        if audio is None and m is not None and not m.audio_default:
+            return f"audio is off by default on {m.name}: set audio=true"
+        return None
+
+    def check_off_peak(self, m: ModelCapabilities | None) -> None:
+        """A warning, not an error: only one copy of the docs forbids off-peak with audio."""
+        audio = self.value("audio")
+        if self.value("off_peak") is not True:
+            return
+        if audio is True:
+            how = f"audio=true on {m.name if m else self.r.model}"
+        elif audio is None and m is not None and m.audio_default:
+            how = f"audio, which is on by default on {m.name}"
+        else:
+            return
+        self.warn(
+            "off_peak",
+            f"combined with {how}: one copy of the API docs says audio-video output cannot be "
+            "made off-peak, so the API may refuse it (set audio=false or drop off_peak)",
+        )
 
     def check_bgm(self, m: ModelCapabilities | None) -> None:
         bgm = self.value("bgm")

@@ -20,12 +20,14 @@ __all__ = [
     "COMMON_FIELDS",
     "INT_FIELDS",
     "MEDIA_FIELDS",
+    "RESERVED_FIELDS",
     "ValidationResult",
     "as_tuple",
     "dumps_body",
     "dumps_body_spliced",
     "num",
     "resolve",
+    "seconds_over",
     "short",
     "str_or_none",
     "type_name",
@@ -45,6 +47,8 @@ COMMON_FIELDS: Final = (
 BOOL_FIELDS: Final = ("bgm", "audio", "off_peak", "watermark", "is_rec")
 INT_FIELDS: Final = ("duration", "seed", "wm_position")
 MEDIA_FIELDS: Final[Mapping[str, MediaKind]] = {"images": "image", "videos": "video"}
+RESERVED_FIELDS: Final = ("sounds",)
+"""Documented but reserved by the API ("not supported yet"): always refused, never sent."""
 
 
 def dumps_body(body: Mapping[str, Any]) -> bytes:
@@ -113,6 +117,15 @@ def type_name(value: object) -> str:
 
 def num(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and math.isfinite(value) else str(value)
+
+
+def seconds_over(value: float, limit: float) -> str:
+    """``value`` (seconds, over ``limit``) as precisely as a header gives it: 8.008, not 8.0,
+    and never so rounded that it no longer reads as over the limit."""
+    text = f"{value:.6f}".rstrip("0")
+    if float(text) <= limit:
+        return repr(value)
+    return text + "0" if text.endswith(".") else text
 
 
 def short(value: str, limit: int = 80) -> str:

@@ -23,11 +23,14 @@ __all__ = ["ImageToVideoRequest", "StartEndToVideoRequest"]
 _NO_RATIO = "{kind} takes no aspect_ratio: the image{s} decide{verb} it"
 
 
-def _check_frames(request: RequestBase, checker: Checker, count: int, what: str) -> None:
+def _check_frames(
+    request: RequestBase, checker: Checker, m: ModelCapabilities | None, count: int, what: str
+) -> None:
     """Exactly ``count`` images; a warning when ``is_rec`` makes the prompt ignored."""
     images = getattr(request, "images", ())
+    who = f"{m.name} on {request.kind}" if m else request.kind
     if isinstance(images, tuple):
-        checker.check_count("images", len(images), count, count, f"{request.kind} takes {what}")
+        checker.check_count("images", len(images), count, count, f"{who} takes {what}")
     if getattr(request, "is_rec", None) is True and request.prompt:
         checker.warn("prompt", "is ignored: is_rec is true, so Vidu writes the prompt")
 
@@ -79,7 +82,7 @@ class ImageToVideoRequest(RequestBase):
     callback_url: str | None = attrs.field(default=None, kw_only=True)
 
     def check_endpoint(self, checker: Checker, m: ModelCapabilities | None) -> None:
-        _check_frames(self, checker, 1, "exactly {allowed} image (the first frame)")
+        _check_frames(self, checker, m, 1, "exactly {allowed} image (the first frame)")
 
 
 @attrs.frozen
@@ -127,16 +130,17 @@ class StartEndToVideoRequest(RequestBase):
     callback_url: str | None = attrs.field(default=None, kw_only=True)
 
     def check_endpoint(self, checker: Checker, m: ModelCapabilities | None) -> None:
-        _check_frames(self, checker, 2, "exactly {allowed} images (the first and last frames)")
+        _check_frames(self, checker, m, 2, "exactly {allowed} images (the first and last frames)")
         start, end = checker.media.get("images[0]"), checker.media.get("images[1]")
         if not (start and end and start.width and start.height and end.width and end.height):
             return
         ratio = Fraction(start.width, start.height) / Fraction(end.width, end.height)
         low, high = caps.START_END_RATIO
         if not low <= ratio <= high:
+            bounds = f"{float(low):g}..{float(high):g}"
             checker.error(
                 "images",
-                f"the start frame is {start.width}x{start.height} and the end frame "
-                f"{end.width}x{end.height}: start ratio / end ratio is {float(ratio):.2f}, "
-                f"outside {float(low):g}..{float(high):g}",
+                f"{checker.accepts(f'a start ratio / end ratio within {bounds}')}, got a "
+                f"{start.width}x{start.height} start frame and a {end.width}x{end.height} end "
+                f"frame: {float(ratio):.2f}, outside {bounds}",
             )

@@ -150,40 +150,58 @@ class SubjectsToVideoRequest(RequestBase):
     def check_endpoint(self, checker: Checker, m: ModelCapabilities | None) -> None:
         subjects = self.subjects
         if not isinstance(subjects, tuple):
-            checker.error("subjects", f"must be a list of subjects, got {type_name(subjects)}")
+            checker.error(
+                "subjects", f"{checker.accepts('a list of subjects')}, got {type_name(subjects)}"
+            )
             return
+        who = m.name if m else self.kind
         checker.check_count(
-            "subjects", len(subjects), 1, caps.SUBJECTS_MAX, "accepts {allowed} subjects"
+            "subjects", len(subjects), 1, caps.SUBJECTS_MAX, f"{who} accepts {{allowed}} subjects"
         )
         video_fields: list[str] = []
         names: list[str] = []
         for index, subject in enumerate(subjects):
             field = f"subjects[{index}]"
             if not isinstance(subject, Subject):
-                checker.error(field, f"must be a Subject, got {type_name(subject)}")
+                checker.error(field, f"{checker.accepts('a Subject')}, got {type_name(subject)}")
                 continue
-            names += self._check_subject(checker, subject, field)
+            names += self._check_subject(checker, m, subject, field)
             if isinstance(subject.videos, tuple):
                 video_fields += [f"{field}.videos[{i}]" for i in range(len(subject.videos))]
         if m is not None:
             self._check_subject_counts(checker, m, subjects, video_fields)
         self._check_mentions(checker, names)
 
-    def _check_subject(self, checker: Checker, subject: Subject, field: str) -> list[str]:
-        """Check one subject's own fields; its name, when it has a usable one."""
+    def _check_subject(
+        self, checker: Checker, m: ModelCapabilities | None, subject: Subject, field: str
+    ) -> list[str]:
+        """Check one subject's own fields; its name, when it has a usable one.
+
+        A voice needing audio is img2video's rule; the subject call's page does not say, so a
+        voice without audio is only a warning here.
+        """
         checker.check_media(f"{field}.images", subject.images, "image")
         checker.check_media(f"{field}.videos", subject.videos, "video")
         if isinstance(subject.images, tuple):
+            who = f"{m.name} accepts" if m else "a subject takes"
             checker.check_count(
                 f"{field}.images", len(subject.images), 1, caps.SUBJECT_IMAGES_MAX,
-                "a subject takes {allowed} images",
+                f"{who} {{allowed}} images per subject",
             )
         if subject.voice_id is not None and not isinstance(subject.voice_id, str):
             checker.error(
-                f"{field}.voice_id", f"must be a string, got {type_name(subject.voice_id)}"
+                f"{field}.voice_id",
+                f"{checker.accepts('a string')}, got {type_name(subject.voice_id)}",
+            )
+        elif subject.voice_id is not None and (no_audio := checker.no_audio(m)):
+            checker.warn(
+                f"{field}.voice_id",
+                f"a voice likely needs audio (as on img2video); {no_audio}, or the API may "
+                "refuse it or make no voice",
             )
         if not isinstance(subject.name, str) or not subject.name.strip():
-            checker.error(f"{field}.name", "must be a non-empty string")
+            checker.error(f"{field}.name", f"{checker.accepts('a non-empty string')}, got "
+                          f"{type_name(subject.name)} {subject.name!r}")
             return []
         return [subject.name]
 
