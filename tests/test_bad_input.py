@@ -91,7 +91,7 @@ def test_a_deeply_nested_csv_cell_is_that_fields_error(tmp_path: Path) -> None:
     path = tmp_path / "jobs.csv"
     path.write_text(f"prompt,images\na,{'[' * 100_000}\nb,{URL}\n")
     bad = only_bad(read(path))
-    assert list(bad) == [2] and bad[2][0].startswith("images: must be a list")
+    assert list(bad) == [2] and bad[2][0].startswith("images: viduq2 accepts a list")
 
 
 def test_a_line_longer_than_the_limit_is_that_lines_error(tmp_path: Path) -> None:

@@ -85,8 +85,8 @@ async def test_a_dry_run_refuses_a_payload_only_submit_used_to_refuse(
     jobs = write_jobs(tmp_path / "jobs.jsonl",
                       {"custom_id": "a", "prompt": "a cat", **TEXT, "payload": "p" * 1_048_540})
     assert await submit(jobs, "--dry-run") == 1
-    assert (f"{jobs}:1: error: payload: at most 1048539 characters through this client (the "
-            "API's 1048576 less 37 for the correlation key") in capfd.readouterr().err
+    assert (f"{jobs}:1: error: payload: viduq2 accepts at most 1048539 characters through this "
+            "client (the API's 1048576 less 37 for the correlation key") in capfd.readouterr().err
     assert sim.stats.tasks_created == 0
 
 

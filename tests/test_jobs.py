@@ -193,9 +193,8 @@ def test_validate_refuses_a_payload_with_no_room_for_the_correlation_key(
     line = {"model": "viduq2", "prompt": "x", "payload": "a" * 1_048_540}
     jobs = write(tmp_path / "big.jsonl", json.dumps(line) + "\n")
     assert main(["validate", str(jobs)]) == 1
-    assert f"{jobs}:1: error: payload: at most 1048539 characters through this client" in (
-        capsys.readouterr().err
-    )
+    assert (f"{jobs}:1: error: payload: viduq2 accepts at most 1048539 characters through this "
+            "client") in capsys.readouterr().err
 
 
 def test_console_entry_points_run(tmp_path: Path) -> None:
