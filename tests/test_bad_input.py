@@ -75,6 +75,45 @@ def test_a_bom_on_the_first_line_is_still_allowed(tmp_path: Path) -> None:
     assert line.job is not None and line.job.request.prompt == "a cat"
 
 
+@pytest.mark.parametrize(
+    ("encoding", "name"),
+    [
+        ("utf-16", "UTF-16"),  # with its BOM, as Windows Notepad and PowerShell write it
+        ("utf-16-le", "UTF-16"),  # without: the NUL bytes of the first character tell
+        ("utf-16-be", "UTF-16"),
+        ("utf-32", "UTF-32"),
+        ("utf-32-le", "UTF-32"),
+        ("utf-32-be", "UTF-32"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("suffix", "text"),
+    [(".txt", "a red fox\na heron\n"), (".jsonl", '{"prompt": "a red fox"}\n'),
+     (".csv", "prompt\na red fox\n")],
+)
+def test_a_utf16_or_utf32_file_is_refused_whole_in_one_line_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], encoding: str, name: str, suffix: str,
+    text: str,
+) -> None:
+    path = tmp_path / f"jobs{suffix}"
+    path.write_text(text, encoding=encoding)
+    with pytest.raises(JobsFileError, match=f"^{path} is {name}; save it as UTF-8$"):
+        read(path)
+    assert main(["validate", str(path), *VALIDATE]) == 2
+    assert main(["submit", str(path), *VALIDATE]) == 2  # no key, no server: refused first
+    err = capsys.readouterr().err
+    assert err == (f"vidu-async validate: {path} is {name}; save it as UTF-8\n"
+                   f"vidu-async submit: {path} is {name}; save it as UTF-8\n")
+
+
+def test_a_utf16_stdin_is_named_as_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO("a fox\n".encode("utf-16"))))
+    assert main(["validate", "-", *VALIDATE]) == 2
+    assert "vidu-async validate: <stdin> is UTF-16; save it as UTF-8" in capsys.readouterr().err
+
+
 def test_a_deeply_nested_json_line_is_that_lines_error(tmp_path: Path) -> None:
     path = tmp_path / "jobs.jsonl"
     deep = "[" * 100_000 + "]" * 100_000

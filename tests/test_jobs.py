@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from vidu_async.cli import main
-from vidu_async.jobs import read_jobs
+from vidu_async.failures import Failure, write_errors_file
+from vidu_async.jobs import auto_id, read_jobs
 
 URL = "https://example.com/ref.png"
 
@@ -62,12 +63,10 @@ NO_IMAGES = "text2video takes no images (img2video, start-end2video and referenc
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ({"type": "text2video", "prompt": "p"},
-         [f"images: {NO_IMAGES} (from the default --image: this line gives no images)"]),
-        ({"prompt": "@cat runs", "subjects": [{"name": "cat", "images": [URL]}]},
-         ["images: a subject call takes images inside each subject, not at the top level "
-          "(from the default --image: this line gives no images)"]),
         ({"type": "text2video", "prompt": "p", "images": [URL]}, [f"images: {NO_IMAGES}"]),
+        ({"type": "text2video", "prompt": "p", "model": "viduq1"},
+         ["duration: viduq1 accepts 5 seconds, got 8 "
+          "(from the default --duration: this line gives no duration)"]),
         ({"prompt": "p", "model": "viduq1"},
          ["duration: viduq1 accepts 5 seconds, got 8 "
           "(from the default --duration: this line gives no duration)"]),
@@ -81,6 +80,96 @@ def test_a_problem_with_a_default_says_the_default_gave_it(
     jobs = write(tmp_path / "jobs.jsonl", json.dumps(line) + "\n")
     [item] = read_jobs(jobs, defaults={"model": "viduq2", "images": [URL], "duration": 8})
     assert [str(p) for p in item.errors] == expected
+
+
+def test_a_file_may_mix_endpoints_each_line_taking_the_defaults_it_can_use(
+    tmp_path: Path,
+) -> None:
+    """The README's mixed file under ``--model --image --aspect-ratio``: a default fills only
+    the fields the line's endpoint takes, and a line's own value, an empty list too, wins."""
+    Image.new("RGB", (300, 200)).save(tmp_path / "cat.png")
+    subject = {"name": "c", "images": ["cat.png"]}
+    lines = [
+        {"custom_id": "r", "prompt": "a cat on a roof"},
+        {"custom_id": "t", "type": "text2video", "prompt": "a paper boat"},
+        {"custom_id": "i", "type": "img2video", "images": ["cat.png"], "prompt": "it runs"},
+        {"custom_id": "s", "prompt": "@c runs", "subjects": [subject]},
+        {"custom_id": "t2", "type": "text2video", "prompt": "a paper boat", "images": []},
+        {"custom_id": "e", "prompt": "an empty list overrides", "images": []},
+    ]
+    jobs = write(tmp_path / "mixed.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    defaults = {"model": "viduq2", "images": [str(tmp_path / "cat.png")], "aspect_ratio": "16:9"}
+    found = {item.custom_id: item for item in read_jobs(jobs, defaults=defaults)}
+    assert {k: [str(p) for p in item.errors] for k, item in found.items() if not item.ok} == {}
+    requests = {k: item.job.request for k, item in found.items() if item.job is not None}
+    assert {k: type(r).__name__ for k, r in requests.items()} == {
+        "r": "ReferenceToVideoRequest", "t": "TextToVideoRequest",
+        "i": "ImageToVideoRequest", "s": "SubjectsToVideoRequest",
+        "t2": "TextToVideoRequest", "e": "TextToVideoRequest",
+    }
+    assert {k: getattr(r, "aspect_ratio", None) for k, r in requests.items()} == {
+        "r": "16:9", "t": "16:9", "i": None, "s": "16:9", "t2": "16:9", "e": "16:9",
+    }
+    assert requests["r"].media() == (tmp_path / "cat.png",)
+    assert all(r.model == "viduq2" for r in requests.values())
+
+
+@pytest.mark.parametrize(
+    ("line", "defaults", "kind"),
+    [
+        ({"prompt": "p"}, {"type": "img2video", "images": [URL]}, "img2video"),
+        ({"prompt": "@c", "subjects": [{"name": "c", "images": [URL]}]},
+         {"type": "img2video", "images": [URL]}, "reference2video"),
+        ({"prompt": "p", "type": "text2video"}, {"type": "img2video", "images": [URL]},
+         "text2video"),
+        ({"prompt": "p", "images": [URL]}, {}, "reference2video"),
+        ({"prompt": "p", "videos": []}, {"videos": [URL]}, "text2video"),
+    ],
+)
+def test_the_line_picks_its_endpoint_before_the_defaults_fill_it(
+    tmp_path: Path, line: dict[str, object], defaults: dict[str, object], kind: str
+) -> None:
+    jobs = write(tmp_path / "jobs.jsonl", json.dumps(line) + "\n")
+    [item] = read_jobs(jobs, defaults={"model": "viduq2", **defaults})
+    assert (item.kind, [str(p) for p in item.errors]) == (kind, [])
+
+
+def test_a_valid_line_keeps_its_auto_id_whatever_defaults_it_does_not_take(
+    tmp_path: Path,
+) -> None:
+    """Ids hash the fields with the defaults applied: a default the line cannot take is not
+    among them, and a line that took every default hashes exactly as before."""
+    jobs = write(tmp_path / "jobs.jsonl", '{"prompt": "p", "type": "text2video"}\n'
+                                          '{"prompt": "p"}\n')
+    base = {"model": "viduq2"}
+    text, ref = read_jobs(jobs, defaults={**base, "images": [URL]})
+    [plain] = read_jobs(write(tmp_path / "one.jsonl", '{"prompt": "p", "type": "text2video"}\n'),
+                        defaults=base)
+    assert text.custom_id == plain.custom_id == auto_id({**base, "prompt": "p",
+                                                          "type": "text2video"})
+    assert ref.custom_id == auto_id({**base, "images": [URL], "prompt": "p"})
+
+
+def test_the_errors_file_fills_each_line_with_the_defaults_its_endpoint_takes(
+    tmp_path: Path,
+) -> None:
+    """A failed text2video line of a mixed file is written without the default ``--image``:
+    it must be submittable as is."""
+    jobs = write(tmp_path / "jobs.jsonl",
+                 '{"custom_id": "t", "type": "text2video", "prompt": "a boat"}\n'
+                 '{"custom_id": "r", "prompt": "a cat"}\n')
+    failures = [Failure(cid, n, "failed", "TaskFailed", "retry", True)
+                for n, cid in ((1, "t"), (2, "r"))]
+    out = tmp_path / "errors.jsonl"
+    defaults = {"model": "viduq2", "images": [URL], "aspect_ratio": "16:9"}
+    assert write_errors_file(out, jobs, failures, defaults=defaults).written == 2
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [
+        {"custom_id": "t", "model": "viduq2", "aspect_ratio": "16:9", "type": "text2video",
+         "prompt": "a boat"},
+        {"custom_id": "r", "model": "viduq2", "images": [URL], "aspect_ratio": "16:9",
+         "prompt": "a cat"},
+    ]
+    assert all(item.ok for item in read_jobs(out))
 
 
 def test_csv_cells_are_typed_and_lists_split(tmp_path: Path) -> None:

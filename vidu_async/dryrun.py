@@ -211,8 +211,8 @@ async def dry_run(
     if options.journal is not None and has_records(options.journal):
         journal = await Journal.open(options.journal, batch_id=options.batch_id or "")
     try:
-        found = await _decide(path, clients, defaults, journal, options.batch_id or "", messages,
-                              fmt, base_dir, shown_as, options.retry_failed)
+        found = await _decide(path, clients, defaults, journal, options, messages, fmt,
+                              base_dir, shown_as)
     finally:
         if journal is not None:
             await journal.close()
@@ -227,17 +227,20 @@ def has_records(journal: Path) -> bool:
 
 async def _decide(
     path: Path, clients: Sequence[ViduClient], defaults: Mapping[str, Any],
-    journal: Journal | None, batch_id: str, messages: TextIO,
+    journal: Journal | None, options: BatchOptions, messages: TextIO,
     fmt: JobFormat | None = None, base_dir: Path | None = None, shown_as: str | None = None,
-    retry_failed: bool = False,
 ) -> DryRun:
-    """Read every line and decide each job as a run would, counting by what becomes of it
-    (``shown_as``: how messages name the jobs, e.g. ``<stdin>``)."""
+    """Read every line and decide each job as a run with ``options`` would (its uploads, its
+    batch id, ``retry_failed``), counting by what becomes of it (``shown_as``: how messages
+    name the jobs, e.g. ``<stdin>``)."""
     shown = Path(shown_as) if shown_as else path
     accounts = frozenset(account_label(c) for c in clients)
+    batch_id, retry_failed = options.batch_id or "", options.retry_failed
     counts: Counter[str] = Counter()
     to_send: Counter[Group] = Counter()
-    for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
+    lines = read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir,
+                      uploads=options.upload_images)
+    for item in lines:
         report_line(item, shown, messages)
         counts["lines"] += 1
         if item.job is None:

@@ -21,7 +21,7 @@ import attrs
 
 from vidu_async.batch.plan import CANCELLED_CODES, retryable
 from vidu_async.errors import FieldProblem
-from vidu_async.jobs import JobFormat, line_fields
+from vidu_async.jobs import JobFormat, line_fields, with_defaults
 from vidu_async.media import is_local
 from vidu_async.outcome import Outcome
 
@@ -153,7 +153,7 @@ def write_errors_file(
                 left_out.append((failure, f"line {number}: {fields.message}; fix it and rerun"))
                 continue
             record = {"custom_id": failure.custom_id,
-                      **_absolute_media({**fill, **fields}, folder)}
+                      **_absolute_media(with_defaults(fields, fill), folder)}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
     partial.replace(out)  # whole or not at all: an errors file is submitted as is

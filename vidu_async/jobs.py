@@ -7,9 +7,12 @@ that is not UTF-8, longer than ``MAX_LINE_BYTES``, nested too deeply or otherwis
 that line's error, never the file's.
 
 A line's ``type`` (``text2video``, ``img2video``, ``start-end2video``, ``reference2video``) picks
-its endpoint; without one, a ``type`` in the defaults (the CLI's ``--type``) does, else the fields
-present (``request_from_dict``: ``subjects`` is reference2video's subject form, no media at all
-is text2video). ``subjects`` (a list of objects) can only be given in JSONL.
+its endpoint; without one, its ``subjects`` pick reference2video's subject form, else a ``type``
+in the defaults (the CLI's ``--type``) does, else the media present, the line's or else the
+defaults' (``request_from_dict``: no media at all is text2video, an empty list being none).
+Defaults (the CLI's ``--model``, ``--image``...) fill only fields that endpoint takes, so one
+file may mix endpoints; a field the line gives, an empty list included, overrides its default.
+``subjects`` (a list of objects) can only be given in JSONL.
 
 A line without a ``custom_id`` is identified by what it asks, not by where it stands: its id is
 ``auto-`` and 16 hex digits of the SHA-256 of its fields as canonical JSON (defaults applied,
@@ -18,15 +21,21 @@ second, third... line of the file asking exactly the same. Inserting, deleting o
 lines never changes an id, so a rerun of an edited file neither pays twice nor attaches a video to
 the wrong prompt. An explicit ``custom_id`` is not special: every id in a file must be unique.
 
-Files are UTF-8 (a BOM is allowed), lines end with ``\n`` or ``\r\n``. A CSV file starts with a
-header of field names, matched case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all
-work); a first row naming no known field is taken as a missing header and fails the whole file
-(``JobsFileError``), since reading it as one would silently drop the first job. A quoted cell may
-hold line breaks: its record is numbered by its first line, and every message about it names
-the lines it spans. Quoting that breaks across lines (a stray quote) makes the record its first
-line's error, naming the lines the quote swallowed, which are then read again, each on its own
-(the broken record is not run, so no line runs twice). A value under a column the header leaves
-unnamed is its line's error.
+A line's request is checked as a batch would send it: with ``uploads`` (the batch's default
+``upload_images``), each local image the upload API takes counts as its short ``ssupload:`` URI
+in the body's size, not as inline base64.
+
+Files are UTF-8 (a BOM is allowed), lines end with ``\n`` or ``\r\n``; a UTF-16 or UTF-32 file
+(its BOM, or the NUL bytes of its first two characters) is refused whole (``JobsFileError``),
+since every line of it would be garbled. A CSV file starts with a header of field names, matched
+case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all work); a first row naming no
+known field is taken as a missing header and fails the whole file (``JobsFileError``), since
+reading it as one would silently drop the first job. A quoted cell may hold line breaks: its
+record is numbered by its first line, and every message about it names the lines it spans.
+Quoting that breaks across lines (a stray quote) makes the record its first line's error, naming
+the lines the quote swallowed, which are then read again, each on its own (the broken record is
+not run, so no line runs twice). A value under a column the header leaves unnamed is its line's
+error.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ import csv
 import hashlib
 import itertools
 import json
+import os
 import re
 import unicodedata
 from collections.abc import Container, Iterable, Iterator, Mapping
@@ -46,6 +56,7 @@ from typing import Any, BinaryIO, Literal
 import attrs
 
 from vidu_async.errors import FieldProblem, ValidationError, ViduError
+from vidu_async.media import MediaKind, MediaSource, is_local
 from vidu_async.requests import (
     KINDS,
     ImageToVideoRequest,
@@ -58,6 +69,7 @@ from vidu_async.requests import (
 )
 from vidu_async.requests._common import BOOL_FIELDS, INT_FIELDS
 from vidu_async.requests.dispatch import expect_request
+from vidu_async.upload import UPLOAD_MAX_BYTES
 
 __all__ = [
     "FORMATS",
@@ -73,6 +85,7 @@ __all__ = [
     "line_fields",
     "read_jobs",
     "sniff_format",
+    "with_defaults",
 ]
 
 JobFormat = Literal["jsonl", "csv", "txt"]
@@ -89,13 +102,14 @@ MAX_LINE_BYTES = 32 * 1024 * 1024
 """The longest line read (its line ending included); a longer one is that line's error. Room for
 the largest legal inline media: a video under 20 MB is about 27 MB as a base64 data URI."""
 
-_CLASSES = (
-    TextToVideoRequest,
-    ImageToVideoRequest,
-    StartEndToVideoRequest,
-    ReferenceToVideoRequest,
-    SubjectsToVideoRequest,
-)
+_BY_KIND: dict[str, type[Request]] = {
+    "text2video": TextToVideoRequest,
+    "img2video": ImageToVideoRequest,
+    "start-end2video": StartEndToVideoRequest,
+    "reference2video": ReferenceToVideoRequest,
+}
+_CLASSES = (*_BY_KIND.values(), SubjectsToVideoRequest)
+_MEDIA_KEYS = ("images", "videos", "subjects")
 _LIST_FIELDS = frozenset({"images", "videos", "sounds"})
 _JSONL_ONLY = frozenset({"subjects"})
 """Fields a CSV cell cannot hold: a list of objects."""
@@ -111,6 +125,15 @@ _FLAGS = {"images": "--image", "videos": "--video"}
 """The CLI flags giving a default for a field, where not ``--`` and the field's name."""
 _SKIP_CHUNK = 1024 * 1024
 """Block size for skipping the rest of a line that is too long."""
+_WIDE = (  # UTF-32 first: its little-endian BOM starts with UTF-16's
+    ("UTF-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),
+     re.compile(rb"([^\0]\0\0\0){2}|(\0\0\0[^\0]){2}")),
+    ("UTF-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+     re.compile(rb"([^\0]\0){2}|(\0[^\0]){2}")),
+)
+"""Encodings a jobs file is refused in: their BOMs, and the bytes of two ASCII characters."""
+_UPLOADED = "ssupload:?id=" + "0" * 32
+"""What an uploaded image is sent as, for sizing a body offline (ids are shorter)."""
 
 
 class JobsFileError(ViduError, ValueError):
@@ -191,13 +214,17 @@ def read_jobs(
     fmt: JobFormat | None = None,
     strict: bool = False,
     base_dir: Path | None = None,
+    uploads: bool = True,
 ) -> Iterator[JobLine]:
     """Yield one ``JobLine`` per job line of ``path``, lazily, each one checked offline.
 
-    ``defaults`` fill fields a line leaves out (the CLI's ``--model``, ``--image``...), a
-    ``type`` among them choosing the endpoint of lines that name none (``request_from_dict``
-    then picks by the fields present). ``strict`` (or ``defaults["strict"]``, the way the CLI's
-    ``--strict`` arrives) refuses a model the capability tables lack; otherwise it is a warning.
+    ``defaults`` fill fields a line leaves out that its endpoint takes (``with_defaults``: the
+    CLI's ``--model``, ``--image``...), a ``type`` among them choosing the endpoint of lines
+    that name none. ``strict`` (or ``defaults["strict"]``, the way the CLI's ``--strict``
+    arrives) refuses a model the capability tables lack; otherwise it is a warning.
+    ``uploads``: the jobs go to a batch that uploads local images (``upload_images``, its
+    default), so each one the upload API takes counts as its URI in the body's 20 MB, not
+    inline; False counts every local file inline, as ``Request.check`` does.
     Relative media paths in the file resolve against ``base_dir``, by default the file's folder
     (jobs spooled from stdin resolve against the working directory). A line without
     ``custom_id`` gets ``auto_id`` of its fields; a repeated id is an error on the later line. A
@@ -212,7 +239,7 @@ def read_jobs(
     for number, end, record in _records(path, fmt):
         try:
             item = _job_line(number, record, defaults, base_dir or path.parent, seen, repeats,
-                             strict)
+                             strict, uploads)
         except Exception as exc:  # one line's surprise must never stop the rest of the file
             problem = FieldProblem("(line)", f"cannot be read: {type(exc).__name__}: {exc}")
             item = JobLine(number, None, None, (problem,))
@@ -257,6 +284,21 @@ def check_jobs_file(path: Path, fmt: JobFormat | None = None) -> None:
         raise JobsFileError(f"{path}: no jobs in it: every line{after} is blank")
 
 
+def with_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A line's ``fields`` with each of ``defaults`` its endpoint takes (see the module
+    docstring): ``--image`` fills no text2video line, ``--aspect-ratio`` no img2video line.
+    An empty list the endpoint does not take is left out (``"images": []`` on a text2video
+    line); any other field it does not take stays, for ``request_from_dict`` to name."""
+    cls = _endpoint(fields, defaults)
+    if cls is None:  # a type no endpoint has: request_from_dict says so
+        return {**defaults, **fields}
+    taken = {k: v for k, v in defaults.items() if k in cls.FIELDS}
+    if defaults.get("type") == cls.kind:
+        taken["type"] = cls.kind
+    own = {k: v for k, v in fields.items() if k in cls.FIELDS or k == "type" or v != []}
+    return {**taken, **own}
+
+
 def auto_id(fields: Mapping[str, Any]) -> str:
     """The id of a line without ``custom_id``: a hash of the request fields it asks for, as
     written (defaults applied). A relative media path enters as written, so the same jobs file
@@ -279,6 +321,10 @@ def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, int, _Record]]:
     """The job records of a file, each with the numbers of the lines where it starts and ends
     (they differ only for a CSV record whose quoted cell holds line breaks)."""
     with path.open("rb") as handle:
+        wide = _wide_encoding(handle.read(8))
+        if wide is not None:
+            raise JobsFileError(f"{path} is {wide}; save it as UTF-8")
+        handle.seek(0)
         lines = _lines(handle)
         if fmt == "csv":
             yield from _csv_records(lines, path)
@@ -289,6 +335,15 @@ def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, int, _Record]]:
             elif text.strip():
                 record = {"prompt": text.strip()} if fmt == "txt" else text.strip()
                 yield number, number, record
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when a file starting with ``head`` (8 bytes) is in one: its
+    BOM, or the NUL bytes that two ASCII characters have there; else None."""
+    for name, boms, nuls in _WIDE:
+        if head.startswith(boms) or nuls.match(head):
+            return name
+    return None
 
 
 def _lines(handle: BinaryIO) -> Iterator[_Line]:
@@ -507,8 +562,10 @@ def _job_line(
     seen: dict[str, int],
     repeats: dict[str, int],
     strict: bool,
+    uploads: bool,
 ) -> JobLine:
-    """Check one record; ``seen`` (id to line) and ``repeats`` (auto id to count) span the file."""
+    """Check one record; ``seen`` (id to line) and ``repeats`` (auto id to count) span the file;
+    ``uploads`` as ``read_jobs`` takes it."""
     if isinstance(record, str):
         record = _json_fields(record)
     if isinstance(record, FieldProblem):
@@ -520,7 +577,7 @@ def _job_line(
     problems: list[FieldProblem] = []
     if raw_id is not None and (custom_id is None or not custom_id.strip()):
         problems.append(FieldProblem("custom_id", f"must be a non-empty string, got {raw_id!r}"))
-    merged = {**defaults, **fields}
+    merged = with_defaults(fields, defaults)
     if not custom_id:
         base = auto_id(merged)
         repeats[base] = count = repeats.get(base, 0) + 1
@@ -533,7 +590,7 @@ def _job_line(
         seen[custom_id] = number
     problems += _control_problems(merged.get("prompt"))
     named = merged.get("type")
-    defaulted = defaults.keys() - fields.keys()
+    defaulted = merged.keys() - fields.keys()
     try:
         request = request_from_dict(merged, base_dir=base_dir)
     except ValidationError as exc:
@@ -541,10 +598,55 @@ def _job_line(
         errors = _from_defaults((*problems, *exc.problems), defaulted)
         return JobLine(number, custom_id, None, errors, kind=kind)
     result = request.check(strict=strict)
-    problems.extend(result.errors)
+    checked = result.errors
+    if uploads and any(problem.field == "body" for problem in checked):  # its only error if any
+        checked = _as_uploaded(request).check(strict=strict).errors
+    problems.extend(checked)
     job = None if problems else Job(custom_id, request, number)
     errors, warnings = (_from_defaults(found, defaulted) for found in (problems, result.warnings))
     return JobLine(number, custom_id, job, errors, warnings, request.kind)
+
+
+def _endpoint(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> type[Request] | None:
+    """The request class of a line, by its own fields first: its ``type``, its ``subjects``,
+    then the default ``type``, then the media (the line's, else the defaults'); the class
+    ``request_from_dict`` picks too. None for a ``type`` no endpoint has."""
+
+    def given(name: str) -> bool:
+        value = fields[name] if name in fields else defaults.get(name)
+        return value is not None and value != []
+
+    kind = fields.get("type") or None
+    if kind is None and fields.get("subjects") not in (None, []):
+        return SubjectsToVideoRequest
+    kind = kind or defaults.get("type") or None
+    if kind is None:
+        kind = "reference2video" if any(map(given, _MEDIA_KEYS)) else "text2video"
+    if kind == "reference2video" and given("subjects"):
+        return SubjectsToVideoRequest
+    return _BY_KIND.get(kind) if isinstance(kind, str) else None
+
+
+def _as_uploaded(request: Request) -> Request:
+    """``request`` as a batch that uploads images sends it (``batch.uploads``): each local
+    image the upload API takes (under 10 MB) as an ``ssupload:`` URI, the rest as given."""
+
+    def send_as(source: MediaSource, kind: MediaKind) -> Any:
+        return _UPLOADED if kind == "image" and _uploadable(source) else source
+
+    return type(request).from_dict(request.body_with(send_as))
+
+
+def _uploadable(source: MediaSource) -> bool:
+    """A local image the upload API takes, by size (its format and shape are checked as
+    every image's are); a file that cannot be read is not."""
+    if not is_local(source):
+        return False
+    try:
+        size = len(source) if isinstance(source, bytes) else os.stat(source).st_size
+    except (OSError, ValueError):  # ValueError: a NUL in the path
+        return False
+    return size < UPLOAD_MAX_BYTES
 
 
 def _from_defaults(

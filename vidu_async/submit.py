@@ -161,7 +161,8 @@ async def submit_jobs_file(
 
     def lines() -> Iterator[JobLine]:
         nonlocal started
-        for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir):
+        for item in read_jobs(path, defaults=defaults, fmt=fmt, base_dir=base_dir,
+                              uploads=options.upload_images):
             started = True
             if not reported:
                 report_line(item, Path(shown_as) if shown_as else path, messages)

@@ -412,6 +412,8 @@ class Checker:
             )
 
     def check_body_size(self) -> None:
+        """The body as sent within the API's limit, each entry counted as it travels (a local
+        file as base64, a URL or ``ssupload:`` URI as itself); over it, naming what is inlined."""
         if self.errors:
             return
         # Serialize with each media entry replaced by "" and add the entries' real lengths:
@@ -421,10 +423,20 @@ class Checker:
             body["payload"] = wrap_payload("0" * 32, str(body.get("payload") or ""))
         skeleton = dumps_body(body)
         self.body_bytes = len(skeleton) + sum(i.encoded_length for i in self.media.values())
-        if self.body_bytes > caps.BODY_MAX_BYTES:
-            self.error(
-                "body",
-                f"the request body would be {self.body_bytes / 1_048_576:.1f} MB, over the API's "
-                f"{caps.BODY_MAX_BYTES // 1_048_576} MB limit; pass large images or videos as "
-                "http(s) URLs instead of inlining files",
-            )
+        if self.body_bytes <= caps.BODY_MAX_BYTES:
+            return
+        # Name the largest inlined entries: after a batch's uploads, the images whose upload
+        # failed or was refused.
+        inlined = sorted(((field, info.encoded_length) for field, info in self.media.items()
+                          if info.origin not in ("url", "upload")), key=lambda item: -item[1])
+        named = ", ".join(f"{field} {length / 1_048_576:.1f} MB" for field, length in inlined[:3])
+        more = f" and {len(inlined) - 3} more" if len(inlined) > 3 else ""
+        self.error(
+            "body",
+            f"the request body would be {self.body_bytes / 1_048_576:.1f} MB, over the API's "
+            f"{caps.BODY_MAX_BYTES // 1_048_576} MB limit"
+            + (f", inlining {named}{more}" if inlined else "")
+            + "; pass large images or videos as http(s) URLs, or images as ssupload: URIs "
+            "(ViduClient.upload_image), instead of inlining files (a batch inlines a local "
+            "image only when the upload API refuses it or its upload fails)",
+        )
