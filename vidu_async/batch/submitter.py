@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from vidu_async.batch.follow import Schedule
+from vidu_async.batch.follow import GONE_AFTER, Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
 from vidu_async.batch.identity import belongs_to, cost_class, job_facts, job_key
 from vidu_async.batch.plan import (
@@ -57,7 +57,7 @@ from vidu_async.batch.plan import (
     retryable,
 )
 from vidu_async.batch.punctual import punctual_sleep
-from vidu_async.batch.refresh import list_states, query_one
+from vidu_async.batch.refresh import NotFound, list_states, query_one
 from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
@@ -74,7 +74,7 @@ from vidu_async.errors import (
 )
 from vidu_async.jobs import Job, JobLine
 from vidu_async.journal import Journal
-from vidu_async.outcome import ErrorInfo, Outcome
+from vidu_async.outcome import TASK_NOT_FOUND, ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
 from vidu_async.reconcile import (
     WINDOW_SLACK,
@@ -353,7 +353,7 @@ class BatchSubmitter:
         self._schedule = Schedule(
             opts.poll_interval, opts.callback_poll_interval, gather=opts.callback_gather
         )
-        self._waiters: dict[str, asyncio.Future[TaskResult]] = {}
+        self._waiters: dict[str, asyncio.Future[TaskResult | NotFound]] = {}
         self._slept_until = -math.inf
         self._run_started: dict[str, dt.datetime] = {}
         self._creates_sent = False
@@ -1054,7 +1054,7 @@ class BatchSubmitter:
                            credits=credits), False
         account = self._accounts[label]
         account.in_flight += 1
-        waiter: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[TaskResult | NotFound] = asyncio.get_running_loop().create_future()
         self._waiters[task_id] = waiter
         self._seen(task_id, str(TaskState.CREATED))
         self._schedule.add(task_id, label, by_callback=by_callback, now=self._now())
@@ -1068,6 +1068,8 @@ class BatchSubmitter:
             account.in_flight -= 1
             self._task_finished.fire()
             self._changed.fire()
+        if isinstance(result, NotFound):
+            return _not_found(job, result, credits), False
         if not (result.succeeded and self.options.download is not None):
             return Outcome.from_result(job.custom_id, job.line, result), True
         try:
@@ -1163,8 +1165,17 @@ class BatchSubmitter:
                 result = seen.get(task_id) or await query_one(client, task_id)
                 waiter = self._waiters.get(task_id)
                 if result is None or waiter is None:
-                    unfinished.append(task_id)
+                    unfinished.append(task_id)  # not read now: asked again next interval
                     continue
+                if isinstance(result, NotFound):  # not known now: asked again, until proof
+                    if self._schedule.missed(task_id, self._now()):
+                        self._schedule.remove(task_id)
+                        if not waiter.done():
+                            waiter.set_result(result)
+                    else:
+                        unfinished.append(task_id)
+                    continue
+                self._schedule.found(task_id)
                 self._seen(task_id, str(result.state))
                 if result.is_terminal:
                     self._schedule.remove(task_id)
@@ -1221,6 +1232,17 @@ class BatchSubmitter:
         logger.error("duplicate task: %s", note)
         return Outcome(made.job_id, "duplicate", None, task_id=extra.id, state=state,
                        credits=extra.credits, error=ErrorInfo("DuplicateTask", note))
+
+
+def _not_found(job: Job, missing: NotFound, credits: int | None) -> Outcome:
+    """The outcome of a task given up after long 404s (``follow.GONE_AFTER``): not an end on
+    Vidu, so not journalled as one (a rerun follows it again) and never retried (it was made:
+    a new task would be paid for again)."""
+    return Outcome(job.custom_id, "failed", job.line, task_id=missing.task_id, credits=credits,
+                   error=ErrorInfo(TASK_NOT_FOUND, (
+                       f"task {missing.task_id} answered {missing.reason} to every read for "
+                       f"{GONE_AFTER / 60:g} minutes although this batch made it"
+                   )))
 
 
 def _ready_download_folder(folder: Path) -> None:
