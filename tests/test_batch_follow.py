@@ -8,8 +8,6 @@ between them; every wait is virtual (``ManualClock``) or recorded.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -191,3 +189,34 @@ async def test_batch_status_and_download_name_a_task_that_answers_404_and_exit_n
     proxy.misses = 0
     assert await cli("batch", "download", str(journal), str(tmp_path / "videos")) == 0
     assert "downloaded 1 file of 1 task" in capfd.readouterr().out
+
+
+# --- a replayed success downloads a video its folder lacks ---------------------------------------
+
+
+async def test_a_replayed_success_is_downloaded_where_its_video_is_missing_with_no_create(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    journal = tmp_path / "j.journal.jsonl"
+    here, there = tmp_path / "here", tmp_path / "there"
+    async with ViduClient(sim.api_key, base_url=sim.url, retry=RetryPolicy(sleep=no_wait)) as c:
+
+        async def rerun(folder: Path | None) -> Outcome:
+            outcome = (await collect(batch(c, journal=journal, download=folder),
+                                     jobs("cat")))["cat"]
+            assert outcome.status == "succeeded"
+            return outcome
+
+        assert (await rerun(None)).files == ()  # --wait without --download
+        queries = sim.stats.requests_to("list_tasks") + sim.stats.requests_to("query")
+        fetched = await rerun(here)
+        assert [Path(f).parent for f in fetched.files] == [here]
+        assert Path(fetched.files[0]).is_file()
+        assert sim.stats.requests_to("list_tasks") + sim.stats.requests_to("query") > queries
+        queries = sim.stats.requests_to("list_tasks") + sim.stats.requests_to("query")
+        assert (await rerun(here)).files == fetched.files  # in the folder: replayed, nothing asked
+        assert sim.stats.requests_to("list_tasks") + sim.stats.requests_to("query") == queries
+        assert [Path(f).parent for f in (await rerun(there)).files] == [there]
+        Path(fetched.files[0]).unlink()
+        assert (await rerun(here)).files == fetched.files and Path(fetched.files[0]).is_file()
+    assert sim.stats.tasks_created == 1

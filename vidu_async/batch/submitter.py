@@ -539,8 +539,11 @@ class BatchSubmitter:
             record = self._journal.take(job.custom_id) if self._journal else None
             attempt = record.attempts if record else 0
             facts = await job_facts(job, self._batch_id, attempt)
+            folder = self.options.download
             action = plan(facts, record, frozenset(self._accounts),
-                          retry_failed=self.options.retry_failed)
+                          retry_failed=self.options.retry_failed,
+                          unsaved=bool(folder and record and record.final
+                                       and not _saved_in(record.final, folder)))
             if isinstance(action, RetryFailed):
                 facts = await self._retry_as_new(job, facts, action.task_id, action.attempt)
         ended = await self._first_end(job, facts, action)
@@ -1243,6 +1246,13 @@ def _not_found(job: Job, missing: NotFound, credits: int | None) -> Outcome:
                        f"task {missing.task_id} answered {missing.reason} to every read for "
                        f"{GONE_AFTER / 60:g} minutes although this batch made it"
                    )))
+
+
+def _saved_in(final: Mapping[str, Any], folder: Path) -> bool:
+    """Whether a recorded end's files are all in ``folder`` (none recorded: not saved)."""
+    files = [Path(f) for f in final.get("files") or ()]
+    inside = folder.resolve()
+    return bool(files) and all(f.is_file() and f.resolve().is_relative_to(inside) for f in files)
 
 
 def _ready_download_folder(folder: Path) -> None:
