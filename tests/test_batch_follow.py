@@ -8,6 +8,7 @@ between them; every wait is virtual (``ManualClock``) or recorded.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -220,3 +221,22 @@ async def test_a_replayed_success_is_downloaded_where_its_video_is_missing_with_
         Path(fetched.files[0]).unlink()
         assert (await rerun(here)).files == fetched.files and Path(fetched.files[0]).is_file()
     assert sim.stats.tasks_created == 1
+
+
+# --- the start-up wait is said only when a job waits ---------------------------------------------
+
+
+async def test_a_rerun_that_only_finds_its_tasks_says_no_wait_and_a_first_run_says_its_own(
+    sim: FakeVidu, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vidu_async.batch")
+    async with ViduClient(sim.api_key, base_url=sim.url, retry=RetryPolicy(sleep=no_wait)) as c:
+        first = await collect(batch(c, batch_id="named"), jobs("cat", "dog"))
+        assert {o.status for o in first.values()} == {"succeeded"}
+        assert "waiting" in caplog.text and "before creating jobs" in caplog.text
+        caplog.clear()
+        # No journal: an earlier run is possible, but every job finds its task at once.
+        again = await collect(batch(c, batch_id="named"), jobs("cat", "dog"))
+    assert {o.task_id for o in again.values()} == {o.task_id for o in first.values()}
+    assert "before creating jobs" not in caplog.text
+    assert sim.stats.tasks_created == 2

@@ -344,6 +344,8 @@ class BatchSubmitter:
         """Accounts whose start-up scan could not show payloads: their tasks by prompt."""
         self._earlier_known: asyncio.Event | None = None
         """Set once a start-up scan proved which earlier tasks exist (None: no such scan)."""
+        self._earlier_wanted = asyncio.Event()
+        """Set when a job waits for that proof: until then nothing is waited for, nor said."""
         self._task_states: dict[str, str] = {}
         self._changed = _Signal()
         """Fires when a create settles, a task finishes or submission stops."""
@@ -692,9 +694,11 @@ class BatchSubmitter:
     async def _index_earlier_tasks_proven(self, known: asyncio.Event) -> None:
         """Scan again once the list's visibility lag has passed since this run started: an
         earlier run's last creates may not have been listed yet at the first scan. Until then
-        no job of the batch that was not found is created."""
+        no job of the batch that was not found is created; the wait starts (and is said) once
+        such a job waits for it (a rerun that only replays and follows never does)."""
         if known.is_set():  # no earlier run can have made tasks the list hides
             return
+        await self._earlier_wanted.wait()
         waits = []
         for account in self._accounts.values():
             clock = account.client.server_clock
@@ -723,6 +727,7 @@ class BatchSubmitter:
         its payload)."""
         found = self._adoptable.pop(key, None)
         if found is None and self._earlier_known is not None:
+            self._earlier_wanted.set()
             await self._earlier_known.wait()
             found = self._adoptable.pop(key, None)
         if found is not None:
