@@ -40,7 +40,8 @@ _MESSAGE_CHARS = 160
 class Failure:
     """One job that did not succeed: who, where, what became of it and what to do."""
 
-    custom_id: str
+    custom_id: str | None
+    """None for a line whose id could not be read (its ``line`` names it)."""
     line: int | None
     status: str
     reason: str
@@ -114,9 +115,11 @@ def render(failures: Sequence[Failure], *, shown: int = SHOWN,
     return lines
 
 
-def shown_id(custom_id: str) -> str:
+def shown_id(custom_id: str | None) -> str:
     """A ``custom_id`` for people: quoted when it is blank or has spaces around it, which
-    would not show on a line."""
+    would not show on a line; ``(id not read)`` for a line whose id could not be read."""
+    if custom_id is None:
+        return "(id not read)"
     return repr(custom_id) if not custom_id.strip() or custom_id != custom_id.strip() else custom_id
 
 

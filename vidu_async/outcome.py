@@ -1,6 +1,7 @@
 """What became of one job: the record a batch yields, writes to the results file and journals.
 
-One JSON object per job, matched back to the input by ``custom_id`` (the OpenAI Batch habit).
+One JSON object per job, matched back to the input by ``custom_id`` (the OpenAI Batch habit;
+``null``, with the ``line``, for a line whose id could not be read).
 ``status`` is the job's end for this run: ``succeeded`` / ``failed`` (the task ended), ``submitted``
 (created, not followed), ``invalid`` (refused before sending), ``not_submitted`` (never sent,
 e.g. credits ran out; a rerun sends it), ``ambiguous`` (a create may have made a task and it
@@ -67,7 +68,9 @@ def _error(value: Any) -> ErrorInfo | None:
 class Outcome:
     """The end of one job in this run (see the module docstring for ``status``)."""
 
-    custom_id: str
+    custom_id: str | None
+    """None for a line whose id could not be read (not JSON, not CSV): its ``line`` names it.
+    A stand-in id could be another line's real one."""
     status: Status
     line: int | None = None
     task_id: str | None = None
@@ -140,8 +143,9 @@ class Outcome:
         status = data.get("status")
         if status not in STATUSES:
             raise ValueError(f"not an outcome record: status {status!r}")
+        custom_id = data.get("custom_id")
         return cls(
-            str(data["custom_id"]),
+            None if custom_id is None else str(custom_id),
             status,
             data.get("line"),
             task_id=data.get("task_id"),

@@ -517,6 +517,7 @@ class BatchSubmitter:
                 kind = item.kind if isinstance(item, JobLine) else item.request.kind
                 outcome = attrs.evolve(outcome, kind=kind)
             if final and self._journal is not None:
+                assert outcome.custom_id is not None  # an end of a task: a job with its id
                 await self._journal.final(outcome.custom_id, outcome.to_dict())
             self._move(None, outcome.status)
             await outbox.put(outcome)
@@ -627,7 +628,7 @@ class BatchSubmitter:
             info = ErrorInfo(info.reason, f"{info.message}; an earlier run sent this job "
                              f"({sent}): fix the line and rerun with this journal to follow "
                              "it; do not send it anywhere else")
-        return Outcome(job_id or f"line-{line.line}", "invalid", line.line, error=info)
+        return Outcome(job_id, "invalid", line.line, error=info)
 
     @staticmethod
     def _repeated_id(job: Job, earlier: int | None) -> Outcome:
