@@ -396,7 +396,7 @@ async def test_submit_runs_the_lines_a_stray_csv_quote_swallowed_once_each(
     assert f"{path}:3: error: (line): not valid CSV" in capfd.readouterr().err
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted((r["line"], r["custom_id"], r["status"]) for r in results) == [
-        (2, "c1", "submitted"), (3, "line-3", "invalid"), (4, "c3", "submitted"),
+        (2, "c1", "submitted"), (3, None, "invalid"), (4, "c3", "submitted"),
         (5, "c4", "submitted"), (6, "c5", "submitted"), (7, "c6", "submitted"),
     ]
     assert sim.stats.tasks_created == 5

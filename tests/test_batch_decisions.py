@@ -84,6 +84,42 @@ def test_plan(name: str, record: JobRecord | None, expected: object) -> None:
     assert plan(FACTS, record, ACCOUNTS) == expected
 
 
+FAILED = {"custom_id": "cat", "status": "failed", "task_id": "t1", "state": "failed"}
+NOT_SAVED_HERE = {**DONE, "credits": 40, "files": ["elsewhere/cat.mp4"]}
+
+KEPT = rec("q" * 32, "fp-1", "acct-a", "t1", 40, final=NOT_SAVED_HERE)
+FETCH_CASES = [
+    # name, record, unsaved, retry_failed, expected (an action, or its kind)
+    ("a success not in the folder: its task followed for fresh links, no create",
+     KEPT, True, False, Follow("t1", "acct-a", 40)),
+    ("one in the folder: replayed", KEPT, False, False, Replay(NOT_SAVED_HERE)),
+    ("a failed end has nothing to fetch",
+     rec("q" * 32, "fp-1", "acct-a", "t1", 40, final=FAILED), True, False, Replay(FAILED)),
+    ("a failed end with --retry-failed is retried still",
+     rec("q" * 32, "fp-1", "acct-a", "t1", 40, final=FAILED), True, True, "RetryFailed"),
+    ("on an account not given: replayed as made but not saved",
+     attrs.evolve(KEPT, account="acct-x"), True, False,
+     Replay({**NOT_SAVED_HERE, "status": "failed", "error": {
+         "reason": "AccountNotGiven",
+         "message": "'cat' was made on account acct-x, whose key is not among the keys given "
+                    "now; give that key again to download its video"}})),
+    ("a changed line is refused first", attrs.evolve(KEPT, fingerprint="fp-OLD"), True, False,
+     "Refuse"),
+]
+
+
+@pytest.mark.parametrize(("name", "record", "unsaved", "retry", "expected"), FETCH_CASES,
+                         ids=[c[0] for c in FETCH_CASES])
+def test_plan_fetches_a_success_whose_video_is_not_in_the_download_folder(
+    name: str, record: JobRecord, unsaved: bool, retry: bool, expected: object
+) -> None:
+    action = plan(FACTS, record, ACCOUNTS, retry_failed=retry, unsaved=unsaved)
+    if isinstance(expected, str):
+        assert type(action).__name__ == expected
+    else:
+        assert action == expected
+
+
 @pytest.mark.parametrize("record", [
     rec("q" * 32, "fp-OLD", "acct-a", server_at=1.0),
     rec("q" * 32, "fp-OLD", "acct-a", "t1", 40),

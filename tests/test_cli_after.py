@@ -269,14 +269,14 @@ async def test_the_run_ends_with_the_failed_jobs_and_errors_writes_them_resubmit
         failed = sorted(str(k) for k, r in by_id.items() if r["status"] == "failed")
         assert failed, "the simulator's seed fails some tasks"
         assert f"{len(failed) + 2} jobs did not succeed:" in err
-        assert "  line-1 (line 1): invalid: fix line 1: (line): not valid JSON" in err
+        assert "  (id not read) (line 1): invalid: fix line 1: (line): not valid JSON" in err
         assert "  long (line 2): invalid: fix line 2: duration: viduq2 accepts 1..10" in err
         for custom_id in failed:
             task = by_id[custom_id]["task_id"]
             assert f"  {custom_id} (line {by_id[custom_id]['line']}): failed: task {task} " \
                    "failed on Vidu (InternalServiceFailure): rerun with --retry-failed" in err
         assert f"errors: {len(failed) + 1} jobs to send again written to {errors}" in err
-        assert "  not in it: line-1: line 1: not valid JSON" in err
+        assert "  not in it: (id not read): line 1: not valid JSON" in err
         written = results(errors)
         assert [r["custom_id"] for r in written] == ["long", *failed]
         assert written[0] == {"custom_id": "long", "model": "viduq2", "images": [URL],
@@ -332,3 +332,27 @@ async def test_a_bad_line_from_stdin_is_named_by_its_line(
     assert "reading <stdin> as jsonl: it starts with {" in err
     assert "<stdin>:2: error: duration: viduq2 accepts 1..10 seconds, got 99" in err
     assert sim.stats.tasks_created == 1
+
+
+async def test_a_line_whose_id_cannot_be_read_is_null_by_its_line_never_another_jobs_id(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"custom_id": "line-3", "prompt": "a cat"}\n'
+                    '{not json\n'
+                    '{"custom_id": "dog", "prompt": "a dog", "duration": 99}\n'
+                    '{"custom_id": "line-2", "prompt": "an eel"}\n')
+    out, errors = tmp_path / "results.jsonl", tmp_path / "errors.jsonl"
+    args = [a for a in submit_args(jobs, "--results", str(out), "--errors", str(errors))
+            if a != "--quiet"]  # the progress display too
+    assert await run(args) == 1
+    got = sorted((r["line"], r["custom_id"], r["status"]) for r in results(out))
+    assert got == [(1, "line-3", "submitted"), (2, None, "invalid"), (3, "dog", "invalid"),
+                   (4, "line-2", "submitted")]
+    err = capfd.readouterr().err
+    assert "2 jobs did not succeed:" in err
+    assert "  (id not read) (line 2): invalid: fix line 2: " in err
+    assert "  not in it: (id not read): line 2: " in err
+    assert [r["custom_id"] for r in results(errors)] == ["dog"]
+    assert "4 jobs in " in err and "(2 submitted, 2 invalid)" in err  # the progress's end
+    assert sim.stats.tasks_created == 2

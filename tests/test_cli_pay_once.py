@@ -172,8 +172,10 @@ async def test_only_a_run_the_journal_may_not_know_of_waits_out_the_lists_lag(
     sim: FakeVidu, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A rerun of an intact journal with a new line goes at once (every create of its runs is
-    recorded); after the journal is deleted (its ``.lock`` stays) the rerun waits, and says
-    why: a run it holds no record of may have tasks the list does not show yet."""
+    recorded); after the journal is deleted (its ``.lock`` stays) the rerun waits before
+    creating a new line, and says why: a run it holds no record of may have tasks the list
+    does not show yet. A rerun whose lines are all found on the account neither waits nor
+    says it does."""
     caplog.set_level(logging.INFO, logger="vidu_async")
     jobs = tmp_path / "prompts.txt"
     write_prompts(jobs, ["a fox", "a heron"])
@@ -186,8 +188,14 @@ async def test_only_a_run_the_journal_may_not_know_of_waits_out_the_lists_lag(
     (tmp_path / "prompts.txt.journal.jsonl").unlink()
     caplog.clear()
     assert await submit(jobs, "-v") == 0
-    assert WAITING in caplog.text and "'prompts.txt'" in caplog.text
+    assert WAITING not in caplog.text  # every line found its task
     assert sim.stats.tasks_created == 3
+    (tmp_path / "prompts.txt.journal.jsonl").unlink()
+    write_prompts(jobs, ["a lighthouse", "a fox", "a heron", "an owl"])
+    caplog.clear()
+    assert await submit(jobs, "-v") == 0
+    assert WAITING in caplog.text and "'prompts.txt'" in caplog.text
+    assert sim.stats.tasks_created == 4
 
 
 async def test_a_job_left_out_of_the_run_after_a_lost_journal_is_not_paid_again_later(

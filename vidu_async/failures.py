@@ -5,7 +5,8 @@ for people at the end of a run and written as a jobs file that can be submitted 
 the job again in a new batch is safe: an invalid line, a create Vidu refused (no task), a task
 that failed on Vidu, a job never sent. Never an ``ambiguous`` job (its task may exist: a new
 batch would pay twice), a job whose task is on an account not given now, a made video whose
-download failed, or a ``duplicate``.
+download failed, a task given up after long 404s (``TaskNotFound``: it was made), or a
+``duplicate``.
 The errors file holds each such line's own fields (as the jobs file wrote them, the command
 line's defaults filled in, local media paths made absolute) and its ``custom_id``.
 """
@@ -23,7 +24,7 @@ from vidu_async.batch.plan import CANCELLED_CODES, retryable
 from vidu_async.errors import FieldProblem
 from vidu_async.jobs import JobFormat, line_fields, with_defaults
 from vidu_async.media import is_local
-from vidu_async.outcome import Outcome
+from vidu_async.outcome import TASK_NOT_FOUND, Outcome
 
 __all__ = [
     "SHOWN", "ErrorsFile", "Failure", "failure_of", "render", "shown_id", "write_errors_file",
@@ -39,7 +40,8 @@ _MESSAGE_CHARS = 160
 class Failure:
     """One job that did not succeed: who, where, what became of it and what to do."""
 
-    custom_id: str
+    custom_id: str | None
+    """None for a line whose id could not be read (its ``line`` names it)."""
     line: int | None
     status: str
     reason: str
@@ -72,6 +74,10 @@ def _advice(outcome: Outcome, reason: str, message: str,
     if status == "failed" and task is None:  # the create's answer was a refusal: no task
         return (f"Vidu refused the create, no task was made ({reason}: {message}): fix the "
                 "line, then submit it in a new batch (--errors writes it)"), True
+    if status == "failed" and reason == TASK_NOT_FOUND:
+        return (f"{message}; it was not sent again (it was made: a new task would be paid "
+                f"again): rerun with the same journal to follow it, or ask `vidu-async status "
+                f"{task}`"), False
     if status == "failed" and outcome.state == "success":
         return f"the video was made but not saved ({message}): rerun to download it", False
     if status == "failed" and outcome.err_code in CANCELLED_CODES:
@@ -109,9 +115,11 @@ def render(failures: Sequence[Failure], *, shown: int = SHOWN,
     return lines
 
 
-def shown_id(custom_id: str) -> str:
+def shown_id(custom_id: str | None) -> str:
     """A ``custom_id`` for people: quoted when it is blank or has spaces around it, which
-    would not show on a line."""
+    would not show on a line; ``(id not read)`` for a line whose id could not be read."""
+    if custom_id is None:
+        return "(id not read)"
     return repr(custom_id) if not custom_id.strip() or custom_id != custom_id.strip() else custom_id
 
 

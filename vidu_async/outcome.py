@@ -1,10 +1,13 @@
 """What became of one job: the record a batch yields, writes to the results file and journals.
 
-One JSON object per job, matched back to the input by ``custom_id`` (the OpenAI Batch habit).
+One JSON object per job, matched back to the input by ``custom_id`` (the OpenAI Batch habit;
+``null``, with the ``line``, for a line whose id could not be read).
 ``status`` is the job's end for this run: ``succeeded`` / ``failed`` (the task ended), ``submitted``
 (created, not followed), ``invalid`` (refused before sending), ``not_submitted`` (never sent,
 e.g. credits ran out; a rerun sends it), ``ambiguous`` (a create may have made a task and it
-could not be proven either way: nothing was resent; a rerun looks again). One more record
+could not be proven either way: nothing was resent; a rerun looks again). A ``failed`` job
+whose error is ``TaskNotFound`` had a task that answered 404 for a long time: given up in this
+run, never sent again (its task exists; a rerun follows it). One more record
 kind follows the jobs' own when something went wrong that should never happen: ``duplicate``
 names an extra task found under a job's correlation key (cancelled if it had not started).
 """
@@ -19,7 +22,7 @@ import attrs
 from vidu_async.errors import APIStatusError, FieldProblem, ValidationError
 from vidu_async.tasks import TaskResult
 
-__all__ = ["STATUSES", "ErrorInfo", "Outcome", "Status"]
+__all__ = ["STATUSES", "TASK_NOT_FOUND", "ErrorInfo", "Outcome", "Status"]
 
 Status = Literal[
     "succeeded", "failed", "submitted", "invalid", "not_submitted", "ambiguous", "duplicate"
@@ -27,6 +30,9 @@ Status = Literal[
 STATUSES: tuple[Status, ...] = (
     "succeeded", "failed", "submitted", "invalid", "not_submitted", "ambiguous", "duplicate"
 )
+TASK_NOT_FOUND = "TaskNotFound"
+"""The ``reason`` of a ``failed`` job whose task (made by the batch) answered 404 to every read
+for a long time: given up in this run, not ended on Vidu; never sent again (it may exist)."""
 
 
 @attrs.frozen
@@ -62,7 +68,9 @@ def _error(value: Any) -> ErrorInfo | None:
 class Outcome:
     """The end of one job in this run (see the module docstring for ``status``)."""
 
-    custom_id: str
+    custom_id: str | None
+    """None for a line whose id could not be read (not JSON, not CSV): its ``line`` names it.
+    A stand-in id could be another line's real one."""
     status: Status
     line: int | None = None
     task_id: str | None = None
@@ -135,8 +143,9 @@ class Outcome:
         status = data.get("status")
         if status not in STATUSES:
             raise ValueError(f"not an outcome record: status {status!r}")
+        custom_id = data.get("custom_id")
         return cls(
-            str(data["custom_id"]),
+            None if custom_id is None else str(custom_id),
             status,
             data.get("line"),
             task_id=data.get("task_id"),

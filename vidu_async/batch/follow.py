@@ -6,6 +6,11 @@ safety net for a lost delivery). A callback that claims an end makes its task du
 ``gather`` seconds later, so a burst of ends is read back in one request. Tasks due within
 ``slack`` of the earliest are refreshed with it: tasks created at scattered moments fall into
 shared rounds, 100 ids to a list request, instead of one request each.
+
+A followed task exists (this batch made or adopted it), so a 404 on reading it is "not known
+now": it is asked again each interval. It is given up (``missed`` says so) only after long,
+repeated proof: every read for ``GONE_AFTER`` seconds and at least ``GONE_QUERIES`` of its own
+queries answered 404, the list not showing it either; one good read starts the count over.
 """
 
 from __future__ import annotations
@@ -14,7 +19,14 @@ import collections
 
 import attrs
 
-__all__ = ["Schedule", "Watch"]
+__all__ = ["GONE_AFTER", "GONE_QUERIES", "Schedule", "Watch"]
+
+GONE_AFTER = 600.0
+"""Seconds a followed task must stay not found (404 on every read) before it is given up: far
+longer than a gateway's hiccup or a read path's lag behind a create."""
+GONE_QUERIES = 5
+"""And at least this many of its own queries answered 404 in that time (a slow poll interval
+must not give up on two answers)."""
 
 _EARLY_CLAIMS = 1000
 """How many claims about tasks not (yet) followed are kept: a callback can overtake the answer
@@ -28,6 +40,10 @@ class Watch:
     by_callback: bool
     """A callback will announce its end (created with our callback URL while we listen)."""
     due: float
+    missing_since: float | None = None
+    """When the first of its unbroken run of 404s came (None: last read fine)."""
+    misses: int = 0
+    """Its 404s since ``missing_since``."""
 
 
 @attrs.define
@@ -73,6 +89,23 @@ class Schedule:
             return False
         self._watches[task_id] = attrs.evolve(watch, due=min(watch.due, now + self.gather))
         return True
+
+    def found(self, task_id: str) -> None:
+        """``task_id`` was read: any run of 404s is over."""
+        watch = self._watches.get(task_id)
+        if watch is not None and watch.misses:
+            self._watches[task_id] = attrs.evolve(watch, missing_since=None, misses=0)
+
+    def missed(self, task_id: str, now: float) -> bool:
+        """A read of ``task_id`` at ``now`` answered 404 (its query; the list did not show it):
+        True once that is the long proof of the module docstring, the task to be given up."""
+        watch = self._watches.get(task_id)
+        if watch is None:
+            return False
+        since = now if watch.missing_since is None else watch.missing_since
+        watch = attrs.evolve(watch, missing_since=since, misses=watch.misses + 1)
+        self._watches[task_id] = watch
+        return watch.misses >= GONE_QUERIES and now - since >= GONE_AFTER
 
     def next_due(self) -> float | None:
         """When the earliest task is due (None: nothing is followed)."""

@@ -10,7 +10,10 @@ Pure: ``plan()`` takes plain data and returns one action. The order of the rules
 3. its task failed on Vidu and failed tasks are to be retried (``submit --retry-failed``):
    ``RetryFailed`` it, a new task on purpose under the next attempt's key (``retryable`` says
    which ends count: a task that failed, not one cancelled, nor a job never sent);
-4. its end was recorded: ``Replay`` it (no request at all);
+4. its end was recorded: ``Replay`` it (no request at all); but a success whose video is not
+   in this run's download folder (``unsaved``: never downloaded, another folder, the file
+   deleted) is fetched: ``Follow`` its task for fresh links and download it, never a create
+   (on an account not given now it is replayed as made but not saved, named);
 5. its task, or a create whose answer was lost, is on an account that is not given now:
    ``Refuse`` by name; never move it to another account (that would pay again);
 6. its task is known: ``Follow`` it;
@@ -110,9 +113,10 @@ def retryable(result: Mapping[str, Any]) -> bool:
 
 def plan(
     facts: JobFacts, record: JobRecord | None, accounts: frozenset[str],
-    *, retry_failed: bool = False,
+    *, retry_failed: bool = False, unsaved: bool = False,
 ) -> Action:
-    """The job's first step; see the module docstring for the rules, in order."""
+    """The job's first step; see the module docstring for the rules, in order. ``unsaved``:
+    videos are downloaded in this run and the recorded end's files are not all in the folder."""
     if record is None or (record.correlation_key is None and record.final is None):
         return Create(facts.key)
     if record.fingerprint is not None and record.fingerprint != facts.fingerprint:
@@ -125,6 +129,8 @@ def plan(
     if record.final is not None:
         if retry_failed and retryable(record.final):
             return RetryFailed(str(record.final["task_id"]), record.attempts + 1)
+        if unsaved and record.final.get("status") == "succeeded":
+            return _fetch(facts, record.final, record.account or "", accounts)
         return Replay(record.final)
     account = record.account or ""
     if account not in accounts:
@@ -138,3 +144,18 @@ def plan(
         return Follow(record.task_id, account, record.credits)
     assert record.correlation_key is not None  # an intent without its task
     return Reconcile(record.correlation_key, account, record.server_at)
+
+
+def _fetch(facts: JobFacts, final: Mapping[str, Any], account: str, accounts: frozenset[str]
+           ) -> Follow | Replay:
+    """A recorded success whose video this run's folder lacks: its task followed again (a
+    query gives fresh links), or, on an account not given now, replayed as not saved."""
+    task_id = final.get("task_id")
+    if account in accounts and isinstance(task_id, str):
+        return Follow(task_id, account, final.get("credits"))
+    error = ErrorInfo(
+        "AccountNotGiven",
+        f"{facts.job_id!r} was made on account {account or '(unknown)'}, whose key is not "
+        "among the keys given now; give that key again to download its video",
+    )
+    return Replay({**final, "status": "failed", "error": error.to_dict()})

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from vidu_async.batch.follow import Schedule
+from vidu_async.batch.follow import GONE_AFTER, Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
 from vidu_async.batch.identity import belongs_to, cost_class, job_facts, job_key
 from vidu_async.batch.plan import (
@@ -57,7 +57,7 @@ from vidu_async.batch.plan import (
     retryable,
 )
 from vidu_async.batch.punctual import punctual_sleep
-from vidu_async.batch.refresh import list_states, query_one
+from vidu_async.batch.refresh import NotFound, list_states, query_one
 from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
@@ -74,7 +74,7 @@ from vidu_async.errors import (
 )
 from vidu_async.jobs import Job, JobLine
 from vidu_async.journal import Journal
-from vidu_async.outcome import ErrorInfo, Outcome
+from vidu_async.outcome import TASK_NOT_FOUND, ErrorInfo, Outcome
 from vidu_async.receiver import CallbackEvent, CallbackReceiver
 from vidu_async.reconcile import (
     WINDOW_SLACK,
@@ -344,6 +344,8 @@ class BatchSubmitter:
         """Accounts whose start-up scan could not show payloads: their tasks by prompt."""
         self._earlier_known: asyncio.Event | None = None
         """Set once a start-up scan proved which earlier tasks exist (None: no such scan)."""
+        self._earlier_wanted = asyncio.Event()
+        """Set when a job waits for that proof: until then nothing is waited for, nor said."""
         self._task_states: dict[str, str] = {}
         self._changed = _Signal()
         """Fires when a create settles, a task finishes or submission stops."""
@@ -353,7 +355,7 @@ class BatchSubmitter:
         self._schedule = Schedule(
             opts.poll_interval, opts.callback_poll_interval, gather=opts.callback_gather
         )
-        self._waiters: dict[str, asyncio.Future[TaskResult]] = {}
+        self._waiters: dict[str, asyncio.Future[TaskResult | NotFound]] = {}
         self._slept_until = -math.inf
         self._run_started: dict[str, dt.datetime] = {}
         self._creates_sent = False
@@ -515,6 +517,7 @@ class BatchSubmitter:
                 kind = item.kind if isinstance(item, JobLine) else item.request.kind
                 outcome = attrs.evolve(outcome, kind=kind)
             if final and self._journal is not None:
+                assert outcome.custom_id is not None  # an end of a task: a job with its id
                 await self._journal.final(outcome.custom_id, outcome.to_dict())
             self._move(None, outcome.status)
             await outbox.put(outcome)
@@ -539,8 +542,11 @@ class BatchSubmitter:
             record = self._journal.take(job.custom_id) if self._journal else None
             attempt = record.attempts if record else 0
             facts = await job_facts(job, self._batch_id, attempt)
+            folder = self.options.download
             action = plan(facts, record, frozenset(self._accounts),
-                          retry_failed=self.options.retry_failed)
+                          retry_failed=self.options.retry_failed,
+                          unsaved=bool(folder and record and record.final
+                                       and not _saved_in(record.final, folder)))
             if isinstance(action, RetryFailed):
                 facts = await self._retry_as_new(job, facts, action.task_id, action.attempt)
         ended = await self._first_end(job, facts, action)
@@ -622,7 +628,7 @@ class BatchSubmitter:
             info = ErrorInfo(info.reason, f"{info.message}; an earlier run sent this job "
                              f"({sent}): fix the line and rerun with this journal to follow "
                              "it; do not send it anywhere else")
-        return Outcome(job_id or f"line-{line.line}", "invalid", line.line, error=info)
+        return Outcome(job_id, "invalid", line.line, error=info)
 
     @staticmethod
     def _repeated_id(job: Job, earlier: int | None) -> Outcome:
@@ -689,9 +695,11 @@ class BatchSubmitter:
     async def _index_earlier_tasks_proven(self, known: asyncio.Event) -> None:
         """Scan again once the list's visibility lag has passed since this run started: an
         earlier run's last creates may not have been listed yet at the first scan. Until then
-        no job of the batch that was not found is created."""
+        no job of the batch that was not found is created; the wait starts (and is said) once
+        such a job waits for it (a rerun that only replays and follows never does)."""
         if known.is_set():  # no earlier run can have made tasks the list hides
             return
+        await self._earlier_wanted.wait()
         waits = []
         for account in self._accounts.values():
             clock = account.client.server_clock
@@ -720,6 +728,7 @@ class BatchSubmitter:
         its payload)."""
         found = self._adoptable.pop(key, None)
         if found is None and self._earlier_known is not None:
+            self._earlier_wanted.set()
             await self._earlier_known.wait()
             found = self._adoptable.pop(key, None)
         if found is not None:
@@ -1054,7 +1063,7 @@ class BatchSubmitter:
                            credits=credits), False
         account = self._accounts[label]
         account.in_flight += 1
-        waiter: asyncio.Future[TaskResult] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[TaskResult | NotFound] = asyncio.get_running_loop().create_future()
         self._waiters[task_id] = waiter
         self._seen(task_id, str(TaskState.CREATED))
         self._schedule.add(task_id, label, by_callback=by_callback, now=self._now())
@@ -1068,6 +1077,8 @@ class BatchSubmitter:
             account.in_flight -= 1
             self._task_finished.fire()
             self._changed.fire()
+        if isinstance(result, NotFound):
+            return _not_found(job, result, credits), False
         if not (result.succeeded and self.options.download is not None):
             return Outcome.from_result(job.custom_id, job.line, result), True
         try:
@@ -1163,8 +1174,17 @@ class BatchSubmitter:
                 result = seen.get(task_id) or await query_one(client, task_id)
                 waiter = self._waiters.get(task_id)
                 if result is None or waiter is None:
-                    unfinished.append(task_id)
+                    unfinished.append(task_id)  # not read now: asked again next interval
                     continue
+                if isinstance(result, NotFound):  # not known now: asked again, until proof
+                    if self._schedule.missed(task_id, self._now()):
+                        self._schedule.remove(task_id)
+                        if not waiter.done():
+                            waiter.set_result(result)
+                    else:
+                        unfinished.append(task_id)
+                    continue
+                self._schedule.found(task_id)
                 self._seen(task_id, str(result.state))
                 if result.is_terminal:
                     self._schedule.remove(task_id)
@@ -1221,6 +1241,24 @@ class BatchSubmitter:
         logger.error("duplicate task: %s", note)
         return Outcome(made.job_id, "duplicate", None, task_id=extra.id, state=state,
                        credits=extra.credits, error=ErrorInfo("DuplicateTask", note))
+
+
+def _not_found(job: Job, missing: NotFound, credits: int | None) -> Outcome:
+    """The outcome of a task given up after long 404s (``follow.GONE_AFTER``): not an end on
+    Vidu, so not journalled as one (a rerun follows it again) and never retried (it was made:
+    a new task would be paid for again)."""
+    return Outcome(job.custom_id, "failed", job.line, task_id=missing.task_id, credits=credits,
+                   error=ErrorInfo(TASK_NOT_FOUND, (
+                       f"task {missing.task_id} answered {missing.reason} to every read for "
+                       f"{GONE_AFTER / 60:g} minutes although this batch made it"
+                   )))
+
+
+def _saved_in(final: Mapping[str, Any], folder: Path) -> bool:
+    """Whether a recorded end's files are all in ``folder`` (none recorded: not saved)."""
+    files = [Path(f) for f in final.get("files") or ()]
+    inside = folder.resolve()
+    return bool(files) and all(f.is_file() and f.resolve().is_relative_to(inside) for f in files)
 
 
 def _ready_download_folder(folder: Path) -> None:

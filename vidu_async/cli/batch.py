@@ -112,7 +112,7 @@ async def _run(args: argparse.Namespace, clients: list[ViduClient], records: lis
             jobs = [view(r, read) for r in records]
             if args.action == "cancel":
                 return await _cancel(args, clients, jobs)
-            return _status(args, jobs, spent)
+            return _status(args, clients, jobs, spent)
         except AuthenticationError as error:
             print(f"vidu-async batch {args.action}: {await rejection(clients, error)}",
                   file=sys.stderr)
@@ -147,22 +147,28 @@ def _client_of(clients: list[ViduClient], account: str | None) -> ViduClient | N
     return next((c for c in clients if account_label(c) == account), None)
 
 
-def _status(args: argparse.Namespace, jobs: list[JobView], spent: int) -> int:
+def _status(args: argparse.Namespace, clients: list[ViduClient], jobs: list[JobView],
+            spent: int) -> int:
     running = [j for j in jobs if j.running]
+    unread = [j for j in jobs if j.state == "unknown"]
+    asked = {j.custom_id for j in unread if _client_of(clients, j.account) is not None}
+    code = EXIT_FAILED if asked else EXIT_OK  # asked and not read: named, and said so
     in_use = is_in_use(args.journal)
     if args.json:
         print(json.dumps({"journal": str(args.journal), "in_use": in_use, "jobs": len(jobs),
                           "counts": counts(jobs), "credits": spent,
-                          "running": [j.to_dict() for j in running]}, ensure_ascii=False))
-        return EXIT_OK
+                          "running": [j.to_dict() for j in running],
+                          "unknown": [j.to_dict() for j in unread]}, ensure_ascii=False))
+        return code
     tally = ", ".join(f"{n} {state}" for state, n in counts(jobs).items()) or "no jobs yet"
     print(f"batch {args.journal}: {len(jobs)} jobs: {tally}; {spent} credits spent"
           + ("; a run is using this journal now" if in_use else ""))
     _print_jobs("running", [(j, j.state) for j in running])
-    unknown = [(j, "its account's key is not given, or the API did not answer")
-               for j in jobs if j.state == "unknown"]
-    _print_jobs("could not be read", unknown)
-    return EXIT_OK
+    _print_jobs("could not be read", [
+        (j, "the API did not answer, or answered 404" if j.custom_id in asked
+         else "its account's key is not given") for j in unread
+    ])
+    return code
 
 
 def _print_jobs(title: str, jobs: Sequence[tuple[JobView, str]]) -> None:
