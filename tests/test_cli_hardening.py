@@ -20,6 +20,7 @@ from aiohttp import web
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.cli import main
+from vidu_async.cli.submit import shared_file
 from vidu_async.client import ViduClient
 from vidu_async.errors import APIConnectionError, APIError
 from vidu_async.jobs import Job
@@ -340,6 +341,52 @@ async def test_an_unusable_results_or_journal_path_is_one_line_exit_2(
     assert await asyncio.to_thread(main, args) == 2
     assert says in one_line(capfd)
     assert sim.stats.requests_to("create") == 0
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--results", "{jobs}"], "--results {jobs} is the jobs file {jobs}"),
+    (["--results", "{dir}/sub/../prompts.txt"], "--results {dir}/sub/../prompts.txt is the jobs"),
+    (["--results", "{jobs}.journal.jsonl"], "--results {jobs}.journal.jsonl is the journal "),
+    (["--errors", "{jobs}.journal.jsonl.lock"], "--errors {jobs}.journal.jsonl.lock is the "
+                                                "journal's lock file {jobs}.journal.jsonl.lock"),
+    (["--errors", "{jobs}"], "--errors {jobs} is the jobs file {jobs}"),
+    (["--journal", "{dir}/j", "--results", "{dir}/j.lock"],
+     "--results {dir}/j.lock is the journal's lock file {dir}/j.lock"),
+    (["--journal", "{jobs}"], "the journal {jobs} is the jobs file {jobs}"),
+    (["--results", "{dir}/r", "--errors", "{dir}/r"], "--errors {dir}/r is --results {dir}/r"),
+    (["--results", "{dir}/link-to-jobs"], "--results {dir}/link-to-jobs is the jobs file"),
+    (["--results", "{dir}/hard-link"], "--results {dir}/hard-link is the jobs file"),
+])
+async def test_a_results_or_errors_file_that_is_the_jobs_file_or_the_journal_is_refused(
+    sim: FakeVidu, jobs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    flags: list[str], says: str,
+) -> None:
+    """One file given two jobs would be emptied while read (3000 prompts, 68 sent, the rest
+    gone) or have the journal replaced: refused before anything is sent, the file untouched."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link-to-jobs").symlink_to(jobs)
+    (tmp_path / "hard-link").hardlink_to(jobs)
+    given = [f.format(jobs=jobs, dir=tmp_path) for f in flags]
+    before = jobs.read_bytes()
+    for extra in (["--dry-run"], []):
+        args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", *given]
+        assert await asyncio.to_thread(main, [*args, *extra]) == 2
+        line = one_line(capfd)
+        assert says.format(jobs=jobs, dir=tmp_path) in line
+        assert line.endswith(": give each its own path (nothing was sent)")
+    assert sim.stats.requests_to("create") == 0
+    assert jobs.read_bytes() == before
+    assert not (tmp_path / "prompts.txt.journal.jsonl").exists()
+
+
+def test_a_device_or_a_pipe_may_take_both_results_and_errors(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/full")):
+        assert shared_file([("--results", path), ("--errors", path)]) is None
+    assert shared_file([("the jobs file", None), ("--results", tmp_path / "r")]) is None
+    assert shared_file([("--results", tmp_path / "r"), ("--errors", tmp_path / "r")]) == (
+        f"--errors {tmp_path}/r is --results {tmp_path}/r")
 
 
 def busy_account(created: list[str]) -> web.Application:

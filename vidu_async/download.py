@@ -44,6 +44,8 @@ requests to them carry no ``Authorization``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -354,8 +356,19 @@ def _create(partial: Path) -> BinaryIO:
 
 
 def _finish(file: BinaryIO) -> None:
+    """Flush ``file`` to disk and close it (a failure here is the disk's)."""
     file.flush()
     os.fsync(file.fileno())
+    file.close()
+
+
+async def _on_disk(target: Path, call: Callable[[], object]) -> None:
+    """``call()`` in a thread; a disk's error (a full disk) names the file being written,
+    which the system's error leaves out."""
+    try:
+        await asyncio.to_thread(call)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(target)) from None
 
 
 def _is_ours(partial: Path, identity: tuple[int, int]) -> bool:
@@ -377,12 +390,15 @@ async def _save(
     identity = (stat.st_dev, stat.st_ino)
     received = 0
     try:
-        with file:
+        try:
             async for chunk in content.iter_chunked(_CHUNK):
                 received += len(chunk)
                 progress(received)
-                await asyncio.to_thread(file.write, chunk)
-            await asyncio.to_thread(_finish, file)
+                await _on_disk(target, functools.partial(file.write, chunk))
+            await _on_disk(target, functools.partial(_finish, file))
+        finally:  # after a failure: closing fails again on what the file still holds
+            with contextlib.suppress(OSError):
+                file.close()
         if not _is_ours(partial, identity):
             raise DownloadError(
                 f"downloading {_public(url)}: {partial} was replaced by another process",
