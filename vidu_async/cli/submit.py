@@ -303,11 +303,13 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
             )
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        named = shlex.quote(str(journal))
         print(
             f"\ninterrupted ({signal_name}); the journal {journal} is saved. Tasks already "
-            "created keep running on Vidu and are billed: a rerun follows them. To cancel one "
-            "that has not started: vidu-async cancel TASK_ID (task ids are in the results and "
-            f"the journal). Resume with:\n  vidu-async {_resume_args(args, journal)}",
+            "created keep running on Vidu and are billed: a rerun follows them. To cancel the "
+            f"ones that have not started: vidu-async batch cancel {named} (vidu-async batch "
+            f"status {named} lists the running ones and their task ids). Resume with:\n"
+            f"  vidu-async {_resume_args(args, journal)}",
             file=sys.stderr,
         )
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
