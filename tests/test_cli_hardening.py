@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -387,6 +388,28 @@ def test_a_device_or_a_pipe_may_take_both_results_and_errors(tmp_path: Path) -> 
     assert shared_file([("the jobs file", None), ("--results", tmp_path / "r")]) is None
     assert shared_file([("--results", tmp_path / "r"), ("--errors", tmp_path / "r")]) == (
         f"--errors {tmp_path}/r is --results {tmp_path}/r")
+
+
+async def test_batch_results_into_a_pipe_writes_it_and_leaves_it_a_pipe(
+    sim: FakeVidu, jobs: Path, tmp_path: Path
+) -> None:
+    """``--out`` was replaced by a renamed file: as root, ``--out /dev/null`` turned the device
+    into a regular file. A pipe stands in for the device here (no root needed)."""
+    journal = tmp_path / "journal.jsonl"
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet",
+            "--journal", str(journal), "--results", str(tmp_path / "results.jsonl")]
+    assert await asyncio.to_thread(main, args) == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the pipe's buffer holds 3 lines
+    try:
+        assert await asyncio.to_thread(
+            main, ["batch", "results", str(journal), "--out", str(fifo)]) == 0
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        lines = os.read(reader, 1 << 16).splitlines()
+    finally:
+        os.close(reader)
+    assert [json.loads(line)["status"] for line in lines] == ["submitted"] * 3
 
 
 def busy_account(created: list[str]) -> web.Application:
