@@ -73,7 +73,7 @@ TWO = (Creation(id="c1"), Creation(id="c2"))
     ("{custom_id}", None, 3, TWO[:1], ["t9"]),  # no custom_id: the task id
     ("{line}-{custom_id}", "cat", 3, TWO[:1], ["3-cat"]),
     ("{line}", "cat", None, TWO[:1], ["t9"]),  # an unknown line: the task id
-    ("{custom_id}/{task_id}", "cat", 3, TWO[:1], [safe_stem("cat/t9")]),
+    ("{custom_id}/{line}", "cat", 3, TWO[:1], [safe_stem("cat/3")]),
     ("{custom_id}-{index}", "cat", 3, TWO, ["cat-1", "cat-2"]),
     ("{custom_id}-{{index}}", "cat", 3, TWO[:1], [safe_stem("cat-{index}")]),  # a literal
 ])

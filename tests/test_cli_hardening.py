@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.cli import main
+from vidu_async.cli.submit import shared_file
 from vidu_async.client import ViduClient
 from vidu_async.errors import APIConnectionError, APIError
 from vidu_async.jobs import Job
@@ -340,6 +342,74 @@ async def test_an_unusable_results_or_journal_path_is_one_line_exit_2(
     assert await asyncio.to_thread(main, args) == 2
     assert says in one_line(capfd)
     assert sim.stats.requests_to("create") == 0
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--results", "{jobs}"], "--results {jobs} is the jobs file {jobs}"),
+    (["--results", "{dir}/sub/../prompts.txt"], "--results {dir}/sub/../prompts.txt is the jobs"),
+    (["--results", "{jobs}.journal.jsonl"], "--results {jobs}.journal.jsonl is the journal "),
+    (["--errors", "{jobs}.journal.jsonl.lock"], "--errors {jobs}.journal.jsonl.lock is the "
+                                                "journal's lock file {jobs}.journal.jsonl.lock"),
+    (["--errors", "{jobs}"], "--errors {jobs} is the jobs file {jobs}"),
+    (["--journal", "{dir}/j", "--results", "{dir}/j.lock"],
+     "--results {dir}/j.lock is the journal's lock file {dir}/j.lock"),
+    (["--journal", "{jobs}"], "the journal {jobs} is the jobs file {jobs}"),
+    (["--results", "{dir}/r", "--errors", "{dir}/r"], "--errors {dir}/r is --results {dir}/r"),
+    (["--results", "{dir}/link-to-jobs"], "--results {dir}/link-to-jobs is the jobs file"),
+    (["--results", "{dir}/hard-link"], "--results {dir}/hard-link is the jobs file"),
+])
+async def test_a_results_or_errors_file_that_is_the_jobs_file_or_the_journal_is_refused(
+    sim: FakeVidu, jobs: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    flags: list[str], says: str,
+) -> None:
+    """One file given two jobs would be emptied while read (3000 prompts, 68 sent, the rest
+    gone) or have the journal replaced: refused before anything is sent, the file untouched."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link-to-jobs").symlink_to(jobs)
+    (tmp_path / "hard-link").hardlink_to(jobs)
+    given = [f.format(jobs=jobs, dir=tmp_path) for f in flags]
+    before = jobs.read_bytes()
+    for extra in (["--dry-run"], []):
+        args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet", *given]
+        assert await asyncio.to_thread(main, [*args, *extra]) == 2
+        line = one_line(capfd)
+        assert says.format(jobs=jobs, dir=tmp_path) in line
+        assert line.endswith(": give each its own path (nothing was sent)")
+    assert sim.stats.requests_to("create") == 0
+    assert jobs.read_bytes() == before
+    assert not (tmp_path / "prompts.txt.journal.jsonl").exists()
+
+
+def test_a_device_or_a_pipe_may_take_both_results_and_errors(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/full")):
+        assert shared_file([("--results", path), ("--errors", path)]) is None
+    assert shared_file([("the jobs file", None), ("--results", tmp_path / "r")]) is None
+    assert shared_file([("--results", tmp_path / "r"), ("--errors", tmp_path / "r")]) == (
+        f"--errors {tmp_path}/r is --results {tmp_path}/r")
+
+
+async def test_batch_results_into_a_pipe_writes_it_and_leaves_it_a_pipe(
+    sim: FakeVidu, jobs: Path, tmp_path: Path
+) -> None:
+    """``--out`` was replaced by a renamed file: as root, ``--out /dev/null`` turned the device
+    into a regular file. A pipe stands in for the device here (no root needed)."""
+    journal = tmp_path / "journal.jsonl"
+    args = ["submit", str(jobs), "--model", "viduq2", "--image", URL, "--quiet",
+            "--journal", str(journal), "--results", str(tmp_path / "results.jsonl")]
+    assert await asyncio.to_thread(main, args) == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # the pipe's buffer holds 3 lines
+    try:
+        assert await asyncio.to_thread(
+            main, ["batch", "results", str(journal), "--out", str(fifo)]) == 0
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        lines = os.read(reader, 1 << 16).splitlines()
+    finally:
+        os.close(reader)
+    assert [json.loads(line)["status"] for line in lines] == ["submitted"] * 3
 
 
 def busy_account(created: list[str]) -> web.Application:

@@ -175,7 +175,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     (signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"),
 ])
 async def test_an_interrupt_exits_with_the_resume_command_and_the_journal_saved(
-    tmp_path: Path, signum: int, code: int, name: str
+    tmp_path: Path, signum: int, code: int, name: str, cli_env: Callable[[FakeVidu], None],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     jobs = tmp_path / "prompts.txt"
     jobs.write_text("".join(f"prompt {i}\n" for i in range(30)))
@@ -190,11 +191,18 @@ async def test_an_interrupt_exits_with_the_resume_command_and_the_journal_saved(
                 await asyncio.sleep(0.02)
         process.send_signal(signum)
         _, err = await asyncio.wait_for(process.communicate(), 30)
+        journal = tmp_path / "prompts.txt.journal.jsonl"
+        cli_env(fake)  # the commands the message names find the tasks (no results were written)
+        assert await asyncio.to_thread(main, ["batch", "status", str(journal), "--json"]) == 0
+        running = json.loads(capfd.readouterr().out)["running"]
+        assert running and all(job["task_id"] for job in running)
     assert process.returncode == code
     text = err.decode()
     assert f"interrupted ({name}); the journal" in text
-    assert "keep running on Vidu and are billed" in text and "vidu-async cancel TASK_ID" in text
-    journal = tmp_path / "prompts.txt.journal.jsonl"
+    assert "keep running on Vidu and are billed" in text
+    assert (f"To cancel the ones that have not started: vidu-async batch cancel {journal} "
+            f"(vidu-async batch status {journal} lists the running ones and their task ids)"
+            ) in text
     assert f"vidu-async submit {jobs} --model viduq2" in text
     assert f"--journal {journal}" in text
     # Every task the simulator created had its intent journalled before the create was sent.
@@ -380,3 +388,24 @@ def test_where_callbacks_are_received(
     listener = Listener.parse(url, listen)
     assert (listener.host, listener.port, listener.path) == where
     assert listener.url == url
+
+
+async def test_a_name_template_whose_fields_run_together_gives_each_job_its_own_file(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    """``--name '{custom_id}{line}'``: ``a1`` on line 2 and ``a`` on line 12 both made
+    ``a12.mp4``; the second download replaced the first, a paid video lost with exit 0."""
+    jobs = tmp_path / "jobs.jsonl"
+    ids = {2: "a1", 12: "a"}
+    jobs.write_text("".join(json.dumps({"custom_id": ids.get(n, f"j{n}x"), "prompt": f"p {n}"})
+                            + "\n" for n in range(1, 13)))
+    out, videos = tmp_path / "results.jsonl", tmp_path / "videos"
+    args = submit_args(jobs, "--download", str(videos), "--name", "{custom_id}{line}",
+                       "--results", str(out))
+    assert await asyncio.to_thread(main, args) == 0
+    files = {r["custom_id"]: r["files"] for r in results(out)}
+    assert len(list(videos.iterdir())) == 12
+    assert isinstance(files["a1"], list) and isinstance(files["a"], list)
+    (first,), (second,) = files["a1"], files["a"]
+    assert first != second
+    assert Path(first).name.startswith("a12-") and Path(second).name.startswith("a12-")

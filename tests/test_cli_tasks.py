@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -127,3 +129,62 @@ async def test_download_makes_no_folder_for_files_a_task_does_not_have(
         args = ["download", task.task_id, "--dest", str(tmp_path), "--watermarked"]
         assert await cli(*args) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{task.task_id}.mp4"]
+
+
+@pytest.mark.parametrize(("dest", "says"), [
+    ("afile", "cannot save the files of task {task} into {dest}: it is a file, not a folder"),
+    ("/proc/nope", "cannot save the files of task {task} into {dest}: No such file or "
+                   "directory"),
+    ("afile/sub", "cannot save the files of task {task} into {dest}: Not a directory"),
+])
+async def test_download_where_files_cannot_be_saved_is_one_line_naming_the_folder(
+    made: tuple[FakeVidu, list[str]], tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    dest: str, says: str,
+) -> None:
+    _, ids = made
+    (tmp_path / "afile").write_text("a file, not a folder")
+    where = dest if dest.startswith("/") else str(tmp_path / dest)
+    assert await cli("download", ids[0], "--dest", where) == 1
+    err = capfd.readouterr().err
+    assert err == f"vidu-async download: {says.format(task=ids[0], dest=where)}\n"
+
+
+async def test_download_to_a_full_disk_is_one_line_naming_the_file(
+    made: tuple[FakeVidu, list[str]], tmp_path: Path
+) -> None:
+    """RLIMIT_FSIZE fails the video's writes with EFBIG, as a full disk does (ENOSPC), with no
+    root needed: one line naming the file, exit 1, and no partial file left behind."""
+    fake, ids = made
+    limited = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64)); "
+               "from vidu_async.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url,
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", limited, "download", ids[0], "--dest", str(tmp_path), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, raw = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert raw.decode() == (f"vidu-async download: cannot save the files of task {ids[0]} into "
+                            f"{tmp_path}: {tmp_path / ids[0]}.mp4: File too large\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["status", ""], "argument TASK_ID: a task id cannot be empty"),
+    (["download", " "], "argument TASK_ID: a task id cannot be empty"),
+    (["tasks", "--id", ""], "argument --id: a task id cannot be empty"),
+    (["wait", "T", "--timeout", "-1"], "argument --timeout: must be more than 0, got '-1'"),
+    (["wait", "T", "--timeout", "0"], "argument --timeout: must be more than 0, got '0'"),
+])
+async def test_an_empty_task_id_or_a_timeout_of_no_time_is_a_usage_error(
+    made: tuple[FakeVidu, list[str]], capfd: pytest.CaptureFixture[str], argv: list[str],
+    says: str,
+) -> None:
+    fake, _ = made
+    before = sum(fake.stats.requests_to(name) for name in ("get_task", "list_tasks"))
+    assert await cli(*argv) == 2
+    err = capfd.readouterr().err
+    assert says in err and "Traceback" not in err
+    assert sum(fake.stats.requests_to(name) for name in ("get_task", "list_tasks")) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import re
 import unicodedata
@@ -23,6 +24,7 @@ from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.download import (
     MAX_STEM_BYTES,
+    DownloadNames,
     DownloadPace,
     download_creation,
     extension_for,
@@ -321,6 +323,70 @@ def test_distinct_jobs_get_distinct_safe_names(
     assert is_safe_component(name_of(b))
     if a != b:  # distinct even on a case-insensitive file system
         assert name_of(a).casefold() != name_of(b).casefold()
+
+
+@pytest.mark.parametrize(("template", "exact"), [
+    ("{custom_id}", True),
+    ("{line}-{custom_id}", True),
+    ("{custom_id}_{line}_{index}", True),
+    ("take-{task_id}.v{line}", True),
+    ("{line}", True),
+    ("{custom_id}{line}", False),  # a1 on line 2 and a on line 12 both make a12
+    ("{line}{custom_id}", False),  # 1 and 2x, 12 and x
+    ("{custom_id}1{line}", False),  # a digit beside a number: a1 1 2, a 1 12
+    ("{line}{index}", False),
+    ("{custom_id}_{task_id}", False),  # a_b with task c, a with task b_c
+    ("{custom_id}-{custom_id}", False),
+])
+def test_a_template_keeps_exact_names_only_when_its_fields_stay_apart(
+    template: str, exact: bool
+) -> None:
+    names = DownloadNames(template)
+    (stem,) = names.stems([Creation(id="c1")], custom_id="cat", task_id="t9", line=3)
+    text = template.format(custom_id="cat", task_id="t9", line=3, index=1)
+    assert (stem == text) is exact
+    if not exact:
+        assert stem.startswith(text + "-") and len(stem) == len(text) + 13
+
+
+def test_ids_that_run_into_the_line_number_get_their_own_files() -> None:
+    """``--name '{custom_id}{line}'``: ``a1`` on line 2 and ``a`` on line 12 were both
+    ``a12.mp4``, the second download replacing the first."""
+    names = DownloadNames("{custom_id}{line}")
+    one = Creation(id="c1")
+    first = names.stems([one], custom_id="a1", task_id="t1", line=2)
+    second = names.stems([one], custom_id="a", task_id="t2", line=12)
+    assert first != second
+    assert all(stem.startswith("a12-") for stem in first + second)
+
+
+TEMPLATE_PARTS = ("{custom_id}", "{task_id}", "{line}", "{index}", "-", "1")
+RUN_JOBS = list(itertools.product(  # (custom_id, line, task id, creations): values that run
+    ["a", "a1", "A", "1-a", "-a"], [1, 2, 11, 12], ["1", "12", "t-1"], [1, 11],  # together
+))
+
+
+def test_distinct_jobs_of_a_run_never_share_a_file_whatever_the_template() -> None:
+    """Every template of up to three parts, over jobs whose values run together (a1 and 2, a
+    and 12): two jobs of one run (their custom_id, line and task id all differ) never share a
+    name, even ignoring case, and each creation of a job has its own."""
+    for size in (1, 2, 3):
+        for parts in itertools.product(TEMPLATE_PARTS, repeat=size):
+            template = "".join(parts)
+            if not {"{custom_id}", "{task_id}", "{line}"} & set(parts):
+                continue
+            names = DownloadNames(template)
+            owners: dict[str, list[tuple[str, int, str]]] = {}
+            for custom_id, line, task_id, count in RUN_JOBS:
+                job = (custom_id, line, task_id)
+                stems = names.stems([Creation(id=f"c{n}") for n in range(count)],
+                                    custom_id=custom_id, task_id=task_id, line=line)
+                assert len({stem.casefold() for stem in stems}) == count, (template, job)
+                for stem in stems:
+                    others = owners.setdefault(stem.casefold(), [])
+                    assert all(any(x == y for x, y in zip(other, job, strict=True))
+                               for other in others), (template, job, others)
+                    others.append(job)
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,13 @@ no single job's name either.
 Templates. ``DownloadNames.template`` (the CLI's ``--name``) makes the text from ``{custom_id}``,
 ``{task_id}``, ``{line}`` and ``{index}`` (a creation's position, from 1); the text then follows
 the rules above. A template must name ``{custom_id}``, ``{task_id}`` or ``{line}``, each unique
-to a job, so that distinct jobs keep distinct texts. Covers and watermarked videos go to the
-``covers/`` and ``watermarked/`` folders under the same stems, so they meet no video's name.
+to a job, so that distinct jobs keep distinct texts. Two jobs can still make one text when fields
+run together (``{custom_id}{line}``: ``a1`` on line 2 and ``a`` on line 12 both make ``a12``):
+a template with two fields of any text (``{custom_id}``, ``{task_id}``), or a number field
+(``{line}``, ``{index}``) beside another field or a digit, names each file from its fields'
+values instead: its text, always suffixed from the values (``a12-<12 hex>``). Covers and
+watermarked videos go to the ``covers/`` and ``watermarked/`` folders under the same stems, so
+they meet no video's name.
 
 Files. A file is streamed into ``.<name>.part`` beside its target, flushed to disk, then renamed
 over the target: a reader never sees half a file, and a failed or cancelled download leaves
@@ -44,6 +49,8 @@ requests to them carry no ``Authorization``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -144,17 +151,62 @@ _IDENTIFYING = ("custom_id", "task_id", "line")
 _FOLDERS: dict[Link, str] = {"url": "", "cover_url": "covers", "watermarked_url": "watermarked"}
 
 
+_NUMBERS = ("line", "index")
+"""The fields whose values are numbers (digits only); the others may hold any text."""
+_FIELDS_KEY = b"\xfe"
+"""Starts the key of a name from its fields' values: 0xFE never occurs in UTF-8, so the key is
+unlike any text's or pair's key (see ``file_stem``)."""
+
+
 def _template_fields(template: str) -> set[str]:
     """The fields ``template`` names; ``ValueError`` for a malformed or formatted field."""
+    return {piece for piece in _pieces(template) if isinstance(piece, _Field)}
+
+
+class _Field(str):
+    """A field of a template, told apart from its literal text."""
+
+
+def _pieces(template: str) -> list[str]:
+    """``template`` as its literal texts (merged, none empty) and ``_Field`` names, in order;
+    ``ValueError`` for a malformed or formatted field."""
     try:
-        parsed = [(name, spec, conv) for _, name, spec, conv in Formatter().parse(template)
-                  if name is not None]
+        parsed = list(Formatter().parse(template))
     except ValueError as error:
         raise ValueError(f"name template {template!r}: {error}") from None
-    if any(spec or conv for _, spec, conv in parsed):
+    if any(spec or conv for _, name, spec, conv in parsed if name is not None):
         raise ValueError(f"name template {template!r}: fields take no format (write {{line}}, "
                          "not {line:04d})")
-    return {name for name, _, _ in parsed}
+    pieces: list[str] = []
+    for literal, name, _, _ in parsed:
+        if literal and pieces and not isinstance(pieces[-1], _Field):
+            pieces[-1] += literal
+        elif literal:
+            pieces.append(literal)
+        if name is not None:
+            pieces.append(_Field(name))
+    return pieces
+
+
+def _unambiguous(template: str) -> bool:
+    """Whether the texts ``template`` makes tell its fields' values apart: at most one field
+    of any text (``{custom_id}``, ``{task_id}``), and each number field between the template's
+    ends or literal text that is no digit. ``{custom_id}{line}`` is not: ``a1`` on line 2 and
+    ``a`` on line 12 both make ``a12``; ``{line}-{custom_id}`` is."""
+    pieces = _pieces(template)
+    fields = [n for n, piece in enumerate(pieces) if isinstance(piece, _Field)]
+    if sum(pieces[n] not in _NUMBERS for n in fields) > 1:
+        return False
+    return all(_apart(pieces, n - 1, -1) and _apart(pieces, n + 1, 0)
+               for n in fields if pieces[n] in _NUMBERS)
+
+
+def _apart(pieces: list[str], n: int, end: int) -> bool:
+    """Whether the piece at ``n`` (beside a number field) is the template's end or literal
+    text whose character there (``end``: its first or last) is no digit."""
+    if not 0 <= n < len(pieces):
+        return True
+    return not isinstance(pieces[n], _Field) and not pieces[n][end].isdigit()
 
 
 def _check_template(_: object, __: object, template: str) -> None:
@@ -190,16 +242,27 @@ class DownloadNames:
 
         A field without a value (no ``custom_id``, an unknown ``line``) reads as the task id.
         Without ``{index}``, a task with several creations has each file named after the pair
-        (text, creation id), as ``file_stem`` does."""
+        (text, creation id), as ``file_stem`` does. A template whose text could be made by two
+        jobs (``{custom_id}{line}``) names every file from its fields' values instead, shown
+        as its text with a suffix."""
         several = len(creations) > 1
-        per_creation = "index" in _template_fields(self.template)
+        fields = [p for p in _pieces(self.template) if isinstance(p, _Field)]
+        per_creation = "index" in fields
+        plain = _unambiguous(self.template)
         stems = []
         for index, creation in enumerate(creations):
             values = {"custom_id": custom_id or task_id, "task_id": task_id,
                       "line": task_id if line is None else str(line), "index": str(index + 1)}
             text = self.template.format_map(values)
-            stems.append(safe_stem(text) if per_creation
-                         else file_stem(text, creation, index, several=several))
+            if plain:
+                stems.append(safe_stem(text) if per_creation
+                             else file_stem(text, creation, index, several=several))
+                continue
+            parts = [values[f] for f in fields]
+            if several and not per_creation:
+                parts.append(creation.id or str(index))
+                text = f"{text}_{parts[-1]}"
+            stems.append(_stem(text, _FIELDS_KEY + b"\xff".join(map(_utf8, parts)), exact=False))
         return stems
 
 
@@ -354,8 +417,19 @@ def _create(partial: Path) -> BinaryIO:
 
 
 def _finish(file: BinaryIO) -> None:
+    """Flush ``file`` to disk and close it (a failure here is the disk's)."""
     file.flush()
     os.fsync(file.fileno())
+    file.close()
+
+
+async def _on_disk(target: Path, call: Callable[[], object]) -> None:
+    """``call()`` in a thread; a disk's error (a full disk) names the file being written,
+    which the system's error leaves out."""
+    try:
+        await asyncio.to_thread(call)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(target)) from None
 
 
 def _is_ours(partial: Path, identity: tuple[int, int]) -> bool:
@@ -377,12 +451,15 @@ async def _save(
     identity = (stat.st_dev, stat.st_ino)
     received = 0
     try:
-        with file:
+        try:
             async for chunk in content.iter_chunked(_CHUNK):
                 received += len(chunk)
                 progress(received)
-                await asyncio.to_thread(file.write, chunk)
-            await asyncio.to_thread(_finish, file)
+                await _on_disk(target, functools.partial(file.write, chunk))
+            await _on_disk(target, functools.partial(_finish, file))
+        finally:  # after a failure: closing fails again on what the file still holds
+            with contextlib.suppress(OSError):
+                file.close()
         if not _is_ours(partial, identity):
             raise DownloadError(
                 f"downloading {_public(url)}: {partial} was replaced by another process",

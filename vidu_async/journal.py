@@ -41,7 +41,7 @@ import attrs
 
 from vidu_async.errors import JournalError, JournalLockedError
 
-__all__ = ["JobRecord", "Journal", "JournalContents", "is_in_use", "read_journal"]
+__all__ = ["JobRecord", "Journal", "JournalContents", "is_in_use", "lock_path", "read_journal"]
 
 _VERSION = 2
 _JOB_KINDS = ("intent", "withdrawn", "created", "refunded", "retry", "final")
@@ -435,7 +435,7 @@ def is_in_use(path: Path) -> bool:
     """Whether a run holds the journal's lock now. Probed with a shared lock released at once:
     a run starting in that instant would be refused (and says so), never a running one."""
     try:
-        fd = os.open(_lock_path(path), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_path(path), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
     try:
@@ -462,7 +462,7 @@ def _open(path: Path, batch_id: str) -> tuple[int, int, _Loaded, str]:
         with contextlib.suppress(FileNotFoundError):
             _refuse_special(path, os.stat(path).st_mode)  # before a lock file lands beside it
         path.parent.mkdir(parents=True, exist_ok=True)
-        held_before = _lock_path(path).exists() and _lock_path(path).stat().st_size > 0
+        held_before = lock_path(path).exists() and lock_path(path).stat().st_size > 0
         lock_fd = _lock(path)
         try:
             fd, loaded = _open_locked(path, batch_id)
@@ -508,13 +508,14 @@ def _refuse_special(path: Path, mode: int) -> None:
         )
 
 
-def _lock_path(path: Path) -> Path:
+def lock_path(path: Path) -> Path:
+    """The lock file of the journal at ``path``, beside it (``submit`` keeps other files off it)."""
     return path.with_name(path.name + ".lock")
 
 
 def _lock(path: Path) -> int:
     """Take the exclusive lock beside the journal and say who holds it; or name the holder."""
-    fd = os.open(_lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -289,6 +289,15 @@ def finite_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for a finite number above 0 (a timeout of 0 or less would end a
+    wait before it began)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
 def as_flag(message: str) -> str:
     """An option check's message (``'poll_interval' must be ...``) with the option named as
     its command-line flag (``--poll-interval must be ...``)."""

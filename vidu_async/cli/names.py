@@ -15,7 +15,8 @@ def add_name_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--name", metavar="TEMPLATE", default="{custom_id}",
         help="file name of each video, from {custom_id}, {task_id}, {line} and {index} (the "
-        "creation's number); made file-system safe, never shared by two jobs ({custom_id})",
+        "creation's number); made file-system safe, never shared by two jobs: fields that run "
+        "together ({custom_id}{line}) get a suffix ({custom_id})",
     )
     group.add_argument("--covers", action="store_true", help="download covers too, into covers/")
     group.add_argument("--watermarked", action="store_true",

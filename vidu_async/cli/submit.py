@@ -10,11 +10,12 @@ import logging
 import secrets
 import shlex
 import signal
+import stat
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -66,6 +67,7 @@ from vidu_async.errors import (
 from vidu_async.failures import SHOWN, Failure, shown_id, write_errors_file
 from vidu_async.failures import render as render_failures
 from vidu_async.jobs import read_jobs
+from vidu_async.journal import lock_path
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.retry import RetryPolicy
 from vidu_async.submit import (
@@ -243,11 +245,16 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
     if problem:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if args.errors and args.errors.resolve() == jobs.path.resolve():
-        print(f"vidu-async submit: --errors {args.errors} is the jobs file itself: give "
-              "another path (the errors file is written anew after the run)", file=sys.stderr)
-        return EXIT_USAGE
     journal = args.journal or args.jobs.with_name(args.jobs.name + ".journal.jsonl")
+    shared = shared_file([
+        ("the jobs file", None if reads_stdin(args) else jobs.path), ("the journal", journal),
+        ("the journal's lock file", lock_path(journal)), ("--results", args.results),
+        ("--errors", args.errors),
+    ])
+    if shared:
+        print(f"vidu-async submit: {shared}: give each its own path (nothing was sent)",
+              file=sys.stderr)
+        return EXIT_USAGE
     default_id = f"stdin:{journal.name}" if reads_stdin(args) else args.jobs.name
     batch_id = args.batch_id or default_id
     if args.fresh:
@@ -296,14 +303,43 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
             )
     except (KeyboardInterrupt, Terminated) as stop:
         signal_name = "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
+        named = shlex.quote(str(journal))
         print(
             f"\ninterrupted ({signal_name}); the journal {journal} is saved. Tasks already "
-            "created keep running on Vidu and are billed: a rerun follows them. To cancel one "
-            "that has not started: vidu-async cancel TASK_ID (task ids are in the results and "
-            f"the journal). Resume with:\n  vidu-async {_resume_args(args, journal)}",
+            "created keep running on Vidu and are billed: a rerun follows them. To cancel the "
+            f"ones that have not started: vidu-async batch cancel {named} (vidu-async batch "
+            f"status {named} lists the running ones and their task ids). Resume with:\n"
+            f"  vidu-async {_resume_args(args, journal)}",
             file=sys.stderr,
         )
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+
+
+def shared_file(paths: Sequence[tuple[str, Path | None]]) -> str | None:
+    """Which two of a run's files are one (``--results`` naming the jobs file would empty it
+    while it is read, naming the journal would replace it), or None. Paths are compared
+    resolved, existing files by inode (a hard link too); a device or a pipe may be shared."""
+    seen: dict[object, tuple[str, Path]] = {}
+    for role, path in paths:
+        if path is None or (identity := _identity(path)) is None:
+            continue
+        if identity in seen:
+            first, where = seen[identity]
+            return f"{role} {path} is {first} {where}"
+        seen[identity] = (role, path)
+    return None
+
+
+def _identity(path: Path) -> object:
+    """What makes ``path`` the same file as another: its device and inode, or where it would
+    be made; None for what is not a regular file (``/dev/null``, a pipe)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return path.resolve()
+    except OSError:  # unreadable, a symlink loop: the run says so when it opens the file
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISREG(found.st_mode) else None
 
 
 class Terminated(Exception):

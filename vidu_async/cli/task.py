@@ -23,7 +23,7 @@ from vidu_async.cli.common import (
     Commands,
     add_account_arguments,
     clients_or_exit,
-    finite_float,
+    positive_float,
     rejection,
 )
 from vidu_async.cli.names import add_name_arguments, download_names
@@ -47,13 +47,13 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     ):
         single = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         if name != "credits":
-            single.add_argument("task_id", metavar="TASK_ID")
+            single.add_argument("task_id", type=task_id, metavar="TASK_ID")
         single.add_argument("--json", action="store_true",
                             help="print the API's answer as JSON instead of a summary")
         add_account_arguments(single)
         if name == "wait":
             single.add_argument(
-                "--timeout", type=finite_float, default=1800.0, help="seconds (1800)"
+                "--timeout", type=positive_float, default=1800.0, help="seconds (1800)"
             )
         if name == "download":
             single.add_argument("--dest", type=Path, default=Path("."), help="folder (.)")
@@ -75,12 +75,19 @@ def add_tasks_parser(commands: Commands[argparse.ArgumentParser]) -> None:
                          help="created at or after: 2026-05-01, 2026-05-01T12:00, or an age "
                          "such as 3h or 2d (local time unless it names an offset)")
     listing.add_argument("--until", type=_when, metavar="WHEN", help="created before (as --since)")
-    listing.add_argument("--id", dest="ids", action="append", metavar="TASK_ID",
+    listing.add_argument("--id", dest="ids", action="append", type=task_id, metavar="TASK_ID",
                          help="only this task (repeatable, 100 at most)")
     listing.add_argument("--limit", type=int, default=50, help="at most this many tasks (50)")
     listing.add_argument("--json", action="store_true", help="one JSON object (the API's) a line")
     add_account_arguments(listing)
     listing.set_defaults(run=run_single, action="tasks")
+
+
+def task_id(text: str) -> str:
+    """An argparse ``type`` for a task id: any text but an empty one (it names no task)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a task id cannot be empty")
+    return text
 
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])\Z")
@@ -146,8 +153,13 @@ async def _single(client: ViduClient, args: argparse.Namespace) -> int:
             result = await client.get_task(args.task_id)
         files: list[str] = []
         if args.action == "download":
-            files = [str(p) for p in await client.download(result, args.dest,
-                                                           names=download_names(args))]
+            try:
+                saved = await client.download(result, args.dest, names=download_names(args))
+            except OSError as error:
+                print(f"vidu-async download: {not_saved(result.id, args.dest, error)}",
+                      file=sys.stderr)
+                return EXIT_FAILED
+            files = [str(p) for p in saved]
         if args.json:
             answer = users_answer(result)
             print(json.dumps({**answer, "files": files} if files else answer,
@@ -155,6 +167,16 @@ async def _single(client: ViduClient, args: argparse.Namespace) -> int:
         else:
             print(task_summary(result, files))
         return EXIT_FAILED if args.action == "wait" and not result.succeeded else EXIT_OK
+
+
+def not_saved(task: str, dest: Path, error: OSError) -> str:
+    """Why a task's files could not be saved into the folder ``dest``, naming the file the
+    error is about when it is not the folder itself."""
+    whole = error.filename in (None, str(dest))
+    why = ("it is a file, not a folder" if whole and isinstance(error, FileExistsError)
+           else error.strerror or str(error))
+    return (f"cannot save the files of task {task} into {dest}: "
+            + (why if whole else f"{error.filename}: {why}"))
 
 
 def users_answer(result: TaskResult) -> dict[str, Any]:
