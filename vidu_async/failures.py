@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from vidu_async._files import replaced_whole
 from vidu_async.batch.plan import CANCELLED_CODES, retryable
 from vidu_async.errors import FieldProblem
 from vidu_async.jobs import JobFormat, line_fields, with_defaults
@@ -153,8 +154,7 @@ def write_errors_file(
     folder = base_dir or jobs.parent
     fill = {k: v for k, v in defaults.items() if k != "strict"}
     written = 0
-    partial = out.with_name(f".{out.name}.part")
-    with partial.open("w", encoding="utf-8") as handle:
+    with replaced_whole(out) as handle:  # whole or not at all: it is submitted as is
         for number, fields in line_fields(jobs, wanted, fmt):
             failure = wanted[number]
             if isinstance(fields, FieldProblem):
@@ -164,7 +164,6 @@ def write_errors_file(
                       **_absolute_media(with_defaults(fields, fill), folder)}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
-    partial.replace(out)  # whole or not at all: an errors file is submitted as is
     return ErrorsFile(written, tuple(left_out))
 
 

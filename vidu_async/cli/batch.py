@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vidu_async._files import replaced_whole
 from vidu_async.batch import account_label
 from vidu_async.batch.refresh import read_tasks
 from vidu_async.batch_view import JobView, counts, result_records, to_read, view
@@ -265,26 +264,11 @@ def _results(args: argparse.Namespace, jobs: list[JobView]) -> int:
         sys.stdout.write(text)
         return EXIT_OK
     try:
-        _replace(args.out, text)
+        with replaced_whole(args.out) as handle:
+            handle.write(text)
     except OSError as error:
         print(f"vidu-async batch results: cannot write {args.out}: "
               f"{error.strerror or error}", file=sys.stderr)
         return EXIT_USAGE
     print(f"results: {args.out} ({len(jobs)} jobs)", file=sys.stderr)
     return EXIT_OK
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``; a
-    device or a pipe (``/dev/null``) is written to instead, never replaced by a file."""
-    if path.exists() and not path.is_file():
-        path.write_text(text, encoding="utf-8")
-        return
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
