@@ -408,6 +408,44 @@ async def test_max_credits_is_never_exceeded_and_the_rest_are_not_submitted(budg
     assert batch.stop_reason is not None and batch.stop_reason.reason == "BudgetReached"
 
 
+LOST_AND_UNLISTED = Faults(create=EndpointFaults(commit_then_drop=1.0),
+                          list_tasks=EndpointFaults(server_error=1.0))
+"""Every create billed, its answer lost, the list unreadable: every job ends ambiguous."""
+
+
+@pytest.mark.parametrize("price_known", [False, True])
+async def test_creates_that_may_have_made_tasks_count_in_max_credits(
+    tmp_path: Path, price_known: bool
+) -> None:
+    # An ambiguous create's task may exist and cost: its worst case is in the budget. Before,
+    # a price not known yet counted 0 (five of five sent under a cap of two), and the count
+    # never followed a price learned later.
+    journal, spent_before = tmp_path / "journal.jsonl", 0
+    if price_known:  # a clean earlier run of this journal learned the price
+        async with FakeVidu(timeline=INSTANT) as clean, sim_client(clean) as c:
+            await collect(submitter(c, journal=journal), make_jobs(1, "earlier"))
+        spent_before = COST
+    cap = spent_before + 2 * COST
+    async with FakeVidu(timeline=INSTANT, faults=LOST_AND_UNLISTED) as sim, \
+            client(sim.url, sim.api_key) as c:
+        start = sim.balance()
+        batch = submitter(c, journal=journal, max_credits=cap, concurrency=4)
+        outcomes = await collect(batch, make_jobs(5))
+        billed = start - sim.balance()
+    statuses = Counter(o.status for o in outcomes)
+    if price_known:  # two fit, then the cap holds
+        assert billed == 2 * COST and statuses == {"ambiguous": 2, "not_submitted": 3}
+        assert {o.error.reason for o in outcomes if o.status == "not_submitted"} == {
+            "BudgetReached"}
+    else:  # the first goes alone; its price unknown, nothing more can be proven to fit
+        assert billed == COST and statuses == {"ambiguous": 1, "not_submitted": 4}
+        refused = {o.error.message for o in outcomes if o.status == "not_submitted" and o.error}
+        assert refused == {f"max_credits {cap} cannot be kept: 1 create(s) may have made a task "
+                           "of a price not known yet (the answer was lost and the task neither "
+                           "found nor proven absent); nothing more is sent. A rerun looks them "
+                           "up first; or rerun without --max-credits"}
+
+
 # --- pacing ------------------------------------------------------------------------------------
 
 

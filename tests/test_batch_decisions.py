@@ -195,6 +195,15 @@ def test_gate_stops_the_job_when_its_price_no_longer_fits_and_nothing_is_in_flig
     assert isinstance(only_dear, Stop) and only_dear.batch
 
 
+def test_a_capped_gate_stops_the_batch_while_a_task_of_unknown_price_may_exist() -> None:
+    unpriced = Budget(1000, 0, costs=COSTS, unpriced_maybe=1)
+    for price in ("c40", "new"):
+        decision = gate(price, unpriced, [A])
+        assert isinstance(decision, Stop) and decision.batch
+        assert decision.error.reason == "BudgetUnknown"
+    assert gate("c40", attrs.evolve(unpriced, cap=None), [A]) == Go("acct-a", 40)
+
+
 @pytest.mark.parametrize("spent", [100, 150])
 def test_gate_stops_the_batch_when_nothing_is_left(spent: int) -> None:
     for price in ("c40", "new"):

@@ -46,6 +46,9 @@ class Budget:
     """A create whose cost class has no known price is in flight."""
     costs: Mapping[str, int] = attrs.field(factory=dict)
     """What one task of each cost class cost, as learned."""
+    unpriced_maybe: int = 0
+    """Creates that may have made a task (their answer lost, not found nor proven absent) of a
+    price not known yet: ``spent`` cannot hold their worst case."""
 
     @property
     def idle(self) -> bool:
@@ -104,6 +107,12 @@ def gate(
         return Wait(f"{followed} tasks followed, the most at once")
     cost = budget.costs.get(cost_class)
     if budget.cap is not None:
+        if budget.unpriced_maybe:
+            return Stop(ErrorInfo("BudgetUnknown", (
+                f"max_credits {budget.cap} cannot be kept: {budget.unpriced_maybe} create(s) "
+                "may have made a task of a price not known yet (the answer was lost and the "
+                "task neither found nor proven absent); nothing more is sent. A rerun looks "
+                "them up first; or rerun without --max-credits")), batch=True)
         if budget.unknown_in_flight:
             return Wait("a create of a price not known yet is in flight")
         left = budget.cap - budget.spent - budget.reserved

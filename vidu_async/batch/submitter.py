@@ -330,9 +330,10 @@ class BatchSubmitter:
         self._costs: dict[str, int] = {}
         self._reserved = 0
         self._unknown_in_flight = 0
-        self._maybe: dict[str, int] = {}
+        self._maybe: dict[str, str | None] = {}
         """Creates whose task may exist (an earlier run's unanswered intents, this run's
-        ambiguous ends), by job: their worst cost counts against the budget."""
+        ambiguous ends): job -> cost class. Their price, once known, counts against the
+        budget; while a price is not known, a capped batch sends nothing more."""
         self._states: collections.Counter[str] = collections.Counter()
         self._made: dict[str, _Made] = {}
         self._given_ids: dict[str, int | None] = {}
@@ -429,7 +430,7 @@ class BatchSubmitter:
                 self._costs.update(self._journal.costs)
                 for record in self._journal.pending():
                     if record.needs_reconcile:  # maybe billed: counted until looked up
-                        self._maybe[record.job_id] = self._worst_cost(record.cost_class)
+                        self._maybe[record.job_id] = record.cost_class
                     if record.task_id is not None:  # its credits are in journal.spent
                         self._counted.add(record.task_id)
                     self._counted.update(record.retried)
@@ -852,9 +853,11 @@ class BatchSubmitter:
                 await self.options.sleep(pause)
 
     def _gate(self, price_class: str, pinned: str | None) -> Go | Wait | Stop:
+        maybe = [self._costs.get(c) if c is not None else None for c in self._maybe.values()]
         budget = Budget(
-            self.options.max_credits, self.credits_total + sum(self._maybe.values()),
+            self.options.max_credits, self.credits_total + sum(c or 0 for c in maybe),
             self._reserved, self._unknown_in_flight > 0, self._costs,
+            unpriced_maybe=maybe.count(None),
         )
         return gate(
             price_class, budget, [a.view() for a in self._accounts.values()],
@@ -932,13 +935,6 @@ class BatchSubmitter:
             self._counted.add(task.id)
             self._spent_found += task.credits or 0
 
-    def _worst_cost(self, price_class: str | None) -> int:
-        """What a task of ``price_class`` may have cost: its known price, else the dearest
-        price known. With no price known at all it counts 0: the one case the cap can be
-        passed, by creates of a batch's very first prices that were interrupted unanswered."""
-        known = self._costs.get(price_class or "")
-        return known if known is not None else max(self._costs.values(), default=0)
-
     def _reserve(self, cost: int | None, sign: int) -> None:
         if cost is None:
             self._unknown_in_flight += sign
@@ -989,7 +985,7 @@ class BatchSubmitter:
         meaning = verdict(error, retry_after_cap=self.options.retry_after_cap)
         if isinstance(meaning, End):
             if meaning.status == "ambiguous":  # its task may exist, and cost
-                self._maybe[job.custom_id] = self._worst_cost(cost_class(job.request))
+                self._maybe[job.custom_id] = cost_class(job.request)
             return Outcome(job.custom_id, meaning.status, job.line, error=meaning.error)
         if isinstance(meaning, Halt):
             self._halt(meaning.error)
