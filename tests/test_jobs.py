@@ -250,6 +250,23 @@ def test_validate_command_json_and_exit_codes(
     assert "3 jobs, 1 valid, 2 invalid" in err
 
 
+def test_a_default_flag_its_own_type_never_takes_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Defaults fill only what a line's endpoint takes; with --type naming that endpoint for
+    # every line without one, --image would silently reach none.
+    good = write(tmp_path / "good.txt", "a prompt\n")
+    for command in ("validate", "submit"):
+        code = main([command, str(good), "--type", "text2video", "--model", "viduq2",
+                     "--image", URL, "--aspect-ratio", "16:9"])
+        assert code == 2
+        assert capsys.readouterr().err == (
+            f"vidu-async {command}: --type text2video takes no --image: no line would get it "
+            "(lines of other endpoints can name their own type)\n")
+    assert main(["validate", str(good), "--type", "reference2video", "--model", "viduq2",
+                 "--image", URL]) == 0
+
+
 def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     good = write(tmp_path / "good.txt", "a prompt\n")
     assert main(["validate", str(good), "--model", "viduq2", "--image", URL]) == 0

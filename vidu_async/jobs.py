@@ -81,6 +81,7 @@ __all__ = [
     "auto_id",
     "check_jobs_file",
     "count_jobs",
+    "defaults_not_taken",
     "detect_format",
     "line_fields",
     "read_jobs",
@@ -297,6 +298,18 @@ def with_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> dic
         taken["type"] = cls.kind
     own = {k: v for k, v in fields.items() if k in cls.FIELDS or k == "type" or v != []}
     return {**taken, **own}
+
+
+def defaults_not_taken(defaults: Mapping[str, Any]) -> list[str]:
+    """The CLI flags among ``defaults`` that their own ``type`` (``--type``) never takes:
+    ``--type text2video --image x`` would fill no line with the image, silently."""
+    cls = _BY_KIND.get(defaults.get("type") or "")
+    if cls is None:
+        return []
+    taken = set(cls.FIELDS) | (set(SubjectsToVideoRequest.FIELDS)
+                               if cls is ReferenceToVideoRequest else set())
+    return [_FLAGS.get(name, "--" + name.replace("_", "-")) for name in defaults
+            if name not in taken and name not in ("type", "strict")]
 
 
 def auto_id(fields: Mapping[str, Any]) -> str:

@@ -23,7 +23,14 @@ from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
 from vidu_async.batch import account_label
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
-from vidu_async.jobs import FORMATS, JobFormat, JobsFileError, check_jobs_file, sniff_format
+from vidu_async.jobs import (
+    FORMATS,
+    JobFormat,
+    JobsFileError,
+    check_jobs_file,
+    defaults_not_taken,
+    sniff_format,
+)
 from vidu_async.media import is_local
 from vidu_async.requests import KINDS
 from vidu_async.retry import RetryPolicy
@@ -165,9 +172,12 @@ def jobs_input(args: argparse.Namespace, messages: TextIO) -> Iterator[JobsInput
         yield JobsInput(spool, fmt, Path.cwd(), STDIN)
 
 
-def jobs_or_usage_error(jobs: JobsInput) -> str | None:
+def jobs_or_usage_error(jobs: JobsInput, defaults: Mapping[str, Any]) -> str | None:
     """Why the jobs cannot be run at all (a usage error: missing, a directory, no jobs in
-    it, a CSV file without a header...), or None."""
+    it, a CSV file without a header, a default flag that ``--type`` never takes...), or None."""
+    if unused := defaults_not_taken(defaults):
+        return (f"--type {defaults['type']} takes no {', '.join(unused)}: no line would get "
+                "it (lines of other endpoints can name their own type)")
     try:
         check_jobs_file(jobs.path, jobs.fmt)
     except JobsFileError as exc:

@@ -205,7 +205,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace, jobs: JobsInput) -> int:
-    problem = jobs_or_usage_error(jobs)
+    problem = jobs_or_usage_error(jobs, request_defaults(args))
     if problem:
         print(f"vidu-async validate: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -241,7 +241,7 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
-    problem = jobs_or_usage_error(jobs)
+    problem = jobs_or_usage_error(jobs, request_defaults(args))
     if problem:
         print(f"vidu-async submit: {problem}", file=sys.stderr)
         return EXIT_USAGE
