@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from vidu_async.cli import main
 from vidu_async.demo import sample_png
 from vidu_async.download import safe_stem
 from vidu_async.journal import Journal
-from vidu_async.testing import EndpointFaults, FakeVidu, Faults, Timeline
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Timeline
 
 URL = "https://example.com/ref.png"
 FAST = Timeline(created=0.01, processing=0.05)
@@ -79,9 +80,11 @@ async def test_two_runs_started_together_pay_each_job_once(tmp_path: Path) -> No
     write_prompts(jobs, [f"race prompt {i}" for i in range(count)])
     out = tmp_path / "results.jsonl"
     journal = tmp_path / "prompts.txt.journal.jsonl"
-    # Tasks take a second: the winner still holds the journal when the other run opens it.
+    # The simulator's time stands still until the refused run has ended: the winner's tasks
+    # cannot end, so it holds the journal whenever the other run opens it, however slow.
+    clock = ManualClock(now=time.time())
     async with FakeVidu(timeline=Timeline(created=0.05, processing=1.0), concurrency_limit=50,
-                        seed=4) as fake:
+                        seed=4, clock=clock) as fake:
         env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url}
         argv = [sys.executable, "-m", "vidu_async",
                 *submit_args(jobs, "--wait", "--results", str(out), "--concurrency", "10")]
@@ -92,7 +95,12 @@ async def test_two_runs_started_together_pay_each_job_once(tmp_path: Path) -> No
             )
             for _ in range(2)
         ]
-        errs = await asyncio.wait_for(asyncio.gather(*(r.communicate() for r in runs)), 60)
+        talks = [asyncio.ensure_future(r.communicate()) for r in runs]
+        first, _ = await asyncio.wait(talks, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        (ended,) = first
+        assert runs[talks.index(ended)].returncode == 2  # refused: the winner cannot end yet
+        clock.advance(10.0)  # the winner's tasks end now
+        errs = await asyncio.wait_for(asyncio.gather(*talks), 60)
         assert fake.stats.tasks_created == count
         assert fake.stats.duplicate_payloads() == {}
     codes = sorted((r.returncode, i) for i, r in enumerate(runs))

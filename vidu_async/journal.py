@@ -33,7 +33,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -51,6 +51,10 @@ LINGER = 0.2
 """Seconds a record that need not be durable (a task created or ended) may wait to ride a
 group of intents before it is written anyway."""
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
+HOLDER_WAIT = 1.0
+"""Seconds a run refused the lock waits for the holder to write who it is (it does so at once
+after taking the lock) before naming it only "another process"."""
+_HOLDER_POLL = 0.01
 
 
 @attrs.frozen
@@ -513,26 +517,67 @@ def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
 
 
-def _lock(path: Path) -> int:
-    """Take the exclusive lock beside the journal and say who holds it; or name the holder."""
+def _lock(path: Path, pause: Callable[[float], None] = time.sleep) -> int:
+    """Take the exclusive lock beside the journal and say who holds it; or name the holder
+    (``pause`` waits between reads of a holder that has not said so yet)."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    holder = f"process {os.getpid()} on {socket.gethostname()} since {since}\n"
     fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        os.close(fd)
+        try:
+            named = _read_holder(fd, pause)
+        finally:
+            os.close(fd)
         raise JournalLockedError(
-            f"journal {path} is in use by {holder or 'another process'}; "
+            f"journal {path} is in use by {named or 'another process'}; "
             "wait for that run to end (or stop it), or use another journal"
         ) from None
     except BaseException:
         os.close(fd)
         raise
-    since = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    holder = f"process {os.getpid()} on {socket.gethostname()} since {since}"
     os.ftruncate(fd, 0)
-    os.pwrite(fd, holder.encode() + b"\n", 0)
+    os.pwrite(fd, holder.encode(), 0)
     return fd
+
+
+def _read_holder(fd: int, pause: Callable[[float], None]) -> str | None:
+    """The holder's line in the lock file, or None if it does not say within ``HOLDER_WAIT``.
+
+    The holder writes its line just after taking the lock, so a run refused in that instant
+    reads nothing, half a line, or the line of a run that has ended: it reads again.
+    """
+    waited = 0.0
+    while True:
+        text = os.pread(fd, 4096, 0).decode(errors="replace")
+        if _names_holder(text, socket.gethostname(), _running):
+            return text.strip()
+        if waited >= HOLDER_WAIT:
+            return None
+        pause(_HOLDER_POLL)
+        waited += _HOLDER_POLL
+
+
+def _names_holder(text: str, host: str, running: Callable[[int], bool]) -> bool:
+    """Whether a lock file's ``text`` may name the run holding the lock now: a whole line, and
+    not one of a process on this ``host`` that has ended (``running`` says)."""
+    if not text.endswith("\n") or not text.strip():
+        return False
+    words = text.split()
+    ours = len(words) >= 4 and words[0] == "process" and words[1].isdigit() and words[2] == "on"
+    return not (ours and words[3] == host) or running(int(words[1]))
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` (on this machine) still runs."""
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _open_file(path: Path) -> tuple[int, bool]:
