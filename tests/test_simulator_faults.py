@@ -7,7 +7,7 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -168,6 +168,71 @@ async def test_a_client_that_hangs_up_mid_body_is_no_answer_not_a_simulator_erro
     assert "the simulator failed" not in caplog.text
 
 
+async def until(check: Callable[[], bool]) -> None:
+    """Return once ``check()`` holds (the simulator offers no event to wait on)."""
+    async with asyncio.timeout(5):
+        while not check():  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0.005)
+
+
+HOLD = 5.0
+"""Seconds (simulator clock) a held create waits before it is committed."""
+
+
+async def test_a_held_create_is_committed_after_its_client_hung_up(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client gives up on a held create (a timeout, a cancel, a crash): the server still
+    makes and bills the task once the hold ends, stamped with that moment, exactly once."""
+    clock = ManualClock(now=100.0)
+    faults = Faults(create=EndpointFaults(hold=HOLD))
+    async with FakeVidu("k", faults=faults, clock=clock, credits=100) as sim:
+        url = f"{sim.url}/ent/v2/reference2video"
+        post = asyncio.create_task(observe(http, "POST", url, json={**BODY, "payload": "p1"}))
+        await until(lambda: sim.simulation.held == 1)
+        clock.advance(HOLD - 1.0)
+        post.cancel()  # the client gives up, closing the connection
+        with pytest.raises(asyncio.CancelledError):
+            await post
+        sim.tick()
+        assert sim.tasks == {}  # still held
+        clock.advance(1.0)
+        sim.tick()
+        [task] = sim.tasks.values()
+        assert (task.payload, task.created_at, sim.balance()) == ("p1", 100.0 + HOLD, 55)
+        await until(lambda: sim.stats.in_flight == 0)
+        clock.advance(100.0)
+        sim.tick()
+        assert len(sim.tasks) == 1 and sim.simulation.held == 0
+        async with http.get(f"{sim.url}/ent/v2/tasks", headers=HEADERS) as resp:
+            listed = (await resp.json())["tasks"]
+    assert [(t["id"], t["payload"]) for t in listed] == [(task.task_id, "p1")]
+    assert sim.stats.requests == {("create", 200): 1, ("list_tasks", 200): 1}  # to nobody
+    assert sim.stats.faults == {"hold": 1}
+    assert sim.stats.payloads == {"p1": 1}
+    assert "the simulator failed" not in caplog.text
+
+
+async def test_a_held_create_answers_its_waiting_client_when_the_hold_ends(
+    http: aiohttp.ClientSession,
+) -> None:
+    """A client that waits gets the task (or the refusal) once the hold ends, not before."""
+    clock = ManualClock()
+    faults = Faults(create=EndpointFaults(hold=HOLD))
+    async with FakeVidu("k", faults=faults, clock=clock, credits=50) as sim:
+        url = f"{sim.url}/ent/v2/reference2video"
+        posts = [asyncio.create_task(observe(http, "POST", url, json=BODY)) for _ in range(2)]
+        await until(lambda: sim.simulation.held == 2)
+        clock.advance(HOLD - 0.1)
+        sim.tick()
+        assert sim.tasks == {} and not any(post.done() for post in posts)
+        clock.advance(0.1)  # the background ticks commit both, the second one unpaid
+        seen = sorted(await asyncio.gather(*posts))
+    assert seen == ["CreditInsufficient", "ok"]
+    assert len(sim.tasks) == 1 and sim.balance() == 5
+    assert sim.stats.requests == {("create", 200): 1, ("create", 400): 1}
+
+
 async def test_a_truncated_answer_promises_more_than_it_sends(http: aiohttp.ClientSession) -> None:
     faults = Faults(credits=EndpointFaults(truncated=1.0))
     async with (
@@ -230,8 +295,12 @@ def test_fault_configuration_is_checked() -> None:
         EndpointFaults(server_error=0.6, reset=0.6)
     with pytest.raises(ValueError, match="create"):
         Faults(query=EndpointFaults(commit_then_drop=0.1))
+    with pytest.raises(ValueError, match="hold only applies to create"):
+        Faults(list_tasks=EndpointFaults(hold=1.0))
+    with pytest.raises(ValueError, match="hold"):
+        EndpointFaults(hold=-1.0)
     with pytest.raises(ValueError, match="reset"):
         EndpointFaults(reset=1.5)
-    everywhere = Faults.everywhere(EndpointFaults(reset=0.1, commit_then_drop=0.2))
-    assert everywhere.create.commit_then_drop == 0.2
+    everywhere = Faults.everywhere(EndpointFaults(reset=0.1, commit_then_drop=0.2, hold=3.0))
+    assert (everywhere.create.commit_then_drop, everywhere.create.hold) == (0.2, 3.0)
     assert everywhere.query == EndpointFaults(reset=0.1)

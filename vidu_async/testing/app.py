@@ -253,7 +253,12 @@ class _Api:
         body = await asyncio.to_thread(
             parse_create_body, raw, request.match_info["route"], self.sim.uploaded(api_key)
         )
-        task = self.sim.create(api_key, body)
+        hold = self.faults.faults.create.hold
+        if not hold:
+            task = self.sim.create(api_key, body)
+        else:
+            self.stats.faults["hold"] += 1
+            task = await self.sim.hold(api_key, body, hold)  # answered even to a client gone
         logger.debug("created task %s (%s)", task.task_id, task.model)
         return web.json_response(create_response(task))
 

@@ -82,6 +82,13 @@ class EndpointFaults:
 
     Independently, ``latency`` seconds (real time, not the simulator's clock) are added before
     handling with probability ``latency_rate``.
+
+    ``hold`` (create only) plays a server that commits a create it received ``hold`` seconds
+    (simulator clock) later, whether or not the client is still waiting: the body is read at
+    once, the task made and billed once the clock reaches the end of the hold (by a request or
+    ``FakeVidu.tick``, stamped with that moment), and only then answered (counted as such even
+    to a client that hung up meanwhile: a timeout, a cancel, a crash; its task exists all the
+    same).
     """
 
     quota_exceeded: float = attrs.field(default=0.0, validator=_probability)
@@ -97,6 +104,7 @@ class EndpointFaults:
     )
     latency: float = attrs.field(default=0.0, validator=_non_negative)
     latency_rate: float = attrs.field(default=0.0, validator=_probability)
+    hold: float = attrs.field(default=0.0, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
         total = sum(self.rate(kind) for kind in FAULT_KINDS)
@@ -141,11 +149,16 @@ class RateLimit:
     burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
-def _no_commit_then_drop(
+_CREATE_ONLY = ("commit_then_drop", "hold")
+"""The ``EndpointFaults`` fields that only a create can meet."""
+
+
+def _create_only(
     instance: Faults, attribute: attrs.Attribute[EndpointFaults], value: EndpointFaults
 ) -> None:
-    if value.commit_then_drop:
-        raise ValueError(f"commit_then_drop only applies to create, not {attribute.name}")
+    for name in _CREATE_ONLY:
+        if getattr(value, name):
+            raise ValueError(f"{name} only applies to create, not {attribute.name}")
 
 
 @attrs.frozen
@@ -153,18 +166,18 @@ class Faults:
     """Faults per endpoint (see ``EndpointFaults``) and an optional request-rate limit."""
 
     create: EndpointFaults = EndpointFaults()
-    query: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_no_commit_then_drop)
-    cancel: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_no_commit_then_drop)
+    query: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
+    cancel: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
     list_tasks: EndpointFaults = attrs.field(
-        default=EndpointFaults(), validator=_no_commit_then_drop
+        default=EndpointFaults(), validator=_create_only
     )
-    credits: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_no_commit_then_drop)
+    credits: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
     rate_limit: RateLimit | None = None
 
     @classmethod
     def everywhere(cls, faults: EndpointFaults, *, rate_limit: RateLimit | None = None) -> Faults:
-        """The same faults on every endpoint (``commit_then_drop`` on create only)."""
-        others = attrs.evolve(faults, commit_then_drop=0.0)
+        """The same faults on every endpoint (``commit_then_drop`` and ``hold`` on create only)."""
+        others = attrs.evolve(faults, **dict.fromkeys(_CREATE_ONLY, 0.0))
         return cls(
             create=faults,
             query=others,

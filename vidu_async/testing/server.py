@@ -141,6 +141,8 @@ class FakeVidu:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._background
         finally:
+            if self._sim is not None:
+                self._sim.drop_held()
             if self._runner is not None:
                 await self._runner.cleanup()
 

@@ -8,12 +8,16 @@ gives the same history as one that creeps.
 
 A cancelled task (cancel is allowed only while ``created`` or ``queueing``) reads ``state``
 ``failed`` with ``err_code`` ``TaskCanceled``, and its credits are refunded (``credits`` 0).
+A create may be held (``hold``): it is committed by the tick that reaches its due time, in
+time order with the other transitions, whoever still waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
+import itertools
 import math
 import random
 import time
@@ -180,6 +184,17 @@ class ListQuery:
     after: tuple[int, str] | None = None
 
 
+@attrs.frozen(order=True)
+class _Held:
+    """A create received and not yet committed: due at ``due`` (simulator clock)."""
+
+    due: float
+    order: int
+    api_key: str = attrs.field(repr=False, order=False)
+    created: CreateBody = attrs.field(repr=False, order=False)
+    task: asyncio.Future[SimTask] = attrs.field(repr=False, order=False)
+
+
 class Simulation:
     """Accounts and their tasks, advanced by ``tick()`` against an injectable clock.
 
@@ -213,6 +228,8 @@ class Simulation:
         self._wall_origin_ns = time.time_ns() + round(clock_skew * 1e9)
         self._list_lag = list_lag
         self._cursor = -math.inf
+        self._held: list[_Held] = []
+        self._held_order = itertools.count()
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -226,7 +243,11 @@ class Simulation:
     def now_ns(self) -> int:
         """Wall-clock time (skewed by ``clock_skew``), nanoseconds since the epoch, moving with
         the simulator's clock."""
-        return self._wall_origin_ns + round((self._clock() - self._clock_origin) * 1e9)
+        return self._wall_ns(self._clock())
+
+    def _wall_ns(self, at: float) -> int:
+        """The wall-clock nanoseconds of ``at`` on the simulator's clock."""
+        return self._wall_origin_ns + round((at - self._clock_origin) * 1e9)
 
     def account(self, api_key: str) -> AccountState | None:
         return self._accounts.get(api_key)
@@ -288,6 +309,31 @@ class Simulation:
     def create(self, api_key: str, created: CreateBody) -> SimTask:
         """Create and bill a task from a validated body; 400 ``CreditInsufficient`` if unpaid."""
         self.tick()
+        return self._commit(api_key, created, self.now())
+
+    def hold(self, api_key: str, created: CreateBody, seconds: float) -> asyncio.Future[SimTask]:
+        """Create the task ``seconds`` from now, as ``create`` would then; the future is its
+        task or its refusal. It is committed even if nobody awaits the future any more."""
+        self.tick()
+        task: asyncio.Future[SimTask] = asyncio.get_running_loop().create_future()
+        held = _Held(self.now() + seconds, next(self._held_order), api_key, created, task)
+        heapq.heappush(self._held, held)
+        return task
+
+    @property
+    def held(self) -> int:
+        """How many creates are held: received and not committed yet."""
+        return len(self._held)
+
+    def drop_held(self) -> None:
+        """Forget the creates still held (the simulator is closing); their waiters are
+        cancelled."""
+        for held in self._held:
+            held.task.cancel()
+        self._held.clear()
+
+    def _commit(self, api_key: str, created: CreateBody, at: float) -> SimTask:
+        """Create and bill the task at ``at`` (simulator clock, not later than now)."""
         account = self._account(api_key)
         body, model = created.body, created.model
         duration = int(body.get("duration", model.default_duration))
@@ -316,8 +362,8 @@ class Simulation:
             aspect_ratio=body.get("aspect_ratio", "16:9"),
             seed=int(body.get("seed") or self._outcomes.randrange(1, 2**31)),
             credits=cost,
-            created_ns=self.now_ns(),
-            created_at=self.now(),
+            created_ns=self._wall_ns(at),
+            created_at=at,
         )
         self._tasks[task.task_id] = account.tasks[task.task_id] = task
         bisect.insort(account.listed, _list_order(task))
@@ -370,6 +416,8 @@ class Simulation:
 
     def _next_event(self) -> tuple[float, Callable[[float], None]] | None:
         best: tuple[float, Callable[[float], None]] | None = None
+        if self._held:
+            best = (self._held[0].due, self._commit_held)
         for account in self._accounts.values():
             for at, apply in self._account_events(account):
                 if best is None or at < best[0]:
@@ -390,6 +438,17 @@ class Simulation:
             head = account.queue[0]
             assert head.queued_at is not None
             yield max(head.queued_at, self._cursor), partial(self._start, account)
+
+    def _commit_held(self, at: float) -> None:
+        held = heapq.heappop(self._held)
+        try:
+            task = self._commit(held.api_key, held.created, at)
+        except SimError as refused:
+            if not held.task.done():
+                held.task.set_exception(refused)
+        else:
+            if not held.task.done():
+                held.task.set_result(task)
 
     def _enqueue(self, account: AccountState, at: float) -> None:
         task = account.created.popleft()

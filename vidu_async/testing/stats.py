@@ -20,7 +20,7 @@ class SimStats:
     ``requests`` counts (endpoint, HTTP status) pairs, ``NO_ANSWER`` (0) standing for a dropped
     connection; ``payloads`` counts the tasks created per non-empty ``payload`` value, so a
     create sent twice shows up in ``duplicate_payloads()``; ``faults`` counts injected faults by
-    kind (the ``FAULT_KINDS``, ``latency`` and ``rate_limited``).
+    kind (the ``FAULT_KINDS``, ``latency``, ``rate_limited`` and ``hold``, creates held).
     """
 
     tasks_created: int = 0
