@@ -233,6 +233,20 @@ async def test_a_held_create_answers_its_waiting_client_when_the_hold_ends(
     assert sim.stats.requests == {("create", 200): 1, ("create", 400): 1}
 
 
+async def test_a_simulator_closing_drops_the_creates_it_holds(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Closing does not wait for a hold to end: the held create is never made."""
+    faults = Faults(create=EndpointFaults(hold=HOLD))
+    async with asyncio.timeout(5):
+        async with FakeVidu("k", faults=faults, clock=ManualClock()) as sim:
+            url = f"{sim.url}/ent/v2/reference2video"
+            post = asyncio.create_task(observe(http, "POST", url, json=BODY))
+            await until(lambda: sim.simulation.held == 1)
+        assert await post == "disconnected"
+    assert sim.tasks == {} and sim.simulation.held == 0
+
+
 async def test_a_truncated_answer_promises_more_than_it_sends(http: aiohttp.ClientSession) -> None:
     faults = Faults(credits=EndpointFaults(truncated=1.0))
     async with (

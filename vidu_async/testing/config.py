@@ -168,9 +168,7 @@ class Faults:
     create: EndpointFaults = EndpointFaults()
     query: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
     cancel: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
-    list_tasks: EndpointFaults = attrs.field(
-        default=EndpointFaults(), validator=_create_only
-    )
+    list_tasks: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
     credits: EndpointFaults = attrs.field(default=EndpointFaults(), validator=_create_only)
     rate_limit: RateLimit | None = None
 
