@@ -180,7 +180,9 @@ async def test_an_interrupt_exits_with_the_resume_command_and_the_journal_saved(
 ) -> None:
     jobs = tmp_path / "prompts.txt"
     jobs.write_text("".join(f"prompt {i}\n" for i in range(30)))
-    async with FakeVidu(timeline=Timeline(created=0.05, processing=5.0), seed=2) as fake:
+    # Tasks run long enough to be running still when `batch status` asks, however slow the
+    # machine (5 s ended them first under load, and nothing was left to list).
+    async with FakeVidu(timeline=Timeline(created=0.05, processing=600.0), seed=2) as fake:
         env = {**os.environ, "VIDU_API_KEY": fake.api_key, "VIDU_BASE_URL": fake.url}
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "vidu_async", *submit_args(jobs, "--wait"),
