@@ -95,12 +95,19 @@ async def test_two_runs_started_together_pay_each_job_once(tmp_path: Path) -> No
             )
             for _ in range(2)
         ]
-        talks = [asyncio.ensure_future(r.communicate()) for r in runs]
-        first, _ = await asyncio.wait(talks, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-        (ended,) = first
-        assert runs[talks.index(ended)].returncode == 2  # refused: the winner cannot end yet
-        clock.advance(10.0)  # the winner's tasks end now
-        errs = await asyncio.wait_for(asyncio.gather(*talks), 60)
+        try:
+            talks = [asyncio.ensure_future(r.communicate()) for r in runs]
+            first, _ = await asyncio.wait(talks, timeout=60,
+                                          return_when=asyncio.FIRST_COMPLETED)
+            (ended,) = first
+            assert runs[talks.index(ended)].returncode == 2  # refused: the winner cannot end
+            clock.advance(10.0)  # the winner's tasks end now
+            errs = await asyncio.wait_for(asyncio.gather(*talks), 60)
+        finally:  # a failed assertion must not leave a run going on after the test
+            for run in runs:
+                if run.returncode is None:
+                    run.kill()
+                    await run.wait()
         assert fake.stats.tasks_created == count
         assert fake.stats.duplicate_payloads() == {}
     codes = sorted((r.returncode, i) for i, r in enumerate(runs))
