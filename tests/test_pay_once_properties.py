@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import tempfile
 from collections import Counter
@@ -44,15 +45,21 @@ from vidu_async.testing import (
     Faults,
     ManualClock,
     Quirks,
+    SimTask,
     Timeline,
     task_cost,
 )
+from vidu_async.testing.state import FAILED
 
 COST = task_cost("viduq2", 5, off_peak=False)
 CREDITS = 100_000
 
 FAULTS = {
     "none": Faults(),
+    "long Retry-After": Faults(create=EndpointFaults(too_many_requests=0.15, retry_after=600.0)),
+    "list failing": Faults(create=EndpointFaults(commit_then_drop=0.3, error_after_commit=0.1),
+                           list_tasks=EndpointFaults(server_error=0.6)),
+    "creates failing": Faults(create=EndpointFaults(server_error=0.6, reset=0.1)),
     "lost answers": Faults(create=EndpointFaults(commit_then_drop=0.3, server_error=0.1)),
     "500s after commit": Faults(create=EndpointFaults(error_after_commit=0.3, server_error=0.1),
                                 list_tasks=EndpointFaults(error_after_commit=0.1)),
@@ -93,25 +100,31 @@ class PayOnce(RuleBasedStateMachine):
         self.cap: int | None = None
         self.journal_lost = False
         self.retrying_runs = 0
+        self.credits = CREDITS
+        self.attempts = 8
 
     @initialize(
         faults=st.sampled_from(sorted(FAULTS)),
         quirks=st.sampled_from(sorted(QUIRKS)),
-        cap=st.none() | st.integers(0, 8).map(lambda n: n * COST),
+        cap=st.sampled_from([None, None, 4, 8, 16]).map(lambda n: n and n * COST),
+        credits=st.sampled_from([CREDITS, CREDITS, 5 * COST]),
+        attempts=st.sampled_from([8, 3]),
         seed=st.integers(0, 2**16),
         failing=st.sampled_from([0.0, 0.5]),
     )
-    def start(self, faults: str, quirks: str, cap: int | None, seed: int, failing: float
-              ) -> None:
+    def start(self, faults: str, quirks: str, cap: int | None, credits: int, attempts: int,
+              seed: int, failing: float) -> None:
         self.sim = FakeVidu(faults=FAULTS[faults], quirks=QUIRKS[quirks], clock=self.clock,
-                            seed=seed, credits=CREDITS, timeline=Timeline(failure_rate=failing))
+                            seed=seed, credits=credits, timeline=Timeline(failure_rate=failing))
         self.loop.run_until_complete(self.sim.__aenter__())
         self.cap = cap
+        self.credits = credits
+        self.attempts = attempts
 
     async def _run(self, stop_after: int | None, *, retry_failed: bool = False
                    ) -> list[Outcome]:
         assert self.sim is not None
-        policy = RetryPolicy(sleep=self.clock.sleep, clock=self.clock, max_attempts=8,
+        policy = RetryPolicy(sleep=self.clock.sleep, clock=self.clock, max_attempts=self.attempts,
                              budget=3600.0, visibility_lag=30.0)
         options = BatchOptions(
             concurrency=3, wait=True, journal=self.journal, batch_id="herons",
@@ -161,6 +174,12 @@ class PayOnce(RuleBasedStateMachine):
         self.jobs.insert(0, job(self.next_job))
         self.next_job += 1
 
+    @rule()
+    def top_up(self) -> None:
+        assert self.sim is not None
+        self.sim.top_up(5 * COST)
+        self.credits += 5 * COST
+
     @rule(seconds=st.sampled_from([1.0, 20.0, 300.0]))
     def time_passes(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -171,18 +190,24 @@ class PayOnce(RuleBasedStateMachine):
             assert self.sim.stats.duplicate_payloads() == {}
 
     @invariant()
-    def a_job_has_one_task_per_deliberate_attempt(self) -> None:
+    def a_job_gets_another_task_only_after_its_last_one_failed(self) -> None:
         if self.sim is None:
             return
-        kept = Counter(str(t.request["prompt"]) for t in self.sim.tasks.values()
-                       if t.err_code != CANCELED)
-        assert max(kept.values(), default=0) <= 1 + self.retrying_runs
+        kept: dict[str, list[SimTask]] = {}
+        for task in sorted(self.sim.tasks.values(), key=lambda t: (t.created_at, t.created_ns)):
+            if task.err_code != CANCELED:
+                kept.setdefault(str(task.request["prompt"]), []).append(task)
+        for tasks in kept.values():
+            for last, new in itertools.pairwise(tasks):
+                assert last.state == FAILED, f"{new.task_id} made while {last.task_id} did not fail"
+                assert last.finished_at is not None and last.finished_at <= new.created_at
+            assert len(tasks) <= 1 + self.retrying_runs, "more than one retry per run"
 
     @invariant()
     def the_budget_holds_while_the_journal_lives(self) -> None:
         if self.sim is None or self.cap is None or self.journal_lost:
             return
-        assert CREDITS - self.sim.balance() <= self.cap
+        assert self.credits - self.sim.balance() <= self.cap
 
     def teardown(self) -> None:
         if self.sim is not None:
