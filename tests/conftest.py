@@ -9,7 +9,7 @@ from hypothesis import settings
 
 from vidu_async.testing import FakeVidu
 
-# Property tests draw the same examples on every run (CI catches a bug every time or never);
+# Property tests draw the same examples on every run (a bug they can catch fails CI every time);
 # ``pytest --hypothesis-profile=explore --hypothesis-seed=N`` draws new ones to look further.
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
