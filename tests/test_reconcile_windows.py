@@ -1,4 +1,5 @@
-"""Lookup windows bounded on both sides, and the slot a lookup gives back while it waits.
+"""Lookup windows bounded on both sides, the slot a lookup gives back while it waits, and the
+rescan when the server's clock is set during a lookup.
 
 A lost create's lookup lists only the seconds around it (``created_at.from`` and ``.to``), so a
 scan reads a page or two whatever the batch's size; a server that ignores ``created_at.to``
@@ -139,3 +140,64 @@ async def test_a_server_ignoring_the_window_end_costs_pages_not_answers(
                       Found(TaskResult.from_dict(listed[1]))]  # no false duplicate
     assert client.reconciler.scans == 2 and len(queries) == 3
     assert all("created_at.to" in query for query in queries)
+
+
+def clock_set_once(
+    tasks: list[dict[str, Any]], clocks: list[ServerClock], offset: list[float]
+) -> web.Application:
+    """A task list that keeps to ``created_at.from`` and ``.to``, on a server clock ``offset[0]``
+    seconds from the client's local time (``clocks[0]``): the test sets it, as an operator
+    setting the server's clock would."""
+
+    async def list_tasks(request: web.Request) -> web.Response:
+        def bound(name: str) -> dt.datetime | None:
+            value = request.query.get(name)
+            return None if value is None else dt.datetime.fromisoformat(value)
+
+        start, end = bound("created_at.from"), bound("created_at.to")
+        listed = [t for t in tasks
+                  if (start is None or dt.datetime.fromisoformat(t["created_at"]) >= start)
+                  and (end is None or dt.datetime.fromisoformat(t["created_at"]) <= end)]
+        now = clocks[0].local_now() + dt.timedelta(seconds=offset[0])
+        return web.json_response({"tasks": listed, "next_page_token": ""},
+                                 headers={"Date": format_datetime(now.replace(microsecond=0),
+                                                                  usegmt=True)})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks", list_tasks)
+    return app
+
+
+@pytest.mark.parametrize("jump", [3600.0, -3600.0])
+async def test_a_lookup_whose_scan_finds_the_server_clock_set_scans_again_wider(
+    aiohttp_server: AiohttpServer, time: ManualClock, jump: float
+) -> None:
+    # The client knows the server's clock; then the server's clock is set (an hour either
+    # way) and a create is made there, stamped on the new clock. The lookup's first window,
+    # built from the old offset, misses it; that scan's own answer shows the clock was set,
+    # so its miss proves nothing: the lookup scans again, from the create's readings moved
+    # to the new offset and widened (taken before the new bounds started).
+    key = new_correlation_key()
+    policy = RetryPolicy(sleep=time.sleep, clock=time, visibility_lag=2.0)
+    listed: list[dict[str, Any]] = []
+    clocks: list[ServerClock] = []
+    offset = [0.0]
+    server = await aiohttp_server(clock_set_once(listed, clocks, offset))
+    async with ViduClient("k" * 32, base_url=str(server.make_url("/")), retry=policy) as client:
+        clock = client.server_clock
+        clocks.append(clock)
+        clock.observe(format_datetime(clock.local_now().replace(microsecond=0), usegmt=True),
+                      clock.local_now())  # the bounds of the server's clock before it is set
+        time.advance(10)
+        offset[0] = jump
+        sent = clock.local_now()
+        created = sent + dt.timedelta(seconds=jump)
+        listed.append({"id": "t1", "model": "viduq2", "prompt": "p",
+                       "payload": wrap_payload(key, ""), "created_at": created.isoformat()})
+        time.advance(60)
+        result = await client.reconciler.lookup(key, model="viduq2", prompt="p",
+                                                sent_at=clock.to_server(sent),
+                                                settled_at=clock.to_server(sent))
+        assert clock.offset == pytest.approx(jump, abs=1.0)  # learned from the first scan
+    assert result == Found(TaskResult.from_dict(listed[0]))
+    assert client.reconciler.scans == 2
