@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -27,3 +31,31 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeVidu], None]:
         monkeypatch.delenv("VIDU_API_KEYS", raising=False)
 
     return point
+
+
+def _running_children() -> set[int]:
+    """This process's children still running (not zombies), from ``/proc`` (Linux; elsewhere
+    the check below is off)."""
+    found = set()
+    for listing in Path("/proc/self/task").glob("*/children"):
+        for pid in listing.read_text().split():
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # ended meanwhile
+            if state != "Z":
+                found.add(int(pid))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_running() -> Iterator[None]:
+    """A test that starts a process (a CLI run, a holder of a lock) ends it, even when an
+    assertion fails: one left running went on for half an hour, using the machine."""
+    before = _running_children()
+    yield
+    left = _running_children() - before
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"the test left processes running: {sorted(left)} (killed now)"
