@@ -308,7 +308,7 @@ def defaults_not_taken(defaults: Mapping[str, Any]) -> list[str]:
         return []
     taken = set(cls.FIELDS) | (set(SubjectsToVideoRequest.FIELDS)
                                if cls is ReferenceToVideoRequest else set())
-    return [_FLAGS.get(name, "--" + name.replace("_", "-")) for name in defaults
+    return [_flag(name) for name in defaults
             if name not in taken and name not in ("type", "strict")]
 
 
@@ -671,13 +671,17 @@ def _from_defaults(
     for problem in problems:
         name = re.split(r"[.\[]", problem.field, maxsplit=1)[0]
         if name in defaulted:
-            flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
             problem = FieldProblem(
                 problem.field,
-                f"{problem.message} (from the default {flag}: this line gives no {name})",
+                f"{problem.message} (from the default {_flag(name)}: this line gives no {name})",
             )
         said.append(problem)
     return tuple(said)
+
+
+def _flag(name: str) -> str:
+    """The CLI flag that gives a default for the field ``name``."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def _spanning(item: JobLine, end: int) -> JobLine:
