@@ -44,6 +44,7 @@ from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.errors import APIError
 from vidu_async.jobs import Job
+from vidu_async.journal import read_journal
 from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
@@ -147,6 +148,7 @@ class PayOnce(RuleBasedStateMachine):
         )
         outcomes: list[Outcome] = []
         made_before = set(self.sim.tasks)
+        self._count_earlier_retries()
         async with ViduClient(self.sim.api_key, base_url=self.sim.url, retry=policy) as client:
             batch = BatchSubmitter(client, options)
             try:
@@ -166,6 +168,15 @@ class PayOnce(RuleBasedStateMachine):
                 event("run refused: the task list could not be read")
                 return None
         return outcomes
+
+    def _count_earlier_retries(self) -> None:
+        """Count (hypothesis events) the retries an earlier run left without an end, which this
+        run must follow or look up under the retry's own key (never create again)."""
+        if self.journal.exists():
+            for record in read_journal(self.journal).jobs:
+                if record.attempts and record.final is None:
+                    event("an earlier run's retry to "
+                          + ("follow" if record.task_id else "reconcile"))
 
     def _made_nothing(self, outcome: Outcome, made_before: set[str]) -> None:
         """A job reported not sent has no task made in this run (but the failed task whose

@@ -7,17 +7,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from vidu_async.batch.identity import job_key
-from vidu_async.batch.plan import Create, JobFacts, Refuse, Replay, RetryFailed, plan
+from vidu_async.batch.plan import (
+    Create,
+    Follow,
+    JobFacts,
+    Reconcile,
+    Refuse,
+    Replay,
+    RetryFailed,
+    plan,
+)
 from vidu_async.cli import main
+from vidu_async.client import ViduClient
 from vidu_async.journal import JobRecord, Journal
+from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.testing import FakeVidu, Timeline
 
 URL = "https://example.com/ref.png"
@@ -45,6 +58,11 @@ SIM_CANCELLED = FAILED | {"err_code": "TaskCanceled"}
 NOT_SAVED = FAILED | {"state": "success", "err_code": None}
 SUCCEEDED = FAILED | {"status": "succeeded", "state": "success", "err_code": None}
 
+RETRY_SENT = JobRecord("cat", correlation_key="r" * 32, fingerprint="fp-1", account="acct-a",
+                       server_at=5.0, attempts=1, retried=("t1",))
+"""An earlier run retried the failed task ``t1`` and sent the retry's create, with or without
+its flag now: never a third attempt before the second is known."""
+
 RETRY_CASES = [
     ("a failed task is retried as the next attempt", ended(FAILED), RetryFailed("t1", 1)),
     ("a second retry takes the number after", ended(FAILED, attempts=2), RetryFailed("t1", 3)),
@@ -53,6 +71,10 @@ RETRY_CASES = [
     ("a made video whose download failed is not", ended(NOT_SAVED), Replay(NOT_SAVED)),
     ("a success is replayed", ended(SUCCEEDED), Replay(SUCCEEDED)),
     ("a job never sent is created as usual", JobRecord("cat", attempts=1), Create("k" * 32)),
+    ("an earlier run's retry whose answer was lost is looked up under the retry's key",
+     RETRY_SENT, Reconcile("r" * 32, "acct-a", 5.0)),
+    ("an earlier run's retry whose task is known is followed",
+     attrs.evolve(RETRY_SENT, task_id="t2", credits=40), Follow("t2", "acct-a", 40)),
 ]
 
 
@@ -60,6 +82,8 @@ RETRY_CASES = [
                          ids=[c[0] for c in RETRY_CASES])
 def test_plan_with_retry_failed(name: str, record: JobRecord, expected: object) -> None:
     assert plan(FACTS, record, ACCOUNTS, retry_failed=True) == expected
+    if record.final is None:
+        assert plan(FACTS, record, ACCOUNTS) == expected
 
 
 def test_without_the_flag_a_failed_task_is_replayed_and_a_changed_line_still_refused() -> None:
@@ -168,6 +192,31 @@ async def test_a_crash_after_the_retry_record_sends_the_retry_once(
     assert second[victim]["task_id"] != first[victim]["task_id"]
     await submit(jobs)
     assert flaky.stats.tasks_created == JOBS + 1
+
+
+async def test_a_retry_whose_answer_was_lost_is_found_by_the_next_run_not_sent_again(
+    flaky: FakeVidu, jobs: Path
+) -> None:
+    first = await submit(jobs)
+    victim = failed(first)[0]
+    path = jobs.with_name(jobs.name + ".journal.jsonl")
+    async with await Journal.open(path, batch_id="unused") as journal:
+        record = journal.peek(victim)
+        assert record is not None and record.account and record.fingerprint
+        assert record.cost_class
+        key = job_key(journal.batch_id, victim, record.fingerprint, 1)
+        await journal.retry(victim, task_id=str(first[victim]["task_id"]))
+        await journal.intent(victim, key=key, account=record.account,
+                             fingerprint=record.fingerprint, cost_class=record.cost_class,
+                             server_at=time.time())
+    # The retry's create was sent and made its task; the run died before the answer came.
+    request = ReferenceToVideoRequest("viduq2", f"prompt {victim.split('-')[1]}", images=[URL])
+    async with ViduClient(flaky.api_key, base_url=flaky.url) as client:
+        made = await client.create(request, correlation_key=key)
+    for _ in range(2):  # (the plan is the same with --retry-failed: this retry has no end yet)
+        again = await submit(jobs)
+        assert tasks_by_prompt(flaky)[str(request.prompt)] == 2
+        assert again[victim]["task_id"] == made.task_id
 
 
 async def test_a_lost_journal_finds_the_retry_task_by_its_key_instead_of_paying(
