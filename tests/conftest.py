@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
-from vidu_async.testing import FakeVidu
+from vidu_async.testing import FakeVidu, Timeline
 
 # Property tests draw the same examples on every run (a bug they can catch fails CI every time);
 # ``pytest --hypothesis-profile=explore --hypothesis-seed=N`` draws new ones to look further.
@@ -31,6 +31,15 @@ def cli_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[FakeVidu], None]:
         monkeypatch.delenv("VIDU_API_KEYS", raising=False)
 
     return point
+
+
+@pytest.fixture
+async def cli_sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
+    """A running simulator whose tasks end within a few tens of milliseconds, found by the
+    command line through its environment."""
+    async with FakeVidu(timeline=Timeline(created=0.01, processing=0.02)) as fake:
+        cli_env(fake)
+        yield fake
 
 
 def _running_children() -> set[int]:

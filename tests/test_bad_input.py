@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from PIL import Image
 from vidu_async.cli import main
 from vidu_async.jobs import MAX_LINE_BYTES, JobLine, JobsFileError, read_jobs
 from vidu_async.submit import count_lines
-from vidu_async.testing import FakeVidu, Timeline
+from vidu_async.testing import FakeVidu
 
 URL = "https://example.com/ref.png"
 DEFAULTS = {"model": "viduq2", "images": [URL]}
@@ -360,15 +359,8 @@ def test_a_directory_is_named_as_one(tmp_path: Path, capsys: pytest.CaptureFixtu
 # --- the run goes on ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
-    async with FakeVidu(timeline=Timeline(created=0.01, processing=0.02)) as fake:
-        cli_env(fake)
-        yield fake
-
-
 async def test_submit_runs_every_line_around_a_non_utf8_one(
-    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    cli_sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     lines = prompts(40)
     lines[29] = b"prompt \xff 30\n"
@@ -381,11 +373,11 @@ async def test_submit_runs_every_line_around_a_non_utf8_one(
     assert f"{path}:30: error: (line): not UTF-8 at byte 8" in capfd.readouterr().err
     statuses = {r["line"]: r["status"] for r in map(json.loads, out.read_text().splitlines())}
     assert statuses == {n: "invalid" if n == 30 else "submitted" for n in range(1, 41)}
-    assert sim.stats.tasks_created == 39
+    assert cli_sim.stats.tasks_created == 39
 
 
 async def test_submit_runs_the_lines_a_stray_csv_quote_swallowed_once_each(
-    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    cli_sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "jobs.csv"
     path.write_text("custom_id,prompt\n" + STRAY)
@@ -399,4 +391,4 @@ async def test_submit_runs_the_lines_a_stray_csv_quote_swallowed_once_each(
         (2, "c1", "submitted"), (3, None, "invalid"), (4, "c3", "submitted"),
         (5, "c4", "submitted"), (6, "c5", "submitted"), (7, "c6", "submitted"),
     ]
-    assert sim.stats.tasks_created == 5
+    assert cli_sim.stats.tasks_created == 5

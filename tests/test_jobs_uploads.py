@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from vidu_async.client import ViduClient
 from vidu_async.dryrun import dry_run
 from vidu_async.jobs import read_jobs
 from vidu_async.retry import RetryPolicy, no_wait
-from vidu_async.testing import FakeVidu, Timeline
+from vidu_async.testing import FakeVidu
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 MB = 1024 * 1024
@@ -99,15 +99,8 @@ async def test_a_dry_run_of_a_batch_without_uploads_counts_local_images_inline(
         True: (0, 1), False: (1, 0)}
 
 
-@pytest.fixture
-async def sim(cli_env: Callable[[FakeVidu], None]) -> AsyncIterator[FakeVidu]:
-    async with FakeVidu(timeline=Timeline(created=0.01, processing=0.02)) as fake:
-        cli_env(fake)
-        yield fake
-
-
 async def test_submit_and_its_dry_run_send_the_job_with_uploaded_images(
-    sim: FakeVidu, tmp_path: Path, seven: list[str], capfd: pytest.CaptureFixture[str]
+    cli_sim: FakeVidu, tmp_path: Path, seven: list[str], capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = jobs_file(tmp_path, seven)
     args = ["submit", str(path), "--quiet", "--visibility-lag", "0.5", "--yes",
@@ -115,7 +108,7 @@ async def test_submit_and_its_dry_run_send_the_job_with_uploaded_images(
     assert await asyncio.to_thread(main, [*args, "--dry-run"]) == 0
     assert "1 valid, 0 invalid" in capfd.readouterr().out
     assert await asyncio.to_thread(main, args) == 0
-    [task] = sim.tasks.values()
+    [task] = cli_sim.tasks.values()
     assert [uri.startswith("ssupload:") for uri in task.request["images"]] == [True] * 7
 
 

@@ -188,12 +188,11 @@ def _pieces(template: str) -> list[str]:
     return pieces
 
 
-def _unambiguous(template: str) -> bool:
-    """Whether the texts ``template`` makes tell its fields' values apart: at most one field
-    of any text (``{custom_id}``, ``{task_id}``), and each number field between the template's
-    ends or literal text that is no digit. ``{custom_id}{line}`` is not: ``a1`` on line 2 and
-    ``a`` on line 12 both make ``a12``; ``{line}-{custom_id}`` is."""
-    pieces = _pieces(template)
+def _unambiguous(pieces: list[str]) -> bool:
+    """Whether the texts a template (its ``_pieces``) makes tell its fields' values apart: at
+    most one field of any text (``{custom_id}``, ``{task_id}``), and each number field between
+    the template's ends or literal text that is no digit. ``{custom_id}{line}`` is not: ``a1``
+    on line 2 and ``a`` on line 12 both make ``a12``; ``{line}-{custom_id}`` is."""
     fields = [n for n, piece in enumerate(pieces) if isinstance(piece, _Field)]
     if sum(pieces[n] not in _NUMBERS for n in fields) > 1:
         return False
@@ -246,9 +245,10 @@ class DownloadNames:
         jobs (``{custom_id}{line}``) names every file from its fields' values instead, shown
         as its text with a suffix."""
         several = len(creations) > 1
-        fields = [p for p in _pieces(self.template) if isinstance(p, _Field)]
+        pieces = _pieces(self.template)
+        fields = [p for p in pieces if isinstance(p, _Field)]
         per_creation = "index" in fields
-        plain = _unambiguous(self.template)
+        plain = _unambiguous(pieces)
         stems = []
         for index, creation in enumerate(creations):
             values = {"custom_id": custom_id or task_id, "task_id": task_id,
