@@ -4,18 +4,23 @@ parsed off the event loop."""
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Awaitable, Callable
+from json.decoder import JSONDecoder
+from types import FrameType
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from vidu_async._http import MAX_ANSWER_BYTES, PARSE_OFF_LOOP, Account, SessionPool, send
 from vidu_async.client import ViduClient
 from vidu_async.errors import ResponseFormatError
 from vidu_async.requests import TextToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
-from vidu_async.tasks import TaskState
+from vidu_async.tasks import Task, TaskState
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -85,3 +90,68 @@ async def test_a_create_answer_without_a_usable_id_state_or_cost_names_the_field
         with pytest.raises(ResponseFormatError, match=rf"^{field}: expected") as caught:
             await client.create(TextToVideoRequest("viduq2", "a fox"))
     assert caught.value.field == field
+
+
+# --- large answers -------------------------------------------------------------------------------
+
+
+def echo_app() -> web.Application:
+    """A create that answers with its request echoed whole (as Vidu echoes inline images), and
+    a query that answers with ``size`` bytes of image data."""
+
+    async def create(request: web.Request) -> web.Response:
+        sent = await request.read()
+        body = b'{"task_id": "911", "state": "created", "request": ' + sent + b"}"
+        return web.Response(body=body, content_type="application/json")
+
+    async def query(request: web.Request) -> web.Response:
+        size = int(request.query["size"])
+        return web.json_response({"id": "911", "images": [IMAGE + "A" * size]})
+
+    app = web.Application(client_max_size=MAX_ANSWER_BYTES * 2)
+    app.router.add_post("/ent/v2/reference2video", create)
+    app.router.add_get("/ent/v2/tasks/911/creations", query)
+    return app
+
+
+IMAGE = "data:image/png;base64,"
+
+
+async def test_a_create_answer_echoing_more_than_the_answer_cap_is_read(
+    aiohttp_server: ServerFactory,
+) -> None:
+    server = await aiohttp_server(echo_app())
+    images = [IMAGE + "A" * (MAX_ANSWER_BYTES // 2)] * 2  # an answer cap of inline images
+    body = json.dumps({"model": "viduq2", "prompt": "x", "images": images}).encode()
+    pool = SessionPool()
+    try:
+        answer = await send(pool, Account("k-answers", str(server.make_url("/"))), "POST",
+                            "/reference2video", body=body)
+    finally:
+        await pool.close()
+    assert Task.from_dict(answer).task_id == "911" and answer["request"]["images"] == images
+
+
+async def test_a_large_answer_is_parsed_off_the_event_loop(aiohttp_server: ServerFactory) -> None:
+    """JSON decoded on the loop's thread is seen by a profiler there (one per thread): the
+    small answer is, the large one is not, and both arrive whole."""
+    server = await aiohttp_server(echo_app())
+    account = Account("k-answers", str(server.make_url("/")))
+    decoded_here: list[int] = []
+
+    def profile(frame: FrameType, event: str, _: object) -> None:
+        if event == "call" and frame.f_code is JSONDecoder.decode.__code__:
+            decoded_here.append(len(frame.f_locals["s"]))
+
+    pool = SessionPool()
+    answers = []
+    sys.setprofile(profile)
+    try:
+        for size in (1000, PARSE_OFF_LOOP):
+            answers.append(await send(pool, account, "GET", "/tasks/911/creations",
+                                      params=[("size", str(size))]))
+    finally:
+        sys.setprofile(None)
+        await pool.close()
+    assert [len(a["images"][0]) - len(IMAGE) for a in answers] == [1000, PARSE_OFF_LOOP]
+    assert len(decoded_here) == 1 and decoded_here[0] < PARSE_OFF_LOOP
