@@ -53,7 +53,8 @@ class FileHost:
     own, ``/flaky`` cuts ``cuts`` bodies short first, ``/broken`` always cuts the body short,
     ``/reset`` drops the connection unanswered, ``/stalled`` stops midway, ``/gated`` waits
     midway for ``release`` (``/gated-chunked`` too, with no ``Content-Length``), ``/typed``
-    serves ``VIDEO`` as its query's ``type``, ``/drip`` sends 1,000 bytes one each 50 ms."""
+    serves ``VIDEO`` as its query's ``type``, ``/drip`` sends 1,000 bytes one each 50 ms
+    (announcing its query's ``announce`` bytes, else 1,000)."""
 
     def __init__(self) -> None:
         self.file_requests: list[tuple[str, str | None]] = []
@@ -110,7 +111,7 @@ class FileHost:
     async def _drip(self, request: web.Request) -> web.StreamResponse:
         self._record(request)
         response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        response.content_length = 1000
+        response.content_length = int(request.query.get("announce", 1000))
         await response.prepare(request)
         for _ in range(1000):  # 50 s in all, unless the client hangs up
             await response.write(b"x")
@@ -725,18 +726,18 @@ def test_is_error_page(content_type: str | None, expected: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("pace", "size", "expected"),
+    ("pace", "received", "expected"),
     [
         (DownloadPace(), 0, 300.0),
-        (DownloadPace(), 64 * 2**20, 300.0 + 1024),  # 64 MiB at 64 KiB/s
+        (DownloadPace(), 64 * 2**20, 300.0 + 1024),  # 64 MiB received at 64 KiB/s
         (DownloadPace(grace=3.0, min_rate=1000.0), 500, 3.5),
         (DownloadPace(grace=None), 10**9, None),
     ],
 )
 def test_an_attempt_may_take_the_grace_plus_a_second_per_min_rate_bytes(
-    pace: DownloadPace, size: int, expected: float | None
+    pace: DownloadPace, received: int, expected: float | None
 ) -> None:
-    assert pace.limit(size) == expected
+    assert pace.limit(received) == expected
 
 
 @pytest.mark.parametrize("kwargs", [{"grace": 0.0}, {"grace": -1.0}, {"min_rate": 0.0}])
@@ -801,7 +802,7 @@ async def test_a_host_too_slow_for_the_file_fails_for_good_and_leaves_nothing(
     public = str(server.make_url("/drip/v.mp4"))
     assert re.fullmatch(
         rf"downloading {re.escape(public)}: too slow: \d+ of 1000 bytes in [\d.]+ s \(an "
-        r"attempt may take 0\.2 s plus 1 s per 10000 bytes of the file\)",
+        r"attempt may take 0\.2 s plus 1 s per 10000 bytes received\)",
         str(info.value),
     ), str(info.value)
     assert not retryable(info.value)
@@ -822,8 +823,26 @@ async def test_the_client_s_total_timeout_is_the_grace_of_a_download(
     assert listing(tmp_path) == []
 
 
+async def test_a_host_announcing_a_huge_file_then_trickling_is_cut_off_after_the_grace(
+    server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    """Only bytes received extend the deadline: 640 MiB announced gave this host 18 hours."""
+    announced = 640 * 2**20
+    link = server.make_url("/drip/v.mp4").with_query(announce=str(announced))
+    pace = DownloadPace(grace=0.2, min_rate=10_000.0)  # the drip sends 20 bytes a second
+    async with aiohttp.ClientSession() as session, asyncio.timeout(5):  # a guard: not 18 h
+        with pytest.raises(DownloadError, match=rf"too slow: \d+ of {announced} bytes") as info:
+            await download_creation(
+                session, Creation(id="c-1", url=str(link)), tmp_path, "job", pace=pace,
+                retry=RetryPolicy(sleep=no_wait), client_timeout=aiohttp.ClientTimeout(sock_read=5),
+            )
+    assert not retryable(info.value)
+    assert len(host.file_requests) == 1
+    assert listing(tmp_path) == []
+
+
 @pytest.mark.parametrize("route", ["gated", "gated-chunked"])
-async def test_the_deadline_grows_with_the_file_announced_or_received(
+async def test_the_deadline_grows_with_the_bytes_received(
     server: TestServer, host: FileHost, tmp_path: Path, route: str
 ) -> None:
     creation = Creation(id="c-1", url=str(server.make_url(f"/{route}/v.mp4")))

@@ -138,7 +138,7 @@ def echoing_success() -> web.Application:
 
     async def create(request: web.Request) -> web.Response:
         auth = request.headers["Authorization"]
-        return web.json_response({"task_id": "t1", "state": "created", "duration": auth})
+        return web.json_response({"task_id": "t1", "state": "created", "credits": auth})
 
     app = web.Application()
     app.router.add_get("/ent/v2/tasks/{task_id}/creations", task)
@@ -156,7 +156,7 @@ async def test_a_key_echoed_in_a_success_answer_is_scrubbed_before_anything_keep
     async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=retry) as client:
         task = await client.get_task("t1")
         credits = await client.get_credits()
-        with pytest.raises(APIError) as caught:  # "duration" holds a string: a format error
+        with pytest.raises(APIError) as caught:  # "credits" holds a string: a format error
             await client.create(TextToVideoRequest("viduq2", "a cat"))
     assert task.extra["echo"] == "Token [redacted]"
     shown = "\n".join([repr(task), str(task), repr(task.raw), repr(credits), str(credits),

@@ -289,28 +289,23 @@ def test_unknown_state_stays_a_string_and_is_not_terminal(value: str) -> None:
         (Task, {"task_id": ""}, "task_id"),
         (Task, {"task_id": 911084878697623552}, "task_id"),
         (Task, {"task_id": "1", "credits": "45"}, "credits"),
-        (Task, {"task_id": "1", "duration": True}, "duration"),
-        (Task, {"task_id": "1", "seed": 1.5}, "seed"),
-        (Task, {"task_id": "1", "off_peak": "false"}, "off_peak"),
-        (Task, {"task_id": "1", "watermark": 0}, "watermark"),
         (Task, {"task_id": "1", "state": 1}, "state"),
-        (Task, {"task_id": "1", "images": "https://x/a.png"}, "images"),
-        (Task, {"task_id": "1", "images": ["https://x/a.png", 7]}, "images[1]"),
-        (Task, {"task_id": "1", "created_at": 1768891077}, "created_at"),
-        (Task, {"task_id": "1", "created_at": "yesterday"}, "created_at"),
         (Task, {"task_id": "1", "payload": {"k": 1}}, "payload"),
-        (Task, {"task_id": "1", "wm_position": 1.5}, "wm_position"),
-        (Task, {"task_id": "1", "wm_position": False}, "wm_position"),
         (Task, ["task_id", "1"], "response"),
         (TaskResult, {"state": "success"}, "id"),
         (TaskResult, {"id": "1", "err_code": 500}, "err_code"),
         (TaskResult, {"id": "1", "creations": {"id": "c"}}, "creations"),
         (TaskResult, {"id": "1", "creations": ["https://x/v.mp4"]}, "creations[0]"),
         (TaskResult, {"id": "1", "creations": [{}, {"url": 5}]}, "creations[1].url"),
+        (Task, {"task_id": "1", "credits": 45.0}, "credits"),
+        (Task, {"task_id": "1", "state": True}, "state"),
+        (TaskResult, {"id": "1", "state": ["success"]}, "state"),
+        (TaskResult, {"id": "1", "credits": "45"}, "credits"),
+        (TaskResult, {"id": "1", "payload": 7}, "payload"),
         (
             TaskPage,
-            {"tasks": [{"id": "1"}, {"id": "2", "state": None, "bgm": "no"}]},
-            "tasks[1].bgm",
+            {"tasks": [{"id": "1"}, {"id": "2", "state": None, "credits": True}]},
+            "tasks[1].credits",
         ),
         (TaskPage, {"tasks": [{"state": "success"}]}, "tasks[0].id"),
         (TaskPage, {"next_page_token": 2}, "next_page_token"),
@@ -333,9 +328,69 @@ def test_error_message_says_what_was_expected_and_got() -> None:
     ):
         Task.from_dict({"task_id": "1", "credits": "45"})
     with pytest.raises(
-        ResponseFormatError, match=r"^duration: expected an integer, got a boolean True"
+        ResponseFormatError, match=r"^creations\[0\]: expected an object, got a string 'x'$"
     ):
-        Task.from_dict({"task_id": "1", "duration": True})
+        TaskResult.from_dict({"id": "1", "creations": ["x"]})
+
+
+# Fields the client only reports (mostly echoes of the request): a 200 create answer with a task
+# id is a billed task, so an odd echo is read leniently or dropped, never an error.
+@pytest.mark.parametrize(
+    ("cls", "field", "sent", "parsed", "dropped"),
+    [
+        (Task, "watermark", "false", False, False),
+        (Task, "watermark", "TRUE", True, False),
+        (Task, "watermark", 1, True, False),
+        (Task, "watermark", 0, False, False),
+        (Task, "watermark", "no", False, True),
+        (Task, "watermark", 2, False, True),
+        (Task, "off_peak", "true", True, False),
+        (Task, "is_rec", {"a": 1}, False, True),
+        (TaskResult, "bgm", "true", True, False),
+        (TaskResult, "off_peak", " false ", False, False),
+        (TaskResult, "bgm", [True], False, True),
+        (Task, "duration", 5.0, 5, False),
+        (Task, "duration", "5", 5, False),
+        (Task, "duration", 5.5, None, True),
+        (Task, "duration", True, None, True),
+        (Task, "duration", float("inf"), None, True),
+        (Task, "seed", "1830691647", 1830691647, False),
+        (Task, "seed", "-3", -3, False),
+        (Task, "seed", "12a", None, True),
+        (Task, "seed", "1" * 31, None, True),
+        (Task, "cus_priority", 1.5, None, True),
+        (Task, "wm_position", "3", "3", False),
+        (Task, "wm_position", 3.0, 3, False),
+        (Task, "wm_position", 1.5, None, True),
+        (Task, "wm_position", False, None, True),
+        (Task, "model", 2, "", True),
+        (Task, "meta_data", {"Label": "x"}, "", True),
+        (TaskResult, "prompt", ["a"], "", True),
+        (Task, "images", "https://x/a.png", (), True),
+        (Task, "images", ["https://x/a.png", 7], (), True),
+        (Task, "created_at", 1768891077, None, True),
+        (Task, "created_at", "yesterday", None, True),
+        (TaskResult, "created_at", "2026-01-20T06:37:57Z",
+         dt.datetime(2026, 1, 20, 6, 37, 57, tzinfo=UTC), False),
+    ],
+)
+def test_reported_fields_are_read_leniently(
+    cls: type[Task] | type[TaskResult], field: str, sent: Any, parsed: Any, dropped: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    id_field = "task_id" if cls is Task else "id"
+    with caplog.at_level("DEBUG", logger="vidu_async.tasks"):
+        answer = cls.from_dict({id_field: "911", "state": "created", field: sent})
+    assert getattr(answer, field) == parsed
+    assert answer.task_id == "911" and answer.state == TaskState.CREATED
+    assert field not in answer.extra and answer.raw[field] == sent
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == dropped and all(m.startswith(f"ignored {field}: ") for m in logged)
+
+
+def test_a_page_keeps_items_with_odd_echoes() -> None:
+    page = TaskPage.from_dict({"tasks": [{"id": "1", "bgm": "no", "duration": "x"}]})
+    assert page.tasks[0].id == "1" and page.tasks[0].bgm is False
 
 
 # --- equality, hashing, repr ---------------------------------------------------------------------

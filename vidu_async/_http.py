@@ -47,9 +47,11 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "MAX_ANSWER_BYTES",
+    "PARSE_OFF_LOOP",
     "USER_AGENT",
     "Account",
     "SessionPool",
+    "answer_limit",
     "call_name",
     "normalize_base_url",
     "read_bounded",
@@ -72,7 +74,11 @@ STREAM_ABOVE = 2**20
 """Request bodies larger than this (inline media) are streamed in chunks, not written at once."""
 MAX_ANSWER_BYTES = 16 * 2**20
 """The most one API answer may hold: a page of 100 tasks is well under 1 MB. A bigger (or
-endless) answer fails its call rather than filling memory."""
+endless) answer fails its call rather than filling memory. An answer to a request with a body
+may hold twice that body more (``answer_limit``)."""
+PARSE_OFF_LOOP = 256 * 2**10
+"""Answers larger than this are parsed in a thread (a create's echo of its inline images: 10 MB
+took 25-130 ms); smaller ones, nearly all, inline (a thread hop costs more than their parse)."""
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _SNIPPET = 300
 
@@ -394,6 +400,21 @@ def _parse_success(body: bytes, call: str, secrets: Sequence[str]) -> Any:
     raise ResponseFormatError(f"{call} answered with {problem}: {_snippet(text)}", field="(body)")
 
 
+def answer_limit(body: bytes | None) -> int:
+    """The most the answer to a request sending ``body`` may hold: ``MAX_ANSWER_BYTES``, plus
+    twice the body. A create's answer echoes its request, inline images and all (up to 20 MB),
+    and JSON may escape their ``/``: its task id must be read, not lost over the echo's size."""
+    return MAX_ANSWER_BYTES + 2 * len(body or b"")
+
+
+async def parse_answer(body: bytes, call: str, secrets: Sequence[str]) -> Any:
+    """A 2xx answer, parsed (``_parse_success``): a large one in a thread, so that the event
+    loop is not held by decoding it, a small one inline."""
+    if len(body) > PARSE_OFF_LOOP:
+        return await asyncio.to_thread(_parse_success, body, call, secrets)
+    return _parse_success(body, call, secrets)
+
+
 async def read_bounded(
     response: aiohttp.ClientResponse, call: str, limit: int = MAX_ANSWER_BYTES
 ) -> bytes:
@@ -496,14 +517,14 @@ async def send(
             date = response.headers.get("Date")
             if on_date is not None and date:
                 on_date(date)
-            content = await read_bounded(response, call)
+            content = await read_bounded(response, call, answer_limit(body))
     except (aiohttp.ClientError, TimeoutError) as exc:
         failure = _connection_error(exc, call, secrets)
     if failure is not None:
         raise failure  # outside the except: no __context__ holding the request's headers
     logger.debug("%s -> %d in %.3fs", call, response.status, time.monotonic() - started)
     if 200 <= response.status < 300:
-        return _parse_success(content, call, secrets)
+        return await parse_answer(content, call, secrets)
     if 300 <= response.status < 400:
         location = response.headers.get("Location", "")
         raise _redirect_error(response.status, location, call, secrets)

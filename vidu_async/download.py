@@ -39,9 +39,9 @@ Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from 
 retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
 An answer that is clearly no media file (``text/*``, JSON, XML: an error page served with a
 200) is not retried and nothing of it is written; it is refreshed once too (an expired link's
-page). Each attempt has a deadline that grows with the
-file (``DownloadPace``: ``grace`` seconds plus one per ``min_rate`` bytes; one that runs out is
-not retried), besides the stall bound (``sock_read``: no byte for that long). Errors and logs
+page). Each attempt has a deadline that grows with the bytes received (``DownloadPace``:
+``grace`` seconds plus one per ``min_rate`` bytes; one that runs out is not retried), besides
+the stall bound (``sock_read``: no byte for that long). Errors and logs
 name the link without its query (signed links carry secrets there). File hosts are not the API:
 requests to them carry no ``Authorization``.
 """
@@ -336,12 +336,13 @@ def is_error_page(content_type: str | None) -> bool:
 @attrs.frozen
 class DownloadPace:
     """How long one download attempt may take: ``grace`` seconds (None: no limit) plus one
-    second for every ``min_rate`` bytes of the file, from the request to the last byte.
+    second for every ``min_rate`` bytes received so far, from the request to the last byte.
 
-    The file's size is its announced ``Content-Length``, else the bytes received so far, so a
-    host that sends slower than ``min_rate`` bytes a second on average is cut off about
-    ``grace`` seconds after falling behind, however big the file. ``ViduClient`` takes
-    ``grace`` from its ``ClientTimeout.total`` (300 s by default; None: no deadline).
+    Only bytes received count, never the announced ``Content-Length`` (a host announcing 640
+    MiB and sending a byte a second would otherwise have hours), so a host that sends slower
+    than ``min_rate`` bytes a second on average is cut off about ``grace`` seconds after
+    falling behind, however big the file. ``ViduClient`` takes ``grace`` from its
+    ``ClientTimeout.total`` (300 s by default; None: no deadline).
     """
 
     grace: float | None = attrs.field(default=300.0)
@@ -352,9 +353,10 @@ class DownloadPace:
         if value is not None and not value > 0:
             raise ValueError(f"grace must be None or > 0, got {value!r}")
 
-    def limit(self, size: int) -> float | None:
-        """The seconds an attempt at a ``size``-byte file may take; None for no limit."""
-        return None if self.grace is None else self.grace + size / self.min_rate
+    def limit(self, received: int) -> float | None:
+        """The seconds an attempt that has received ``received`` bytes may take so far; None
+        for no limit."""
+        return None if self.grace is None else self.grace + received / self.min_rate
 
 
 def partial_path(target: Path) -> Path:
@@ -496,7 +498,7 @@ async def _fetch(
     def progress(count: int) -> None:
         nonlocal received
         received = count
-        limit = pace.limit(max(announced, received))
+        limit = pace.limit(received)
         deadline.reschedule(None if limit is None else started + limit)
 
     deadline = asyncio.timeout_at(None)
@@ -516,7 +518,6 @@ async def _fetch(
                     raise DownloadError(f"downloading {_public(url)}: {page}", url=_public(url),
                                         status=response.status)
                 announced = response.content_length or 0
-                progress(0)
                 target = dest / (stem + extension_for(url, response.content_type))
                 await _save(response.content, target, url, progress)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -528,7 +529,7 @@ async def _fetch(
         of = f" of {announced}" if announced else ""
         raise DownloadError(  # no cause: not retried, the attempt had its whole time
             f"downloading {_public(url)}: too slow: {received}{of} bytes in {elapsed:.1f} s (an "
-            f"attempt may take {pace.grace:g} s plus 1 s per {pace.min_rate:g} bytes of the file)",
+            f"attempt may take {pace.grace:g} s plus 1 s per {pace.min_rate:g} bytes received)",
             url=_public(url),
         ) from None
     logger.debug("downloaded %s to %s", _public(url), target)

@@ -1,11 +1,17 @@
 """What the API answers about tasks, as frozen attrs types, plus the correlation envelope.
 
-Each type is parsed by a hand-written ``from_dict`` that checks the JSON type of every field it
-knows and raises ``ResponseFormatError`` naming that field (``creations[0].url``) when one is
-wrong. Vidu keeps adding fields, so an unknown field never fails: it lands in ``extra``, and the
-whole answer is kept in ``raw``. Conventions for what a response leaves out (or sends as
-``null``): strings become ``""`` (the API's own "empty"), booleans ``False``, numbers and
-timestamps ``None``, lists ``()``. Only the task id is required.
+Each type is parsed by a hand-written ``from_dict``. The fields the client acts on (a task's id,
+``state``, ``credits``, ``payload``, ``err_code``, ``creations``; a page's token; the account's
+balances) are checked strictly: a wrong JSON type raises ``ResponseFormatError`` naming the field
+(``creations[0].url``). The fields it only reports, mostly echoes of the request (``duration``,
+``watermark``, ``images``, ``created_at``...), are read leniently: a 200 create answer with a task
+id is a billed task, so calling it lost over ``"watermark": "false"`` would be wrong. ``"true"``
+and ``"false"`` (and 0, 1) read as booleans, ``5.0`` and ``"123"`` as integers, and a value still
+unusable is dropped (the field's default) with a debug log, never an error. Vidu keeps adding
+fields, so an unknown field never fails: it lands in ``extra``, and the whole answer is kept in
+``raw``. Conventions for what a response leaves out (or sends as ``null``): strings become ``""``
+(the API's own "empty"), booleans ``False``, numbers and timestamps ``None``, lists ``()``. Only
+the task id is required.
 
 Equality: ``extra`` takes part in ``==`` (an answer with different unknown fields is a different
 answer) but not in ``hash``; ``raw`` takes part in neither and is left out of ``repr`` (it repeats
@@ -33,10 +39,11 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import enum
+import logging
 import re
 import uuid
-from collections.abc import Mapping
-from typing import Any, Self
+from collections.abc import Callable, Mapping
+from typing import Any, Self, TypeVar
 
 import attrs
 
@@ -60,6 +67,9 @@ __all__ = [
     "split_payload",
     "wrap_payload",
 ]
+
+logger = logging.getLogger("vidu_async.tasks")
+_T = TypeVar("_T")
 
 
 class TaskState(enum.StrEnum):
@@ -227,6 +237,59 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
+# Lenient readers of the fields the client only reports (``_Reader.echoed``): the value as the
+# field's type, or None when it cannot be read as one. JSON decoding gives exact types, so
+# ``type(...) is`` decides the common case first.
+
+_BOOLEAN_WORDS = {"true": True, "false": False}
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]{1,30}")
+
+
+def _as_text(value: Any) -> str | None:
+    return value if type(value) is str else None
+
+
+def _as_boolean(value: Any) -> bool | None:
+    """A boolean, ``"true"``/``"false"`` (any case) or the integer 0 or 1."""
+    if type(value) is bool:
+        return value
+    if type(value) is str:
+        return _BOOLEAN_WORDS.get(value.strip().lower())
+    return bool(value) if type(value) is int and value in (0, 1) else None
+
+
+def _as_integer(value: Any) -> int | None:
+    """An integer, a number without fraction (``5.0``) or a string of decimal digits."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if type(value) is str and _INTEGER_TEXT.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
+def _as_texts(value: Any) -> tuple[str, ...] | None:
+    """An array of strings (one other item makes the whole unusable)."""
+    if type(value) is list and all(type(item) is str for item in value):
+        return tuple(value)
+    return None
+
+
+def _as_position(value: Any) -> int | str | None:
+    """A watermark position: an integer 1..4 or a string such as ``"unspecified"``."""
+    return value if type(value) is str else _as_integer(value)
+
+
+def _as_timestamp(value: Any) -> dt.datetime | None:
+    if type(value) is not str:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ResponseFormatError:
+        return None
+
+
 class _Reader:
     """Reads typed fields out of one JSON object, remembering which keys were known.
 
@@ -287,35 +350,26 @@ class _Reader:
         result: int | None = self._take(key, (int,), "an integer")
         return result
 
-    def boolean(self, key: str) -> bool:
-        self._known.add(key)
-        value = self.data.get(key)
-        if type(value) is bool:
-            return value
-        return False if value is None else bool(self._take(key, (bool,), "a boolean"))
-
-    def wm_position(self, key: str) -> int | str | None:
-        # The seed's schema says string ("unspecified"); requests send an integer 1..4.
-        value: int | str | None = self._take(key, (int, str), "an integer or a string")
-        return value
-
     def array(self, key: str) -> list[tuple[str, Any]]:
         """Each item of the array at ``key`` with its path (``images[2]``); [] if missing."""
         value: list[Any] = self._take(key, (list,), "an array") or []
         return [(f"{self.path(key)}[{index}]", item) for index, item in enumerate(value)]
 
-    def strings(self, key: str) -> tuple[str, ...]:
-        items = self.array(key)
-        for path, item in items:
-            if not isinstance(item, str):
-                raise ResponseFormatError(f"expected a string, got {_describe(item)}", field=path)
-        return tuple(item for _, item in items)
+    def echoed(self, key: str, read: Callable[[Any], _T | None], default: _T) -> _T:
+        """A field the client only reports, read leniently by ``read`` (None: unusable). A
+        missing, null or unusable value gives ``default``; an unusable one is logged (debug)."""
+        self._known.add(key)
+        value = self.data.get(key)
+        if value is None:
+            return default
+        result = read(value)
+        if result is None:
+            logger.debug("ignored %s: %s", self.path(key), _describe(value))
+            return default
+        return result
 
     def state(self, key: str) -> TaskState | str:
         return parse_state(self.string(key))
-
-    def timestamp(self, key: str) -> dt.datetime | None:
-        return parse_timestamp(self.string(key), field=self.path(key))
 
     def payload(self, key: str) -> tuple[str | None, str]:
         return split_payload(self.string(key))
@@ -385,31 +439,32 @@ class Task(_Parsed):
     @classmethod
     def _read(cls, r: _Reader) -> Self:
         correlation_key, payload = r.payload("payload")
+        text, integer, boolean = _as_text, _as_integer, _as_boolean
         return cls(
             task_id=r.required_id("task_id"),
-            type=r.string("type"),
+            type=r.echoed("type", text, ""),
             state=r.state("state"),
-            model=r.string("model"),
-            style=r.string("style"),
-            prompt=r.string("prompt"),
-            images=r.strings("images"),
-            duration=r.integer("duration"),
-            seed=r.integer("seed"),
-            aspect_ratio=r.string("aspect_ratio"),
-            resolution=r.string("resolution"),
-            movement_amplitude=r.string("movement_amplitude"),
-            created_at=r.timestamp("created_at"),
+            model=r.echoed("model", text, ""),
+            style=r.echoed("style", text, ""),
+            prompt=r.echoed("prompt", text, ""),
+            images=r.echoed("images", _as_texts, ()),
+            duration=r.echoed("duration", integer, None),
+            seed=r.echoed("seed", integer, None),
+            aspect_ratio=r.echoed("aspect_ratio", text, ""),
+            resolution=r.echoed("resolution", text, ""),
+            movement_amplitude=r.echoed("movement_amplitude", text, ""),
+            created_at=r.echoed("created_at", _as_timestamp, None),
             credits=r.integer("credits"),
             payload=payload,
             correlation_key=correlation_key,
-            cus_priority=r.integer("cus_priority"),
-            off_peak=r.boolean("off_peak"),
-            watermark=r.boolean("watermark"),
-            is_rec=r.boolean("is_rec"),
-            wm_position=r.wm_position("wm_position"),
-            wm_url=r.string("wm_url"),
-            meta_data=r.string("meta_data"),
-            client_request_id=r.string("client_request_id"),
+            cus_priority=r.echoed("cus_priority", integer, None),
+            off_peak=r.echoed("off_peak", boolean, False),
+            watermark=r.echoed("watermark", boolean, False),
+            is_rec=r.echoed("is_rec", boolean, False),
+            wm_position=r.echoed("wm_position", _as_position, None),
+            wm_url=r.echoed("wm_url", text, ""),
+            meta_data=r.echoed("meta_data", text, ""),
+            client_request_id=r.echoed("client_request_id", text, ""),
             extra=r.extra(),
             raw=dict(r.data),
         )
@@ -485,14 +540,14 @@ class TaskResult(_Parsed):
             credits=r.integer("credits"),
             payload=payload,
             correlation_key=correlation_key,
-            bgm=r.boolean("bgm"),
-            off_peak=r.boolean("off_peak"),
+            bgm=r.echoed("bgm", _as_boolean, False),
+            off_peak=r.echoed("off_peak", _as_boolean, False),
             creations=tuple(
                 Creation._read(_Reader(item, path)) for path, item in r.array("creations")
             ),
-            model=r.string("model"),
-            prompt=r.string("prompt"),
-            created_at=r.timestamp("created_at"),
+            model=r.echoed("model", _as_text, ""),
+            prompt=r.echoed("prompt", _as_text, ""),
+            created_at=r.echoed("created_at", _as_timestamp, None),
             extra=r.extra(),
             raw=dict(r.data),
         )
