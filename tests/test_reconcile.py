@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import pytest
 
 from vidu_async import ViduClient
+from vidu_async._keys import REMEMBERED
 from vidu_async.errors import AmbiguousCreateError
 from vidu_async.reconcile import (
     Absent,
     Found,
+    Reconciler,
     Rescan,
     TaskIndex,
     Unknown,
@@ -29,7 +31,8 @@ from vidu_async.reconcile import (
 )
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
-from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
+from vidu_async.server_clock import ServerClock
+from vidu_async.tasks import Task, TaskPage, TaskResult, new_correlation_key, wrap_payload
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks
 
 T0 = dt.datetime(2026, 1, 20, 6, 0, 0, tzinfo=dt.UTC)
@@ -137,6 +140,28 @@ def test_task_index(
     assert {k: [t.id for t in v] for k, v in index.by_key.items()} == {
         t.correlation_key: [t.id] for t in tasks if t.correlation_key
     }
+
+
+async def test_confirmed_tasks_are_fetched_once_among_the_last_remembered() -> None:
+    """A candidate confirmed is not fetched again while among the reconciler's last
+    ``REMEMBERED``; older ones are forgotten (fetched again if ever asked), so a long-lived
+    client holds no more."""
+    fetched: list[str] = []
+
+    async def get_task(task_id: str) -> TaskResult:
+        fetched.append(task_id)
+        return item(task_id, KEY)
+
+    async def no_pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        yield TaskPage(())  # never listed: only confirmations here
+
+    reconciler = Reconciler(pages=no_pages, get_task=get_task, clock=ServerClock(),
+                            policy=RetryPolicy())
+    ids = [str(i) for i in range(REMEMBERED + 10)]
+    assert [t.id for t in await reconciler.confirm(ids)] == ids
+    assert [t.id for t in await reconciler.confirm(ids[::-1])] == ids[::-1]
+    # The second call fetched only the ten the first pushed out, each once.
+    assert fetched == ids + ids[9::-1]
 
 
 # --- lost creates against the simulator ------------------------------------------------------
