@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from vidu_async._http import Account, SessionPool, _connection_error
+from vidu_async._keys import REMEMBERED
 from vidu_async._version import __version__
 from vidu_async.client import SCAN_RETRY_WAIT, ViduClient
 from vidu_async.errors import (
@@ -804,6 +805,39 @@ async def test_a_key_that_made_a_task_returns_it_again_and_refuses_another_reque
                                          f"{first.task_id} for another request"):
         await client.create_reference2video(other, correlation_key=key)
     assert vidu.count("POST /ent/v2/reference2video") == 1
+
+
+async def test_a_cut_off_key_reused_for_another_request_is_refused_not_answered(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    """The key's first create was cut off (its task made, its answer never read): a create of
+    another request under it finds that task, and refuses, before sending anything."""
+    vidu.create_faults = ["hang-after"]
+    key = new_correlation_key()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.create_reference2video(request(), correlation_key=key)
+    (only,) = vidu.tasks.values()
+    other = attrs.evolve(request(), prompt="another prompt")
+    for _ in range(2):  # found by a lookup, then remembered: no scan the second time
+        with pytest.raises(ValueError, match=f"correlation key {key} already made task "
+                                             f"{only['id']} for another request"):
+            await client.create_reference2video(other, correlation_key=key)
+    assert vidu.count("GET /ent/v2/tasks") == 1
+    task = await client.create_reference2video(request(), correlation_key=key)
+    assert task.task_id == only["id"]
+    assert vidu.count("POST /ent/v2/reference2video") == 1
+
+
+async def test_the_client_remembers_only_its_latest_cut_off_creates(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    keys = [new_correlation_key() for _ in range(REMEMBERED + 1)]
+    for key in keys:  # cut off before any answer (most before they are even sent)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0):
+                await client.create_reference2video(request(), correlation_key=key)
+    assert list(client._unsettled) == keys[1:]  # the oldest forgotten, the latest kept
 
 
 async def test_a_create_proven_absent_is_resent_with_the_same_key(

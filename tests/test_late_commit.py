@@ -128,3 +128,48 @@ async def test_a_create_called_again_after_a_timeout_finds_the_task_committed_si
         made = the_one_task(sim, sent, gave_up)
         assert again.result().task_id == made.task_id
     assert sim.stats.requests_to("create") == 1
+
+
+@pytest.mark.parametrize("again", ["find_task_by_correlation_key", "create"])
+async def test_a_commit_after_the_give_up_is_found_once_the_server_clock_is_known(
+    again: str,
+) -> None:
+    """The README's pattern in a client that already knows the server's clock (its windows
+    start just before their creates): a 1 s timeout around ``create``, the server commits 2 s
+    later (within the lag). The lookup's window runs to the server's now, so it lists the task:
+    ``find_task_by_correlation_key`` returns it, ``create`` again returns it, nothing is paid
+    twice."""
+    clock = ManualClock(now=1000.0)
+    policy = RetryPolicy(sleep=clock.sleep, clock=clock, visibility_lag=8.0)
+    deadline = asyncio.timeout(None)
+
+    async def create_within_deadline() -> Task:
+        async with deadline:
+            return await client.create(REQUEST, correlation_key=KEY)
+
+    async with (
+        FakeVidu(clock=clock, faults=Faults(create=EndpointFaults(hold=3.0))) as sim,
+        ViduClient(sim.api_key, base_url=sim.url, retry=policy) as client,
+    ):
+        await client.get_credits()  # any earlier call: the server's clock is learned
+        clock.advance(1.0)  # the create's readings are taken after: the clock vouches for them
+        first = asyncio.create_task(create_within_deadline())
+        await until(lambda: sim.simulation.held == 1)
+        sent = clock.now
+        clock.advance(1.0)
+        deadline.reschedule(asyncio.get_running_loop().time())  # the timeout expires
+        with pytest.raises(TimeoutError):
+            await first
+        gave_up = clock.now
+        if again == "create":
+            call = asyncio.create_task(client.create(REQUEST, correlation_key=KEY))
+            await settle(sim, clock, call)
+            found = call.result().task_id
+        else:
+            result = await client.find_task_by_correlation_key(KEY)
+            found = result.id if result is not None else None
+        assert sim.stats.duplicate_payloads() == {}
+        [task] = sim.tasks.values()
+    assert task.created_at == sent + 3.0 > gave_up + 1.0  # past the slack of the give-up
+    assert found == task.task_id
+    assert sim.stats.requests_to("create") == 1

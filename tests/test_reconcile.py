@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import pytest
 
 from vidu_async import ViduClient
+from vidu_async._keys import REMEMBERED
 from vidu_async.errors import AmbiguousCreateError
 from vidu_async.reconcile import (
     Absent,
     Found,
+    Reconciler,
     Rescan,
     TaskIndex,
     Unknown,
@@ -29,7 +31,8 @@ from vidu_async.reconcile import (
 )
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
-from vidu_async.tasks import Task, TaskResult, new_correlation_key, wrap_payload
+from vidu_async.server_clock import ServerClock
+from vidu_async.tasks import Task, TaskPage, TaskResult, new_correlation_key, wrap_payload
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks
 
 T0 = dt.datetime(2026, 1, 20, 6, 0, 0, tzinfo=dt.UTC)
@@ -55,41 +58,43 @@ def test_proof_time_adds_the_lag_and_twice_the_uncertainty() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sent", "settled", "trusted", "expected"),
+    ("sent", "trusted", "expected"),
     [
-        (at(10), at(12), True, Window(at(9.75), at(12.25))),
-        (at(10), at(12), False, Window(at(-50), None)),
-        (None, at(12), True, Window(None, at(12.25))),
-        (None, at(12), False, Window(None, None)),
+        (at(10), True, Window(at(9.75))),
+        (at(10), False, Window(at(-50))),
+        (None, True, Window(None)),
+        (None, False, Window(None)),
     ],
 )
-def test_lookup_window_reaches_the_uncertainty_past_the_create(
-    sent: dt.datetime | None, settled: dt.datetime, trusted: bool, expected: Window
+def test_lookup_window_starts_the_uncertainty_before_the_create_and_never_ends(
+    sent: dt.datetime | None, trusted: bool, expected: Window
 ) -> None:
-    assert lookup_window(sent, settled, 0.25, trusted=trusted) == expected
+    # No end: a create the client gave up on may be committed, and stamped, any time later.
+    assert lookup_window(sent, 0.25, trusted=trusted) == expected
 
 
 @pytest.mark.parametrize(
-    ("windows", "expected"),
+    ("starts", "expected"),
     [
-        ([], []),
-        ([(5, 6), (1, 2)], [(1, 2), (5, 6)]),
-        ([(1, 3), (2, 4), (3.5, 3.7)], [(1, 4)]),
-        ([(1, 3), (3, 4)], [(1, 4)]),
-        ([(1, 3), (2, None), (10, 11)], [(1, None)]),
-        ([(None, 3), (5, 6)], [(None, 3), (5, 6)]),
-        ([(None, 3), (2, 6)], [(None, 6)]),
-        ([(4, 6), (None, None)], [(None, None)]),
+        ([5], 5),
+        ([5, 1, 3], 1),
+        ([None, None], None),
+        ([None, 100], None),  # the default window (from 100 at the earliest) covers it
+        ([150, None, 120], None),
+        ([None, 99.5, 150], 99.5),  # it starts before the default window: covers it too
+        ([5, None], 5),
     ],
 )
-def test_merge_windows(
-    windows: list[tuple[float | None, float | None]],
-    expected: list[tuple[float | None, float | None]],
+def test_merge_windows_starts_at_the_earliest_start(
+    starts: list[float | None], expected: float | None
 ) -> None:
-    def window(span: tuple[float | None, float | None]) -> Window:
-        return Window(*(None if t is None else at(t) for t in span))
+    windows = [Window(None if t is None else at(t)) for t in starts]
+    assert merge_windows(windows, at(100)) == Window(None if expected is None else at(expected))
 
-    assert merge_windows(map(window, windows)) == tuple(map(window, expected))
+
+def test_merging_no_window_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no window"):
+        merge_windows([], at(100))
 
 
 KEY, OTHER = "ab" * 16, "cd" * 16
@@ -135,6 +140,28 @@ def test_task_index(
     assert {k: [t.id for t in v] for k, v in index.by_key.items()} == {
         t.correlation_key: [t.id] for t in tasks if t.correlation_key
     }
+
+
+async def test_confirmed_tasks_are_fetched_once_among_the_last_remembered() -> None:
+    """A candidate confirmed is not fetched again while among the reconciler's last
+    ``REMEMBERED``; older ones are forgotten (fetched again if ever asked), so a long-lived
+    client holds no more."""
+    fetched: list[str] = []
+
+    async def get_task(task_id: str) -> TaskResult:
+        fetched.append(task_id)
+        return item(task_id, KEY)
+
+    async def no_pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        yield TaskPage(())  # never listed: only confirmations here
+
+    reconciler = Reconciler(pages=no_pages, get_task=get_task, clock=ServerClock(),
+                            policy=RetryPolicy())
+    ids = [str(i) for i in range(REMEMBERED + 10)]
+    assert [t.id for t in await reconciler.confirm(ids)] == ids
+    assert [t.id for t in await reconciler.confirm(ids[::-1])] == ids[::-1]
+    # The second call fetched only the ten the first pushed out, each once.
+    assert fetched == ids + ids[9::-1]
 
 
 # --- lost creates against the simulator ------------------------------------------------------

@@ -5,20 +5,39 @@ same key) is safe only if the calls sharing a key never overlap: two workers ret
 at once would both find it absent and both send. So a create holds its key's lock from before
 it looks until it settles, and a key whose create succeeded returns that task again (the last
 ``REMEMBERED`` keys of the client; a key is not meant to be reused, so this covers a retry
-racing its own success, not an archive).
+racing its own success, not an archive). What a client keeps per key or task is a ``Recent``:
+bounded however long the client runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+from typing import TypeVar
 
 from vidu_async.tasks import Task
 
-__all__ = ["KeyGuard"]
+__all__ = ["REMEMBERED", "KeyGuard", "Recent"]
 
 REMEMBERED = 1024
-"""How many keys' tasks a client remembers (a few MB at most)."""
+"""How many keys (or tasks) each of a client's memories keeps (a few MB at most)."""
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Recent(collections.OrderedDict[K, V]):
+    """A dict of the last ``size`` keys set: setting one more drops the one set longest ago."""
+
+    def __init__(self, size: int = REMEMBERED) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.size:
+            self.popitem(last=False)
 
 
 class KeyGuard:
@@ -27,7 +46,7 @@ class KeyGuard:
 
     def __init__(self) -> None:
         self._busy: dict[str, asyncio.Event | None] = {}
-        self._made: collections.OrderedDict[str, tuple[Task, int]] = collections.OrderedDict()
+        self._made: Recent[str, tuple[Task, int]] = Recent()
 
     async def take(self, key: str) -> None:
         """Until no other call holds ``key``, then hold it; ``give_back(key)`` in a
@@ -45,21 +64,20 @@ class KeyGuard:
         if event is not None:
             event.set()
 
-    def made(self, key: str, body: bytes) -> Task | None:
-        """The task this key made, if remembered. ``ValueError`` when it was made for another
-        body: the key names that task, not this request."""
+    def made(self, key: str, fingerprint: int) -> Task | None:
+        """The task this key made, if remembered. ``ValueError`` when it was made for a body of
+        another ``fingerprint`` (its ``hash``): the key names that task, not this request."""
         entry = self._made.get(key)
         if entry is None:
             return None
-        task, body_hash = entry
-        if body_hash != hash(body):
+        task, made_for = entry
+        if made_for != fingerprint:
             raise ValueError(
                 f"correlation key {key} already made task {task.task_id} for another request: "
                 "a key names one task; use new_correlation_key() for a new one"
             )
         return task
 
-    def remember(self, key: str, body: bytes, task: Task) -> None:
-        self._made[key] = (task, hash(body))
-        if len(self._made) > REMEMBERED:
-            self._made.popitem(last=False)
+    def remember(self, key: str, fingerprint: int, task: Task) -> None:
+        """``task`` is what ``key`` made, for the body of ``fingerprint``."""
+        self._made[key] = (task, fingerprint)

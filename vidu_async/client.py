@@ -16,8 +16,9 @@ clock (``server_clock``), sharing scans between every create waiting at the same
 
 ``create`` sends any request to its endpoint (``request.route``); ``create_text2video`` and the
 other named helpers do the same for one request type. A create cancelled or left ambiguous is
-remembered by key: calling ``create`` again with the same ``correlation_key``, or
-``find_task_by_correlation_key``, looks it up first. ``upload_image`` uploads an image once for
+remembered by key (the last 1,024 such keys, ``_keys.REMEMBERED``): calling ``create`` again with
+the same ``correlation_key``, or ``find_task_by_correlation_key``, looks it up first, and a
+task found so for another request is a ``ValueError``. ``upload_image`` uploads an image once for
 an ``ssupload:`` URI that many creates can name.
 """
 
@@ -48,7 +49,7 @@ from vidu_async._http import (
     send,
     status_error,
 )
-from vidu_async._keys import KeyGuard
+from vidu_async._keys import KeyGuard, Recent
 from vidu_async._loops import PerLoop
 from vidu_async.download import (
     DownloadNames,
@@ -175,6 +176,15 @@ class _Sent:
     """How messages name the call, e.g. ``POST /ent/v2/text2video``."""
 
 
+@attrs.frozen
+class _CutOff:
+    """A create of this client cancelled or left ambiguous: when it was sent, and the
+    fingerprint (``hash``) of its body, which names the request its key was sent for."""
+
+    sent: _Sent
+    fingerprint: int
+
+
 def _task_from_result(result: TaskResult) -> Task:
     """A ``Task`` from a list item: what the item carries, empty defaults for the rest."""
     fields = {key: value for key, value in result.raw.items() if key != "id"}
@@ -224,7 +234,7 @@ class ViduClient:
             policy=self._retry,
             limits=scan_limits,
         )
-        self._unsettled: dict[str, _Sent] = {}
+        self._unsettled: Recent[str, _CutOff] = Recent()
         self._keys = KeyGuard()
         self._learning_clock = PerLoop(asyncio.Lock)
         self._pacer: Callable[[], Awaitable[None]] | None = None
@@ -374,26 +384,32 @@ class ViduClient:
         """
         key = correlation_key or new_correlation_key()
         body = await self.prepare_create_body(request, correlation_key=key, strict=strict)
+        fingerprint = hash(body)
         await self._keys.take(key)  # another call with this key settles first: see ``_keys``
         try:
-            if (task := self._keys.made(key, body)) is None:
-                task = await self._create_once(request, key, body, retry_rate_limits)
-                self._keys.remember(key, body, task)
+            if (task := self._keys.made(key, fingerprint)) is None:
+                task = await self._create_once(request, key, body, fingerprint,
+                                               retry_rate_limits)
+                self._keys.remember(key, fingerprint, task)
             return task
         finally:
             self._keys.give_back(key)
 
     async def _create_once(
-        self, request: Request, key: str, body: bytes, retry_rate_limits: bool
+        self, request: Request, key: str, body: bytes, fingerprint: int,
+        retry_rate_limits: bool,
     ) -> Task:
-        """``create``'s call, its key held: look first if it was cut off before, send, retry,
-        reconcile a lost answer."""
+        """``create``'s call, its key held: look first if it was cut off before (``ValueError``
+        if that made a task for another request), send, retry, reconcile a lost answer."""
         earlier = self._unsettled.get(key)
         if earlier is not None:  # cancelled or ambiguous before: look before sending again
-            found = await self._lookup(key, earlier, cause=None)
+            found = await self._lookup(key, earlier.sent, cause=None)
             if found is not None:
                 del self._unsettled[key]
-                return _task_from_result(found)
+                task = _task_from_result(found)
+                self._keys.remember(key, earlier.fingerprint, task)
+                self._keys.made(key, fingerprint)  # ValueError: made for another request
+                return task
         path = request.route
         clock = self._server_clock
         first_sent = clock.local_now()
@@ -426,13 +442,13 @@ class ViduClient:
                                  retry_rate_limits=retry_rate_limits,
                                  no_answer=self._pool.no_answer)
         except AmbiguousCreateError:
-            self._unsettled[key] = sent()
+            self._unsettled[key] = _CutOff(sent(), fingerprint)
             raise
         except ViduError:
             self._unsettled.pop(key, None)  # refused, or proven absent
             raise
         except BaseException:  # cancelled: the request may still be on its way
-            self._unsettled[key] = sent()
+            self._unsettled[key] = _CutOff(sent(), fingerprint)
             raise
         self._unsettled.pop(key, None)
         return task
@@ -644,14 +660,11 @@ class ViduClient:
                 for task in page.tasks:
                     yield task
 
-    def _scan_pages(
-        self, since: dt.datetime | None, until: dt.datetime | None
-    ) -> AsyncGenerator[TaskPage, None]:
-        """The reconciler's view of the list: every task from ``since`` to ``until``, the
-        largest pages, a failed page retried soon (``SCAN_RETRY_WAIT``)."""
+    def _scan_pages(self, since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        """The reconciler's view of the list: every task from ``since`` to the server's now
+        (no ``created_at.to``), the largest pages, a failed page retried soon
+        (``SCAN_RETRY_WAIT``)."""
         params = [] if since is None else [("created_at.from", _rfc3339(since, "since"))]
-        if until is not None:
-            params.append(("created_at.to", _rfc3339(until, "until")))
         return self._pages([*params, *_page_size(MAX_PAGE_SIZE)], self._scan_retry)
 
     async def _pages(
@@ -697,7 +710,8 @@ class ViduClient:
         clock = self._server_clock
         local_settled = clock.local_now() if settled_at is None else settled_at
         since = None if created_after is None else created_after - LOOKUP_SLACK
-        sent = self._unsettled.get(key) or _Sent(since, local_settled)
+        earlier = self._unsettled.get(key)
+        sent = _Sent(since, local_settled) if earlier is None else earlier.sent
         return await self._lookup(key, sent, cause=None)
 
     async def wait_for_task(

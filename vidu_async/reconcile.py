@@ -4,10 +4,9 @@ A lost create is looked up by the correlation key in its ``payload`` (see ``task
 (API.md section 7), each a plain function tested by table:
 
 - windows and times are on the *server's* clock (``ServerClock``), never the local one; a key's
-  window runs from its first attempt to when its last one ended, widened by ``window_slack``
-  (the clock's uncertainty) on both sides (``lookup_window``). The end is sent as
-  ``created_at.to`` but never relied on: a server that ignores it lists more, and one that
-  excludes it loses nothing (the slack is past every moment the create could have committed);
+  window runs from its first attempt, less ``window_slack`` (the clock's uncertainty), to the
+  server's now (``lookup_window``): ``created_at.to`` is never sent, since a server may commit
+  (and stamp) a create well after the client stopped waiting for it;
 - the list may lag creates: absence is proven only by a scan that started at least
   ``RetryPolicy.visibility_lag`` (plus twice the clock's uncertainty) after the create could last
   have committed (``proof_time``); an earlier miss means wait and scan again. Meanwhile the
@@ -16,9 +15,9 @@ A lost create is looked up by the correlation key in its ``payload`` (see ``task
   prompt are confirmed with ``GET /tasks/{id}/creations``, and failing that the answer is
   ``Unknown`` (the caller must not resend).
 
-Every key waiting at a moment is served by one scan of the account (its windows merged where
-they overlap, each listed in turn); keys arriving while ``SCANS_AT_ONCE`` scans run join the
-next one. Scans are bounded by ``ScanLimits``.
+Every key waiting at a moment is served by one scan of the account (their windows merged into
+one, from the earliest start); keys arriving while ``SCANS_AT_ONCE`` scans run join the next
+one. Scans are bounded by ``ScanLimits``.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from collections.abc import (
 
 import attrs
 
+from vidu_async._keys import Recent
 from vidu_async._loops import PerLoop
 from vidu_async.errors import ViduError
 from vidu_async.retry import RetryPolicy
@@ -49,6 +49,7 @@ from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import TaskPage, TaskResult
 
 __all__ = [
+    "LIST_WINDOW",
     "SCANS_AT_ONCE",
     "WINDOW_SLACK",
     "Absent",
@@ -70,6 +71,9 @@ __all__ = [
 
 logger = logging.getLogger("vidu_async.reconcile")
 
+LIST_WINDOW = dt.timedelta(days=7)
+"""The list's default window: without ``created_at.from`` it lists the last 7 days."""
+
 WINDOW_SLACK = dt.timedelta(seconds=60)
 """How far before a first attempt timed by someone else (an earlier run's journal, a caller's
 guess) a lookup window starts: absorbs their clocks' errors many times over."""
@@ -78,9 +82,9 @@ SCANS_AT_ONCE = 1
 """Scans of one account that may run at once: a page retried after its backoff holds up only
 the keys of its own scan; the next one's keys are served meanwhile."""
 
-PageSource = Callable[[dt.datetime | None, dt.datetime | None], AsyncGenerator[TaskPage, None]]
-"""The account's task list from a ``created_at.from`` to a ``created_at.to`` (None: the list's
-default bound on that side)."""
+PageSource = Callable[[dt.datetime | None], AsyncGenerator[TaskPage, None]]
+"""The account's task list from a ``created_at.from`` (None: the list's default window) to the
+server's now (no ``created_at.to``)."""
 
 _slots: contextvars.ContextVar[tuple[asyncio.Semaphore, ...]] = contextvars.ContextVar(
     "vidu_async_reconcile_slots", default=()
@@ -127,41 +131,38 @@ async def _slots_released() -> AsyncIterator[None]:
 
 @attrs.frozen
 class Window:
-    """A span of the server's ``created_at`` (None: unbounded on that side)."""
+    """The server's ``created_at`` from ``start`` (None: the list's default window) to the
+    server's now: a create may be committed, and stamped, any time after it was sent."""
 
     start: dt.datetime | None
-    end: dt.datetime | None = None
 
 
 def window_slack(uncertainty: float) -> dt.timedelta:
-    """How far a window reaches past its create's first and last moments: their readings of the
-    server's clock may be off by ``uncertainty`` (``created_at`` is the server's own)."""
+    """How far a window reaches before its create's first moment: its reading of the server's
+    clock may be off by ``uncertainty`` (``created_at`` is the server's own)."""
     return dt.timedelta(seconds=uncertainty)
 
 
-def lookup_window(
-    sent_at: dt.datetime | None, settled_at: dt.datetime, uncertainty: float, *, trusted: bool
-) -> Window:
-    """Where a create first sent at ``sent_at`` (None: the list's default window) and settled at
-    ``settled_at`` can be listed. Untrusted times (not readings the server clock's bounds were
-    learned with) reach ``WINDOW_SLACK`` further back and up to the server's now."""
-    if not trusted:
-        return Window(None if sent_at is None else sent_at - WINDOW_SLACK)
-    slack = window_slack(uncertainty)
-    return Window(None if sent_at is None else sent_at - slack, settled_at + slack)
+def lookup_window(sent_at: dt.datetime | None, uncertainty: float, *, trusted: bool) -> Window:
+    """Where a create first sent at ``sent_at`` (None: the list's default window) can be listed:
+    from just before it to the server's now. Untrusted times (not readings the server clock's
+    bounds were learned with) reach ``WINDOW_SLACK`` back instead of the clock's uncertainty."""
+    if sent_at is None:
+        return Window(None)
+    return Window(sent_at - (window_slack(uncertainty) if trusted else WINDOW_SLACK))
 
 
-def merge_windows(windows: Iterable[Window]) -> tuple[Window, ...]:
-    """The fewest windows covering ``windows``: overlapping ones joined, earliest first."""
-    lowest = dt.datetime.min.replace(tzinfo=dt.UTC)
-    merged: list[Window] = []
-    for window in sorted(windows, key=lambda w: w.start or lowest):
-        last = merged[-1] if merged else None
-        if last is None or (last.end is not None and (window.start or lowest) > last.end):
-            merged.append(window)
-        elif last.end is not None and (window.end is None or window.end > last.end):
-            merged[-1] = Window(last.start, window.end)
-    return tuple(merged)
+def merge_windows(windows: Iterable[Window], default_start: dt.datetime) -> Window:
+    """The one window covering ``windows`` (at least one): all run to the server's now, so the
+    earliest start covers the others. The list's default window (None) starts no earlier than
+    ``default_start``: a start before that covers it too, any later one is covered by it."""
+    starts = [window.start for window in windows]
+    if not starts:
+        raise ValueError("no window to merge")
+    earliest = min((start for start in starts if start is not None), default=None)
+    if None in starts and (earliest is None or earliest >= default_start):
+        return Window(None)
+    return Window(earliest)
 
 
 @attrs.frozen
@@ -260,7 +261,8 @@ class TaskIndex:
 
 @attrs.frozen
 class ScanLimits:
-    """Bounds on one scan: ``max_pages`` list pages, ``budget`` seconds, and at most
+    """Bounds on one scan (every task from the earliest window start of the keys sharing it to
+    the server's now): ``max_pages`` list pages, ``budget`` seconds, and at most
     ``max_confirmations`` candidates confirmed one by one per lookup."""
 
     max_pages: int = attrs.field(default=100, validator=attrs.validators.ge(1))
@@ -307,7 +309,7 @@ class Reconciler:
         """How many scans this reconciler has run."""
         self._next: _Scan | None = None
         self._running = PerLoop(lambda: asyncio.Semaphore(SCANS_AT_ONCE))
-        self._confirmed: dict[str, TaskResult] = {}
+        self._confirmed: Recent[str, TaskResult] = Recent()
 
     async def lookup(
         self,
@@ -325,8 +327,9 @@ class Reconciler:
         ``sent_at`` is when the first attempt was sent (None: the list's whole default
         window), ``settled_at`` when the last one ended: this clock's readings converted just
         before the call (``to_server``), so they follow the offset as it is learned; their
-        window is narrow while the clock trusts them (``ServerClock.trusts``).
-        ``own_readings=False``: times from elsewhere (an earlier run's journal): a wide window."""
+        window starts just before ``sent_at`` while the clock trusts them
+        (``ServerClock.trusts``). ``own_readings=False``: times from elsewhere (an earlier run's
+        journal): the window starts ``WINDOW_SLACK`` earlier."""
         offset = self.clock.offset
         async with _slots_released():
             return await self._lookup(key, model, prompt, sent_at, settled_at,
@@ -345,8 +348,7 @@ class Reconciler:
             proof_at = proof_time(settled, self._policy.visibility_lag, uncertainty)
             trusted = own_readings and self.clock.trusts(sent or settled)
             epoch = self.clock.epoch_started
-            index = await self._shared_scan(lookup_window(sent, settled, uncertainty,
-                                                          trusted=trusted))
+            index = await self._shared_scan(lookup_window(sent, uncertainty, trusted=trusted))
             hits = index.by_key.get(key, ())
             if not hits and not index.payload_visible:
                 hits = await self._confirm(key, index, index.candidates(model, prompt))
@@ -376,13 +378,14 @@ class Reconciler:
 
     async def confirm(self, task_ids: Iterable[str]) -> tuple[TaskResult, ...]:
         """The tasks ``task_ids`` as ``GET /tasks/{id}/creations`` reports them (with
-        ``payload``); each id is fetched once per reconciler."""
-        found = []
-        for task_id in task_ids:
-            if task_id not in self._confirmed:
-                self._confirmed[task_id] = await self._get_task(task_id)
-            found.append(self._confirmed[task_id])
-        return tuple(found)
+        ``payload``); an id among the reconciler's last ``REMEMBERED`` is not fetched again."""
+        ids = tuple(task_ids)
+        known = {task_id: self._confirmed[task_id] for task_id in ids
+                 if task_id in self._confirmed}  # taken first: fetches may push these out
+        for task_id in ids:
+            if task_id not in known:
+                known[task_id] = self._confirmed[task_id] = await self._get_task(task_id)
+        return tuple(known[task_id] for task_id in ids)
 
     async def _confirm(
         self, key: str, index: TaskIndex, candidates: Sequence[str]
@@ -414,7 +417,9 @@ class Reconciler:
                 if self._next is scan:
                     self._next = None
                 try:
-                    scan.index = await self._scan(merge_windows(scan.windows))
+                    default_start = self.clock.now() - LIST_WINDOW - window_slack(
+                        self.clock.uncertainty)
+                    scan.index = await self._scan(merge_windows(scan.windows, default_start))
                 except ViduError as error:
                     scan.error = error
         if scan.error is not None:
@@ -422,36 +427,29 @@ class Reconciler:
         assert scan.index is not None
         return scan.index
 
-    async def _scan(self, windows: Sequence[Window]) -> TaskIndex:
+    async def _scan(self, window: Window) -> TaskIndex:
         limits = self.limits
         started_at = self.clock.now()
         deadline = self._policy.clock() + limits.budget
         self.scans += 1
-        tasks: dict[str, TaskResult] = {}  # by id: a server ignoring ``to`` lists some twice
+        # By id: a list that shifts as tasks are made may show one on two pages.
+        tasks: dict[str, TaskResult] = {}
         pages = 0
-        for window in windows:
-            async with contextlib.aclosing(self._pages(window.start, window.end)) as stream:
-                async for page in stream:
-                    pages += 1
-                    tasks.update((task.id, task) for task in page.tasks)
-                    more = bool(page.next_page_token and page.tasks)
-                    if more and pages >= limits.max_pages:
-                        raise ScanLimitError(
-                            f"the task list has more than {limits.max_pages} pages in "
-                            f"{_describe(windows)} (ScanLimits.max_pages)"
-                        )
-                    if more and self._policy.clock() > deadline:
-                        raise ScanLimitError(
-                            f"scanning the task list took over {limits.budget:g}s "
-                            f"after {pages} pages (ScanLimits.budget)"
-                        )
-        logger.debug("scanned %d tasks in %d pages in %s", len(tasks), pages, _describe(windows))
+        since = f"since {window.start.isoformat()}" if window.start else "in the default window"
+        async with contextlib.aclosing(self._pages(window.start)) as stream:
+            async for page in stream:
+                pages += 1
+                tasks.update((task.id, task) for task in page.tasks)
+                more = bool(page.next_page_token and page.tasks)
+                if more and pages >= limits.max_pages:
+                    raise ScanLimitError(
+                        f"the task list has more than {limits.max_pages} pages {since} "
+                        "(ScanLimits.max_pages)"
+                    )
+                if more and self._policy.clock() > deadline:
+                    raise ScanLimitError(
+                        f"scanning the task list took over {limits.budget:g}s "
+                        f"after {pages} pages (ScanLimits.budget)"
+                    )
+        logger.debug("scanned %d tasks in %d pages %s", len(tasks), pages, since)
         return TaskIndex.of(tasks.values(), started_at)
-
-
-def _describe(windows: Sequence[Window]) -> str:
-    return ", ".join(
-        f"{w.start.isoformat() if w.start else 'the default window'} to "
-        f"{w.end.isoformat() if w.end else 'now'}"
-        for w in windows
-    )
