@@ -564,6 +564,30 @@ async def test_a_body_that_does_not_arrive_gets_408(
         assert await post(http, url, body, signed=signed) == (200, "accepted")
 
 
+@pytest.mark.parametrize("name", ["x-request-nonce", "Date", "X-HMAC-SIGNATURE"])
+async def test_a_header_that_is_not_ascii_gets_401_and_a_warning(
+    clients: tuple[ViduClient, ViduClient], caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        host, port = url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        WRITERS.append(writer)
+        headers = sign_callback(KEY, url) | {"Host": "x", "Connection": "close"}
+        head = b"".join(
+            f"{n}: {v}".encode() + (b"\xff" if n == name else b"") + b"\r\n"
+            for n, v in headers.items()
+        )
+        writer.write(b"POST /vidu/callback HTTP/1.1\r\n" + head + b"Content-Length: 2\r\n\r\n{}")
+        async with asyncio.timeout(5):  # a guard against a hang
+            answer = await reader.read()
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert f"{name} '".encode() in answer and b"is not ASCII" in answer
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"refused a callback to /vidu/callback: {name} '")
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback
+
+
 def send_half(writer: asyncio.StreamWriter, signed: dict[str, str]) -> asyncio.StreamWriter:
     """Send a callback's ``signed`` headers and the first byte of its 100-byte body."""
     headers = signed | {"Host": "x", "Content-Length": "100"}
