@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +28,7 @@ from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import TaskResult
 from vidu_async.testing import Account, FakeVidu, ManualClock, Timeline
 
+README = Path(__file__).parents[1] / "README.md"
 KEY = "vda_receiver_key_a"
 OTHER_KEY = "vda_receiver_key_b"
 TIMELINE = Timeline(created=1.0, processing=1.0)
@@ -494,6 +497,43 @@ async def test_the_handler_mounts_on_another_app_behind_a_path_prefix(
         assert response.status == 401
         assert "POST /hooks/vidu/cb?x=1" in await response.text()
     assert [(e.task_id, e.claimed) for e in received] == [("t", "processing")]
+
+
+def readme_callback_app() -> Callable[[CallbackReceiver], web.Application]:
+    """``callback_app`` as the README's example of mounting the handler defines it."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [block] = [b for b in blocks if "def callback_app(" in b]
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    made: Callable[[CallbackReceiver], web.Application] = namespace["callback_app"]
+    return made
+
+
+async def test_the_readme_s_app_takes_a_callback_with_the_largest_payload(
+    clients: tuple[ViduClient, ViduClient], aiohttp_client: AiohttpClient
+) -> None:
+    # The documented limit of characters, each JSON-escaped as 12 bytes (two \uXXXX).
+    payload = "\U0001f3ac" * 1_048_576
+    body = json.dumps({"id": "t", "state": "processing", "payload": payload}).encode()
+    assert len(body) > 12 * 2**20
+    signed = sign_callback(KEY, "/vidu/callback")
+
+    default = web.Application()  # what the README warns against: aiohttp's 1 MiB limit
+    receiver = CallbackReceiver(clients[0])
+    default.router.add_post("/vidu/callback", receiver.handler)
+    async with receiver.running():
+        response = await (await aiohttp_client(default)).post(
+            "/vidu/callback", data=io.BytesIO(body), headers=signed
+        )
+        assert response.status == 413
+
+    receiver = CallbackReceiver(clients[0])
+    events = receiver.events()
+    http = await aiohttp_client(readme_callback_app()(receiver))
+    async with receiver.running():
+        response = await http.post("/vidu/callback", data=io.BytesIO(body), headers=signed)
+        assert (response.status, await response.text()) == (200, "accepted")
+        assert (await next_event(events)).result.payload == payload
 
 
 async def test_a_full_queue_answers_503_so_that_vidu_delivers_again(

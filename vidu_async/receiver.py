@@ -59,7 +59,9 @@ from vidu_async.retry import CallKind, RetryPolicy, Verdict, backoff_wait, decid
 from vidu_async.tasks import TaskResult, TaskState
 
 __all__ = [
+    "CONFIRM_RETRY",
     "DEFAULT_CALLBACK_PATH",
+    "MAX_CALLBACK_BODY",
     "CallbackEvent",
     "CallbackReceiver",
     "ReceiverOptions",
@@ -68,9 +70,11 @@ __all__ = [
 logger = logging.getLogger("vidu_async.receiver")
 
 DEFAULT_CALLBACK_PATH = "/vidu/callback"
-_MAX_BODY = 8 * 2**20
-"""Largest callback body ``serve()`` accepts: a ``payload`` may hold 1,048,576 characters,
-JSON-escaped up to 6 bytes each (aiohttp's default limit is 1 MiB)."""
+MAX_CALLBACK_BODY = 16 * 2**20
+"""The largest callback body to accept: a ``payload`` may hold 1,048,576 characters, each up to
+12 bytes JSON-escaped (two ``\\uXXXX`` for one outside the BMP), and a task more besides.
+``serve()`` takes this much; an aiohttp app of your own that mounts ``handler`` must be made
+with ``web.Application(client_max_size=MAX_CALLBACK_BODY)`` (aiohttp's default is 1 MiB)."""
 _MAX_DEPTH = 32
 """Deepest nesting of a callback body accepted: a task is 4 levels deep (creations)."""
 _JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a boolean",
@@ -162,7 +166,8 @@ class CallbackReceiver:
     """Receives Vidu's callbacks for the tasks of ``clients`` (one per account).
 
     Serve it with ``async with receiver.serve(host, port) as url``, or mount ``receiver.handler``
-    on your own aiohttp app and keep ``async with receiver.running():`` open while it serves.
+    on your own aiohttp app (made with ``client_max_size=MAX_CALLBACK_BODY``) and keep
+    ``async with receiver.running():`` open while it serves.
     Take events with ``async for event in receiver.events()`` (one consumer), or pass
     ``on_event`` (awaited for each event, in place of ``events()``; it should be quick). A slow
     consumer holds the queues back, and callbacks beyond ``max_pending`` are answered 503.
@@ -246,7 +251,7 @@ class CallbackReceiver:
     ) -> AsyncIterator[str]:
         """Run a small server of its own on ``host:port`` (0: any free port) for POSTs to
         ``path``; yields the local callback URL (behind a proxy, give Vidu the public one)."""
-        app = web.Application(client_max_size=_MAX_BODY)
+        app = web.Application(client_max_size=MAX_CALLBACK_BODY)
         app.router.add_post(path, self.handler)
         opts = self.options
         async with self.running():
