@@ -388,6 +388,11 @@ async def test_reads_retried_in_the_background_hold_no_worker_and_are_bounded(
             v = await next_event(events)
     assert (v.task_id, v.confirmed, v.result.succeeded) == ("v", False, True)
     assert waits.seconds == [1.0]  # t's first wait, never ended
+    async with receiver.serve() as url:
+        # t was dropped with its retry: delivered again, it is new, not a duplicate.
+        assert await post(http, url, {"id": "t", "state": "success"}) == (200, "accepted")
+        t = await next_event(events)
+    assert (t.task_id, t.is_terminal) == ("t", True)
 
 
 # --- refusals -----------------------------------------------------------------------------------

@@ -198,7 +198,7 @@ class CallbackReceiver:
         self._pending: asyncio.Queue[_Claim] = asyncio.Queue(opts.max_pending)
         self._events: asyncio.Queue[CallbackEvent] = asyncio.Queue(opts.max_pending)
         self._running = False
-        self._retrying: set[asyncio.Task[None]] = set()
+        self._retrying: dict[asyncio.Task[None], _Claim] = {}
         self._log = LogLimiter(clock=opts.monotonic)
 
     def __repr__(self) -> str:
@@ -238,12 +238,15 @@ class CallbackReceiver:
             yield
         finally:
             self._running = False
+            dropped = [*self._retrying.values()]
             tasks = [*workers, *self._retrying]
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
             while not self._pending.empty():
-                self._claims.discard(self._pending.get_nowait().key)
+                dropped.append(self._pending.get_nowait())
+            for claim in dropped:
+                self._claims.discard(claim.key)
 
     @contextlib.asynccontextmanager
     async def serve(
@@ -410,8 +413,8 @@ class CallbackReceiver:
             error,
         )
         task = asyncio.create_task(self._guarded(claim, self._confirm_again(claim, error)))
-        self._retrying.add(task)
-        task.add_done_callback(self._retrying.discard)
+        self._retrying[task] = claim
+        task.add_done_callback(self._retrying.pop)
         return True
 
     async def _confirm_again(self, claim: _Claim, error: ViduError) -> None:
