@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from pytest_aiohttp import AiohttpClient
 
 from vidu_async.callbacks import sign_callback
@@ -25,6 +28,7 @@ from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import TaskResult
 from vidu_async.testing import Account, FakeVidu, ManualClock, Timeline
 
+README = Path(__file__).parents[1] / "README.md"
 KEY = "vda_receiver_key_a"
 OTHER_KEY = "vda_receiver_key_b"
 TIMELINE = Timeline(created=1.0, processing=1.0)
@@ -242,6 +246,155 @@ async def test_without_confirmation_an_end_is_passed_on_as_sent(
     assert receiver.finished(task_id) is None
 
 
+# --- a confirming read that fails ----------------------------------------------------------------
+
+
+@attrs.define
+class Waits:
+    """A ``sleep`` that records each wait; while ``gate`` is closed, a wait lasts until it opens."""
+
+    seconds: list[float] = attrs.field(factory=list)
+    gate: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    def __attrs_post_init__(self) -> None:
+        self.gate.set()
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+        await self.gate.wait()
+
+
+def failing_reads(failures: dict[str, list[int]]) -> web.Application:
+    """A Vidu whose reads of task ``t`` answer the statuses ``failures[t]`` in turn (each an
+    error), then the task as succeeded."""
+    reasons = {401: "Unauthorized", 404: "NotFound", 500: "InternalServiceFailure"}
+
+    async def read_task(request: web.Request) -> web.Response:
+        task_id = request.match_info["task_id"]
+        if failures.get(task_id):
+            status = failures[task_id].pop(0)
+            body = {"code": status, "reason": reasons[status], "message": "scripted"}
+            return web.json_response(body, status=status)
+        return web.json_response({"id": task_id, "state": "success", "creations": []})
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", read_task)
+    return app
+
+
+@pytest.fixture
+async def flaky_client(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[tuple[ViduClient, dict[str, list[int]]]]:
+    """A client of ``failing_reads``, one request per read, and the failures to script."""
+    failures: dict[str, list[int]] = {}
+    server = await aiohttp_server(failing_reads(failures))
+    retry = RetryPolicy(max_attempts=1, sleep=no_wait)
+    async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=retry) as client:
+        yield client, failures
+
+
+def confirm_retry(waits: Waits, attempts: int = 10) -> ReceiverOptions:
+    """Options whose reads are retried ``attempts`` times, each wait its backoff ceiling."""
+    policy = RetryPolicy(max_attempts=attempts, initial_wait=1.0, sleep=waits, random=lambda: 1.0)
+    return ReceiverOptions(confirm_concurrency=1, confirm_retry=policy)
+
+
+async def test_an_end_whose_read_fails_is_read_again_with_backoff_until_it_answers(
+    flaky_client: tuple[ViduClient, dict[str, list[int]]], http: aiohttp.ClientSession
+) -> None:
+    client, failures = flaky_client
+    failures["t"] = [500, 500, 500]
+    waits = Waits()
+    receiver = CallbackReceiver(client, confirm_retry(waits))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        assert await post(http, url, {"id": "t", "state": "success"}) == (200, "accepted")
+        event = await next_event(events)
+    assert (event.task_id, event.confirmed, event.is_terminal) == ("t", True, True)
+    assert waits.seconds == [1.0, 2.0, 4.0] and failures["t"] == []
+    assert receiver.finished("t") == event.result
+
+
+async def test_an_end_that_cannot_be_read_is_passed_on_unconfirmed(
+    flaky_client: tuple[ViduClient, dict[str, list[int]]],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, failures = flaky_client
+    failures["t"] = [500] * 4
+    waits = Waits()
+    receiver = CallbackReceiver(client, confirm_retry(waits, attempts=3))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        claim = {"id": "t", "state": "success", "creations": [{"url": "https://x/v.mp4"}]}
+        assert await post(http, url, claim) == (200, "accepted")
+        event = await next_event(events)
+        assert (event.claimed, event.confirmed, event.is_terminal) == ("success", False, False)
+        assert event.result.succeeded and event.result.creations[0].url == "https://x/v.mp4"
+        assert waits.seconds == [1.0, 2.0]  # three reads in all
+        assert receiver.finished("t") is None
+        # A redelivery is not taken for a duplicate: it may be confirmed this time.
+        assert await post(http, url, claim) == (200, "accepted")
+        assert (await next_event(events)).is_terminal
+    lines = [r.getMessage() for r in caplog.records if r.name == "vidu_async.receiver"]
+    assert lines[0].startswith("could not confirm that task t is success (GET ")
+    assert lines[0].endswith("reading it again in the background")
+    assert lines[1].startswith("could not confirm that task t is success (3 reads, GET ")
+    assert lines[1].endswith("): passed on unconfirmed")
+
+
+@pytest.mark.parametrize(("status", "confirmed"), [(401, False), (404, None)])
+async def test_a_read_that_fails_for_good_is_not_retried(
+    flaky_client: tuple[ViduClient, dict[str, list[int]]],
+    http: aiohttp.ClientSession,
+    status: int,
+    confirmed: bool | None,
+) -> None:
+    client, failures = flaky_client
+    failures["t"] = [status]
+    waits = Waits()
+    receiver = CallbackReceiver(client, confirm_retry(waits))
+    events = receiver.events()
+    async with receiver.serve() as url:
+        assert await post(http, url, {"id": "t", "state": "failed"}) == (200, "accepted")
+        assert await post(http, url, {"id": "u", "state": "processing"}) == (200, "accepted")
+        got = [await next_event(events) for _ in range(1 if confirmed is None else 2)]
+    # A 401 may pass once the key is fixed: the claim goes on, to be checked. A 404 says the
+    # task is not that account's: the claim is dropped.
+    claims = [(e.task_id, e.claimed, e.confirmed) for e in got]
+    assert claims == [*([("t", "failed", confirmed)] if confirmed is not None else []),
+                      ("u", "processing", False)]
+    assert waits.seconds == []
+
+
+async def test_reads_retried_in_the_background_hold_no_worker_and_are_bounded(
+    flaky_client: tuple[ViduClient, dict[str, list[int]]], http: aiohttp.ClientSession
+) -> None:
+    client, failures = flaky_client
+    failures.update(t=[500], v=[500])
+    waits = Waits()
+    waits.gate.clear()  # t's retry waits until the end
+    options = attrs.evolve(confirm_retry(waits), max_pending=1)
+    receiver = CallbackReceiver(client, options)
+    events = receiver.events()
+    async with asyncio.timeout(5):  # a guard against a hang: stopping cancels t's retry
+        async with receiver.serve() as url:
+            assert await post(http, url, {"id": "t", "state": "success"}) == (200, "accepted")
+            assert await post(http, url, {"id": "u", "state": "processing"}) == (200, "accepted")
+            assert (await next_event(events)).task_id == "u"  # the only worker is free
+            # One claim is being retried already (max_pending=1): v goes on unconfirmed at once.
+            assert await post(http, url, {"id": "v", "state": "success"}) == (200, "accepted")
+            v = await next_event(events)
+    assert (v.task_id, v.confirmed, v.result.succeeded) == ("v", False, True)
+    assert waits.seconds == [1.0]  # t's first wait, never ended
+    async with receiver.serve() as url:
+        # t was dropped with its retry: delivered again, it is new, not a duplicate.
+        assert await post(http, url, {"id": "t", "state": "success"}) == (200, "accepted")
+        t = await next_event(events)
+    assert (t.task_id, t.is_terminal) == ("t", True)
+
+
 # --- refusals -----------------------------------------------------------------------------------
 
 
@@ -349,6 +502,43 @@ async def test_the_handler_mounts_on_another_app_behind_a_path_prefix(
         assert response.status == 401
         assert "POST /hooks/vidu/cb?x=1" in await response.text()
     assert [(e.task_id, e.claimed) for e in received] == [("t", "processing")]
+
+
+def readme_callback_app() -> Callable[[CallbackReceiver], web.Application]:
+    """``callback_app`` as the README's example of mounting the handler defines it."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    [block] = [b for b in blocks if "def callback_app(" in b]
+    namespace: dict[str, Any] = {}
+    exec(block, namespace)
+    made: Callable[[CallbackReceiver], web.Application] = namespace["callback_app"]
+    return made
+
+
+async def test_the_readme_s_app_takes_a_callback_with_the_largest_payload(
+    clients: tuple[ViduClient, ViduClient], aiohttp_client: AiohttpClient
+) -> None:
+    # The documented limit of characters, each JSON-escaped as 12 bytes (two \uXXXX).
+    payload = "\U0001f3ac" * 1_048_576
+    body = json.dumps({"id": "t", "state": "processing", "payload": payload}).encode()
+    assert len(body) > 12 * 2**20
+    signed = sign_callback(KEY, "/vidu/callback")
+
+    default = web.Application()  # what the README warns against: aiohttp's 1 MiB limit
+    receiver = CallbackReceiver(clients[0])
+    default.router.add_post("/vidu/callback", receiver.handler)
+    async with receiver.running():
+        response = await (await aiohttp_client(default)).post(
+            "/vidu/callback", data=io.BytesIO(body), headers=signed
+        )
+        assert response.status == 413
+
+    receiver = CallbackReceiver(clients[0])
+    events = receiver.events()
+    http = await aiohttp_client(readme_callback_app()(receiver))
+    async with receiver.running():
+        response = await http.post("/vidu/callback", data=io.BytesIO(body), headers=signed)
+        assert (response.status, await response.text()) == (200, "accepted")
+        assert (await next_event(events)).result.payload == payload
 
 
 async def test_a_full_queue_answers_503_so_that_vidu_delivers_again(
@@ -562,6 +752,30 @@ async def test_a_body_that_does_not_arrive_gets_408(
         # Its nonce was not used up: Vidu's redelivery of it is taken.
         body = {"id": "t", "state": "processing"}
         assert await post(http, url, body, signed=signed) == (200, "accepted")
+
+
+@pytest.mark.parametrize("name", ["x-request-nonce", "Date", "X-HMAC-SIGNATURE"])
+async def test_a_header_that_is_not_ascii_gets_401_and_a_warning(
+    clients: tuple[ViduClient, ViduClient], caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    receiver = CallbackReceiver(clients[0])
+    async with receiver.serve() as url:
+        host, port = url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        WRITERS.append(writer)
+        headers = sign_callback(KEY, url) | {"Host": "x", "Connection": "close"}
+        head = b"".join(
+            f"{n}: {v}".encode() + (b"\xff" if n == name else b"") + b"\r\n"
+            for n, v in headers.items()
+        )
+        writer.write(b"POST /vidu/callback HTTP/1.1\r\n" + head + b"Content-Length: 2\r\n\r\n{}")
+        async with asyncio.timeout(5):  # a guard against a hang
+            answer = await reader.read()
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert f"{name} '".encode() in answer and b"is not ASCII" in answer
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith(f"refused a callback to /vidu/callback: {name} '")
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback
 
 
 def send_half(writer: asyncio.StreamWriter, signed: dict[str, str]) -> asyncio.StreamWriter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import traceback
+import urllib.parse
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -117,6 +118,93 @@ async def test_an_echoed_key_is_scrubbed_from_every_field_of_the_error(
 )
 def test_redact(text: str, secrets: list[str], expected: str) -> None:
     assert redact(text, secrets) == expected
+
+
+SPELLINGS: dict[str, Callable[[str], str]] = {
+    "itself": str,
+    "quote": urllib.parse.quote,  # safe="/": the '/' stays, '+' and '=' become %2B and %3D
+    "quote_all": lambda text: urllib.parse.quote(text, safe=""),
+    "quote_plus": urllib.parse.quote_plus,  # the space of "Token " becomes '+'
+    "quote_lowercase": lambda text: urllib.parse.quote(text).lower(),
+    "json_slash": lambda text: json.dumps(text)[1:-1].replace("/", "\\/"),
+    "json_u": lambda text: "".join(f"\\u{ord(c):04X}" for c in text),
+    "json_u_some": lambda text: "".join(f"\\u{ord(c):04x}" if i % 3 else c
+                                        for i, c in enumerate(text)),
+    "html": lambda text: "".join(c if c.isalnum() else f"&#{ord(c)};" for c in text),
+    "html_hex": lambda text: "".join(c if c.isalnum() else f"&#x{ord(c):X};" for c in text),
+}
+"""How gateways and proxies spell a header they echo, applied to ``Token <key>`` whole."""
+
+KEYS = ["sk-plain0123456789abcdef", "Ab/cd+EF=ghIJ12345", KEY, "k3y==/+/+=="]
+"""A plain key and keys with the characters URL and JSON encoders escape."""
+
+
+def leaked_forms(key: str) -> list[str]:
+    """Every spelling of ``key`` (lowercased: looked for in lowercased text)."""
+    return [spell(key).lower() for spell in SPELLINGS.values()]
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_redact_knows_every_spelling_of_every_key(key: str, spelling: str) -> None:
+    spelled = SPELLINGS[spelling]("Token " + key)
+    assert redact(f"<p>got {spelled}.</p>", [key]) == (
+        f"<p>got {spelled.removesuffix(SPELLINGS[spelling](key))}[redacted].</p>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Ab/cd+EF=ghIJ1234", "Ab/cd+EF=ghIJ1234"),  # a character short
+        ("Ab/cd+EF=ghIJ123456", "[redacted]6"),
+        ("Ab/cd EF=ghIJ12345", "Ab/cd EF=ghIJ12345"),  # a '+' is not a space
+        ("Ab%2Fcd%2b%45F%3dghIJ12345%", "[redacted]%"),  # an escape per character, any case
+        ("Ab\\/cd\\u002bEF&#x3d;ghIJ12345", "[redacted]"),
+    ],
+)
+def test_redact_matches_the_key_and_nothing_else(text: str, expected: str) -> None:
+    assert redact(text, ["Ab/cd+EF=ghIJ12345"]) == expected
+
+
+def spelling_gateway() -> web.Application:
+    """Task ``{kind}-{spelling}`` fails as ``kind`` says (a JSON 401, an HTML 500, a redirect),
+    with the ``Authorization`` header it received spelled as ``SPELLINGS[spelling]`` says."""
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        kind, spelling = request.match_info["task_id"].split("-")
+        spelled = SPELLINGS[spelling](request.headers["Authorization"])
+        if kind == "json":
+            text = f'{{"code": 401, "reason": "Unauthorized", "message": "got {spelled}"}}'
+            return web.Response(status=401, text=text, content_type="application/json")
+        if kind == "html":
+            return web.Response(status=500, text=f"<p>got {spelled}</p>", content_type="text/html")
+        # '#' would start a fragment: a gateway building the URL escapes it
+        raise web.HTTPFound(f"https://elsewhere.example/{spelled.replace('#', '%23')}")
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", echo)
+    return app
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("kind", ["json", "html", "redirect"])
+async def test_a_key_echoed_in_any_spelling_appears_in_no_error_repr_or_log(
+    aiohttp_server: ServerFactory, caplog: pytest.LogCaptureFixture, kind: str, key: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await aiohttp_server(spelling_gateway())
+    retry = RetryPolicy(max_attempts=1, sleep=no_wait)
+    shown = []
+    async with ViduClient(key, base_url=str(server.make_url("/")), retry=retry) as client:
+        shown.append(repr(client))
+        for spelling in SPELLINGS:
+            with pytest.raises(APIError) as caught:
+                await client.get_task(f"{kind}-{spelling}")
+            shown.append(everything_shown(caught.value))
+            assert "[redacted]" in str(caught.value), spelling
+    text = "\n".join([*shown, caplog.text]).lower()
+    assert not [form for form in leaked_forms(key) if form in text]
 
 
 def echoing_success() -> web.Application:

@@ -188,7 +188,8 @@ def verify_callback(
 
     Raises ``CallbackVerificationError`` saying why, checking in order: every signature header
     is present, the algorithm is ``hmac-sha256``, the access key is ``vidu``, the nonce is among
-    the signed headers (else a replay could swap it), the signature matches a key (compared in
+    the signed headers (else a replay could swap it), the headers it reads are ASCII (Vidu's
+    are; aiohttp passes other bytes on undecodable), the signature matches a key (compared in
     constant time), ``Date`` is within ``max_skew`` seconds of ``now`` (POSIX seconds, default
     the current time), and, given ``seen_nonces``, the nonce is new. The nonce is remembered only
     once every other check passed, so forgeries cannot use nonces up; with ``record_nonce=False``
@@ -226,6 +227,11 @@ def verify_callback(
     if unsigned:
         raise CallbackVerificationError(
             f"X-HMAC-SIGNED-HEADERS names {', '.join(unsigned)}, absent from the request"
+        )
+    odd = [n for n in (*_REQUIRED, *SIGNED_HEADERS, *names) if not found[n.lower()].isascii()]
+    if odd:
+        raise CallbackVerificationError(
+            f"{odd[0]} {_shown(found[odd[0].lower()])} is not ASCII: not a header Vidu sends"
         )
     parts = urlsplit(url)
     target = f"{path_prefix}{parts.path}" + (f"?{parts.query}" if parts.query else "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-import urllib.parse
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -276,28 +276,33 @@ names and values apart ("not [redacted]nown"), and no real API key is that short
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with each secret replaced by ``[redacted]``, also JSON-escaped or URL-encoded.
+    """``text`` with each secret replaced by ``[redacted]``, however it is escaped or encoded.
 
     Server text (a gateway echoing the ``Authorization`` header) passes here before an error keeps
     it, so no message, body, header or log line built from an error can carry an API key.
     """
     for secret in secrets:
-        for form in _forms(secret):
-            text = text.replace(form, REDACTED)
+        pattern = _pattern(secret)
+        if pattern is not None:
+            text = pattern.sub(REDACTED, text)
     return text
 
 
 def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
-    """Whether ``data`` (an answer's raw bytes) carries a secret in a form ``redact`` knows: a
-    few byte searches, so that answers are scrubbed only when there is something to scrub."""
-    return any(form in data for secret in secrets for form in _byte_forms(secret))
+    """Whether ``data`` (an answer's raw bytes) carries a secret in a spelling ``redact`` knows:
+    one search per secret, so that answers are scrubbed only when there is something to scrub."""
+    return any(
+        pattern.search(data)
+        for pattern in map(_byte_pattern, secrets)
+        if pattern is not None
+    )
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
     """A parsed JSON answer with every string (keys too) ``redact``-ed: what the client keeps of
     a success answer (``Task.raw``, ``extra``, messages naming a field's value) never holds a
     key a server echoed. ``RecursionError`` on nesting deeper than Python's stack."""
-    return _scrub(value, secrets) if any(_forms(secret) for secret in secrets) else value
+    return _scrub(value, secrets) if any(map(_pattern, secrets)) else value
 
 
 def _scrub(value: Any, secrets: Sequence[str]) -> Any:
@@ -311,19 +316,49 @@ def _scrub(value: Any, secrets: Sequence[str]) -> Any:
 
 
 @functools.lru_cache(maxsize=32)
-def _byte_forms(secret: str) -> tuple[bytes, ...]:
-    return tuple(form.encode() for form in _forms(secret))
+def _byte_pattern(secret: str) -> re.Pattern[bytes] | None:
+    pattern = _pattern(secret)
+    return None if pattern is None else re.compile(pattern.pattern.encode(), re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=32)
-def _forms(secret: str) -> tuple[str, ...]:
-    """The forms a secret takes in server text, longest first (so none is half replaced); none
-    for a secret shorter than ``SCRUBBED_MIN``."""
+def _pattern(secret: str) -> re.Pattern[str] | None:
+    """A regex matching ``secret`` however server text spells it, character by character:
+    itself, percent-encoded (``quote`` with any ``safe``, ``quote_plus``), JSON-escaped
+    (``\\uXXXX``, ``\\/``, ``\\"``) or an HTML character reference, any of these URL-encoded
+    once more; ignoring case, since a gateway that lowercases what it echoes still gives most
+    of a key away. None for a secret shorter than ``SCRUBBED_MIN``."""
     if len(secret) < SCRUBBED_MIN:
-        return ()
-    forms = {secret, json.dumps(secret)[1:-1], secret.replace("/", "\\/")}
-    forms.add(urllib.parse.quote(secret, safe=""))
-    return tuple(sorted(forms, key=len, reverse=True))
+        return None
+    groups = ("(?:" + "|".join(_spellings(char)) + ")" for char in secret)
+    return re.compile("".join(groups), re.IGNORECASE)
+
+
+def _spellings(char: str) -> list[str]:
+    """Regex alternatives for one character of a secret, longest first (so that no escape is
+    left half matched): ``\\uXXXX`` (UTF-16 units), ``%XX`` (UTF-8 bytes), HTML references, the
+    JSON escape, itself, and ``\\/`` for ``/``, ``+`` for a space."""
+    units = char.encode("utf-16-be")
+    code = ord(char)
+    spellings = [
+        "".join(_literal("\\u") + units[i : i + 2].hex() for i in range(0, len(units), 2)),
+        "".join(_literal("%") + f"{byte:02x}" for byte in char.encode()),
+        f"{_literal('&#x')}0*{code:x}{_literal(';')}",
+        f"{_literal('&#')}0*{code}{_literal(';')}",
+        _literal(json.dumps(char)[1:-1]),  # \" \\ \n: itself for most characters
+        _literal(char),
+        *{"/": [_literal("\\/")], " ": [_literal("+")]}.get(char, []),
+    ]
+    return sorted(dict.fromkeys(spellings), key=len, reverse=True)
+
+
+def _literal(text: str) -> str:
+    """A regex for ``text`` with each ASCII punctuation character also percent-encoded: a
+    server may URL-encode an escape once more (``%5Cu002f``, ``%252F``, ``%26%2347%3B``)."""
+    return "".join(
+        f"(?:{re.escape(c)}|%{ord(c):02x})" if c.isascii() and not c.isalnum() else re.escape(c)
+        for c in text
+    )
 
 
 _MODERATION_REASONS = frozenset(

@@ -16,8 +16,12 @@ Workers then turn each queued callback into a ``CallbackEvent``. The body is not
 callback that claims an end state (``success`` or ``failed``) is confirmed by reading the task
 with the client of the account that signed it, and the event reports what that read says.
 ``processing`` is passed on as sent; so is everything with ``ReceiverOptions(confirm=False)``,
-for a consumer that reads the tasks itself, in bulk. Everything is bounded: the nonces, the
-``(task_id, state)`` pairs and the finished tasks remembered (``remember`` each), both queues.
+for a consumer that reads the tasks itself, in bulk. Vidu was answered 200 already, so a claimed
+end is never dropped for a failed read: the read is tried again in the background with backoff
+(``confirm_retry``), and if it still fails (or fails for good, e.g. a 401) the end is passed on
+unconfirmed, as sent, for the consumer to check later. Only a read answering 404 (not a task of
+that account) drops the claim. Everything is bounded: the nonces, the ``(task_id, state)`` pairs
+and the finished tasks remembered (``remember`` each), both queues, the claims being retried.
 
 Under abuse ``serve()`` stays up: it holds at most ``max_connections`` connections (more are
 answered 503 and closed), closes one whose request does not arrive within ``read_timeout``
@@ -49,12 +53,15 @@ from vidu_async.callbacks import (
     verify_callback,
 )
 from vidu_async.client import ViduClient
-from vidu_async.errors import ConfigurationError, ViduError
+from vidu_async.errors import ConfigurationError, NotFoundError, ViduError
 from vidu_async.loglimit import LogLimiter
+from vidu_async.retry import CallKind, RetryPolicy, Verdict, backoff_wait, decide, stop_reason
 from vidu_async.tasks import TaskResult, TaskState
 
 __all__ = [
+    "CONFIRM_RETRY",
     "DEFAULT_CALLBACK_PATH",
+    "MAX_CALLBACK_BODY",
     "CallbackEvent",
     "CallbackReceiver",
     "ReceiverOptions",
@@ -63,14 +70,19 @@ __all__ = [
 logger = logging.getLogger("vidu_async.receiver")
 
 DEFAULT_CALLBACK_PATH = "/vidu/callback"
-_MAX_BODY = 8 * 2**20
-"""Largest callback body ``serve()`` accepts: a ``payload`` may hold 1,048,576 characters,
-JSON-escaped up to 6 bytes each (aiohttp's default limit is 1 MiB)."""
+MAX_CALLBACK_BODY = 16 * 2**20
+"""The largest callback body to accept: a ``payload`` may hold 1,048,576 characters, each up to
+12 bytes JSON-escaped (two ``\\uXXXX`` for one outside the BMP), and a task more besides.
+``serve()`` takes this much; an aiohttp app of your own that mounts ``handler`` must be made
+with ``web.Application(client_max_size=MAX_CALLBACK_BODY)`` (aiohttp's default is 1 MiB)."""
 _MAX_DEPTH = 32
 """Deepest nesting of a callback body accepted: a task is 4 levels deep (creations)."""
 _JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a boolean",
                int: "a number", float: "a number"}
 """How a refused body is described: what ``json.loads`` made of it, in JSON's words."""
+CONFIRM_RETRY = RetryPolicy(max_attempts=10, initial_wait=1.0, max_wait=60.0, budget=600.0)
+"""How a claimed end whose read failed is read again: up to 10 reads over at most 10 minutes,
+each with the client's own retries (about 2 minutes of waits in all, on average)."""
 _REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -92,6 +104,9 @@ class ReceiverOptions:
 
     ``confirm=False`` passes end states on unconfirmed, as sent, for a consumer that reads the
     tasks itself (a batch refreshing 100 tasks per list request): one read per task saved.
+    ``confirm_retry`` says how a claimed end whose read failed is read again (its attempts,
+    backoff, time budget and ``sleep``), at most ``max_pending`` such claims at once: past that,
+    or once it gives up, the end is passed on unconfirmed.
     """
 
     path_prefix: str = attrs.field(default="")
@@ -101,6 +116,7 @@ class ReceiverOptions:
     remember: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
     duplicate_window: float = attrs.field(default=3600.0, validator=attrs.validators.gt(0))
     confirm: bool = True
+    confirm_retry: RetryPolicy = CONFIRM_RETRY
     max_connections: int = attrs.field(default=256, validator=attrs.validators.ge(1))
     read_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     clock: Callable[[], float] = attrs.field(default=time.time, eq=False, repr=False)
@@ -120,8 +136,9 @@ class CallbackEvent:
     """A verified callback: task ``task_id`` said to be ``claimed``.
 
     ``result`` is the task as read back with the client when ``confirmed`` (every callback
-    claiming an end state, unless the receiver's ``confirm`` is off; the read wins when it
-    disagrees), else the callback's own body: a claim to check, or a ``processing`` notice.
+    claiming an end state, unless the receiver's ``confirm`` is off or the task could not be
+    read; the read wins when it disagrees), else the callback's own body: a claim to check
+    (``result.is_terminal`` without ``is_terminal``), or a ``processing`` notice.
     """
 
     task_id: str
@@ -149,7 +166,8 @@ class CallbackReceiver:
     """Receives Vidu's callbacks for the tasks of ``clients`` (one per account).
 
     Serve it with ``async with receiver.serve(host, port) as url``, or mount ``receiver.handler``
-    on your own aiohttp app and keep ``async with receiver.running():`` open while it serves.
+    on your own aiohttp app (made with ``client_max_size=MAX_CALLBACK_BODY``) and keep
+    ``async with receiver.running():`` open while it serves.
     Take events with ``async for event in receiver.events()`` (one consumer), or pass
     ``on_event`` (awaited for each event, in place of ``events()``; it should be quick). A slow
     consumer holds the queues back, and callbacks beyond ``max_pending`` are answered 503.
@@ -180,6 +198,7 @@ class CallbackReceiver:
         self._pending: asyncio.Queue[_Claim] = asyncio.Queue(opts.max_pending)
         self._events: asyncio.Queue[CallbackEvent] = asyncio.Queue(opts.max_pending)
         self._running = False
+        self._retrying: dict[asyncio.Task[None], _Claim] = {}
         self._log = LogLimiter(clock=opts.monotonic)
 
     def __repr__(self) -> str:
@@ -205,8 +224,9 @@ class CallbackReceiver:
     async def running(self) -> AsyncIterator[None]:
         """Run the workers that confirm callbacks; the handler answers 503 outside this block.
 
-        The workers are cancelled and awaited on the way out; callbacks still queued then are
-        dropped and forgotten (Vidu was answered 200: a batch's safety-net poll finds them).
+        The workers and the reads being retried are cancelled and awaited on the way out;
+        callbacks still queued or being confirmed then are dropped and forgotten (Vidu was
+        answered 200: a batch's safety-net poll finds them).
         """
         if self._running:
             raise RuntimeError("this CallbackReceiver is already running")
@@ -218,11 +238,15 @@ class CallbackReceiver:
             yield
         finally:
             self._running = False
-            for worker in workers:
-                worker.cancel()
-            await asyncio.wait(workers)
+            dropped = [*self._retrying.values()]
+            tasks = [*workers, *self._retrying]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
             while not self._pending.empty():
-                self._claims.discard(self._pending.get_nowait().key)
+                dropped.append(self._pending.get_nowait())
+            for claim in dropped:
+                self._claims.discard(claim.key)
 
     @contextlib.asynccontextmanager
     async def serve(
@@ -230,7 +254,7 @@ class CallbackReceiver:
     ) -> AsyncIterator[str]:
         """Run a small server of its own on ``host:port`` (0: any free port) for POSTs to
         ``path``; yields the local callback URL (behind a proxy, give Vidu the public one)."""
-        app = web.Application(client_max_size=_MAX_BODY)
+        app = web.Application(client_max_size=MAX_CALLBACK_BODY)
         app.router.add_post(path, self.handler)
         opts = self.options
         async with self.running():
@@ -326,20 +350,38 @@ class CallbackReceiver:
         """One worker: each claim in turn; an error on one is logged and the next one comes."""
         while True:
             claim = await self._pending.get()
-            try:
-                await self._hand_on(claim)
-            except Exception:  # a bug, ours or a dependency's: report it, keep receiving
-                self._claims.discard(claim.key)  # a redelivery may get through
-                self._warn(
-                    "unexpected",
-                    "handling the %s callback of task %s failed unexpectedly",
-                    claim.body.state,
-                    claim.body.id,
-                    exc_info=True,
-                )
+            await self._guarded(claim, self._hand_on(claim))
+
+    async def _guarded(self, claim: _Claim, step: Awaitable[None]) -> None:
+        """Await ``step``, the handling of ``claim``; an unexpected error is logged, not raised."""
+        try:
+            await step
+        except Exception:  # a bug, ours or a dependency's: report it, keep receiving
+            self._claims.discard(claim.key)  # a redelivery may get through
+            self._warn(
+                "unexpected",
+                "handling the %s callback of task %s failed unexpectedly",
+                claim.body.state,
+                claim.body.id,
+                exc_info=True,
+            )
 
     async def _hand_on(self, claim: _Claim) -> None:
-        event = await self._confirm(claim)
+        body = claim.body
+        if not (body.is_terminal and self.options.confirm):
+            if body.id not in self._finished:  # else overtaken by the task's end
+                await self._deliver(CallbackEvent(body.id, body.state, body, confirmed=False))
+            return
+        try:
+            result = await claim.client.get_task(body.id)
+        except ViduError as error:
+            if not self._retry_later(claim, error):
+                await self._deliver(self._unconfirmed(claim, error))
+            return
+        await self._deliver(self._read_back(claim, result))
+
+    async def _deliver(self, event: CallbackEvent | None) -> None:
+        """Hand ``event`` (if any) to ``events()`` or ``on_event``."""
         if event is None:
             return
         if self._on_event is None:
@@ -356,25 +398,71 @@ class CallbackReceiver:
                 exc_info=True,
             )
 
-    async def _confirm(self, claim: _Claim) -> CallbackEvent | None:
-        """The event for ``claim``, end states read back first; None when there is nothing new."""
+    def _retry_later(self, claim: _Claim, error: ViduError) -> bool:
+        """Start reading ``claim``'s task again in the background, if ``error`` may pass and
+        fewer than ``max_pending`` claims are being retried; whether it was started."""
+        if decide(error, CallKind.QUERY) is not Verdict.RETRY:
+            return False
+        if len(self._retrying) >= self.options.max_pending:
+            return False
+        self._warn(
+            "unconfirmed",
+            "could not confirm that task %s is %s (%s); reading it again in the background",
+            claim.body.id,
+            claim.body.state,
+            error,
+        )
+        task = asyncio.create_task(self._guarded(claim, self._confirm_again(claim, error)))
+        self._retrying[task] = claim
+        task.add_done_callback(self._retrying.pop)
+        return True
+
+    async def _confirm_again(self, claim: _Claim, error: ViduError) -> None:
+        """Read ``claim``'s task again as ``confirm_retry`` says, and hand on what comes of it:
+        the event as read, or the claim unconfirmed once the policy gives up."""
+        policy = self.options.confirm_retry
+        started = policy.clock()
+        attempt = 1
+        while decide(error, CallKind.QUERY) is Verdict.RETRY:
+            wait = backoff_wait(attempt, policy)
+            if stop_reason(attempt, policy.clock() - started, wait, policy) is not None:
+                break
+            await policy.sleep(wait)
+            attempt += 1
+            try:
+                result = await claim.client.get_task(claim.body.id)
+            except ViduError as failed:
+                error = failed
+                continue
+            await self._deliver(self._read_back(claim, result))
+            return
+        await self._deliver(self._unconfirmed(claim, error, reads=attempt))
+
+    def _unconfirmed(
+        self, claim: _Claim, error: ViduError, *, reads: int = 1
+    ) -> CallbackEvent | None:
+        """The claim's event, unconfirmed, once reading its task failed; None after a 404 (no
+        such task for that account) or when the task's end is known already."""
         body = claim.body
-        if not (body.is_terminal and self.options.confirm):
-            if body.id in self._finished:  # overtaken by the task's end
-                return None
-            return CallbackEvent(body.id, body.state, body, confirmed=False)
-        try:
-            result = await claim.client.get_task(body.id)
-        except ViduError as error:
-            self._claims.discard(claim.key)  # a redelivery may confirm it
-            self._warn(
-                "unconfirmed",
-                "could not confirm that task %s is %s: %s",
-                body.id,
-                body.state,
-                error,
-            )
+        self._claims.discard(claim.key)  # a redelivery may confirm it
+        dropped = isinstance(error, NotFoundError)
+        self._warn(
+            "not found" if dropped else "gave up",
+            "could not confirm that task %s is %s (%d read%s, %s): %s",
+            body.id,
+            body.state,
+            reads,
+            "" if reads == 1 else "s",
+            error,
+            "dropped, not a task of that account" if dropped else "passed on unconfirmed",
+        )
+        if dropped or body.id in self._finished:
             return None
+        return CallbackEvent(body.id, body.state, body, confirmed=False)
+
+    def _read_back(self, claim: _Claim, result: TaskResult) -> CallbackEvent | None:
+        """The event for ``claim`` given its task as read; None when its end is known already."""
+        body = claim.body
         if result.state != body.state:
             self._claims.discard(claim.key)  # the true callback for that state is still to come
             self._warn(
