@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vidu_async.client import ViduClient
-from vidu_async.errors import APIError, APIStatusError, ResponseFormatError, redact
+from vidu_async.errors import APIError, APIStatusError, ResponseFormatError, holds_secret, redact
 from vidu_async.requests import TextToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 
@@ -151,6 +153,25 @@ def test_redact_knows_every_spelling_of_every_key(key: str, spelling: str) -> No
     assert redact(f"<p>got {spelled}.</p>", [key]) == (
         f"<p>got {spelled.removesuffix(SPELLINGS[spelling](key))}[redacted].</p>"
     )
+
+
+@pytest.mark.parametrize("key", [*KEYS, "ünï-Cödé-key"])
+@given(data=st.data())
+def test_answers_are_found_to_hold_a_key_in_every_spelling_redact_knows(
+    key: str, data: st.DataObject
+) -> None:
+    """``holds_secret`` (a fast search of every answer) never misses what ``redact`` replaces:
+    the key spelled a different way character by character, within other text."""
+    spellings = [*SPELLINGS.values(), lambda c: urllib.parse.quote(urllib.parse.quote(c))]
+    spelled = "".join(data.draw(st.sampled_from(spellings))(c) for c in key)
+    cased = data.draw(st.sampled_from([str, str.lower, str.upper]))(spelled)
+    text = data.draw(st.text(max_size=5)) + cased + data.draw(st.text(max_size=5))
+    assert (redact(text, [key]) != text) is holds_secret(text.encode(), [key])
+
+
+def test_answers_without_a_key_are_not_scrubbed() -> None:
+    answer = b'{"task_id": "9027", "prompt": "a 100% \\"real\\" fox & hounds + more"}'
+    assert not holds_secret(answer, KEYS)
 
 
 @pytest.mark.parametrize(

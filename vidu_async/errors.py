@@ -12,7 +12,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, AnyStr
 
 import attrs
 
@@ -289,13 +289,26 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 
 def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
-    """Whether ``data`` (an answer's raw bytes) carries a secret in a spelling ``redact`` knows:
-    one search per secret, so that answers are scrubbed only when there is something to scrub."""
-    return any(
-        pattern.search(data)
-        for pattern in map(_byte_pattern, secrets)
-        if pattern is not None
-    )
+    """Whether ``data`` (an answer's raw bytes) carries a secret in a spelling ``redact`` knows,
+    so that answers are scrubbed only when there is something to scrub. Every answer passes
+    here: a plain search ignoring case, and the pattern only for data holding what starts an
+    escape (every spelling but the key itself has a ``%``, ``&#``, ``\\`` or ``+``)."""
+    lowered = data.lower()
+    escaped = b"%" in data or b"&#" in data or b"\\" in data or b"+" in data
+    return any(_holds(secret, data, lowered, escaped) for secret in secrets)
+
+
+def _holds(secret: str, data: bytes, lowered: bytes, escaped: bool) -> bool:
+    if not secret.isascii():  # rare: searched in the text, cased as Unicode is
+        return _search(_pattern(secret), data.decode("utf-8", "replace"))
+    if len(secret) >= SCRUBBED_MIN and secret.lower().encode() in lowered:
+        return True
+    return escaped and _search(_byte_pattern(secret), data)
+
+
+def _search(pattern: re.Pattern[AnyStr] | None, text: AnyStr) -> bool:
+    """Whether ``pattern`` (None: a secret too short to scrub) is found in ``text``."""
+    return pattern is not None and pattern.search(text) is not None
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
