@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from vidu_async._http import MAX_ANSWER_BYTES, PARSE_OFF_LOOP, Account, SessionPool, send
 from vidu_async.client import ViduClient
-from vidu_async.errors import ResponseFormatError
+from vidu_async.errors import AmbiguousCreateError, ResponseFormatError
 from vidu_async.requests import TextToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import Task, TaskState
@@ -82,14 +82,29 @@ async def test_waiting_reads_a_result_with_odd_echoes(aiohttp_server: ServerFact
 
 
 @pytest.mark.parametrize(("field", "value"), [("state", 1), ("credits", "10"), ("task_id", 911)])
-async def test_a_create_answer_without_a_usable_id_state_or_cost_names_the_field(
+async def test_a_create_answer_naming_a_task_in_a_shape_not_readable_is_never_sent_again(
     aiohttp_server: ServerFactory, field: str, value: Any
 ) -> None:
+    """The answer names its task, so the task exists (billed): when the task list does not
+    show it (this server's list is empty), the create ends ambiguous naming the field, never
+    sent again as a create proven absent would be."""
     server = Echoing({"state": "created", "credits": 10, field: value})
     async with await client_of(aiohttp_server, server) as client:
-        with pytest.raises(ResponseFormatError, match=rf"^{field}: expected") as caught:
+        with pytest.raises(AmbiguousCreateError, match="911") as caught:
             await client.create(TextToVideoRequest("viduq2", "a fox"))
-    assert caught.value.field == field
+    assert server.calls.count("create") == 1
+    assert isinstance(caught.value.cause, ResponseFormatError)
+    assert caught.value.cause.field == field
+
+
+async def test_a_create_answer_without_a_task_is_a_lost_answer_and_sent_again_once_proven_absent(
+    aiohttp_server: ServerFactory
+) -> None:
+    server = Echoing({"state": "created", "credits": 10, "task_id": ""})
+    async with await client_of(aiohttp_server, server) as client:
+        with pytest.raises(ResponseFormatError, match=r"^task_id: "):
+            await client.create(TextToVideoRequest("viduq2", "a fox"))
+    assert server.calls.count("create") == 2  # max_attempts
 
 
 # --- large answers -------------------------------------------------------------------------------

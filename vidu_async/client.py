@@ -422,16 +422,25 @@ class ViduClient:
 
         async def attempt() -> Task:
             nonlocal first_sent
+            named: object = None
             try:
                 answer = await send(
                     self._pool, self._account, "POST", path, body=body, on_date=clock.observer()
                 )
+                named = answer.get("task_id") if isinstance(answer, dict) else None
                 return Task.from_dict(answer)
             except APIError as error:
                 if decide(error, CallKind.CREATE) is not Verdict.LOOKUP:
                     raise
                 logger.info("create answer lost (%s); looking up correlation key %s", error, key)
                 found = await self._lookup(key, sent(), cause=error)
+                if found is None and named:  # an answer naming its task: never sent again
+                    raise AmbiguousCreateError(
+                        f"{sent().call} answered with task {named!r} in a shape the client "
+                        f"cannot read ({error}), and the task list does not show correlation "
+                        f"key {key!r}: the task exists and is billed; it is not sent again",
+                        correlation_key=key, cause=error,
+                    ) from error
                 if found is None:  # proven absent: the retrier may resend it, and only
                     first_sent = clock.local_now()  # the attempts from now on can make a task
                     raise
