@@ -18,7 +18,8 @@ def add_name_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", metavar="TEMPLATE",
         help="file name of each video, from {custom_id}, {task_id}, {line} and {index} (the "
         "creation's number); made file-system safe, never shared by two jobs: fields that run "
-        "together ({custom_id}{line}) get a suffix (default: {custom_id})",
+        "together ({custom_id}{line}) get a suffix. Default: {custom_id}; with submit, only "
+        "with --download",
     )
     group.add_argument("--covers", action="store_true", help="download covers too, into covers/")
     group.add_argument("--watermarked", action="store_true",
