@@ -175,8 +175,9 @@ async def test_download_to_a_full_disk_is_one_line_naming_the_file(
     (["status", ""], "argument TASK_ID: a task id cannot be empty"),
     (["download", " "], "argument TASK_ID: a task id cannot be empty"),
     (["tasks", "--id", ""], "argument --id: a task id cannot be empty"),
-    (["wait", "T", "--timeout", "-1"], "argument --timeout: must be more than 0, got '-1'"),
-    (["wait", "T", "--timeout", "0"], "argument --timeout: must be more than 0, got '0'"),
+    (["wait", "T", "--timeout", "-1"],
+     "argument --timeout: must be more than 0 and at most 604800 seconds (a week), got '-1'"),
+    (["wait", "T", "--timeout", "0"], "argument --timeout: must be more than 0 and at most"),
 ])
 async def test_an_empty_task_id_or_a_timeout_of_no_time_is_a_usage_error(
     made: tuple[FakeVidu, list[str]], capfd: pytest.CaptureFixture[str], argv: list[str],

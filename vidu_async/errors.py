@@ -169,8 +169,9 @@ class AuthenticationError(APIStatusError):
     def _hint(self) -> str:
         return (
             "Check the API key (VIDU_API_KEY), that it belongs to this host "
-            "(api.vidu.com and api.vidu.cn have separate keys), and auth_scheme "
-            "(Token for the official hosts, Bearer for some gateways)"
+            "(api.vidu.com and api.vidu.cn have separate keys), and the auth scheme "
+            "(auth_scheme, VIDU_AUTH_SCHEME or --auth-scheme: Token for the official hosts, "
+            "Bearer for some gateways)"
         )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from vidu_async import demo
 from vidu_async._version import __version__
 from vidu_async.cli import batch, submit, task
-from vidu_async.cli.common import EXIT_INTERRUPTED
+from vidu_async.cli.common import EXIT_INTERRUPTED, OneLineParser
 from vidu_async.errors import ViduWarning
 
 __all__ = ["main"]
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="vidu-async",
         description="Validate, submit and follow Vidu video jobs: text-, image-, "
         "start-end- and reference-to-video.",

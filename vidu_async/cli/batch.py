@@ -49,7 +49,7 @@ _SHOWN = 20
 """Jobs listed one a line in a human summary before the rest are only counted."""
 
 
-def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: Commands) -> None:
     """``batch`` and its subcommands, on the command line's subcommands."""
     batch = commands.add_parser(
         "batch", help="ask about a batch through its journal",

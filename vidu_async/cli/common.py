@@ -12,14 +12,14 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO, TypeAlias
 
 import attrs
 
 from vidu_async import capabilities as caps
-from vidu_async._http import DEFAULT_BASE_URL, normalize_base_url
+from vidu_async._http import Account
 from vidu_async.batch import account_label
 from vidu_async.client import ViduClient
 from vidu_async.errors import AuthenticationError, ConfigurationError, ViduError
@@ -35,14 +35,27 @@ from vidu_async.media import is_local
 from vidu_async.requests import KINDS
 from vidu_async.retry import RetryPolicy
 
-Commands = argparse._SubParsersAction  # the parser's subcommands, where each module adds its own
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AUTH = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+
+HOUR, DAY, WEEK = 3600.0, 86400.0, 604800.0
+"""Seconds, for the bounds of the duration flags (``within``)."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line on stderr, as the README promises, not the
+    usage block: ``prog: error: message (see prog --help)``, exit 2. Subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+Commands: TypeAlias = "argparse._SubParsersAction[OneLineParser]"
+"""The parser's subcommands, where each module adds its own."""
 
 
 def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,9 +115,10 @@ def add_jobs_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_account_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the API is; the key itself only ever comes from the environment (not argv)."""
-    group = parser.add_argument_group("account (key from VIDU_API_KEY)")
+    group = parser.add_argument_group("account (key from VIDU_API_KEY or VIDU_API_KEYS)")
     group.add_argument("--base-url", help="API host (default: VIDU_BASE_URL or api.vidu.com)")
-    group.add_argument("--auth-scheme", help="Token (default) or Bearer (some gateways)")
+    group.add_argument("--auth-scheme", help="the Authorization header's scheme: Token or Bearer "
+                       "(some gateways); default: VIDU_AUTH_SCHEME, else Token")
 
 
 _DEFAULT_FIELDS = (
@@ -189,17 +203,55 @@ class UsageError(ValueError):
     """A command line (or environment) that cannot work as given: exit 2, one line."""
 
 
-def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
-    """One client per key in ``VIDU_API_KEYS`` (comma-separated), else one for ``VIDU_API_KEY``.
+_SETTINGS = (("base_url", "--base-url", "VIDU_BASE_URL"),
+             ("auth_scheme", "--auth-scheme", "VIDU_AUTH_SCHEME"))
+"""The account's settings a flag or a variable gives: (its name, its flag, its variable)."""
+_ANY_KEY = "placeholder"
+"""A key to check the other settings of an account with (the account is never used)."""
 
-    Raises ``UsageError`` for a malformed base URL (``--base-url`` or ``VIDU_BASE_URL``), and
+
+def settings_error(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """Why the base URL or the auth scheme cannot work, named as the flag or the variable it
+    came from (a usage error, not a key's); None when both can."""
+    for setting, flag, variable in _SETTINGS:
+        given = getattr(args, setting)
+        value = given or environ.get(variable)
+        if not value:
+            continue
+        try:
+            Account(_ANY_KEY, **{setting: value})
+        except ConfigurationError as error:
+            name, why = flag if given else variable, str(error)
+            return name + why[len(setting):] if why.startswith(setting) else f"{name}: {why}"
+    return None
+
+
+def distinct_keys(keys: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``keys`` without repeats, and a note on each repeat dropped (by position, never the key):
+    a key given twice is one account, whose concurrency and credits it does not double."""
+    kept: list[str] = []
+    notes: list[str] = []
+    for position, key in enumerate(keys, start=1):
+        if key in kept:
+            notes.append(f"VIDU_API_KEYS: key {position} repeats key {keys.index(key) + 1}: "
+                         "one account, used once")
+        else:
+            kept.append(key)
+    return kept, notes
+
+
+def clients_from_env(args: argparse.Namespace) -> tuple[list[ViduClient], list[str]]:
+    """One client per distinct key in ``VIDU_API_KEYS`` (comma-separated), else one for
+    ``VIDU_API_KEY``; and the notes to say on the keys (``distinct_keys``).
+
+    Raises ``UsageError`` for a malformed base URL or auth scheme (``settings_error``), and
     ``ConfigurationError`` naming the variables to set when there is no key.
     """
-    try:
-        normalize_base_url(args.base_url or os.environ.get("VIDU_BASE_URL") or DEFAULT_BASE_URL)
-    except ConfigurationError as error:
-        raise UsageError(str(error)) from None
-    keys = [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
+    if problem := settings_error(args, os.environ):
+        raise UsageError(problem)
+    keys, notes = distinct_keys(
+        [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
+    )
     if not keys and not os.environ.get("VIDU_API_KEY"):
         raise ConfigurationError(
             "no API key: set VIDU_API_KEY (or VIDU_API_KEYS=key1,key2 for several accounts); "
@@ -210,20 +262,24 @@ def clients_from_env(args: argparse.Namespace) -> list[ViduClient]:
     first = ViduClient(keys[0] if keys else None, base_url=args.base_url,
                        auth_scheme=args.auth_scheme, retry=retry)
     return [first, *(first.for_account(attrs.evolve(first.account, api_key=k))
-                     for k in keys[1:])]
+                     for k in keys[1:])], notes
 
 
 def clients_or_exit(args: argparse.Namespace, command: str) -> list[ViduClient] | int:
-    """``clients_from_env``, or the exit code once ``command`` said on stderr why not: 3 with
-    no key, 2 for a malformed base URL or client option (named as its flag)."""
+    """``clients_from_env`` (its notes said on stderr), or the exit code once ``command`` said
+    on stderr why not: 3 with no key (or a blank one), 2 for a malformed base URL or auth
+    scheme (named as its flag, or its variable)."""
     try:
-        return clients_from_env(args)
+        clients, notes = clients_from_env(args)
     except ConfigurationError as error:
         print(f"{command}: {error}", file=sys.stderr)
         return EXIT_AUTH
-    except ValueError as error:  # the base URL, --visibility-lag
-        print(f"{command}: {as_flag(str(error))}", file=sys.stderr)
+    except UsageError as error:  # the base URL, the auth scheme
+        print(f"{command}: {error}", file=sys.stderr)
         return EXIT_USAGE
+    for note in notes:
+        print(f"{command}: {note}", file=sys.stderr)
+    return clients
 
 
 def key_name(position: int, total: int, key: str) -> str:
@@ -299,13 +355,20 @@ def finite_float(text: str) -> float:
     return value
 
 
-def positive_float(text: str) -> float:
-    """An argparse ``type`` for a finite number above 0 (a timeout of 0 or less would end a
-    wait before it began)."""
-    value = finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return value
+def within(low: float, high: float, unit: str, *, above: bool = False
+           ) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number from ``low`` (or, with ``above``, more than
+    it) to ``high``: a huge poll interval or a tiny rate would hang a run without a word, a
+    timeout of 0 would end a wait before it began. ``unit`` ends the range's description."""
+    shown = (f"more than {low:g} and at most" if above else f"from {low:g} to") + f" {high:g}"
+
+    def check(text: str) -> float:
+        value = finite_float(text)
+        if value < low or (above and value == low) or value > high:
+            raise argparse.ArgumentTypeError(f"must be {shown} {unit}, got {text!r}")
+        return value
+
+    return check
 
 
 def as_flag(message: str) -> str:

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import argparse
 
+import attrs
+
 from vidu_async.download import DownloadNames
 
-__all__ = ["add_name_arguments", "download_names"]
+__all__ = ["add_name_arguments", "download_names", "name_flags_given"]
 
 
 def add_name_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("download names")
     group.add_argument(
-        "--name", metavar="TEMPLATE", default="{custom_id}",
+        "--name", metavar="TEMPLATE",
         help="file name of each video, from {custom_id}, {task_id}, {line} and {index} (the "
         "creation's number); made file-system safe, never shared by two jobs: fields that run "
-        "together ({custom_id}{line}) get a suffix ({custom_id})",
+        "together ({custom_id}{line}) get a suffix. Default: {custom_id}; with submit, only "
+        "with --download",
     )
     group.add_argument("--covers", action="store_true", help="download covers too, into covers/")
     group.add_argument("--watermarked", action="store_true",
@@ -26,4 +29,13 @@ def add_name_arguments(parser: argparse.ArgumentParser) -> None:
 
 def download_names(args: argparse.Namespace) -> DownloadNames:
     """The flags as ``DownloadNames``; ``ValueError`` naming the template when it is unusable."""
-    return DownloadNames(args.name, covers=args.covers, watermarked=args.watermarked)
+    names = DownloadNames(covers=args.covers, watermarked=args.watermarked)
+    return names if args.name is None else attrs.evolve(names, template=args.name)
+
+
+def name_flags_given(args: argparse.Namespace) -> list[str]:
+    """The naming flags given, as typed: ``submit`` refuses them without ``--download``, where
+    they would name nothing."""
+    given = (("--name", args.name is not None), ("--covers", args.covers),
+             ("--watermarked", args.watermarked))
+    return [flag for flag, present in given if present]

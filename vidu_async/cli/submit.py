@@ -23,19 +23,20 @@ import attrs
 
 from vidu_async.batch import BatchOptions
 from vidu_async.cli.common import (
+    DAY,
     EXIT_AUTH,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_TERMINATED,
     EXIT_USAGE,
+    HOUR,
     Commands,
     JobsInput,
     add_account_arguments,
     add_jobs_arguments,
     as_flag,
     clients_or_exit,
-    finite_float,
     jobs_input,
     jobs_or_usage_error,
     key_names,
@@ -44,8 +45,9 @@ from vidu_async.cli.common import (
     rejection,
     request_defaults,
     with_key_names,
+    within,
 )
-from vidu_async.cli.names import add_name_arguments, download_names
+from vidu_async.cli.names import add_name_arguments, download_names, name_flags_given
 from vidu_async.client import ViduClient
 from vidu_async.dryrun import (
     DryRun,
@@ -85,7 +87,7 @@ CONFIRM_OVER = 1000
 twenty 5-second viduq2 videos."""
 
 
-def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: Commands) -> None:
     """``validate`` and ``submit``, on the command line's subcommands."""
     validate = commands.add_parser(
         "validate",
@@ -115,7 +117,9 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     batch = submit.add_argument_group("batch")
     batch.add_argument("--concurrency", type=int, default=8, help="creates in flight at once (8)")
     batch.add_argument(
-        "--rate", type=finite_float, help="creates per second at most (default: no cap)"
+        "--rate", type=within(0.001, 10000, "requests per second"), metavar="R",
+        help="API requests per second at most, every request of the batch taking a turn "
+        "(creates, status rounds, lookups, uploads, the credits check); default: no cap",
     )
     batch.add_argument(
         "--journal", type=Path,
@@ -147,13 +151,14 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         "journal (0 sends nothing)",
     )
     batch.add_argument(
-        "--poll-interval", type=finite_float, default=5.0, help="seconds between status rounds (5)"
+        "--poll-interval", type=within(0.01, HOUR, "seconds (an hour)"), default=5.0,
+        metavar="SECONDS", help="seconds between status rounds (5; an hour at most)",
     )
     batch.add_argument(
-        "--visibility-lag", type=finite_float, metavar="SECONDS",
+        "--visibility-lag", type=within(0, DAY, "seconds (a day)"), metavar="SECONDS",
         help="how long a new task may take to appear in the task list: a create whose answer "
         f"was lost counts as not made only this long after it could last have arrived "
-        f"({RetryPolicy().visibility_lag:g})",
+        f"({RetryPolicy().visibility_lag:g}; a day at most)",
     )
     batch.add_argument(
         "--listen", metavar="HOST:PORT",
@@ -267,6 +272,11 @@ def _run_submit(args: argparse.Namespace, jobs: JobsInput) -> int:
         batch_id = f"{batch_id}#{secrets.token_hex(6)}"
     wait = args.wait or args.download is not None
     try:
+        if args.download is None and (naming := name_flags_given(args)):
+            one = len(naming) == 1
+            raise ValueError(f"{', '.join(naming)} only appl{'ies' if one else 'y'} with "
+                             "--download DIR: give --download (it implies --wait), or leave "
+                             f"{'it' if one else 'them'} out")
         listener = callback_listener(args, wait)
         options = BatchOptions(
             concurrency=args.concurrency,

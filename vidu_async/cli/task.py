@@ -20,11 +20,12 @@ from vidu_async.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    WEEK,
     Commands,
     add_account_arguments,
     clients_or_exit,
-    positive_float,
     rejection,
+    within,
 )
 from vidu_async.cli.names import add_name_arguments, download_names
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
@@ -36,7 +37,7 @@ from vidu_async.errors import (
 from vidu_async.tasks import TaskResult, TaskState
 
 
-def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
+def add_parsers(commands: Commands) -> None:
     """The single-task commands and ``credits``, on the command line's subcommands."""
     for name, text in (
         ("status", "show a task's state and results"),
@@ -53,7 +54,8 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
         add_account_arguments(single)
         if name == "wait":
             single.add_argument(
-                "--timeout", type=positive_float, default=1800.0, help="seconds (1800)"
+                "--timeout", type=within(0, WEEK, "seconds (a week)", above=True),
+                default=1800.0, help="seconds (1800; a week at most)",
             )
         if name == "download":
             single.add_argument("--dest", type=Path, default=Path("."), help="folder (.)")
@@ -62,7 +64,7 @@ def add_parsers(commands: Commands[argparse.ArgumentParser]) -> None:
     add_tasks_parser(commands)
 
 
-def add_tasks_parser(commands: Commands[argparse.ArgumentParser]) -> None:
+def add_tasks_parser(commands: Commands) -> None:
     """``tasks``: the account's recent tasks, filtered, newest as the API lists them."""
     listing = commands.add_parser(
         "tasks", help="list recent tasks (filter by state, date, ids)",
@@ -107,6 +109,16 @@ def parse_when(text: str, now: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.astimezone()
 
 
+def empty_window(since: dt.datetime | None, until: dt.datetime | None) -> str | None:
+    """Why ``--since`` and ``--until`` select no moment at all (``--since 2d --until 3d``: the
+    ages read backwards), or None."""
+    if since is None or until is None or since < until:
+        return None
+    return (f"--since ({since.astimezone():%Y-%m-%d %H:%M}) must be before --until "
+            f"({until.astimezone():%Y-%m-%d %H:%M}): an age counts back from now, so "
+            "--since 3d --until 2d is the day before yesterday")
+
+
 def _when(text: str) -> dt.datetime:
     try:
         return parse_when(text, dt.datetime.now(dt.UTC))
@@ -120,7 +132,9 @@ def run_single(args: argparse.Namespace) -> int:
             download_names(args)  # a template that cannot work fails before any request
         if args.action == "tasks" and not (args.limit >= 1 and len(args.ids or ()) <= 100):
             raise ValueError("--limit must be 1 or more, and --id given 100 times at most")
-    except ValueError as error:  # the --name template, --limit, --id
+        if args.action == "tasks" and (window := empty_window(args.since, args.until)):
+            raise ValueError(window)
+    except ValueError as error:  # the --name template, --limit, --id, --since and --until
         print(f"vidu-async {args.action}: {error}", file=sys.stderr)
         return EXIT_USAGE
     clients = clients_or_exit(args, f"vidu-async {args.action}")
