@@ -28,15 +28,15 @@ in the body's size, not as inline base64.
 Files are UTF-8 (a BOM is allowed), lines end with ``\n`` or ``\r\n``; a UTF-16 or UTF-32 file
 (its BOM, or the NUL bytes of its first two characters) is refused whole (``JobsFileError``),
 since every line of it would be garbled; so is a JSON Lines file (``.json`` too) that starts
-with a JSON array, one object per line being what it must hold. A CSV file starts with a header of field names, matched
-case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all work); a first row naming no
-known field is taken as a missing header and fails the whole file (``JobsFileError``), since
-reading it as one would silently drop the first job. A quoted cell may hold line breaks: its
-record is numbered by its first line, and every message about it names the lines it spans.
-Quoting that breaks across lines (a stray quote) makes the record its first line's error, naming
-the lines the quote swallowed, which are then read again, each on its own (the broken record is
-not run, so no line runs twice). A value under a column the header leaves unnamed is its line's
-error.
+with a JSON array, one object per line being what it must hold. A CSV file starts with a header
+of field names, matched case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all work);
+a first row naming no known field is taken as a missing header and fails the whole file
+(``JobsFileError``), since reading it as one would silently drop the first job. A quoted cell
+may hold line breaks: its record is numbered by its first line, and every message about it names
+the lines it spans. Quoting that breaks across lines (a stray quote) makes the record its first
+line's error, naming the lines the quote swallowed, which are then read again, each on its own
+(the broken record is not run, so no line runs twice). A value under a column the header leaves
+unnamed is its line's error.
 """
 
 from __future__ import annotations
@@ -198,8 +198,9 @@ def detect_format(path: Path) -> JobFormat:
 def sniff_format(head: bytes) -> tuple[JobFormat, str]:
     """The format of jobs that came without a file name (stdin), from their first bytes, and
     why: ``{`` first is JSONL (``[`` too: a JSON array, which reading refuses, saying how to
-    convert it, where reading it as text would send each of its lines as a prompt); a first line whose every cell is a known field name is a CSV
-    header; anything else is one prompt a line."""
+    convert it, where reading it as text would send each of its lines as a prompt); a first
+    line whose every cell is a known field name is a CSV header; anything else is one prompt a
+    line."""
     text = head.removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace").lstrip()
     if text.startswith(("{", "[")):
         return "jsonl", f"it starts with {text[0]}"
