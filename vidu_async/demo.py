@@ -139,8 +139,8 @@ async def run(folder: Path, *, quiet: bool, out: TextIO) -> int:
     the results, and run the same batch again to show that a rerun pays nothing twice.
 
     Raises ``ConfigurationError`` for a folder the demo may not write in (``refusal``), and
-    ``JournalError`` for an earlier journal that a run is using or that cannot be read; both
-    before anything is written."""
+    ``JournalError`` for a journal that a run is using or that cannot be used (an earlier
+    demo's found so before anything is written)."""
     if (why := refusal(folder)) is not None:
         raise ConfigurationError(why)
     journal = folder / _JOURNAL
