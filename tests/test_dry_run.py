@@ -140,6 +140,22 @@ async def test_exit_codes_key_journal_in_use_and_unwritable_paths(
     assert not jobs.with_name("jobs.jsonl.journal.jsonl").exists()
 
 
+@pytest.mark.parametrize(("flag", "kind"), [("--results", "results"), ("--errors", "errors")])
+async def test_a_missing_folder_is_exit_2_in_the_same_words_with_or_without_dry_run(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str], flag: str, kind: str
+) -> None:
+    # The dry run passed a missing --errors folder (exit 0) that the run then refused.
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"custom_id": "a", "prompt": "a cat", **REF})
+    path = tmp_path / "missing" / "out.jsonl"
+    said = (f"vidu-async submit: cannot write the {kind} file {path}: the folder "
+            f"{path.parent} does not exist\n")
+    for dry in (["--dry-run"], []):
+        assert await submit(jobs, flag, str(path), *dry) == 2
+        assert capfd.readouterr().err == said
+    assert sim.stats.tasks_created == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs.jsonl"]
+
+
 async def test_a_journal_in_use_is_exit_2(sim: FakeVidu, tmp_path: Path,
                                           capfd: pytest.CaptureFixture[str]) -> None:
     from vidu_async.journal import Journal

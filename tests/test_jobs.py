@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -13,7 +14,8 @@ from PIL import Image
 
 from vidu_async.cli import main
 from vidu_async.failures import Failure, write_errors_file
-from vidu_async.jobs import auto_id, read_jobs
+from vidu_async.jobs import auto_id, read_jobs, sniff_format
+from vidu_async.testing import FakeVidu
 
 URL = "https://example.com/ref.png"
 
@@ -387,3 +389,31 @@ def test_an_explicit_id_may_look_like_an_auto_id_but_ids_stay_unique(tmp_path: P
     assert [str(p) for p in lines[1].errors] == [
         f"custom_id: {auto.custom_id!r} is already used on line 1"
     ]
+
+
+@pytest.mark.parametrize(("name", "text", "converted"), [
+    ("jobs.json", '[\n  {"prompt": "a cat"},\n  {"prompt": "a dog"}\n]\n', "jobs.jsonl"),
+    ("jobs.jsonl", '\n  [{"prompt": "a cat"}, {"prompt": "a dog"}]\n', "jobs.lines.jsonl"),
+    ("jobs.ndjson", '\ufeff[{"prompt": "a cat"},\n{"prompt": "a dog"}]', "jobs.jsonl"),
+])
+async def test_a_json_array_is_refused_whole_saying_how_to_convert_it(
+    cli_sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    name: str, text: str, converted: str,
+) -> None:
+    # Read a line at a time, an array's lines were each "not valid JSON", and an object alone
+    # on its line (the pretty-printed array's) a job, sent and paid.
+    jobs = write(tmp_path / name, text)
+    said = (f"{jobs} holds a JSON array, but jobs are read as JSON Lines, one object per line: "
+            f"convert it first, e.g. jq -c '.[]' {jobs} > {tmp_path / converted}\n")
+    for command in ("validate", "submit"):
+        quiet = ["--quiet"] if command == "submit" else []
+        code = await asyncio.to_thread(
+            main, [command, str(jobs), "--model", "viduq2", "--image", URL, *quiet])
+        assert (code, capfd.readouterr().err) == (2, f"vidu-async {command}: {said}")
+    assert cli_sim.stats.tasks_created == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_json_array_on_stdin_is_read_as_json_lines_to_be_refused() -> None:
+    # As text, each line of it would be a prompt, sent and paid.
+    assert sniff_format(b'\n [\n {"prompt": "a cat"}\n]\n') == ("jsonl", "it starts with [")

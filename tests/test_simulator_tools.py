@@ -101,18 +101,38 @@ def test_fault_options_build_faults() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "said"),
     [
-        ("--fault", "explode=0.1"),
-        ("--fault", "reset"),
-        ("--fault", "reset=lots"),
-        ("--fault", "reset=0.7", "--fault", "server_error=0.7"),
-        ("--rate-limit", "fast"),
-        ("--failure-rate", "2"),
+        (("--fault", "explode=0.1"), "--fault 'explode=0.1': expected KIND=P with KIND one of"),
+        (("--fault", "reset"), "--fault 'reset': expected KIND=P"),
+        (("--fault", "reset=lots"), "--fault 'reset=lots': 'lots' is not a probability"),
+        (("--fault", "reset=2"), "--fault reset=P: P must be <= 1.0: 2.0"),
+        (("--fault", "reset=0.7", "--fault", "server_error=0.7"),
+         "--fault reset=0.7 --fault server_error=0.7: fault probabilities add up to 1.4, "
+         "more than 1"),
+        (("--rate-limit", "fast"), "--rate-limit 'fast': expected RATE[/BURST], could not "
+         "convert string to float: 'fast'"),
+        (("--rate-limit", "0"), "--rate-limit '0': expected RATE[/BURST], RATE must be > 0.0: 0.0"),
+        (("--rate-limit", "1/0"),
+         "--rate-limit '1/0': expected RATE[/BURST], BURST must be >= 1: 0"),
+        (("--failure-rate", "2"), "--failure-rate must be <= 1.0: 2.0"),
+        (("--credits", "-1"), "--credits must be >= 0: -1"),
+        (("--concurrency-limit", "0"), "--concurrency-limit must be >= 1: 0"),
+        (("--processing-seconds", "-1"), "--processing-seconds must be >= 0.0: -1.0"),
+        (("--retry-after", "-2"), "--retry-after must be >= 0.0: -2.0"),
+        (("--latency", "-1"), "--latency must be >= 0.0: -1.0"),
+        (("--latency-rate", "1.5"), "--latency-rate must be <= 1.0: 1.5"),
+        (("--port", "65536"), "--port must be 0..65535 (0 picks a free one), got 65536"),
+        (("--port", "-1"), "--port must be 0..65535 (0 picks a free one), got -1"),
     ],
 )
-async def test_serve_refuses_bad_options_with_exit_2(
-    argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+async def test_serve_refuses_a_bad_value_in_one_line_naming_its_option_with_exit_2(
+    argv: tuple[str, ...], said: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert await serve(parse(*argv)) == 2
-    assert "vidu-async serve:" in capsys.readouterr().err
+    # Not the configuration's field (failure_rate), nor a traceback (--credits -1 was one).
+    stop = asyncio.Event()
+    stop.set()  # a simulator that starts all the same stops at once (exit 0)
+    assert await serve(parse(*argv), out=io.StringIO(), stop=stop) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vidu-async serve: {said}")
+    assert err.count("\n") == 1 and err.endswith("\n")

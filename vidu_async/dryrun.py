@@ -192,6 +192,7 @@ async def dry_run(
     defaults: Mapping[str, Any],
     results: Path | None,
     messages: TextIO,
+    errors: Path | None = None,
     balances: bool = True,
     fmt: JobFormat | None = None,
     base_dir: Path | None = None,
@@ -199,10 +200,11 @@ async def dry_run(
 ) -> DryRun:
     """Check and summarise a run of ``path`` without creating anything; see the module
     docstring (``balances=False``: without asking the accounts, so with no request at all).
-    Raises ``ConfigurationError`` for an unwritable results path or download folder,
+    Raises ``ConfigurationError`` for an unwritable results or ``errors`` path (the run's list
+    of jobs to send again) or download folder,
     ``JournalError`` for a journal that cannot be used (in use, not a file),
     ``AuthenticationError`` / ``APIConnectionError`` from the credits request."""
-    await asyncio.to_thread(_check_paths, results, options.download, options.journal)
+    await asyncio.to_thread(_check_paths, results, errors, options.download, options.journal)
     found_balances: list[tuple[str, CreditBalance]] = []
     for number, client in enumerate(clients if balances else (), 1):
         name = "account" if len(clients) == 1 else f"account {number}"
@@ -277,12 +279,14 @@ async def _plan(
     return plan(facts, record, accounts, retry_failed=retry_failed)
 
 
-def _check_paths(results: Path | None, download: Path | None, journal: Path | None) -> None:
+def _check_paths(results: Path | None, errors: Path | None, download: Path | None,
+                 journal: Path | None) -> None:
     """What a run writes can be written, found out without creating anything that stays: an
     existing file is opened for appending (nothing appended); a missing one's folder (for the
     journal and the download folder, which a run creates with their parents: the nearest
     existing one) must be a folder we may create files in."""
     checks = (("write the results file", results, _is_file, lambda p: p.parent),
+              ("write the errors file", errors, _is_file, lambda p: p.parent),
               ("create the journal", journal, _is_journal, _nearest),
               ("save videos in", download, _is_folder, _nearest))
     for doing, target, check_existing, folder in checks:

@@ -27,15 +27,16 @@ in the body's size, not as inline base64.
 
 Files are UTF-8 (a BOM is allowed), lines end with ``\n`` or ``\r\n``; a UTF-16 or UTF-32 file
 (its BOM, or the NUL bytes of its first two characters) is refused whole (``JobsFileError``),
-since every line of it would be garbled. A CSV file starts with a header of field names, matched
-case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all work); a first row naming no
-known field is taken as a missing header and fails the whole file (``JobsFileError``), since
-reading it as one would silently drop the first job. A quoted cell may hold line breaks: its
-record is numbered by its first line, and every message about it names the lines it spans.
-Quoting that breaks across lines (a stray quote) makes the record its first line's error, naming
-the lines the quote swallowed, which are then read again, each on its own (the broken record is
-not run, so no line runs twice). A value under a column the header leaves unnamed is its line's
-error.
+since every line of it would be garbled; so is a JSON Lines file (``.json`` too) that starts
+with a JSON array, one object per line being what it must hold. A CSV file starts with a header
+of field names, matched case-insensitively (``Model``, `` prompt ``, ``Aspect Ratio`` all work);
+a first row naming no known field is taken as a missing header and fails the whole file
+(``JobsFileError``), since reading it as one would silently drop the first job. A quoted cell
+may hold line breaks: its record is numbered by its first line, and every message about it names
+the lines it spans. Quoting that breaks across lines (a stray quote) makes the record its first
+line's error, naming the lines the quote swallowed, which are then read again, each on its own
+(the broken record is not run, so no line runs twice). A value under a column the header leaves
+unnamed is its line's error.
 """
 
 from __future__ import annotations
@@ -196,11 +197,13 @@ def detect_format(path: Path) -> JobFormat:
 
 def sniff_format(head: bytes) -> tuple[JobFormat, str]:
     """The format of jobs that came without a file name (stdin), from their first bytes, and
-    why: ``{`` first is JSONL; a first line whose every cell is a known field name is a CSV
-    header; anything else is one prompt a line."""
+    why: ``{`` first is JSONL (``[`` too: a JSON array, which reading refuses, saying how to
+    convert it, where reading it as text would send each of its lines as a prompt); a first
+    line whose every cell is a known field name is a CSV header; anything else is one prompt a
+    line."""
     text = head.removeprefix(codecs.BOM_UTF8).decode("utf-8", "replace").lstrip()
-    if text.startswith("{"):
-        return "jsonl", "it starts with {"
+    if text.startswith(("{", "[")):
+        return "jsonl", f"it starts with {text[0]}"
     first = text.splitlines()[0] if text else ""
     names = [name for cell in next(csv.reader([first]), []) if (name := _field_name(cell))]
     if names and all(name in _HEADER_NAMES for name in names):
@@ -342,6 +345,8 @@ def _records(path: Path, fmt: JobFormat) -> Iterator[tuple[int, int, _Record]]:
         if fmt == "csv":
             yield from _csv_records(lines, path)
             return
+        if fmt == "jsonl":
+            lines = _not_an_array(lines, path)
         for number, text, problem in lines:
             if problem is not None:
                 yield number, number, problem
@@ -357,6 +362,24 @@ def _wide_encoding(head: bytes) -> str | None:
         if head.startswith(boms) or nuls.match(head):
             return name
     return None
+
+
+def _not_an_array(lines: Iterator[_Line], path: Path) -> Iterator[_Line]:
+    """JSON Lines, refusing (``JobsFileError``) a file that starts with a JSON array: read a
+    line at a time, its lines would each be an error, or a job (an object alone on its line)."""
+    for line in lines:
+        if line[1].lstrip().startswith("["):
+            converted = path.with_suffix(".jsonl")
+            if converted == path:
+                converted = path.with_name(f"{path.stem}.lines.jsonl")
+            raise JobsFileError(
+                f"{path} holds a JSON array, but jobs are read as JSON Lines, one object per "
+                f"line: convert it first, e.g. jq -c '.[]' {path} > {converted}"
+            )
+        yield line
+        if line[1].strip():
+            break
+    yield from lines
 
 
 def _lines(handle: BinaryIO) -> Iterator[_Line]:

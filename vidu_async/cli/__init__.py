@@ -20,8 +20,8 @@ from pathlib import Path
 from vidu_async import demo
 from vidu_async._version import __version__
 from vidu_async.cli import batch, submit, task
-from vidu_async.cli.common import EXIT_INTERRUPTED, OneLineParser
-from vidu_async.errors import ViduWarning
+from vidu_async.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser
+from vidu_async.errors import ConfigurationError, JournalError, ViduWarning
 
 __all__ = ["main"]
 
@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator in this process, and run the file with --wait --download.",
     )
     demo_parser.add_argument(
-        "--dir", type=Path, default=Path("vidu-demo"), help="where to write everything (vidu-demo)"
+        "--dir", type=Path, default=Path("vidu-demo"),
+        help="where to write everything (vidu-demo): a new folder, one holding none of the "
+        "files the demo writes, or an earlier demo's",
     )
     demo_parser.add_argument("--quiet", action="store_true", help="no progress display")
     demo_parser.set_defaults(run=run_demo)
@@ -83,4 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    return asyncio.run(demo.run(args.dir, quiet=args.quiet, out=sys.stderr))
+    try:
+        return asyncio.run(demo.run(args.dir, quiet=args.quiet, out=sys.stderr))
+    except (ConfigurationError, JournalError) as error:  # a folder or a journal not its own
+        print(f"vidu-async demo: {error}", file=sys.stderr)
+        return EXIT_USAGE

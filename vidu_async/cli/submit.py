@@ -400,7 +400,7 @@ async def _submit(args: argparse.Namespace, jobs: JobsInput, clients: list[ViduC
             args.errors.open("a", encoding="utf-8").close()
     except OSError as error:
         print(f"vidu-async submit: cannot write the errors file {args.errors}: "
-              f"{error.strerror}", file=sys.stderr)
+              f"{missing_folder(args.errors.parent) or error.strerror}", file=sys.stderr)
         return EXIT_USAGE
     with _logging(args.verbose) as log:
         try:
@@ -599,7 +599,7 @@ async def _dry_run(args: argparse.Namespace, jobs: JobsInput, clients: list[Vidu
                 found = await dry_run(jobs.path, clients, options,
                                       defaults=request_defaults(args), results=args.results,
                                       messages=sys.stderr, fmt=jobs.fmt, base_dir=jobs.base_dir,
-                                      shown_as=jobs.name)
+                                      shown_as=jobs.name, errors=args.errors)
             except AuthenticationError as error:  # named by position and last four
                 print(f"vidu-async submit: {await rejection(clients, error)}", file=sys.stderr)
                 return EXIT_AUTH

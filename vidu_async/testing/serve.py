@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 from vidu_async.cli.common import finite_float
@@ -25,6 +25,20 @@ from vidu_async.testing.config import (
 from vidu_async.testing.server import DEFAULT_API_KEY, FakeVidu
 
 __all__ = ["add_arguments", "faults_from_args", "run", "serve"]
+
+_MAX_PORT = 65535
+_FLAGS = {
+    "credits": "--credits",
+    "concurrency_limit": "--concurrency-limit",
+    "processing": "--processing-seconds",
+    "failure_rate": "--failure-rate",
+    "retry_after": "--retry-after",
+    "latency": "--latency",
+    "latency_rate": "--latency-rate",
+    **{kind: f"--fault {kind}=P: P" for kind in FAULT_KINDS},
+}
+"""The option that sets each configuration field ``serve`` fills."""
+
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,13 +113,53 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
             rates[kind] = float(value)
         except ValueError:
             raise ValueError(f"--fault {item!r}: {value!r} is not a probability") from None
-    endpoint = EndpointFaults(
-        retry_after=args.retry_after,
-        latency=args.latency,
-        latency_rate=args.latency_rate if args.latency else 0.0,
-        **rates,
-    )
+    try:
+        endpoint = EndpointFaults(
+            retry_after=args.retry_after,
+            latency=args.latency,
+            latency_rate=args.latency_rate,
+            **rates,
+        )
+    except ValueError as exc:  # one probability out of range, or their sum
+        given = " ".join(f"--fault {item}" for item in args.fault)
+        raise _flag_named(exc, _FLAGS, otherwise=given) from None
     return Faults.everywhere(endpoint, rate_limit=_rate_limit(args.rate_limit))
+
+
+def _simulator(args: argparse.Namespace) -> FakeVidu:
+    """The simulator the options describe (not started); ``ValueError`` naming a bad option."""
+    if not 0 <= args.port <= _MAX_PORT:
+        raise ValueError(f"--port must be 0..{_MAX_PORT} (0 picks a free one), got {args.port}")
+    faults = faults_from_args(args)
+    try:
+        return FakeVidu(
+            args.api_key,
+            credits=args.credits,
+            concurrency_limit=args.concurrency_limit,
+            faults=faults,
+            timeline=Timeline(processing=args.processing_seconds,
+                              failure_rate=args.failure_rate),
+            seed=args.seed,
+            auth_scheme=args.auth_scheme,
+            link_ttl=args.link_ttl,
+            host=args.host,
+            port=args.port,
+        )
+    except ValueError as exc:
+        raise _flag_named(exc, _FLAGS) from None
+
+
+def _flag_named(
+    error: ValueError, flags: Mapping[str, str], *, otherwise: str = ""
+) -> ValueError:
+    """``error`` with the configuration field it names first (attrs' validators say
+    ``'failure_rate' must be <= 1.0: 1.5``) named by the option the user typed instead; a
+    message naming no field in ``flags`` gets ``otherwise`` (if any) before it."""
+    text = str(error)
+    field, sep, rest = text.removeprefix("'").partition("' ")
+    if text.startswith("'") and sep and field in flags:
+        return ValueError(f"{flags[field]} {rest}")
+    return ValueError(f"{otherwise}: {text}") if otherwise else error
 
 
 def _rate_limit(text: str | None) -> RateLimit | None:
@@ -115,7 +169,8 @@ def _rate_limit(text: str | None) -> RateLimit | None:
     try:
         return RateLimit(rate=float(rate), burst=int(burst or 1))
     except ValueError as exc:
-        raise ValueError(f"--rate-limit {text!r}: expected RATE[/BURST], {exc}") from None
+        named = _flag_named(exc, {"rate": "RATE", "burst": "BURST"})
+        raise ValueError(f"--rate-limit {text!r}: expected RATE[/BURST], {named}") from None
 
 
 async def serve(
@@ -127,23 +182,10 @@ async def serve(
 ) -> int:
     """Run until cancelled (Ctrl-C) or until ``stop`` is set; ``on_ready`` sees the running sim."""
     try:
-        faults = faults_from_args(args)
-        timeline = Timeline(processing=args.processing_seconds, failure_rate=args.failure_rate)
+        sim = _simulator(args)
     except ValueError as exc:
         print(f"vidu-async serve: {exc}", file=sys.stderr)
         return 2
-    sim = FakeVidu(
-        args.api_key,
-        credits=args.credits,
-        concurrency_limit=args.concurrency_limit,
-        faults=faults,
-        timeline=timeline,
-        seed=args.seed,
-        auth_scheme=args.auth_scheme,
-        link_ttl=args.link_ttl,
-        host=args.host,
-        port=args.port,
-    )
     try:
         await sim.__aenter__()
     except OSError as exc:  # the port is taken, or the host is not this machine's
