@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import os
 import re
+import struct
 import unicodedata
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
+from vidu_async.demo import sample_png
 from vidu_async.download import (
     MAX_STEM_BYTES,
     DownloadNames,
@@ -41,9 +43,39 @@ from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import Creation, TaskResult
 from vidu_async.testing import FakeVidu, ManualClock, Timeline
+from vidu_async.testing.media import COVER_JPEG
 
 KEY = "sk-download-test-SECRET"
-VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4096  # ~1 MB, several chunks
+
+
+def box(kind: bytes, payload: bytes = b"", *, large: bool = False) -> bytes:
+    """An ISO BMFF box; ``large`` writes the 64-bit size form (size field 1)."""
+    if large:
+        return struct.pack(">I4sQ", 1, kind, 16 + len(payload)) + payload
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+FTYP = box(b"ftyp", b"mp42" + bytes(4) + b"mp42isom")
+MOOV = box(b"moov", box(b"mvhd", bytes(100)))
+VIDEO = FTYP + MOOV + box(b"mdat", bytes(range(256)) * 4096)  # ~1 MB, several chunks
+FRAGMENTS = [
+    FTYP, box(b"moov", box(b"mvex", box(b"trex", bytes(24)))),
+    *(piece for n in range(1, 9) for piece in (
+        box(b"moof", box(b"mfhd", struct.pack(">II", 0, n))), box(b"mdat", bytes([n]) * 50_000)
+    )),
+    box(b"mfra", bytes(16)),
+]
+"""The top-level boxes of a fragmented MP4: a ``moof`` and an ``mdat`` per fragment."""
+FRAGMENTED = b"".join(FRAGMENTS)
+FRAGMENT_CUT_IN_HALF_ENDS = next(
+    end for end in itertools.accumulate(map(len, FRAGMENTS)) if end > len(FRAGMENTED) // 2
+)
+LARGE_BOX = FTYP + box(b"mdat", bytes(range(256)) * 1024, large=True) + MOOV  # moov last
+MEDIA = {
+    "video.mp4": VIDEO, "fragmented.mp4": FRAGMENTED, "large-box.mp4": LARGE_BOX,
+    "cover.png": sample_png(64, 48, 5), "cover.jpg": COVER_JPEG,
+}
+"""What ``/chunked/<name>`` serves: whole media files of each checked kind."""
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -54,7 +86,9 @@ class FileHost:
     ``/reset`` drops the connection unanswered, ``/stalled`` stops midway, ``/gated`` waits
     midway for ``release`` (``/gated-chunked`` too, with no ``Content-Length``), ``/typed``
     serves ``VIDEO`` as its query's ``type``, ``/drip`` sends 1,000 bytes one each 50 ms
-    (announcing its query's ``announce`` bytes, else 1,000)."""
+    (announcing its query's ``announce`` bytes, else 1,000), ``/chunked/<name>`` serves
+    ``MEDIA[name]`` chunked, with no ``Content-Length``, and cuts ``cuts`` bodies in half first
+    (ending cleanly, as a proxy may)."""
 
     def __init__(self) -> None:
         self.file_requests: list[tuple[str, str | None]] = []
@@ -77,6 +111,7 @@ class FileHost:
         app.router.add_get("/gated-chunked/{name}", self._gated)
         app.router.add_get("/typed/{name}", self._typed)
         app.router.add_get("/drip/{name}", self._drip)
+        app.router.add_get("/chunked/{name}", self._chunked)
         app.router.add_get("/ent/v2/tasks/{id}/creations", self._query)
         return app
 
@@ -116,6 +151,20 @@ class FileHost:
         for _ in range(1000):  # 50 s in all, unless the client hangs up
             await response.write(b"x")
             await asyncio.sleep(0.05)
+        return response
+
+    async def _chunked(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        body = MEDIA[request.match_info["name"]]
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if self.cuts:
+            self.cuts -= 1
+            body = body[: len(body) // 2]
+        for start in range(0, len(body), 100_000):
+            await response.write(body[start : start + 100_000])
+        await response.write_eof()
         return response
 
     def _record(self, request: web.Request) -> None:
@@ -902,3 +951,54 @@ async def test_a_batch_reports_an_error_page_as_a_failed_download(
     assert "answered text/html" in outcome.error.message
     assert outcome.to_dict()["status"] == "failed"
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(MEDIA))
+async def test_a_whole_file_sent_chunked_is_saved(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path, name: str
+) -> None:
+    task = result("task-20", ("c-1", str(server.make_url(f"/chunked/{name}"))))
+    (path,) = await client.download(task, tmp_path)
+    assert path.read_bytes() == MEDIA[name]
+    assert listing(tmp_path) == [f"task-20{Path(name).suffix}"]
+    assert len(host.file_requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("video.mp4", f"the MP4's boxes need {len(VIDEO)}"),
+        ("fragmented.mp4", f"the MP4's boxes need {FRAGMENT_CUT_IN_HALF_ENDS}"),
+        ("large-box.mp4", f"the MP4's boxes need {len(FTYP) + 16 + 256 * 1024}"),
+        ("cover.png", "the PNG does not end with its IEND chunk"),
+        ("cover.jpg", "the JPEG does not end with its end marker FF D9"),
+    ],
+)
+async def test_a_file_the_host_ends_early_is_retried_and_never_saved(
+    client: ViduClient, server: TestServer, host: FileHost, time: ManualClock, tmp_path: Path,
+    name: str, problem: str,
+) -> None:
+    host.cuts = 3
+    task = result("task-21", ("c-1", str(server.make_url(f"/chunked/{name}?sig=secret"))))
+    with pytest.raises(DownloadError) as info:
+        await client.download(task, tmp_path)
+    public = server.make_url(f"/chunked/{name}")
+    assert str(info.value).startswith(
+        f"downloading {public}: ClientPayloadError: the file host ended the file early: "
+        f"{len(MEDIA[name]) // 2} bytes, {problem}; gave up"
+    )
+    assert (info.value.url, info.value.status) == (str(public), None)
+    assert listing(tmp_path) == []
+    assert len(host.file_requests) == 3 and time.waits == [1.0, 2.0]
+
+
+async def test_a_file_ended_early_once_is_fetched_again_whole(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    host.cuts = 1
+    (path,) = await client.download(
+        result("task-22", ("c-1", str(server.make_url("/chunked/video.mp4")))), tmp_path
+    )
+    assert path.read_bytes() == VIDEO
+    assert listing(tmp_path) == ["task-22.mp4"]
+    assert len(host.file_requests) == 2
