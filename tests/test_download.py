@@ -39,6 +39,7 @@ from vidu_async.download import (
 )
 from vidu_async.errors import DownloadError
 from vidu_async.jobs import Job
+from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import Creation, TaskResult
@@ -910,42 +911,72 @@ async def test_the_deadline_grows_with_the_bytes_received(
     assert (tmp_path / "job.mp4").read_bytes() == VIDEO
 
 
-class ErrorPageProxy:
-    """The simulator behind a proxy whose file links all answer an HTML error page with a 200."""
+FileAnswer = Callable[[web.Request, bytes, str], Awaitable[web.StreamResponse]]
 
-    def __init__(self, sim: FakeVidu, session: aiohttp.ClientSession) -> None:
+
+class SimProxy:
+    """The simulator behind a proxy whose file links are answered by ``files(request, body,
+    content type)`` from the simulator's own answer."""
+
+    def __init__(self, sim: FakeVidu, session: aiohttp.ClientSession, files: FileAnswer) -> None:
         self.sim = sim
         self.session = session
+        self.files = files
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.path.startswith("/_sim/files/"):
-            return web.Response(text="<html>Link expired</html>", content_type="text/html")
         headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
         async with self.session.request(
             request.method, self.sim.url + request.path_qs, headers=headers,
             data=await request.read(),  # the Host header comes too: links name the proxy
         ) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                content_type=answer.content_type)
+            body = await answer.read()
+            if request.path.startswith("/_sim/files/"):
+                return await self.files(request, body, answer.content_type)
+            return web.Response(status=answer.status, body=body, content_type=answer.content_type)
+
+
+async def error_page(request: web.Request, body: bytes, content_type: str) -> web.Response:
+    return web.Response(text="<html>Link expired</html>", content_type="text/html")
+
+
+async def half_chunked(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+    """Half the file, chunked, then a clean end: what a proxy cutting files short sends."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    await response.write_eof()
+    return response
+
+
+async def run_one_job(
+    aiohttp_server: ServerFactory, files: FileAnswer | None, folder: Path, names: DownloadNames
+) -> Outcome:
+    """Run one job through a batch that downloads into ``folder``, straight from the simulator,
+    or through a ``SimProxy`` answering its file links with ``files``."""
+    async with FakeVidu(timeline=Timeline(created=0, processing=0)) as sim, \
+            aiohttp.ClientSession() as session:
+        base = sim.url
+        if files is not None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", SimProxy(sim, session, files).handle)
+            base = str((await aiohttp_server(app)).make_url("/")).rstrip("/")
+        clock = ManualClock()
+        async with ViduClient(sim.api_key, base_url=base, retry=RetryPolicy(sleep=no_wait)) as c:
+            options = BatchOptions(wait=True, download=folder, names=names, sleep=clock.sleep,
+                                   clock=clock)
+            job = Job("clip", ReferenceToVideoRequest(
+                "viduq2", "a cat", images=("https://example.com/cat.png",), duration=5,
+                watermark=True,
+            ), 1)
+            (outcome,) = [o async for o in BatchSubmitter(c, options).run([job])]
+    return outcome
 
 
 async def test_a_batch_reports_an_error_page_as_a_failed_download(
     aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    async with FakeVidu(timeline=Timeline(created=0, processing=0)) as sim, \
-            aiohttp.ClientSession() as session:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", ErrorPageProxy(sim, session).handle)
-        proxy = await aiohttp_server(app)
-        base = str(proxy.make_url("/")).rstrip("/")
-        clock = ManualClock()
-        async with ViduClient(sim.api_key, base_url=base, retry=RetryPolicy(sleep=no_wait)) as c:
-            options = BatchOptions(wait=True, download=tmp_path / "videos", sleep=clock.sleep,
-                                   clock=clock)
-            job = Job("clip", ReferenceToVideoRequest(
-                "viduq2", "a cat", images=("https://example.com/cat.png",), duration=5
-            ), 1)
-            (outcome,) = [o async for o in BatchSubmitter(c, options).run([job])]
+    outcome = await run_one_job(aiohttp_server, error_page, tmp_path / "videos", DownloadNames())
     assert (outcome.status, outcome.files) == ("failed", ())
     assert outcome.error is not None and outcome.error.reason == "DownloadFailed"
     assert "answered text/html" in outcome.error.message
@@ -1002,3 +1033,25 @@ async def test_a_file_ended_early_once_is_fetched_again_whole(
     assert path.read_bytes() == VIDEO
     assert listing(tmp_path) == ["task-22.mp4"]
     assert len(host.file_requests) == 2
+
+
+async def test_a_batch_reports_files_a_proxy_cut_short_as_a_failed_download(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    outcome = await run_one_job(aiohttp_server, half_chunked, tmp_path / "videos", DownloadNames())
+    assert (outcome.status, outcome.files) == ("failed", ())
+    assert outcome.error is not None and outcome.error.reason == "DownloadFailed"
+    assert "the file host ended the file early: " in outcome.error.message
+    assert "the MP4's boxes need" in outcome.error.message
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == []
+
+
+async def test_the_simulator_s_videos_and_covers_are_whole(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    names = DownloadNames(covers=True, watermarked=True)
+    outcome = await run_one_job(aiohttp_server, None, tmp_path / "videos", names)
+    assert outcome.status == "succeeded"
+    assert sorted(Path(f).relative_to(tmp_path / "videos").as_posix() for f in outcome.files) == [
+        "clip.mp4", "covers/clip.jpg", "watermarked/clip.mp4"
+    ]

@@ -7,7 +7,8 @@ says how long it is. The format comes from the magic bytes (``_probe.sniff``). A
 follows; size 0: to the end of the file) that must add up exactly to the file's length and
 include ``moov`` and ``mdat`` (in any order; fragmented files add ``moof`` boxes). A PNG ends
 with its ``IEND`` chunk, a JPEG with its end marker ``FF D9``; a WebP or AVI is at least as long
-as its RIFF header says. An empty file is never whole. Any other format (GIF, WebM, HEIF, text)
+as its RIFF header says. A file shorter than the ``SNIFF_BYTES`` (16) that tell formats apart
+is never whole: no media file is that small. Any other format (GIF, WebM, HEIF, text)
 cannot be checked and passes. Only a box header per top-level box and the last bytes are read,
 through a ``Reader`` that seeks, so a file of several GB costs a few small reads.
 """
@@ -30,8 +31,8 @@ _JPEG_END = b"\xff\xd9"
 def shortfall(reader: Reader) -> str | None:
     """Why the file in ``reader`` is not whole (``<size> bytes, the MP4's boxes need <M>``), or
     None when it is whole or of a format that cannot be checked (see the module docstring)."""
-    if reader.size == 0:
-        return "0 bytes"
+    if reader.size < SNIFF_BYTES:
+        return f"{reader.size} bytes, too few for any media file"
     try:
         name = sniff(reader.read_at(0, SNIFF_BYTES)).name
     except ProbeError:  # a format we cannot check
