@@ -37,8 +37,7 @@ def shortfall(reader: Reader) -> str | None:
         name = sniff(reader.read_at(0, SNIFF_BYTES)).name
     except ProbeError:  # a format we cannot check
         return None
-    check = _CHECKS.get(name)
-    problem = None if check is None else check(reader)
+    problem = _CHECKS[name](reader)
     return None if problem is None else f"{reader.size} bytes, {problem}"
 
 
@@ -96,4 +95,4 @@ _CHECKS: dict[str, Callable[[Reader], str | None]] = {
     "WebP": _riff("WebP"),
     "AVI": _riff("AVI"),
 }
-"""The completeness check of each format ``sniff`` names, by its name."""
+"""The completeness check of each format ``sniff`` returns, by its name."""

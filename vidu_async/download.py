@@ -37,8 +37,9 @@ published. An existing target is this job's earlier download and is replaced. A 
 body early without any error (chunked, no ``Content-Length``, a proxy), so before the rename the
 file's headers are checked where its format tells its length (``_complete``: an MP4's or MOV's
 boxes add up to it and hold ``moov`` and ``mdat``, a PNG ends with ``IEND``, a JPEG with
-``FF D9``, a WebP's RIFF size); a file that is not whole is a truncated body. Files of other
-formats (GIF, WebM, unknown) cannot be checked and are published as received.
+``FF D9``, a WebP's RIFF size; no media file is under 16 bytes); a file that is not whole is a
+truncated body. Files of other formats (GIF, WebM, unknown) cannot be checked and are published
+as received.
 
 Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from the file host is
 retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
