@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import os
 import re
+import struct
 import unicodedata
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
+from vidu_async.demo import sample_png
 from vidu_async.download import (
     MAX_STEM_BYTES,
     DownloadNames,
@@ -37,13 +39,44 @@ from vidu_async.download import (
 )
 from vidu_async.errors import DownloadError
 from vidu_async.jobs import Job
+from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import Creation, TaskResult
 from vidu_async.testing import FakeVidu, ManualClock, Timeline
+from vidu_async.testing.media import COVER_JPEG
 
 KEY = "sk-download-test-SECRET"
-VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4096  # ~1 MB, several chunks
+
+
+def box(kind: bytes, payload: bytes = b"", *, large: bool = False) -> bytes:
+    """An ISO BMFF box; ``large`` writes the 64-bit size form (size field 1)."""
+    if large:
+        return struct.pack(">I4sQ", 1, kind, 16 + len(payload)) + payload
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+FTYP = box(b"ftyp", b"mp42" + bytes(4) + b"mp42isom")
+MOOV = box(b"moov", box(b"mvhd", bytes(100)))
+VIDEO = FTYP + MOOV + box(b"mdat", bytes(range(256)) * 4096)  # ~1 MB, several chunks
+FRAGMENTS = [
+    FTYP, box(b"moov", box(b"mvex", box(b"trex", bytes(24)))),
+    *(piece for n in range(1, 9) for piece in (
+        box(b"moof", box(b"mfhd", struct.pack(">II", 0, n))), box(b"mdat", bytes([n]) * 50_000)
+    )),
+    box(b"mfra", bytes(16)),
+]
+"""The top-level boxes of a fragmented MP4: a ``moof`` and an ``mdat`` per fragment."""
+FRAGMENTED = b"".join(FRAGMENTS)
+FRAGMENT_CUT_IN_HALF_ENDS = next(
+    end for end in itertools.accumulate(map(len, FRAGMENTS)) if end > len(FRAGMENTED) // 2
+)
+LARGE_BOX = FTYP + box(b"mdat", bytes(range(256)) * 1024, large=True) + MOOV  # moov last
+MEDIA = {
+    "video.mp4": VIDEO, "fragmented.mp4": FRAGMENTED, "large-box.mp4": LARGE_BOX,
+    "cover.png": sample_png(64, 48, 5), "cover.jpg": COVER_JPEG,
+}
+"""What ``/chunked/<name>`` serves: whole media files of each checked kind."""
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -54,7 +87,9 @@ class FileHost:
     ``/reset`` drops the connection unanswered, ``/stalled`` stops midway, ``/gated`` waits
     midway for ``release`` (``/gated-chunked`` too, with no ``Content-Length``), ``/typed``
     serves ``VIDEO`` as its query's ``type``, ``/drip`` sends 1,000 bytes one each 50 ms
-    (announcing its query's ``announce`` bytes, else 1,000)."""
+    (announcing its query's ``announce`` bytes, else 1,000), ``/chunked/<name>`` serves
+    ``MEDIA[name]`` chunked, with no ``Content-Length``, and cuts ``cuts`` bodies in half first
+    (ending cleanly, as a proxy may)."""
 
     def __init__(self) -> None:
         self.file_requests: list[tuple[str, str | None]] = []
@@ -77,6 +112,7 @@ class FileHost:
         app.router.add_get("/gated-chunked/{name}", self._gated)
         app.router.add_get("/typed/{name}", self._typed)
         app.router.add_get("/drip/{name}", self._drip)
+        app.router.add_get("/chunked/{name}", self._chunked)
         app.router.add_get("/ent/v2/tasks/{id}/creations", self._query)
         return app
 
@@ -116,6 +152,20 @@ class FileHost:
         for _ in range(1000):  # 50 s in all, unless the client hangs up
             await response.write(b"x")
             await asyncio.sleep(0.05)
+        return response
+
+    async def _chunked(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        body = MEDIA[request.match_info["name"]]
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        if self.cuts:
+            self.cuts -= 1
+            body = body[: len(body) // 2]
+        for start in range(0, len(body), 100_000):
+            await response.write(body[start : start + 100_000])
+        await response.write_eof()
         return response
 
     def _record(self, request: web.Request) -> None:
@@ -861,44 +911,147 @@ async def test_the_deadline_grows_with_the_bytes_received(
     assert (tmp_path / "job.mp4").read_bytes() == VIDEO
 
 
-class ErrorPageProxy:
-    """The simulator behind a proxy whose file links all answer an HTML error page with a 200."""
+FileAnswer = Callable[[web.Request, bytes, str], Awaitable[web.StreamResponse]]
 
-    def __init__(self, sim: FakeVidu, session: aiohttp.ClientSession) -> None:
+
+class SimProxy:
+    """The simulator behind a proxy whose file links are answered by ``files(request, body,
+    content type)`` from the simulator's own answer."""
+
+    def __init__(self, sim: FakeVidu, session: aiohttp.ClientSession, files: FileAnswer) -> None:
         self.sim = sim
         self.session = session
+        self.files = files
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.path.startswith("/_sim/files/"):
-            return web.Response(text="<html>Link expired</html>", content_type="text/html")
         headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
         async with self.session.request(
             request.method, self.sim.url + request.path_qs, headers=headers,
             data=await request.read(),  # the Host header comes too: links name the proxy
         ) as answer:
-            return web.Response(status=answer.status, body=await answer.read(),
-                                content_type=answer.content_type)
+            body = await answer.read()
+            if request.path.startswith("/_sim/files/"):
+                return await self.files(request, body, answer.content_type)
+            return web.Response(status=answer.status, body=body, content_type=answer.content_type)
+
+
+async def error_page(request: web.Request, body: bytes, content_type: str) -> web.Response:
+    return web.Response(text="<html>Link expired</html>", content_type="text/html")
+
+
+async def half_chunked(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+    """Half the file, chunked, then a clean end: what a proxy cutting files short sends."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    await response.write_eof()
+    return response
+
+
+async def run_one_job(
+    aiohttp_server: ServerFactory, files: FileAnswer | None, folder: Path, names: DownloadNames
+) -> Outcome:
+    """Run one job through a batch that downloads into ``folder``, straight from the simulator,
+    or through a ``SimProxy`` answering its file links with ``files``."""
+    async with FakeVidu(timeline=Timeline(created=0, processing=0)) as sim, \
+            aiohttp.ClientSession() as session:
+        base = sim.url
+        if files is not None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", SimProxy(sim, session, files).handle)
+            base = str((await aiohttp_server(app)).make_url("/")).rstrip("/")
+        clock = ManualClock()
+        async with ViduClient(sim.api_key, base_url=base, retry=RetryPolicy(sleep=no_wait)) as c:
+            options = BatchOptions(wait=True, download=folder, names=names, sleep=clock.sleep,
+                                   clock=clock)
+            job = Job("clip", ReferenceToVideoRequest(
+                "viduq2", "a cat", images=("https://example.com/cat.png",), duration=5,
+                watermark=True,
+            ), 1)
+            (outcome,) = [o async for o in BatchSubmitter(c, options).run([job])]
+    return outcome
 
 
 async def test_a_batch_reports_an_error_page_as_a_failed_download(
     aiohttp_server: ServerFactory, tmp_path: Path
 ) -> None:
-    async with FakeVidu(timeline=Timeline(created=0, processing=0)) as sim, \
-            aiohttp.ClientSession() as session:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", ErrorPageProxy(sim, session).handle)
-        proxy = await aiohttp_server(app)
-        base = str(proxy.make_url("/")).rstrip("/")
-        clock = ManualClock()
-        async with ViduClient(sim.api_key, base_url=base, retry=RetryPolicy(sleep=no_wait)) as c:
-            options = BatchOptions(wait=True, download=tmp_path / "videos", sleep=clock.sleep,
-                                   clock=clock)
-            job = Job("clip", ReferenceToVideoRequest(
-                "viduq2", "a cat", images=("https://example.com/cat.png",), duration=5
-            ), 1)
-            (outcome,) = [o async for o in BatchSubmitter(c, options).run([job])]
+    outcome = await run_one_job(aiohttp_server, error_page, tmp_path / "videos", DownloadNames())
     assert (outcome.status, outcome.files) == ("failed", ())
     assert outcome.error is not None and outcome.error.reason == "DownloadFailed"
     assert "answered text/html" in outcome.error.message
     assert outcome.to_dict()["status"] == "failed"
     assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(MEDIA))
+async def test_a_whole_file_sent_chunked_is_saved(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path, name: str
+) -> None:
+    task = result("task-20", ("c-1", str(server.make_url(f"/chunked/{name}"))))
+    (path,) = await client.download(task, tmp_path)
+    assert path.read_bytes() == MEDIA[name]
+    assert listing(tmp_path) == [f"task-20{Path(name).suffix}"]
+    assert len(host.file_requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("video.mp4", f"the MP4's boxes need {len(VIDEO)}"),
+        ("fragmented.mp4", f"the MP4's boxes need {FRAGMENT_CUT_IN_HALF_ENDS}"),
+        ("large-box.mp4", f"the MP4's boxes need {len(FTYP) + 16 + 256 * 1024}"),
+        ("cover.png", "the PNG does not end with its IEND chunk"),
+        ("cover.jpg", "the JPEG does not end with its end marker FF D9"),
+    ],
+)
+async def test_a_file_the_host_ends_early_is_retried_and_never_saved(
+    client: ViduClient, server: TestServer, host: FileHost, time: ManualClock, tmp_path: Path,
+    name: str, problem: str,
+) -> None:
+    host.cuts = 3
+    task = result("task-21", ("c-1", str(server.make_url(f"/chunked/{name}?sig=secret"))))
+    with pytest.raises(DownloadError) as info:
+        await client.download(task, tmp_path)
+    public = server.make_url(f"/chunked/{name}")
+    assert str(info.value).startswith(
+        f"downloading {public}: ClientPayloadError: the file host ended the file early: "
+        f"{len(MEDIA[name]) // 2} bytes, {problem}; gave up"
+    )
+    assert (info.value.url, info.value.status) == (str(public), None)
+    assert listing(tmp_path) == []
+    assert len(host.file_requests) == 3 and time.waits == [1.0, 2.0]
+
+
+async def test_a_file_ended_early_once_is_fetched_again_whole(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path
+) -> None:
+    host.cuts = 1
+    (path,) = await client.download(
+        result("task-22", ("c-1", str(server.make_url("/chunked/video.mp4")))), tmp_path
+    )
+    assert path.read_bytes() == VIDEO
+    assert listing(tmp_path) == ["task-22.mp4"]
+    assert len(host.file_requests) == 2
+
+
+async def test_a_batch_reports_files_a_proxy_cut_short_as_a_failed_download(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    outcome = await run_one_job(aiohttp_server, half_chunked, tmp_path / "videos", DownloadNames())
+    assert (outcome.status, outcome.files) == ("failed", ())
+    assert outcome.error is not None and outcome.error.reason == "DownloadFailed"
+    assert "the file host ended the file early: " in outcome.error.message
+    assert "the MP4's boxes need" in outcome.error.message
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == []
+
+
+async def test_the_simulator_s_videos_and_covers_are_whole(
+    aiohttp_server: ServerFactory, tmp_path: Path
+) -> None:
+    names = DownloadNames(covers=True, watermarked=True)
+    outcome = await run_one_job(aiohttp_server, None, tmp_path / "videos", names)
+    assert outcome.status == "succeeded"
+    assert sorted(Path(f).relative_to(tmp_path / "videos").as_posix() for f in outcome.files) == [
+        "clip.mp4", "covers/clip.jpg", "watermarked/clip.mp4"
+    ]

@@ -33,7 +33,13 @@ over the target: a reader never sees half a file, and a failed or cancelled down
 nothing behind. The partial name is fixed, so a run killed mid-download leaves a file the next
 attempt replaces (``remove_partial_files`` sweeps a whole folder). Downloads of one target in
 one process take turns (a lock per target); a partial file replaced by another process is never
-published. An existing target is this job's earlier download and is replaced.
+published. An existing target is this job's earlier download and is replaced. A host may end a
+body early without any error (chunked, no ``Content-Length``, a proxy), so before the rename the
+file's headers are checked where its format tells its length (``_complete``: an MP4's or MOV's
+boxes add up to it and hold ``moov`` and ``mdat``, a PNG ends with ``IEND``, a JPEG with
+``FF D9``, a WebP's RIFF size; no media file is under 16 bytes); a file that is not whole is a
+truncated body. Files of other formats (GIF, WebM, unknown) cannot be checked and are published
+as received.
 
 Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from the file host is
 retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
@@ -62,11 +68,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path, PurePosixPath
 from string import Formatter
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, TypeVar
 
 import aiohttp
 import attrs
 
+from vidu_async._complete import shortfall
+from vidu_async._probe import FileReader
 from vidu_async.errors import DownloadError
 from vidu_async.retry import RetryPolicy, backoff_wait, stop_reason
 from vidu_async.tasks import Creation
@@ -415,7 +423,7 @@ def _create(partial: Path) -> BinaryIO:
     another process's, which then cannot publish it: see ``_publish``).
     """
     partial.unlink(missing_ok=True)
-    return partial.open("xb")
+    return partial.open("x+b")  # read too: its headers are checked before it is published
 
 
 def _finish(file: BinaryIO) -> None:
@@ -425,11 +433,14 @@ def _finish(file: BinaryIO) -> None:
     file.close()
 
 
-async def _on_disk(target: Path, call: Callable[[], object]) -> None:
+_T = TypeVar("_T")
+
+
+async def _on_disk(target: Path, call: Callable[[], _T]) -> _T:
     """``call()`` in a thread; a disk's error (a full disk) names the file being written,
     which the system's error leaves out."""
     try:
-        await asyncio.to_thread(call)
+        return await asyncio.to_thread(call)
     except OSError as error:
         raise OSError(error.errno, error.strerror, str(target)) from None
 
@@ -458,6 +469,9 @@ async def _save(
                 received += len(chunk)
                 progress(received)
                 await _on_disk(target, functools.partial(file.write, chunk))
+            problem = await _on_disk(target, lambda: shortfall(FileReader(file, received)))
+            if problem is not None:  # retried like a body cut short with a Content-Length
+                raise aiohttp.ClientPayloadError(f"the file host ended the file early: {problem}")
             await _on_disk(target, functools.partial(_finish, file))
         finally:  # after a failure: closing fails again on what the file still holds
             with contextlib.suppress(OSError):
