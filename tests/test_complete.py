@@ -48,6 +48,8 @@ SIMULATED = tiny_mp4(5.0, 1280, 720, note="task 1")
         pytest.param(SIMULATED, id="simulator-video"),
         pytest.param(PNG, id="png"),
         pytest.param(COVER_JPEG, id="simulator-cover-jpeg"),
+        pytest.param(PNG + bytes(8), id="png-padded-after-iend"),
+        pytest.param(COVER_JPEG + bytes(16), id="jpeg-padded-after-its-end"),
         pytest.param(WEBP, id="webp"),
         pytest.param(WEBP + b"trailing", id="webp-longer-than-riff"),
         pytest.param(AVI, id="avi"),

@@ -6,11 +6,12 @@ says how long it is. The format comes from the magic bytes (``_probe.sniff``). A
 (ISO BMFF) is a sequence of top-level boxes (32-bit size and type; size 1: a 64-bit size
 follows; size 0: to the end of the file) that must add up exactly to the file's length and
 include ``moov`` and ``mdat`` (in any order; fragmented files add ``moof`` boxes). A PNG ends
-with its ``IEND`` chunk, a JPEG with its end marker ``FF D9``; a WebP or AVI is at least as long
-as its RIFF header says. A file shorter than the ``SNIFF_BYTES`` (16) that tell formats apart
-is never whole: no media file is that small. Any other format (GIF, WebM, HEIF, text)
-cannot be checked and passes. Only a box header per top-level box and the last bytes are read,
-through a ``Reader`` that seeks, so a file of several GB costs a few small reads.
+with its ``IEND`` chunk, a JPEG with its end marker ``FF D9`` (within its last KiB, as
+validation reads images); a WebP or AVI is at least as long as its RIFF header says. A file
+shorter than the ``SNIFF_BYTES`` (16) that tell formats apart is never whole: no media file
+is that small. Any other format (GIF, WebM, HEIF, text) cannot be checked and passes. Only a
+box header per top-level box and the last bytes are read, through a ``Reader`` that seeks, so
+a file of several GB costs a few small reads.
 """
 
 from __future__ import annotations
@@ -19,13 +20,19 @@ import functools
 import struct
 from collections.abc import Callable
 
-from vidu_async._probe import SNIFF_BYTES, ProbeError, Reader, sniff
+from vidu_async._probe import (
+    JPEG_EOI,
+    PNG_IEND,
+    SNIFF_BYTES,
+    ProbeError,
+    Reader,
+    require_end,
+    sniff,
+)
 
 __all__ = ["shortfall"]
 
 _NEEDED_BOXES = (b"moov", b"mdat")
-_PNG_END = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
-_JPEG_END = b"\xff\xd9"
 
 
 def shortfall(reader: Reader) -> str | None:
@@ -68,11 +75,15 @@ def _iso_bmff(reader: Reader, name: str) -> str | None:
 
 
 def _ends_with(marker: bytes, problem: str) -> Callable[[Reader], str | None]:
-    """A check that the file's last bytes are ``marker``, saying ``problem`` when not."""
+    """A check that ``marker`` is among the file's last bytes, as validation reads an image (a
+    few bytes after it, padding, are allowed), saying ``problem`` when not."""
 
     def check(reader: Reader) -> str | None:
-        start = max(0, reader.size - len(marker))
-        return None if reader.read_at(start, len(marker)) == marker else problem
+        try:
+            require_end(reader, 0, marker, problem)
+        except ProbeError:
+            return problem
+        return None
 
     return check
 
@@ -90,8 +101,8 @@ def _riff(name: str) -> Callable[[Reader], str | None]:
 _CHECKS: dict[str, Callable[[Reader], str | None]] = {
     "MP4": functools.partial(_iso_bmff, name="MP4"),
     "MOV": functools.partial(_iso_bmff, name="MOV"),
-    "PNG": _ends_with(_PNG_END, "the PNG does not end with its IEND chunk"),
-    "JPEG": _ends_with(_JPEG_END, "the JPEG does not end with its end marker FF D9"),
+    "PNG": _ends_with(PNG_IEND, "the PNG does not end with its IEND chunk"),
+    "JPEG": _ends_with(JPEG_EOI, "the JPEG does not end with its end marker FF D9"),
     "WebP": _riff("WebP"),
     "AVI": _riff("AVI"),
 }

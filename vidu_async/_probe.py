@@ -15,6 +15,8 @@ from typing import BinaryIO, Literal, Protocol
 import attrs
 
 __all__ = [
+    "JPEG_EOI",
+    "PNG_IEND",
     "SNIFF_BYTES",
     "BytesReader",
     "FileReader",
@@ -24,6 +26,7 @@ __all__ = [
     "ProbeError",
     "Reader",
     "probe",
+    "require_end",
     "sniff",
 ]
 
@@ -132,7 +135,7 @@ def _read_in(reader: Reader, start: int, stop: int, offset: int, count: int, wha
     return _need(reader, start + offset, count, what)
 
 
-def _require_end(reader: Reader, start: int, marker: bytes, what: str) -> None:
+def require_end(reader: Reader, start: int, marker: bytes, what: str) -> None:
     """Fail unless ``marker`` occurs in the last bytes of the data (but not before ``start``)."""
     if start > reader.size:
         raise ProbeError(f"truncated: {reader.size:,} bytes end inside the header")
@@ -148,7 +151,7 @@ def _name(fourcc: bytes) -> str:
 # --- images -------------------------------------------------------------------------------
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 _PNG_IHDR_END = 33
 """Signature (8) + IHDR chunk (length 4, type 4, data 13, CRC 4)."""
 
@@ -158,7 +161,7 @@ def _png(reader: Reader) -> _Dims:
     if head[12:16] != b"IHDR":
         raise ProbeError("the first chunk is not IHDR")
     width, height = struct.unpack_from(">II", head, 16)
-    _require_end(reader, _PNG_IHDR_END, _PNG_IEND, "an IEND chunk")
+    require_end(reader, _PNG_IHDR_END, PNG_IEND, "an IEND chunk")
     return width, height, None
 
 
@@ -168,7 +171,7 @@ _JPEG_SOF = frozenset(
 """Start-of-frame markers: baseline, extended, progressive, lossless (Huffman and arithmetic)."""
 _JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})
 """Markers without a length field: TEM, RST0..7, SOI."""
-_JPEG_EOI = b"\xff\xd9"
+JPEG_EOI = b"\xff\xd9"
 
 
 def _jpeg(reader: Reader) -> _Dims:
@@ -193,7 +196,7 @@ def _jpeg(reader: Reader) -> _Dims:
             _precision, height, width = struct.unpack(
                 ">BHH", _need(reader, pos + 4, 5, "frame header")
             )
-            _require_end(reader, pos + 2 + length, _JPEG_EOI, "an end-of-image marker")
+            require_end(reader, pos + 2 + length, JPEG_EOI, "an end-of-image marker")
             return width, height, None
         pos += 2 + length  # skip APPn (EXIF, ICC), DQT, DHT, COM, ...
     raise ProbeError(f"no frame header (SOF) in the first {_MAX_WALK} markers")
