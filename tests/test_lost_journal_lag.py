@@ -51,12 +51,13 @@ def results(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-async def run(sim: FakeVidu, clock: ManualClock, journal: Path | None) -> list[Outcome]:
+async def run(sim: FakeVidu, clock: ManualClock, journal: Path | None, count: int = 3
+              ) -> list[Outcome]:
     """One run of the batch ``named`` to its submission, every wait on ``clock``."""
     policy = RetryPolicy(sleep=clock.sleep, clock=clock, visibility_lag=VISIBILITY_LAG)
     options = BatchOptions(journal=journal, batch_id="named", clock=clock, sleep=clock.sleep)
     async with ViduClient(sim.api_key, base_url=sim.url, retry=policy) as client:
-        return [o async for o in BatchSubmitter(client, options).run(jobs(3))]
+        return [o async for o in BatchSubmitter(client, options).run(jobs(count))]
 
 
 @pytest.mark.parametrize("quirks", QUIRKS.values(), ids=QUIRKS.keys())
@@ -111,3 +112,25 @@ async def test_the_command_line_rerun_at_once_after_a_lost_journal_pays_each_job
     again = results(out)
     assert {r["custom_id"]: r["task_id"] for r in again} == {
         r["custom_id"]: r["task_id"] for r in first}
+
+
+async def test_after_a_lost_journal_only_the_first_rerun_waits_out_the_lag(
+    tmp_path: Path,
+) -> None:
+    """The rerun that found the lost journal's tasks journals them with their keys: the rerun
+    after it, with a new job, knows its journal records every task of the batch, and sends
+    the new job without waiting out the list's lag again."""
+    clock = ManualClock(now=1000.0)
+    journal = tmp_path / "named.journal.jsonl"
+    async with FakeVidu(clock=clock, quirks=Quirks(list_lag=LAG)) as sim:
+        await run(sim, clock, journal)
+        journal.unlink()
+        found = clock.now
+        await run(sim, clock, journal)
+        assert clock.now - found >= LAG  # it had to wait: nothing recorded those tasks
+        clock.advance(2 * VISIBILITY_LAG)  # every task listed by now
+        third = clock.now
+        again = await run(sim, clock, journal, count=4)
+        assert len(sim.tasks) == 4
+    assert [o.status for o in again] == ["submitted"] * 4
+    assert clock.now - third < 1.0

@@ -7,10 +7,12 @@ function of the package (``plan``, ``gate``, ``verdicts``, ``follow``); this mod
 sends and records.
 
 Concurrency is bounded twice: at most ``concurrency`` creates in flight (the ``_creating``
-semaphore) and at most ``max_pending`` + ``concurrency`` jobs alive at once (the feeder waits
-for a slot before reading the next job), so memory stays flat whatever the input's size. All
-of it runs in one ``asyncio.TaskGroup`` inside a task of its own; ``run()`` only reads its
-outcomes, so leaving the loop or cancelling stops and awaits everything.
+``Slots``: a job waiting for its intent's fsync lends its slot and takes it back first, so at
+most ``2 * concurrency - 1`` intents wait for their create) and at most ``max_pending`` +
+``concurrency`` jobs alive at once (the feeder waits for a slot before reading the next job),
+so memory stays flat whatever the input's size. All of it runs in one ``asyncio.TaskGroup``
+inside a task of its own; ``run()`` only reads its outcomes, so leaving the loop or cancelling
+stops and awaits everything.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from vidu_async.batch.plan import (
 )
 from vidu_async.batch.punctual import punctual_sleep
 from vidu_async.batch.refresh import NotFound, list_states, query_one
+from vidu_async.batch.slots import Slots
 from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
@@ -360,7 +363,7 @@ class BatchSubmitter:
         self._slept_until = -math.inf
         self._run_started: dict[str, dt.datetime] = {}
         self._creates_sent = False
-        self._creating = asyncio.Semaphore(opts.concurrency)
+        self._creating = Slots(opts.concurrency)
         self._turnstile = asyncio.Lock()
         """Held by the one worker waiting for the pacing's next slot."""
         self._alive = asyncio.Semaphore(
@@ -601,6 +604,13 @@ class BatchSubmitter:
             logger.info("%s: found task %s made earlier for it", job.custom_id, task.id)
             self._count_found(task)
             if self._journal is not None:
+                # Journalled as if this run had sent it (its key recorded): a later rerun knows
+                # the journal records this task and waits out no list lag for it.
+                await self._journal.intent(
+                    job.custom_id, key=facts.key, account=label, fingerprint=facts.fingerprint,
+                    cost_class=cost_class(job.request),
+                    server_at=(task.created_at or self._run_started[label]).timestamp(),
+                )
                 await self._journal.created(job.custom_id, task_id=task.id, credits=task.credits)
             return await self._follow_task(job, facts.key, task.id, label, task.credits)
         made = await self._create(job, facts, pinned)
@@ -813,7 +823,7 @@ class BatchSubmitter:
         while True:
             decision = self._gate(price_class, pinned)
             if isinstance(decision, Wait):
-                async with self._slot_given_back():
+                async with self._creating.given_back():
                     await self._changed.wait()
                 continue
             if isinstance(decision, Stop):
@@ -821,21 +831,8 @@ class BatchSubmitter:
             # Ask again after each wait: a pause or a rate change applies to everyone.
             if self._throttle.next_send() <= 0:
                 return decision
-            await self._next_slot()
-
-    @contextlib.asynccontextmanager
-    async def _slot_given_back(self) -> AsyncIterator[None]:
-        """The create slot this job holds is another's while the block waits (for the gate to
-        change, for its intent's fsync): slots go to creates that can be sent. Held again
-        after; a job holding one never waits on the gate, so taking it back always ends."""
-        self._creating.release()
-        try:
-            yield
-        finally:
-            if not self._creating.locked():  # free: taken at once, nothing can cancel it
-                await self._creating.acquire()
-            else:  # shielded: a cancel must not leave the caller's release without its take
-                await asyncio.shield(self._creating.acquire())
+            async with self._creating.given_back():  # jobs whose slot is booked send meanwhile
+                await self._next_slot()
 
     async def _pace(self) -> None:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
@@ -877,8 +874,9 @@ class BatchSubmitter:
         sending = False
         try:
             if self._journal is not None:
-                # Creates gated meanwhile join this intent's fsync, their slots on the wire.
-                async with self._slot_given_back():
+                # Creates gated meanwhile join this intent's fsync, their slots on the wire;
+                # this one's slot is back before a job that has no intent yet gets one.
+                async with self._creating.lent():
                     await self._journal.intent(
                         job.custom_id, key=facts.key, account=account.label,
                         fingerprint=facts.fingerprint, cost_class=price_class,

@@ -1,0 +1,117 @@
+"""``Slots``: the batch's create slots, where a holder that lent its slot gets it back first.
+
+A create's holder lends its slot while its intent is made durable (``lent``), so that other
+creates use it meanwhile; it takes it back before any newcomer, and newcomers take a lent slot
+only while fewer than ``n`` are lent. So at most ``2n - 1`` jobs hold or have lent a slot at
+once: that many intents at most wait for their create (a crash leaves no more to look up), and a
+booked pacing slot is not queued behind every later job's intent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Literal
+
+__all__ = ["Slots"]
+
+
+class Slots(asyncio.Semaphore):
+    """``n`` slots: ``acquire`` / ``release`` as a semaphore's (a newcomer's turn, in order),
+    plus ``lent`` (give back, take back first). A ``Semaphore`` so that code giving back any
+    semaphore (``reconcile.slots_given_back``) gives these back too; none of its state is used.
+    """
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self._n = n
+        self._free = n
+        self._lent = 0
+        self._returning: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._newcomers: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def locked(self) -> bool:
+        """No newcomer would get a slot now."""
+        return not self._newcomer_may_take()
+
+    async def acquire(self) -> Literal[True]:
+        """Take a slot as a newcomer: after every holder taking its lent slot back."""
+        if not self._newcomers and self._newcomer_may_take():
+            self._free -= 1
+            return True
+        await self._wait(self._newcomers)
+        return True
+
+    def release(self) -> None:
+        """Give a slot up."""
+        self._free += 1
+        self._hand_over()
+
+    @contextlib.asynccontextmanager
+    async def lent(self) -> AsyncIterator[None]:
+        """The caller's slot is another's while the block runs; taken back before any
+        newcomer's, shielded (a cancel must not leave the caller's own release without it)."""
+        self._lent += 1
+        self.release()
+        try:
+            yield
+        finally:
+            if self._free > 0 and not self._returning:  # taken at once: nothing can cancel it
+                self._free -= 1
+                self._lent -= 1
+                self._hand_over()  # fewer lent: a newcomer may fit again
+            else:
+                await asyncio.shield(self._take_back())
+
+    @contextlib.asynccontextmanager
+    async def given_back(self) -> AsyncIterator[None]:
+        """The caller's slot is given up while the block runs and taken again after, as a
+        newcomer's (the caller waits for something else: it keeps no place in the queue)."""
+        self.release()
+        try:
+            yield
+        finally:
+            if not self.locked() and not self._newcomers:
+                self._free -= 1
+            else:
+                await asyncio.shield(self.acquire())
+
+    async def _take_back(self) -> None:
+        await self._wait(self._returning)
+        self._lent -= 1
+        self._hand_over()
+
+    def _newcomer_may_take(self) -> bool:
+        return self._free > 0 and not self._returning and self._lent < self._n
+
+    async def _wait(self, queue: collections.deque[asyncio.Future[None]]) -> None:
+        """Queue for a slot (granted at once if one is free for it); it is counted taken when
+        the future is resolved."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
+        self._hand_over()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted as it was cancelled
+                self.release()
+            else:
+                with contextlib.suppress(ValueError):  # passed over already
+                    queue.remove(waiter)
+                self._hand_over()  # one returning holder fewer: a newcomer may fit
+            raise
+
+    def _hand_over(self) -> None:
+        """Grant free slots: to holders taking theirs back, then to newcomers if they may."""
+        while self._free > 0:
+            if self._returning:
+                waiter = self._returning.popleft()
+            elif self._newcomers and self._newcomer_may_take():
+                waiter = self._newcomers.popleft()
+            else:
+                return
+            if not waiter.done():  # not cancelled
+                self._free -= 1
+                waiter.set_result(None)
