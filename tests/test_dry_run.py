@@ -5,14 +5,21 @@ created, paths checked without leaving files, a finished journal's jobs replayed
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from vidu_async.batch import BatchOptions
+from vidu_async.batch.identity import cost_class, job_facts
+from vidu_async.batch.submitter import account_label
 from vidu_async.cli import main
-from vidu_async.dryrun import DryRun, Group, render
+from vidu_async.client import ViduClient
+from vidu_async.dryrun import DryRun, Group, dry_run, render, resume_line
+from vidu_async.jobs import read_jobs
+from vidu_async.journal import Journal
 from vidu_async.outcome import Outcome
 from vidu_async.requests import TextToVideoRequest
 from vidu_async.tasks import CreditBalance
@@ -114,6 +121,42 @@ async def test_a_finished_journal_replays_its_jobs_and_prices_the_rest(
     ]
     assert journal.read_bytes() == before
     assert sim.stats.tasks_created == 2
+
+
+async def test_a_create_whose_answer_was_never_recorded_is_counted_as_looked_up_first(
+    sim: FakeVidu, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A run that died between a job's intent and its answer: the dry run and the resuming
+    line count that job apart (looked up by key, never counted as sent, nor as followed)."""
+    jobs = write_jobs(tmp_path / "jobs.jsonl", {"custom_id": "a", "prompt": "a cat", **REF})
+    assert await submit(jobs, "--wait", "--results", str(tmp_path / "r.jsonl")) == 0
+    write_jobs(jobs, {"custom_id": "a", "prompt": "a cat", **REF},
+               {"custom_id": "b", "prompt": "a dog", **REF})
+    [_, b] = [line.job for line in read_jobs(jobs)]
+    assert b is not None
+    path = jobs.with_name("jobs.jsonl.journal.jsonl")
+    async with await Journal.open(path, batch_id="unused") as journal:
+        facts = await job_facts(b, journal.batch_id, 0)
+        async with ViduClient(sim.api_key, base_url=sim.url) as client:
+            await journal.intent("b", key=facts.key, account=account_label(client),
+                                 fingerprint=facts.fingerprint, cost_class=cost_class(b.request),
+                                 server_at=0.0)
+    capfd.readouterr()
+    assert await submit(jobs, "--dry-run") == 0
+    out = capfd.readouterr().out.splitlines()
+    assert "  done (replayed): 1 job, no credits" in out
+    assert ("  sent earlier, answer never recorded (looked up first, sent again only if proven "
+            "absent): 1 job") in out
+    assert "  to send: 0 jobs" in out
+    assert resume_line(await dry_run_of(jobs, sim)) == (
+        "resuming: 1 done, 0 being followed, 1 to look up, 0 to submit")
+
+
+async def dry_run_of(jobs: Path, sim: FakeVidu) -> DryRun:
+    async with ViduClient(sim.api_key, base_url=sim.url) as client:
+        return await dry_run(jobs, [client], BatchOptions(journal=jobs.with_name(
+            jobs.name + ".journal.jsonl"), batch_id=jobs.name), defaults={}, results=None,
+            messages=io.StringIO(), balances=False)
 
 
 async def test_exit_codes_key_journal_in_use_and_unwritable_paths(

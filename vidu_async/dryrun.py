@@ -79,7 +79,7 @@ class DryRun:
     done: int
     """Jobs the journal saw end: replayed, no request."""
     followed: int
-    """Jobs whose task exists already (or may: looked up first): followed, not paid again."""
+    """Jobs whose task exists already: followed, not paid again."""
     to_send: Mapping[Group, int]
     costs: Mapping[str, int]
     """Cost class -> credits, as the journal learned them."""
@@ -88,6 +88,10 @@ class DryRun:
     max_credits: int | None
     balances: tuple[tuple[str, CreditBalance], ...]
     """Each account's name and balance entries."""
+    looked_up: int = 0
+    """Jobs whose create may have been sent, its answer never recorded (a crash, a lost
+    answer): looked up by key first, followed if found, sent only once proven absent, and
+    reported ``ambiguous`` when neither can be proven."""
 
     @property
     def ok(self) -> bool:
@@ -125,6 +129,9 @@ def render(run: DryRun, heading: str | None = None) -> list[str]:
         out.append(f"  done (replayed): {_plural(run.done, 'job')}, no credits")
     if run.followed:
         out.append(f"  created earlier (followed, not paid again): {_plural(run.followed, 'job')}")
+    if run.looked_up:
+        out.append(f"  sent earlier, answer never recorded (looked up first, sent again only "
+                   f"if proven absent): {_plural(run.looked_up, 'job')}")
     out.append(f"  to send: {_plural(run.sending, 'job')}")
     for group, n in sorted(run.to_send.items(), key=lambda item: item[0].label()):
         price = run.costs.get(group.cost_class)
@@ -172,12 +179,14 @@ def needs_confirmation(run: DryRun, over: int) -> bool:
 
 def resume_line(run: DryRun) -> str | None:
     """``resuming: 225 done, 3 being followed, 172 to submit`` for a batch an earlier run
-    started (its journal knows some jobs), else None."""
-    if not (run.done or run.followed):
+    started (its journal knows some jobs), else None; ``, 2 to look up`` after "followed" when
+    creates of an earlier run may have been sent without their answer recorded."""
+    if not (run.done or run.followed or run.looked_up):
         return None
+    looked_up = f", {run.looked_up} to look up" if run.looked_up else ""
     invalid = f", {run.invalid} invalid" if run.invalid else ""
-    return (f"resuming: {run.done} done, {run.followed} being followed, {run.sending} to "
-            f"submit{invalid}")
+    return (f"resuming: {run.done} done, {run.followed} being followed{looked_up}, "
+            f"{run.sending} to submit{invalid}")
 
 
 def _count(value: int | None) -> str:
@@ -257,14 +266,16 @@ async def _decide(
             counts["invalid"] += 1
         elif isinstance(action, Replay):
             counts["done"] += 1
-        elif isinstance(action, Follow | Reconcile):
+        elif isinstance(action, Follow):
             counts["followed"] += 1
+        elif isinstance(action, Reconcile):
+            counts["looked_up"] += 1
         else:
             to_send[Group.of(item.job.request)] += 1
     return DryRun(
         str(shown), counts["lines"], counts["invalid"], counts["done"], counts["followed"],
         dict(to_send), dict(journal.costs) if journal else {}, journal.spent if journal else 0,
-        None, (),
+        None, (), counts["looked_up"],
     )
 
 
