@@ -28,6 +28,7 @@ from vidu_async.batch.plan import (
     Reconcile,
     Refuse,
     Replay,
+    other_batch,
     plan,
 )
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
@@ -130,6 +131,24 @@ def test_plan_refuses_a_job_whose_request_changed_under_the_same_id(record: JobR
     assert isinstance(action, Refuse)
     assert action.error.reason == "RequestChanged"
     assert "'cat'" in action.error.message and "new custom_id" in action.error.message
+    assert "journal" not in action.error.message
+    other = plan(FACTS, record, ACCOUNTS, other_batch="a.jsonl")
+    assert isinstance(other, Refuse)
+    assert other.error.message.endswith(
+        "(the journal is batch 'a.jsonl''s: if that is another jobs file, give this one its own "
+        "journal with --journal)")
+
+
+@pytest.mark.parametrize(("journal_batch", "given", "expected"), [
+    ("a.jsonl", "b.jsonl", "a.jsonl"),
+    ("a.jsonl", "a.jsonl", None),
+    ("a.jsonl", None, None),  # the library without a batch id: the journal's is the batch's
+    (None, "b.jsonl", None),
+])
+def test_other_batch_is_the_journals_when_the_run_names_another(
+    journal_batch: str | None, given: str | None, expected: str | None
+) -> None:
+    assert other_batch(journal_batch, given) == expected
 
 
 @pytest.mark.parametrize("record", [

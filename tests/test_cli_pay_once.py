@@ -311,6 +311,32 @@ async def test_a_line_inserted_at_the_top_keeps_every_other_jobs_task(
     assert sim.stats.duplicate_payloads() == {}
 
 
+async def test_another_files_journal_is_named_in_every_refused_line_and_nothing_is_sent(
+    sim: FakeVidu, tmp_path: Path
+) -> None:
+    first = tmp_path / "a.jsonl"
+    first.write_text("".join(json.dumps({"custom_id": n, "prompt": f"a {n}"}) + "\n"
+                             for n in "xy"))
+    assert await submit(first, "--wait", "--results", str(tmp_path / "a.out")) == 0
+    second = tmp_path / "b.jsonl"
+    second.write_text("".join(json.dumps({"custom_id": n, "prompt": f"the {n}"}) + "\n"
+                              for n in "xy"))
+    out = tmp_path / "b.out"
+    journal = str(tmp_path / "a.jsonl.journal.jsonl")
+    assert await submit(second, "--wait", "--journal", journal, "--results", str(out)) == 1
+    for record in results(out):
+        assert record["status"] == "invalid"
+        assert "the journal is batch 'a.jsonl''s" in record["error"]["message"]
+    assert sim.stats.tasks_created == 2
+    # The same file renamed, with its journal: replayed, nothing said of the batch's name.
+    first.rename(tmp_path / "renamed.jsonl")
+    again = tmp_path / "renamed.out"
+    assert await submit(tmp_path / "renamed.jsonl", "--wait", "--journal", journal,
+                        "--results", str(again)) == 0
+    assert {r["status"] for r in results(again)} == {"succeeded"}
+    assert sim.stats.tasks_created == 2
+
+
 async def test_an_edited_line_with_its_custom_id_is_refused_and_the_rest_replayed(
     sim: FakeVidu, tmp_path: Path
 ) -> None:

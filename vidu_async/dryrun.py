@@ -23,7 +23,16 @@ import attrs
 
 from vidu_async.batch import BatchOptions, account_label
 from vidu_async.batch.identity import cost_class, job_facts
-from vidu_async.batch.plan import Action, Create, Follow, Reconcile, Refuse, Replay, plan
+from vidu_async.batch.plan import (
+    Action,
+    Create,
+    Follow,
+    Reconcile,
+    Refuse,
+    Replay,
+    other_batch,
+    plan,
+)
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
 from vidu_async.jobs import Job, JobFormat, read_jobs
@@ -287,7 +296,8 @@ async def _plan(
     if record is None or journal is None:
         return Create("")
     facts = await job_facts(job, journal.batch_id or batch_id, record.attempts)
-    return plan(facts, record, accounts, retry_failed=retry_failed)
+    return plan(facts, record, accounts, retry_failed=retry_failed,
+                other_batch=other_batch(journal.batch_id, batch_id))
 
 
 def _check_paths(results: Path | None, errors: Path | None, download: Path | None,

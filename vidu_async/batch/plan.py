@@ -42,6 +42,7 @@ __all__ = [
     "Refuse",
     "Replay",
     "RetryFailed",
+    "other_batch",
     "plan",
     "retryable",
 ]
@@ -111,20 +112,29 @@ def retryable(result: Mapping[str, Any]) -> bool:
             and result.get("err_code") not in CANCELLED_CODES)
 
 
+def other_batch(journal_batch: str | None, given: str | None) -> str | None:
+    """The journal's batch when this run names another (``plan``'s ``other_batch``)."""
+    return journal_batch if journal_batch and given and journal_batch != given else None
+
+
 def plan(
     facts: JobFacts, record: JobRecord | None, accounts: frozenset[str],
-    *, retry_failed: bool = False, unsaved: bool = False,
+    *, retry_failed: bool = False, unsaved: bool = False, other_batch: str | None = None,
 ) -> Action:
     """The job's first step; see the module docstring for the rules, in order. ``unsaved``:
-    videos are downloaded in this run and the recorded end's files are not all in the folder."""
+    videos are downloaded in this run and the recorded end's files are not all in the folder.
+    ``other_batch``: the batch the journal belongs to, when it is not the one this run names
+    (a renamed jobs file, or another file's journal: said when a line does not match)."""
     if record is None or (record.correlation_key is None and record.final is None):
         return Create(facts.key)
     if record.fingerprint is not None and record.fingerprint != facts.fingerprint:
+        other = (f" (the journal is batch {other_batch!r}'s: if that is another jobs file, "
+                 "give this one its own journal with --journal)" if other_batch else "")
         return Refuse(ErrorInfo(
             "RequestChanged",
             f"{facts.job_id!r} was sent earlier with a different request; its old task "
             f"{'(' + record.task_id + ') ' if record.task_id else ''}is not this line's. Give "
-            "the changed line a new custom_id, or restore the line as it was",
+            f"the changed line a new custom_id, or restore the line as it was{other}",
         ))
     if record.final is not None:
         if retry_failed and retryable(record.final):

@@ -55,6 +55,7 @@ from vidu_async.batch.plan import (
     Refuse,
     Replay,
     RetryFailed,
+    other_batch,
     plan,
     retryable,
 )
@@ -550,7 +551,8 @@ class BatchSubmitter:
             action = plan(facts, record, frozenset(self._accounts),
                           retry_failed=self.options.retry_failed,
                           unsaved=bool(folder and record and record.final
-                                       and not _saved_in(record.final, folder)))
+                                       and not _saved_in(record.final, folder)),
+                          other_batch=other_batch(self._batch_id, self.options.batch_id))
             if isinstance(action, RetryFailed):
                 facts = await self._retry_as_new(job, facts, action.task_id, action.attempt)
         ended = await self._first_end(job, facts, action)
