@@ -25,6 +25,7 @@ from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
 from vidu_async.testing import FakeVidu, ManualClock, Quirks, Timeline
+from vidu_async.testing import app as simulator_app
 
 IMAGE = "https://example.com/ref.png"
 LAG = 10.0
@@ -134,3 +135,28 @@ async def test_after_a_lost_journal_only_the_first_rerun_waits_out_the_lag(
         assert len(sim.tasks) == 4
     assert [o.status for o in again] == ["submitted"] * 4
     assert clock.now - third < 1.0
+
+
+async def test_a_found_task_journalled_without_its_creation_time_is_found_again_after_a_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list without ``created_at`` (a reading of the docs): the rerun that found a lost
+    journal's task records its intent with no time (from the beginning), never this run's
+    start. Cut off before its ``created`` record, the next run looks from there and finds the
+    task an hour old instead of proving it absent and paying again."""
+    shown = simulator_app.result_body
+    monkeypatch.setattr(simulator_app, "result_body", lambda task, links: {
+        k: v for k, v in shown(task, links).items() if k != "created_at"})
+    clock = ManualClock(now=1000.0)
+    journal = tmp_path / "named.journal.jsonl"
+    async with FakeVidu(clock=clock) as sim:
+        [first] = await run(sim, clock, None, count=1)
+        clock.advance(3600)
+        await run(sim, clock, journal, count=1)  # finds it, journals intent and created
+        lines = journal.read_text().splitlines()
+        assert json.loads(lines[-1])["kind"] == "created"
+        journal.write_text("\n".join(lines[:-1]) + "\n")  # killed between the two records
+        clock.advance(60)
+        [again] = await run(sim, clock, journal, count=1)
+        assert len(sim.tasks) == 1
+    assert again.task_id == first.task_id

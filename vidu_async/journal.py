@@ -245,7 +245,7 @@ class Journal:
         account: str,
         fingerprint: str,
         cost_class: str,
-        server_at: float,
+        server_at: float | None,
     ) -> None:
         """Record that a create carrying ``key`` is about to be sent; on disk when this returns."""
         self._open_intents[job_id] = cost_class

@@ -606,13 +606,17 @@ class BatchSubmitter:
             logger.info("%s: found task %s made earlier for it", job.custom_id, task.id)
             self._count_found(task)
             if self._journal is not None:
-                # Journalled as if this run had sent it (its key recorded): a later rerun knows
-                # the journal records this task and waits out no list lag for it.
-                await self._journal.intent(
-                    job.custom_id, key=facts.key, account=label, fingerprint=facts.fingerprint,
-                    cost_class=cost_class(job.request),
-                    server_at=(task.created_at or self._run_started[label]).timestamp(),
-                )
+                if not isinstance(action, Reconcile):  # found by the start-up search
+                    # Journalled as if this run had sent it (its key recorded): a later rerun
+                    # knows the journal records this task and waits out no list lag for it.
+                    # Its time is when the task was made, never later (a rerun cut off before
+                    # the next record looks from there); unknown, None: from the beginning.
+                    born = task.created_at
+                    await self._journal.intent(
+                        job.custom_id, key=facts.key, account=label,
+                        fingerprint=facts.fingerprint, cost_class=cost_class(job.request),
+                        server_at=None if born is None else born.timestamp(),
+                    )
                 await self._journal.created(job.custom_id, task_id=task.id, credits=task.credits)
             return await self._follow_task(job, facts.key, task.id, label, task.credits)
         made = await self._create(job, facts, pinned)
