@@ -840,6 +840,29 @@ async def test_the_client_remembers_only_its_latest_cut_off_creates(
     assert list(client._unsettled) == keys[1:]  # the oldest forgotten, the latest kept
 
 
+async def test_a_cut_off_create_the_client_no_longer_remembers_is_looked_up_before_a_resend(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    """An outage cuts off many creates, retried later with their keys: the oldest, past what
+    the client keeps of each, is still looked up first and its task returned, never paid
+    again."""
+    vidu.create_faults = ["hang-after"]  # made, then no answer
+    key = new_correlation_key()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await client.create_reference2video(request(), correlation_key=key)
+    (made,) = vidu.tasks.values()
+    for other in [new_correlation_key() for _ in range(REMEMBERED)]:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0):
+                await client.create_reference2video(request(), correlation_key=other)
+    assert key not in client._unsettled
+    task = await client.create_reference2video(request(), correlation_key=key)
+    assert task.task_id == made["id"]
+    assert [t["id"] for t in vidu.tasks.values()].count(made["id"]) == 1
+    assert sum(key in str(t.get("payload")) for t in vidu.tasks.values()) == 1
+
+
 async def test_a_create_proven_absent_is_resent_with_the_same_key(
     client: ViduClient, vidu: FakeVidu, time: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import TypeVar
 
 from vidu_async.tasks import Task
@@ -27,17 +28,22 @@ V = TypeVar("V")
 
 
 class Recent(collections.OrderedDict[K, V]):
-    """A dict of the last ``size`` keys set: setting one more drops the one set longest ago."""
+    """A dict of the last ``size`` keys set: setting one more drops the one set longest ago
+    (handed to ``dropped``, when given: what must not be forgotten whole)."""
 
-    def __init__(self, size: int = REMEMBERED) -> None:
+    def __init__(self, size: int = REMEMBERED,
+                 dropped: Callable[[K], None] | None = None) -> None:
         super().__init__()
         self.size = size
+        self.dropped = dropped
 
     def __setitem__(self, key: K, value: V) -> None:
         super().__setitem__(key, value)
         self.move_to_end(key)
         if len(self) > self.size:
-            self.popitem(last=False)
+            oldest, _ = self.popitem(last=False)
+            if self.dropped is not None:
+                self.dropped(oldest)
 
 
 class KeyGuard:

@@ -234,7 +234,10 @@ class ViduClient:
             policy=self._retry,
             limits=scan_limits,
         )
-        self._unsettled: Recent[str, _CutOff] = Recent()
+        self._forgotten: set[str] = set()
+        """Keys of cut-off creates ``_unsettled`` no longer holds (only the key: a few dozen
+        bytes each): looked up before a resend all the same, from the list's whole window."""
+        self._unsettled: Recent[str, _CutOff] = Recent(dropped=self._forgotten.add)
         self._keys = KeyGuard()
         self._learning_clock = PerLoop(asyncio.Lock)
         self._pacer: Callable[[], Awaitable[None]] | None = None
@@ -401,16 +404,20 @@ class ViduClient:
     ) -> Task:
         """``create``'s call, its key held: look first if it was cut off before (``ValueError``
         if that made a task for another request), send, retry, reconcile a lost answer."""
+        path = request.route
         earlier = self._unsettled.get(key)
+        if earlier is None and key in self._forgotten:  # cut off long ago: when and what, unknown
+            earlier = _CutOff(_Sent(None, self._server_clock.local_now(), request.model,
+                                    request.prompt, call_name("POST", path)), fingerprint)
         if earlier is not None:  # cancelled or ambiguous before: look before sending again
             found = await self._lookup(key, earlier.sent, cause=None)
+            self._forgotten.discard(key)
             if found is not None:
-                del self._unsettled[key]
+                self._unsettled.pop(key, None)
                 task = _task_from_result(found)
                 self._keys.remember(key, earlier.fingerprint, task)
                 self._keys.made(key, fingerprint)  # ValueError: made for another request
                 return task
-        path = request.route
         clock = self._server_clock
         first_sent = clock.local_now()
 
