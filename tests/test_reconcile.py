@@ -79,22 +79,26 @@ def test_lookup_window_starts_the_uncertainty_before_the_create_and_never_ends(
         ([5], 5),
         ([5, 1, 3], 1),
         ([None, None], None),
-        ([None, 100], None),  # the default window (from 100 at the earliest) covers it
+        ([None, 101], None),  # the default window (from 101 at the latest) covers it
         ([150, None, 120], None),
-        ([None, 99.5, 150], 99.5),  # it starts before the default window: covers it too
+        ([None, 99.5, 150], 99),  # near the default's start: from its earliest, covering both
+        ([None, 100.5], 99),  # (the default may start after 100.5: from 99 covers it too)
+        ([None, 50, 150], 50),  # before the default window: covers it too
         ([5, None], 5),
     ],
 )
 def test_merge_windows_starts_at_the_earliest_start(
     starts: list[float | None], expected: float | None
 ) -> None:
+    """The list's default window starts between 99 and 101 (the server's clock known to 1 s)."""
     windows = [Window(None if t is None else at(t)) for t in starts]
-    assert merge_windows(windows, at(100)) == Window(None if expected is None else at(expected))
+    assert merge_windows(windows, (at(99), at(101))) == Window(
+        None if expected is None else at(expected))
 
 
 def test_merging_no_window_is_an_error() -> None:
     with pytest.raises(ValueError, match="no window"):
-        merge_windows([], at(100))
+        merge_windows([], (at(99), at(101)))
 
 
 KEY, OTHER = "ab" * 16, "cd" * 16

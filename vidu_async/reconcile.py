@@ -152,17 +152,24 @@ def lookup_window(sent_at: dt.datetime | None, uncertainty: float, *, trusted: b
     return Window(sent_at - (window_slack(uncertainty) if trusted else WINDOW_SLACK))
 
 
-def merge_windows(windows: Iterable[Window], default_start: dt.datetime) -> Window:
+def merge_windows(
+    windows: Iterable[Window], default_start: tuple[dt.datetime, dt.datetime]
+) -> Window:
     """The one window covering ``windows`` (at least one): all run to the server's now, so the
-    earliest start covers the others. The list's default window (None) starts no earlier than
-    ``default_start``: a start before that covers it too, any later one is covered by it."""
+    earliest start covers the others. The list's default window (None) starts between the two
+    ``default_start`` bounds (the server's clock is known that well): it covers a start no
+    earlier than the later bound; otherwise the window starts at the earlier of that start and
+    the earlier bound, which covers the default window too."""
     starts = [window.start for window in windows]
     if not starts:
         raise ValueError("no window to merge")
     earliest = min((start for start in starts if start is not None), default=None)
-    if None in starts and (earliest is None or earliest >= default_start):
+    if None not in starts:
+        return Window(earliest)
+    soonest, latest = default_start
+    if earliest is None or earliest >= latest:
         return Window(None)
-    return Window(earliest)
+    return Window(min(earliest, soonest))
 
 
 @attrs.frozen
@@ -417,9 +424,10 @@ class Reconciler:
                 if self._next is scan:
                     self._next = None
                 try:
-                    default_start = self.clock.now() - LIST_WINDOW - window_slack(
-                        self.clock.uncertainty)
-                    scan.index = await self._scan(merge_windows(scan.windows, default_start))
+                    slack = window_slack(self.clock.uncertainty)
+                    default = self.clock.now() - LIST_WINDOW
+                    scan.index = await self._scan(merge_windows(
+                        scan.windows, (default - slack, default + slack)))
                 except ViduError as error:
                     scan.error = error
         if scan.error is not None:
