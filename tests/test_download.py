@@ -75,8 +75,11 @@ LARGE_BOX = FTYP + box(b"mdat", bytes(range(256)) * 1024, large=True) + MOOV  # 
 MEDIA = {
     "video.mp4": VIDEO, "fragmented.mp4": FRAGMENTED, "large-box.mp4": LARGE_BOX,
     "cover.png": sample_png(64, 48, 5), "cover.jpg": COVER_JPEG,
+    "padded.mp4": VIDEO + bytes(4), "ff-trailer.mp4": VIDEO + b"\xff" * 16,
+    "text-trailer.mp4": VIDEO + b"SEFH" + bytes(8) + b"SEFT",
 }
-"""What ``/chunked/<name>`` serves: whole media files of each checked kind."""
+"""What ``/chunked/<name>`` and ``/sized/<name>`` serve: whole media files of each checked kind,
+MP4s with trailing bytes among them."""
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -89,7 +92,8 @@ class FileHost:
     serves ``VIDEO`` as its query's ``type``, ``/drip`` sends 1,000 bytes one each 50 ms
     (announcing its query's ``announce`` bytes, else 1,000), ``/chunked/<name>`` serves
     ``MEDIA[name]`` chunked, with no ``Content-Length``, and cuts ``cuts`` bodies in half first
-    (ending cleanly, as a proxy may)."""
+    (ending cleanly, as a proxy may), ``/sized/<name>`` its first ``length`` bytes (its query;
+    default all) with a ``Content-Length`` they match."""
 
     def __init__(self) -> None:
         self.file_requests: list[tuple[str, str | None]] = []
@@ -113,6 +117,7 @@ class FileHost:
         app.router.add_get("/typed/{name}", self._typed)
         app.router.add_get("/drip/{name}", self._drip)
         app.router.add_get("/chunked/{name}", self._chunked)
+        app.router.add_get("/sized/{name}", self._sized)
         app.router.add_get("/ent/v2/tasks/{id}/creations", self._query)
         return app
 
@@ -167,6 +172,12 @@ class FileHost:
             await response.write(body[start : start + 100_000])
         await response.write_eof()
         return response
+
+    async def _sized(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        body = MEDIA[request.match_info["name"]]
+        length = int(request.query.get("length", len(body)))
+        return web.Response(body=body[:length], content_type="application/octet-stream")
 
     def _record(self, request: web.Request) -> None:
         self.file_requests.append((request.path, request.headers.get("Authorization")))
@@ -995,19 +1006,22 @@ async def test_a_whole_file_sent_chunked_is_saved(
     assert len(host.file_requests) == 1
 
 
+ENDED_EARLY, NOT_WHOLE = "the file host ended the file early", "the file is not whole"
+
+
 @pytest.mark.parametrize(
-    ("name", "problem"),
+    ("name", "what", "problem"),
     [
-        ("video.mp4", f"the MP4's boxes need {len(VIDEO)}"),
-        ("fragmented.mp4", f"the MP4's boxes need {FRAGMENT_CUT_IN_HALF_ENDS}"),
-        ("large-box.mp4", f"the MP4's boxes need {len(FTYP) + 16 + 256 * 1024}"),
-        ("cover.png", "the PNG does not end with its IEND chunk"),
-        ("cover.jpg", "the JPEG does not end with its end marker FF D9"),
+        ("video.mp4", ENDED_EARLY, f"the MP4's boxes need {len(VIDEO)}"),
+        ("fragmented.mp4", ENDED_EARLY, f"the MP4's boxes need {FRAGMENT_CUT_IN_HALF_ENDS}"),
+        ("large-box.mp4", ENDED_EARLY, f"the MP4's boxes need {len(FTYP) + 16 + 256 * 1024}"),
+        ("cover.png", NOT_WHOLE, "the PNG does not end with its IEND chunk"),
+        ("cover.jpg", NOT_WHOLE, "the JPEG does not end with its end marker FF D9"),
     ],
 )
 async def test_a_file_the_host_ends_early_is_retried_and_never_saved(
     client: ViduClient, server: TestServer, host: FileHost, time: ManualClock, tmp_path: Path,
-    name: str, problem: str,
+    name: str, what: str, problem: str,
 ) -> None:
     host.cuts = 3
     task = result("task-21", ("c-1", str(server.make_url(f"/chunked/{name}?sig=secret"))))
@@ -1015,12 +1029,34 @@ async def test_a_file_the_host_ends_early_is_retried_and_never_saved(
         await client.download(task, tmp_path)
     public = server.make_url(f"/chunked/{name}")
     assert str(info.value).startswith(
-        f"downloading {public}: ClientPayloadError: the file host ended the file early: "
-        f"{len(MEDIA[name]) // 2} bytes, {problem}; gave up"
+        f"downloading {public}: ClientPayloadError: {what}: {len(MEDIA[name]) // 2} bytes, "
+        f"{problem}; gave up"
     )
     assert (info.value.url, info.value.status) == (str(public), None)
     assert listing(tmp_path) == []
     assert len(host.file_requests) == 3 and time.waits == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "length"),
+    [
+        ("padded.mp4", None),
+        ("ff-trailer.mp4", None),
+        ("text-trailer.mp4", None),
+        ("video.mp4", len(VIDEO) - 10),  # its boxes need more: the host says it is whole
+        ("cover.png", 100),
+    ],
+)
+async def test_a_body_that_matched_its_content_length_is_saved_unchecked_at_once(
+    client: ViduClient, server: TestServer, host: FileHost, tmp_path: Path, name: str,
+    length: int | None,
+) -> None:
+    query = "" if length is None else f"?length={length}"
+    task = result("task-23", ("c-1", str(server.make_url(f"/sized/{name}{query}"))))
+    (path,) = await client.download(task, tmp_path)
+    assert path.read_bytes() == MEDIA[name][:length]
+    assert listing(tmp_path) == [f"task-23{Path(name).suffix}"]
+    assert len(host.file_requests) == 1
 
 
 async def test_a_file_ended_early_once_is_fetched_again_whole(

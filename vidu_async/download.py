@@ -33,13 +33,15 @@ over the target: a reader never sees half a file, and a failed or cancelled down
 nothing behind. The partial name is fixed, so a run killed mid-download leaves a file the next
 attempt replaces (``remove_partial_files`` sweeps a whole folder). Downloads of one target in
 one process take turns (a lock per target); a partial file replaced by another process is never
-published. An existing target is this job's earlier download and is replaced. A host may end a
-body early without any error (chunked, no ``Content-Length``, a proxy), so before the rename the
-file's headers are checked where its format tells its length (``_complete``: an MP4's or MOV's
-boxes add up to it and hold ``moov`` and ``mdat``, a PNG ends with ``IEND``, a JPEG with
-``FF D9``, a WebP's RIFF size; no media file is under 16 bytes); a file that is not whole is a
-truncated body. Files of other formats (GIF, WebM, unknown) cannot be checked and are published
-as received.
+published. An existing target is this job's earlier download and is replaced. A body that
+matched its ``Content-Length`` (aiohttp checks that) is whole and is published as received. A
+host may end a body without one early and without any error (chunked, a proxy), so before the
+rename such a file's headers are checked where its format tells its length (``_complete``: an
+MP4's or MOV's boxes end within it and hold ``moov`` and ``mdat``, bytes after both being a
+trailer; a PNG ends with ``IEND``, a JPEG with ``FF D9``, a WebP's RIFF size; no media file is
+under 16 bytes); a file that fails is retried as a truncated body, said to be "ended early" only
+when something in it runs past its end. Files of other formats (GIF, WebM, unknown) cannot be
+checked and are published as received.
 
 Transfers. A connection error, a timeout, a truncated body, a 429 or a 5xx from the file host is
 retried with the client's ``RetryPolicy``; a 403/404 (an expired signed link) is refreshed once.
@@ -453,11 +455,26 @@ def _is_ours(partial: Path, identity: tuple[int, int]) -> bool:
     return (stat.st_dev, stat.st_ino) == identity
 
 
+async def _check_whole(target: Path, file: BinaryIO, received: int) -> None:
+    """Raise ``ClientPayloadError`` (retried like a body cut short with a ``Content-Length``)
+    when the ``received`` bytes in ``file`` are no whole file of their format."""
+    problem = await _on_disk(target, lambda: shortfall(FileReader(file, received)))
+    if problem is not None:
+        what = "the file host ended the file early" if problem.cut else "the file is not whole"
+        raise aiohttp.ClientPayloadError(f"{what}: {problem}")
+
+
 async def _save(
-    content: aiohttp.StreamReader, target: Path, url: str, progress: Callable[[int], None]
+    content: aiohttp.StreamReader,
+    target: Path,
+    url: str,
+    progress: Callable[[int], None],
+    *,
+    whole: bool,
 ) -> None:
     """Stream ``content`` into the partial file of ``target``, then rename it over ``target``;
-    ``progress`` is told the bytes received so far after each chunk."""
+    ``progress`` is told the bytes received so far after each chunk. Unless the body is known
+    to be ``whole`` (it matched its ``Content-Length``), its format is checked first."""
     partial = partial_path(target)
     file = _create(partial)  # not in a thread: a cancellation must not orphan the new file
     stat = os.fstat(file.fileno())
@@ -469,9 +486,8 @@ async def _save(
                 received += len(chunk)
                 progress(received)
                 await _on_disk(target, functools.partial(file.write, chunk))
-            problem = await _on_disk(target, lambda: shortfall(FileReader(file, received)))
-            if problem is not None:  # retried like a body cut short with a Content-Length
-                raise aiohttp.ClientPayloadError(f"the file host ended the file early: {problem}")
+            if not whole:
+                await _check_whole(target, file, received)
             await _on_disk(target, functools.partial(_finish, file))
         finally:  # after a failure: closing fails again on what the file still holds
             with contextlib.suppress(OSError):
@@ -533,7 +549,8 @@ async def _fetch(
                                         status=response.status)
                 announced = response.content_length or 0
                 target = dest / (stem + extension_for(url, response.content_type))
-                await _save(response.content, target, url, progress)
+                whole = response.content_length is not None  # aiohttp raises on a shorter body
+                await _save(response.content, target, url, progress, whole=whole)
     except (aiohttp.ClientError, TimeoutError) as exc:
         if not deadline.expired():
             raise DownloadError(
