@@ -320,6 +320,34 @@ async def test_a_key_echoed_in_a_success_answer_is_scrubbed_before_anything_keep
         assert form not in shown
 
 
+def escaped_again(auth: str) -> dict[str, str]:
+    """``auth`` spelled so that a JSON escape hides the spelling in the raw bytes: a Go gateway
+    (``&`` as ``\\u0026``) echoing HTML references, a nested JSON text, each escaping ``/``."""
+    entities = "".join(f"&#{ord(c)};" for c in auth).replace("&", "\\u0026")
+    nested = json.dumps(json.dumps({"auth": auth}).replace("/", "\\/")).replace("/", "\\/")
+    return {"go": f'"{entities}"', "nested": nested}  # nested: ...6h\\\/Ij9...
+
+
+@pytest.mark.parametrize("spelling", ["go", "nested"])
+async def test_a_key_a_json_escape_hides_in_a_success_answer_is_scrubbed(
+    aiohttp_server: ServerFactory, spelling: str
+) -> None:
+    async def task(request: web.Request) -> web.Response:
+        echo = escaped_again(request.headers["Authorization"])[spelling]
+        text = f'{{"id": "t1", "state": "success", "echo": {echo}, "creations": []}}'
+        return web.Response(text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", task)
+    server = await aiohttp_server(app)
+    key = "vda_Ab3dEf6h/Ij9kLm2nOp5q"
+    assert not holds_secret(escaped_again(key)[spelling].encode(), [key])  # hidden from it
+    async with ViduClient(key, base_url=str(server.make_url("/"))) as client:
+        task = await client.get_task("t1")
+    assert "[redacted]" in task.extra["echo"]
+    assert redact(task.extra["echo"], [key]) == task.extra["echo"]
+
+
 async def test_an_answer_nested_too_deeply_is_a_format_error_naming_the_call(
     aiohttp_server: ServerFactory,
 ) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "redact",
     "scrub",
     "status_error_class",
+    "strings_hold_secret",
 ]
 
 REDACTED = "[redacted]"
@@ -371,6 +372,27 @@ def _spelled_from_escape(secret: str, data: bytes, escapes: Sequence[int]) -> bo
 def _search(pattern: re.Pattern[AnyStr] | None, text: AnyStr) -> bool:
     """Whether ``pattern`` (None: a secret too short to scrub) is found in ``text``."""
     return pattern is not None and pattern.search(text) is not None
+
+
+def strings_hold_secret(value: Any, secrets: Sequence[str]) -> bool:
+    """Whether the strings of a parsed JSON answer (keys too) carry a secret: a spelling a JSON
+    escape hid from ``holds_secret`` on the raw bytes (``\\u0026#118;`` for ``&#118;``, a nested
+    JSON text's ``\\\\\\/``). Searched in one go, one string a line."""
+    found: list[str] = []
+    _strings(value, found)
+    return holds_secret("\n".join(found).encode("utf-8", "surrogatepass"), secrets)
+
+
+def _strings(value: Any, found: list[str]) -> None:
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found.append(key)
+            _strings(item, found)
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
