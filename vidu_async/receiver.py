@@ -83,7 +83,8 @@ _JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a b
 """How a refused body is described: what ``json.loads`` made of it, in JSON's words."""
 CONFIRM_RETRY = RetryPolicy(max_attempts=10, initial_wait=1.0, max_wait=60.0, budget=600.0)
 """How a claimed end whose read failed is read again: up to 10 reads over at most 10 minutes,
-each with the client's own retries (about 2 minutes of waits in all, on average)."""
+each with the client's own retries (about 2 minutes of waits in all, on average), the last cut
+short where the 10 minutes end."""
 _REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
