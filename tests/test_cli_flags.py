@@ -139,6 +139,8 @@ async def test_a_refused_key_names_the_auth_scheme_flag_and_variable(
         "VIDU_API_KEYS: key 4 repeats key 2: one account, used once",
         "VIDU_API_KEYS: key 5 repeats key 1: one account, used once",
     ]),
+    # "k1,,k1": positions as given, the empty entry counted (and dropped).
+    (["k", "", "k", ""], ["k"], ["VIDU_API_KEYS: key 3 repeats key 1: one account, used once"]),
 ])
 def test_a_key_given_twice_is_one_account(keys: list[str], kept: list[str],
                                           notes: list[str]) -> None:
@@ -148,12 +150,12 @@ def test_a_key_given_twice_is_one_account(keys: list[str], kept: list[str],
 async def test_credits_with_a_key_twice_shows_one_account_and_never_the_key(
     cli_sim: FakeVidu, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("VIDU_API_KEYS", f"{cli_sim.api_key}, {cli_sim.api_key}")
+    monkeypatch.setenv("VIDU_API_KEYS", f"{cli_sim.api_key},, {cli_sim.api_key}")
     assert await asyncio.to_thread(main, ["credits"]) == 0
     out, err = capfd.readouterr()
     assert [line.split(":")[0] for line in out.splitlines()] == [
         f"account 1 (key ...{cli_sim.api_key[-4:]})"]
-    assert err == "vidu-async credits: VIDU_API_KEYS: key 2 repeats key 1: one account, used once\n"
+    assert err == "vidu-async credits: VIDU_API_KEYS: key 3 repeats key 1: one account, used once\n"
     assert cli_sim.stats.requests_to("credits") == 1
 
 

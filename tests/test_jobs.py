@@ -414,6 +414,19 @@ async def test_a_json_array_is_refused_whole_saying_how_to_convert_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+async def test_a_json_array_on_stdin_is_refused_saying_to_convert_it_in_the_pipe(
+    cli_sim: FakeVidu, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # There is no file to convert: the conversion goes in the pipe.
+    text = '[{"prompt": "a cat"}, {"prompt": "a dog"}]\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(text.encode())))
+    code = await asyncio.to_thread(main, ["validate", "-", "--model", "viduq2", "--image", URL])
+    assert (code, capfd.readouterr().err.splitlines()[-1]) == (2, (
+        "vidu-async validate: <stdin> holds a JSON array, but jobs are read as JSON Lines, one "
+        "object per line: convert it first, e.g. ... | jq -c '.[]' | vidu-async ... -"))
+    assert cli_sim.stats.tasks_created == 0
+
+
 def test_a_json_array_on_stdin_is_read_as_json_lines_to_be_refused() -> None:
     # As text, each line of it would be a prompt, sent and paid.
     assert sniff_format(b'\n [\n {"prompt": "a cat"}\n]\n') == ("jsonl", "it starts with [")

@@ -344,6 +344,41 @@ async def test_an_end_that_cannot_be_read_is_passed_on_unconfirmed(
     assert lines[1].endswith("): passed on unconfirmed")
 
 
+async def test_a_read_again_that_hangs_is_cut_short_at_the_confirm_budget(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The budget bounds the reads too, not only the waits between them: a read the client
+    would wait minutes for (its own timeouts) ends when the budget does."""
+    reads: list[str] = []
+
+    async def read_task(request: web.Request) -> web.Response:
+        reads.append(request.match_info["task_id"])
+        if len(reads) > 1:
+            await asyncio.Event().wait()  # never answers
+        body = {"code": 500, "reason": "InternalServiceFailure", "message": "scripted"}
+        return web.json_response(body, status=500)
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", read_task)
+    server = await aiohttp_server(app)
+    waits = Waits()
+    policy = RetryPolicy(max_attempts=10, initial_wait=0.1, budget=0.3, sleep=waits)
+    options = ReceiverOptions(confirm_concurrency=1, confirm_retry=policy)
+    retry = RetryPolicy(max_attempts=1, sleep=no_wait)
+    async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=retry) as client:
+        receiver = CallbackReceiver(client, options)
+        events = receiver.events()
+        async with receiver.serve() as url:
+            assert await post(http, url, {"id": "t", "state": "success"}) == (200, "accepted")
+            event = await next_event(events)  # not the client's 60 s read timeout
+    assert (event.task_id, event.confirmed) == ("t", False)
+    assert reads == ["t", "t"] and len(waits.seconds) == 1
+    last = [r.getMessage() for r in caplog.records if r.name == "vidu_async.receiver"][-1]
+    assert "(2 reads, GET /ent/v2/tasks/t/creations: no answer within the 0.3s budget)" in last
+
+
 @pytest.mark.parametrize(("status", "confirmed"), [(401, False), (404, None)])
 async def test_a_read_that_fails_for_good_is_not_retried(
     flaky_client: tuple[ViduClient, dict[str, list[int]]],

@@ -7,8 +7,10 @@ own error, holding the request's headers, is what the client sees).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import random
 import traceback
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -169,6 +171,49 @@ def test_answers_are_found_to_hold_a_key_in_every_spelling_redact_knows(
     assert (redact(text, [key]) != text) is holds_secret(text.encode(), [key])
 
 
+ECHOED_IMAGE = base64.b64encode(random.Random(7).randbytes(300_000))
+"""Base64 as a create's answer echoes an inline image: ``+`` and ``/`` all over it."""
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize("spelling", sorted(SPELLINGS))
+def test_a_key_spelled_inside_a_large_base64_echo_is_found_wherever_it_is(
+    key: str, spelling: str
+) -> None:
+    """A big answer is searched only around where a spelling could be (its escapes, the key's
+    longest alphanumeric run): the key is found anyway, at the start, middle or end."""
+    spelled = SPELLINGS[spelling]("Token " + key).encode()
+    for at in (0, len(ECHOED_IMAGE) // 2, len(ECHOED_IMAGE)):
+        image = ECHOED_IMAGE[:at] + spelled + ECHOED_IMAGE[at:]
+        assert holds_secret(b'{"images": ["data:image/png;base64,%s"]}' % image, [key])
+
+
+def test_a_large_base64_echo_without_a_key_is_not_scrubbed() -> None:
+    escapes = b"%2B \\u00e9 &#233; " * 2000  # escapes, none of a key's characters
+    assert not holds_secret(ECHOED_IMAGE + escapes + ECHOED_IMAGE, KEYS)
+
+
+@pytest.mark.parametrize(
+    ("spelled", "misspelled"),
+    [
+        ("&#x041;b/cd+EF=&#0103;hIJ12345", "&#x041;b/cd+EF=&#0104;hIJ12345"),
+        (f"&#x{'0' * 300}41;b/cd+EF=&#{'0' * 300}103;hIJ12345",  # any number of zeros
+         f"&#x{'0' * 300}41;b/cd+EF=&#{'0' * 300}104;hIJ12345"),
+        ("Ab\\/cd+EF=ghIJ1234%35", "Ab\\/cd+EF=ghIJ1234%36"),  # the first escape at the end
+    ],
+)
+def test_a_key_with_a_long_escape_in_a_large_answer_is_found(
+    spelled: str, misspelled: str
+) -> None:
+    """A spelling starts at most two bytes a character before its first escape but may end far
+    after it; URL escapes elsewhere change nothing."""
+    key = "Ab/cd+EF=ghIJ12345"
+    assert redact(spelled, [key]) == "[redacted]"
+    for text, found in ((spelled, True), (misspelled, False)):
+        body = b"%2F" * 50 + ECHOED_IMAGE + text.encode() + ECHOED_IMAGE
+        assert holds_secret(body, [key]) is found
+
+
 def test_answers_without_a_key_are_not_scrubbed() -> None:
     answer = b'{"task_id": "9027", "prompt": "a 100% \\"real\\" fox & hounds + more"}'
     assert not holds_secret(answer, KEYS)
@@ -273,6 +318,34 @@ async def test_a_key_echoed_in_a_success_answer_is_scrubbed_before_anything_keep
     assert "[redacted]" in everything_shown(caught.value)
     for form in (KEY, "secret+key", "secret%2Bkey", "sk\\/secret"):
         assert form not in shown
+
+
+def escaped_again(auth: str) -> dict[str, str]:
+    """``auth`` spelled so that a JSON escape hides the spelling in the raw bytes: a Go gateway
+    (``&`` as ``\\u0026``) echoing HTML references, a nested JSON text, each escaping ``/``."""
+    entities = "".join(f"&#{ord(c)};" for c in auth).replace("&", "\\u0026")
+    nested = json.dumps(json.dumps({"auth": auth}).replace("/", "\\/")).replace("/", "\\/")
+    return {"go": f'"{entities}"', "nested": nested}  # nested: ...6h\\\/Ij9...
+
+
+@pytest.mark.parametrize("spelling", ["go", "nested"])
+async def test_a_key_a_json_escape_hides_in_a_success_answer_is_scrubbed(
+    aiohttp_server: ServerFactory, spelling: str
+) -> None:
+    async def task(request: web.Request) -> web.Response:
+        echo = escaped_again(request.headers["Authorization"])[spelling]
+        text = f'{{"id": "t1", "state": "success", "echo": {echo}, "creations": []}}'
+        return web.Response(text=text, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/ent/v2/tasks/{task_id}/creations", task)
+    server = await aiohttp_server(app)
+    key = "vda_Ab3dEf6h/Ij9kLm2nOp5q"
+    assert not holds_secret(escaped_again(key)[spelling].encode(), [key])  # hidden from it
+    async with ViduClient(key, base_url=str(server.make_url("/"))) as client:
+        task = await client.get_task("t1")
+    assert "[redacted]" in task.extra["echo"]
+    assert redact(task.extra["echo"], [key]) == task.extra["echo"]
 
 
 async def test_an_answer_nested_too_deeply_is_a_format_error_naming_the_call(

@@ -38,6 +38,7 @@ from vidu_async.errors import (
     redact,
     scrub,
     status_error_class,
+    strings_hold_secret,
 )
 from vidu_async.loglimit import LogLimiter
 from vidu_async.retry import parse_retry_after
@@ -383,12 +384,17 @@ def call_name(method: str, path: str, prefix: str = API_PREFIX) -> str:
 
 def _parse_success(body: bytes, call: str, secrets: Sequence[str]) -> Any:
     """A 2xx answer, parsed, with any key a server echoed in it (in any spelling ``redact``
-    knows, ``\\u`` escapes too: ``holds_secret``) scrubbed."""
+    knows, ``\\u`` escapes too: ``holds_secret``) scrubbed. A JSON escape may hide a spelling
+    from the raw bytes (``\\u0026#118;``, a nested JSON text's ``\\\\\\/``): with a backslash
+    in them, the parsed strings are searched too."""
     if not body.strip():
         return {}
     try:
         data = json.loads(body)
-        if secrets and holds_secret(body, secrets):
+        if secrets and (
+            holds_secret(body, secrets)
+            or (b"\\" in body and strings_hold_secret(data, secrets))
+        ):
             data = scrub(data, secrets)
         return data
     except RecursionError:

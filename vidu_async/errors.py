@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, AnyStr
 
 import attrs
@@ -44,6 +44,7 @@ __all__ = [
     "redact",
     "scrub",
     "status_error_class",
+    "strings_hold_secret",
 ]
 
 REDACTED = "[redacted]"
@@ -292,24 +293,106 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
     """Whether ``data`` (an answer's raw bytes) carries a secret in a spelling ``redact`` knows,
     so that answers are scrubbed only when there is something to scrub. Every answer passes
-    here: a plain search ignoring case, and the pattern only for data holding what starts an
-    escape (every spelling but the key itself has a ``%``, ``&#``, ``\\`` or ``+``)."""
+    here, a create's echo of 20 MB of base64 too: plain searches, and the full pattern only
+    around the places a spelling could be (``_plain_windows``, ``_escape_starts``)."""
     lowered = data.lower()
-    escaped = b"%" in data or b"&#" in data or b"\\" in data or b"+" in data
-    return any(_holds(secret, data, lowered, escaped) for secret in secrets)
+    escapes = sorted(_escape_starts(lowered))
+    return any(_holds(secret, data, lowered, escapes) for secret in secrets)
 
 
-def _holds(secret: str, data: bytes, lowered: bytes, escaped: bool) -> bool:
+_ESCAPES = (b"%", b"&#", b"\\u00")
+"""What every long spelling of an ASCII character holds (``%41``, ``&#65;``, ``\\u0041``,
+each URL-encoded again), in lowercased data, at most a byte after it starts. The short ones
+(the character itself, ``\\/``, ``\\"``, ``+`` for a space) are two bytes at most."""
+
+
+def _escape_starts(lowered: bytes) -> Iterator[int]:
+    """Where each of ``_ESCAPES`` is in ``lowered``: plain searches, fast on an answer that has
+    none or few (a base64 image has none)."""
+    for escape in _ESCAPES:
+        found = lowered.find(escape)
+        while found >= 0:
+            yield found
+            found = lowered.find(escape, found + 1)
+
+_SHIFT = 64
+"""How many start positions one ``_shifted_pattern`` match tries."""
+
+
+def _holds(secret: str, data: bytes, lowered: bytes, escapes: Sequence[int]) -> bool:
     if not secret.isascii():  # rare: searched in the text, cased as Unicode is
         return _search(_pattern(secret), data.decode("utf-8", "replace"))
-    if len(secret) >= SCRUBBED_MIN and secret.lower().encode() in lowered:
+    pattern = _byte_pattern(secret)
+    if pattern is None:
+        return False
+    if secret.lower().encode() in lowered:
         return True
-    return escaped and _search(_byte_pattern(secret), data)
+    if any(pattern.search(data, start, end) for start, end in _plain_windows(secret, lowered)):
+        return True
+    return _spelled_from_escape(secret, data, escapes)
+
+
+def _plain_windows(secret: str, lowered: bytes) -> Iterator[tuple[int, int]]:
+    """Where a spelling of ``secret`` without a long escape can be: such a spelling holds the
+    key's longest alphanumeric run as is and takes at most two bytes per character."""
+    anchor, offset = _anchor(secret)
+    if not anchor:
+        yield 0, len(lowered)
+        return
+    after = len(secret) - offset - len(anchor)
+    found = lowered.find(anchor)
+    while found >= 0:
+        yield max(0, found - 2 * offset), found + len(anchor) + 2 * after
+        found = lowered.find(anchor, found + 1)
+
+
+def _spelled_from_escape(secret: str, data: bytes, escapes: Sequence[int]) -> bool:
+    """Whether a spelling of ``secret`` with a long escape is in ``data``: it starts at most two
+    bytes a character before its first escape (``escapes``, those of one of its characters:
+    ``_codes``), and may end anywhere after it (``&#0000065;``), so starts are tried in ranges
+    by ``_shifted_pattern``."""
+    reach = 2 * len(secret)
+    codes = _codes(secret)
+    escapes = [at for at in escapes if data[at] == 38 or data[at + 1 : at + 3].lower() in codes
+               or data[at + 4 : at + 6].lower() in codes]
+    if len(escapes) * reach >= len(data):  # escapes all over: one search is cheaper
+        return _search(_byte_pattern(secret), data)
+    shifted = _shifted_pattern(secret)
+    tried = 0  # every start before this was tried
+    for escape in escapes:
+        start = max(escape - reach, tried)
+        while start <= escape:
+            if shifted.match(data, start):
+                return True
+            start += _SHIFT + 1
+        tried = max(tried, start)
+    return False
 
 
 def _search(pattern: re.Pattern[AnyStr] | None, text: AnyStr) -> bool:
     """Whether ``pattern`` (None: a secret too short to scrub) is found in ``text``."""
     return pattern is not None and pattern.search(text) is not None
+
+
+def strings_hold_secret(value: Any, secrets: Sequence[str]) -> bool:
+    """Whether the strings of a parsed JSON answer (keys too) carry a secret: a spelling a JSON
+    escape hid from ``holds_secret`` on the raw bytes (``\\u0026#118;`` for ``&#118;``, a nested
+    JSON text's ``\\\\\\/``). Searched in one go, one string a line."""
+    found: list[str] = []
+    _strings(value, found)
+    return holds_secret("\n".join(found).encode("utf-8", "surrogatepass"), secrets)
+
+
+def _strings(value: Any, found: list[str]) -> None:
+    if isinstance(value, str):
+        found.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found.append(key)
+            _strings(item, found)
 
 
 def scrub(value: Any, secrets: Sequence[str]) -> Any:
@@ -333,6 +416,35 @@ def _scrub(value: Any, secrets: Sequence[str]) -> Any:
 def _byte_pattern(secret: str) -> re.Pattern[bytes] | None:
     pattern = _pattern(secret)
     return None if pattern is None else re.compile(pattern.pattern.encode(), re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=32)
+def _shifted_pattern(secret: str) -> re.Pattern[bytes]:
+    """``_byte_pattern`` starting anywhere in the first ``_SHIFT + 1`` positions it is matched
+    at: ``match`` tries those starts only, and the spelling may end as far on as it goes."""
+    pattern = _byte_pattern(secret)
+    assert pattern is not None
+    return re.compile(rb"(?s:.){0,%d}?(?:%s)" % (_SHIFT, pattern.pattern), re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=32)
+def _codes(secret: str) -> frozenset[bytes]:
+    """What follows ``%`` or ``\\u00`` where a long spelling of an ASCII ``secret`` starts: the
+    hex code of one of its characters, of ``+`` for a space, or of what starts an escape
+    URL-encoded again (``%25``, ``%5c``, ``%26``, ``%23``). ``&#`` is rare: always tried."""
+    spaced = "+" if " " in secret else ""
+    return frozenset(f"{ord(char):02x}".encode() for char in secret + spaced + "%\\&#")
+
+
+@functools.lru_cache(maxsize=32)
+def _anchor(secret: str) -> tuple[bytes, int]:
+    """The longest run of ASCII letters and digits in ``secret``, lowercased, and where it starts:
+    what every spelling of the key without a long escape holds as is."""
+    runs = [(run.group().lower().encode(), run.start()) for run in _ALNUM.finditer(secret)]
+    return max(runs, key=lambda run: len(run[0]), default=(b"", 0))
+
+
+_ALNUM = re.compile("[0-9A-Za-z]+")
 
 
 @functools.lru_cache(maxsize=32)

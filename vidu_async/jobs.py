@@ -79,6 +79,7 @@ __all__ = [
     "JobFormat",
     "JobLine",
     "JobsFileError",
+    "JsonArrayError",
     "auto_id",
     "check_jobs_file",
     "count_jobs",
@@ -141,6 +142,27 @@ _UPLOADED = "ssupload:?id=" + "0" * 32
 class JobsFileError(ViduError, ValueError):
     """The jobs file as a whole cannot be read: unknown type, missing, a directory, a CSV file
     without a header, or no job in it. One bad line is never this: it is that line's error."""
+
+
+class JsonArrayError(JobsFileError):
+    """The jobs file holds a JSON array, not JSON Lines: refused whole, saying how to convert
+    it with jq into a file beside it, or (``piped``, for jobs that came on stdin) in the pipe."""
+
+    def __init__(self, path: Path) -> None:
+        converted = path.with_suffix(".jsonl")
+        if converted == path:
+            converted = path.with_name(f"{path.stem}.lines.jsonl")
+        super().__init__(_array_refusal(str(path), f"jq -c '.[]' {path} > {converted}"))
+
+    @staticmethod
+    def piped(name: str) -> str:
+        """The refusal for jobs read from a pipe, ``name`` (``<stdin>``): no file to convert."""
+        return _array_refusal(name, "... | jq -c '.[]' | vidu-async ... -")
+
+
+def _array_refusal(name: str, conversion: str) -> str:
+    return (f"{name} holds a JSON array, but jobs are read as JSON Lines, one object per line: "
+            f"convert it first, e.g. {conversion}")
 
 
 @attrs.frozen
@@ -369,13 +391,7 @@ def _not_an_array(lines: Iterator[_Line], path: Path) -> Iterator[_Line]:
     line at a time, its lines would each be an error, or a job (an object alone on its line)."""
     for line in lines:
         if line[1].lstrip().startswith("["):
-            converted = path.with_suffix(".jsonl")
-            if converted == path:
-                converted = path.with_name(f"{path.stem}.lines.jsonl")
-            raise JobsFileError(
-                f"{path} holds a JSON array, but jobs are read as JSON Lines, one object per "
-                f"line: convert it first, e.g. jq -c '.[]' {path} > {converted}"
-            )
+            raise JsonArrayError(path)
         yield line
         if line[1].strip():
             break

@@ -45,6 +45,7 @@ from typing import Any
 import attrs
 from aiohttp import web
 
+from vidu_async._http import call_name
 from vidu_async.callbacks import (
     DEFAULT_MAX_SKEW,
     CallbackVerificationError,
@@ -53,7 +54,7 @@ from vidu_async.callbacks import (
     verify_callback,
 )
 from vidu_async.client import ViduClient
-from vidu_async.errors import ConfigurationError, NotFoundError, ViduError
+from vidu_async.errors import APITimeoutError, ConfigurationError, NotFoundError, ViduError
 from vidu_async.loglimit import LogLimiter
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, backoff_wait, decide, stop_reason
 from vidu_async.tasks import TaskResult, TaskState
@@ -82,7 +83,8 @@ _JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a b
 """How a refused body is described: what ``json.loads`` made of it, in JSON's words."""
 CONFIRM_RETRY = RetryPolicy(max_attempts=10, initial_wait=1.0, max_wait=60.0, budget=600.0)
 """How a claimed end whose read failed is read again: up to 10 reads over at most 10 minutes,
-each with the client's own retries (about 2 minutes of waits in all, on average)."""
+each with the client's own retries (about 2 minutes of waits in all, on average), the last cut
+short where the 10 minutes end."""
 _REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -419,7 +421,8 @@ class CallbackReceiver:
 
     async def _confirm_again(self, claim: _Claim, error: ViduError) -> None:
         """Read ``claim``'s task again as ``confirm_retry`` says, and hand on what comes of it:
-        the event as read, or the claim unconfirmed once the policy gives up."""
+        the event as read, or the claim unconfirmed once the policy gives up. A read (with the
+        client's own retries and timeouts) is cut short where it would overrun the budget."""
         policy = self.options.confirm_retry
         started = policy.clock()
         attempt = 1
@@ -430,10 +433,16 @@ class CallbackReceiver:
             await policy.sleep(wait)
             attempt += 1
             try:
-                result = await claim.client.get_task(claim.body.id)
+                async with asyncio.timeout(policy.budget - (policy.clock() - started)):
+                    result = await claim.client.get_task(claim.body.id)
             except ViduError as failed:
                 error = failed
                 continue
+            except TimeoutError:
+                message = f"no answer within the {policy.budget:g}s budget"
+                call = call_name("GET", f"/tasks/{claim.body.id}/creations")
+                error = APITimeoutError(message, call=call)
+                break
             await self._deliver(self._read_back(claim, result))
             return
         await self._deliver(self._unconfirmed(claim, error, reads=attempt))

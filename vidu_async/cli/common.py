@@ -27,6 +27,7 @@ from vidu_async.jobs import (
     FORMATS,
     JobFormat,
     JobsFileError,
+    JsonArrayError,
     check_jobs_file,
     defaults_not_taken,
     sniff_format,
@@ -195,6 +196,8 @@ def jobs_or_usage_error(jobs: JobsInput, defaults: Mapping[str, Any]) -> str | N
     try:
         check_jobs_file(jobs.path, jobs.fmt)
     except JobsFileError as exc:
+        if isinstance(exc, JsonArrayError) and jobs.name == STDIN:
+            return exc.piped(STDIN)
         return str(exc).replace(str(jobs.path), jobs.name)
     return None
 
@@ -227,15 +230,16 @@ def settings_error(args: argparse.Namespace, environ: Mapping[str, str]) -> str 
 
 
 def distinct_keys(keys: Sequence[str]) -> tuple[list[str], list[str]]:
-    """``keys`` without repeats, and a note on each repeat dropped (by position, never the key):
-    a key given twice is one account, whose concurrency and credits it does not double."""
+    """``keys`` without repeats or empty entries, and a note on each repeat dropped (by its
+    position as given, empty entries counted; never the key): a key given twice is one
+    account, whose concurrency and credits it does not double."""
     kept: list[str] = []
     notes: list[str] = []
     for position, key in enumerate(keys, start=1):
-        if key in kept:
+        if key and key in kept:
             notes.append(f"VIDU_API_KEYS: key {position} repeats key {keys.index(key) + 1}: "
                          "one account, used once")
-        else:
+        elif key:
             kept.append(key)
     return kept, notes
 
@@ -249,9 +253,7 @@ def clients_from_env(args: argparse.Namespace) -> tuple[list[ViduClient], list[s
     """
     if problem := settings_error(args, os.environ):
         raise UsageError(problem)
-    keys, notes = distinct_keys(
-        [k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",") if k.strip()]
-    )
+    keys, notes = distinct_keys([k.strip() for k in os.environ.get("VIDU_API_KEYS", "").split(",")])
     if not keys and not os.environ.get("VIDU_API_KEY"):
         raise ConfigurationError(
             "no API key: set VIDU_API_KEY (or VIDU_API_KEYS=key1,key2 for several accounts); "
