@@ -478,6 +478,27 @@ async def test_paced_requests_wait_their_turn_and_creates_are_left_to_their_call
     assert turns == [1, 2, 3]  # not paced any more
 
 
+async def test_a_paced_request_answered_429_is_told_to_the_pacing(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    """A batch pacing its account learns of a limit from every request it paces (its closing
+    scan's pages met a probing pace's 429s one after another, and the pace never heard)."""
+    refusals: list[float | None] = []
+
+    async def pacer() -> None:
+        pass
+
+    task = vidu.add_task(state="queueing")
+    vidu.headers = {"Retry-After": "2"}
+    vidu.query_faults = [429]
+    with client.paced(pacer, refusals.append):
+        assert (await client.get_task(task["id"])).id == task["id"]  # retried, then answered
+    assert refusals == [2.0]
+    vidu.query_faults = [429]
+    await client.get_task(task["id"])  # not paced any more: nobody to tell
+    assert refusals == [2.0]
+
+
 async def test_a_missing_task_is_not_found_without_retrying(
     client: ViduClient, vidu: FakeVidu
 ) -> None:

@@ -65,6 +65,7 @@ from vidu_async.errors import (
     ConfigurationError,
     DownloadError,
     FieldProblem,
+    RateLimitError,
     ResponseFormatError,
     TaskTimeoutError,
     ValidationError,
@@ -241,6 +242,7 @@ class ViduClient:
         self._keys = KeyGuard()
         self._learning_clock = PerLoop(asyncio.Lock)
         self._pacer: Callable[[], Awaitable[None]] | None = None
+        self._refused: Callable[[float | None], None] | None = None
         self._owns_pool = pool is None
         if pool is None:
             pool = SessionPool(
@@ -259,16 +261,22 @@ class ViduClient:
         return f"<ViduClient {self._account.base_url} auth_scheme={self._account.auth_scheme}>"
 
     @contextlib.contextmanager
-    def paced(self, pacer: Callable[[], Awaitable[None]]) -> Iterator[None]:
+    def paced(
+        self, pacer: Callable[[], Awaitable[None]],
+        refused: Callable[[float | None], None] | None = None,
+    ) -> Iterator[None]:
         """While it lasts, every API request of this client but a create (queries, lists,
         cancels, credits, and their retries) first awaits ``pacer()``: a batch that paces its
         creates against the account's rate limit paces the account's other requests with
-        them, instead of leaving them to meet the limit's 429s."""
-        before, self._pacer = self._pacer, pacer
+        them, instead of leaving them to meet the limit's 429s. ``refused(retry_after)``
+        hears of each of them answered 429 (not ``QuotaExceeded``): the pacing learns of the
+        limit from them too (the client retries the request itself, after the server's wait)."""
+        before = self._pacer, self._refused
+        self._pacer, self._refused = pacer, refused
         try:
             yield
         finally:
-            self._pacer = before
+            self._pacer, self._refused = before
 
     @property
     def account(self) -> Account:
@@ -339,8 +347,14 @@ class ViduClient:
         async def attempt() -> Any:
             if self._pacer is not None:
                 await self._pacer()
-            return await send(self._pool, self._account, method, path, params=params,
-                              body=body, on_date=self._server_clock.observer(), prefix=prefix)
+            try:
+                return await send(self._pool, self._account, method, path, params=params,
+                                  body=body, on_date=self._server_clock.observer(),
+                                  prefix=prefix)
+            except RateLimitError as error:
+                if self._refused is not None and error.reason != "QuotaExceeded":
+                    self._refused(error.retry_after)
+                raise
 
         return await retried(attempt, retry or self._retry, kind,
                              call_name(method, path, prefix), no_answer=self._pool.no_answer)

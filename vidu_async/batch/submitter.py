@@ -423,7 +423,7 @@ class BatchSubmitter:
         opts = self.options
         paced = contextlib.ExitStack()
         for account in self._accounts.values():
-            paced.enter_context(account.client.paced(self._pace))
+            paced.enter_context(account.client.paced(self._pace, self._paced_refused))
         try:
             if opts.journal is not None:
                 self._journal = await Journal.open(
@@ -845,6 +845,12 @@ class BatchSubmitter:
         their turn in the shared pacing too: an account's rate limit counts every request."""
         while self._throttle.next_send() > 0:
             await self._next_slot()
+
+    def _paced_refused(self, retry_after: float | None) -> None:
+        """A request other than a create was answered 429: the pacing learns of the limit as
+        from a create's (a page of the closing scan sent while the pace probed above the
+        limit drew a 429 each, and the pace never heard of them)."""
+        self._throttle.throttled(retry_after)
 
     async def _next_slot(self) -> None:
         """Until the pacing would let a request go (nothing booked: the caller asks again).
