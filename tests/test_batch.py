@@ -44,6 +44,7 @@ from vidu_async.testing import (
     Timeline,
     task_cost,
 )
+from vidu_async.throttle import Throttle
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 
@@ -954,3 +955,31 @@ async def test_without_uploads_local_images_are_inlined(tmp_path: Path) -> None:
     assert outcome.status == "submitted"
     [task] = sim.tasks.values()
     assert task.request["images"][0].startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_429_to_a_request_the_batch_paces_reaches_its_pacing(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The closing scan's pages (and lookups) take their turn in the batch's pacing; each 429
+    they meet is told to it as a create's is (the client retries the page itself), so a pace
+    probing above a limit steps back instead of drawing a 429 on every page."""
+    heard: list[float | None] = []
+    told = Throttle.throttled
+
+    def throttled(self: Throttle, retry_after: float | None = None,
+                  sent_at: float | None = None) -> float:
+        heard.append(retry_after)
+        return told(self, retry_after, sent_at)
+
+    monkeypatch.setattr(Throttle, "throttled", throttled)
+    faults = Faults(list_tasks=EndpointFaults(too_many_requests=0.5, retry_after=0.01))
+    policy = RetryPolicy(sleep=no_wait, max_attempts=20, visibility_lag=0.0)
+    options = BatchOptions(batch_id="named", sleep=no_wait)  # it looks for earlier tasks
+    async with FakeVidu(faults=faults, seed=seed) as sim, \
+            ViduClient(sim.api_key, base_url=sim.url, retry=policy) as client:
+        outcomes = [o async for o in BatchSubmitter(client, options).run(make_jobs(3))]
+        refused = sim.stats.faults["too_many_requests"]
+    assert [o.status for o in outcomes] == ["submitted"] * 3
+    assert refused >= 1
+    assert heard == [0.01] * refused
