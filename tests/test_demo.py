@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vidu_async.cli import main
-from vidu_async.demo import MARKER, refusal, write_sample_jobs
+from vidu_async.demo import MARKER, _forget_journal, refusal, write_sample_jobs
 from vidu_async.journal import Journal
 
 
@@ -110,3 +110,15 @@ async def test_a_journal_a_run_holds_in_the_demos_own_folder_is_left_alone(
             MARKER, "journal.jsonl", "journal.jsonl.lock"]
     finally:
         await held.close()
+
+
+async def test_a_damaged_journal_of_the_demos_own_is_removed_not_repaired(
+    tmp_path: Path,
+) -> None:
+    """The demo starts its journal over in its own folder: a damaged line (a crash, an
+    edit) is no reason to ask the user to repair a file it deletes anyway."""
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"v": 2, "kind": "batch", "batch_id": "demo"}\ngarbage{\n')
+    await _forget_journal(journal)
+    assert not journal.exists()
+    await _forget_journal(journal)  # nothing left: nothing to do

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from vidu_async.batch import BatchOptions
 from vidu_async.client import ViduClient
 from vidu_async.errors import ConfigurationError
-from vidu_async.journal import Journal, lock_path
+from vidu_async.journal import lock_path, remove_journal
 from vidu_async.progress import ProgressReporter, ProgressState
 from vidu_async.submit import SubmitSummary, submit_jobs_file
 from vidu_async.testing import FakeVidu
@@ -114,15 +114,12 @@ def _holds_demo_jobs(path: Path) -> bool:
 
 
 async def _forget_journal(path: Path) -> None:
-    """Delete an earlier demo's journal (its tasks were another simulator's) while holding its
-    lock: a run using it is refused (``JournalLockedError``), never robbed of it."""
+    """Delete an earlier demo's journal (its tasks were another simulator's), damaged or not,
+    while holding its lock: a run using it is refused (``JournalLockedError``), never robbed
+    of it."""
     if not await asyncio.to_thread(os.path.lexists, path):
         return  # nothing to delete, nor a lock file to leave behind (a sign of earlier use)
-    journal = await Journal.open(path, batch_id="")
-    try:
-        await asyncio.to_thread(path.unlink)
-    finally:
-        await journal.close()
+    await asyncio.to_thread(remove_journal, path)
 
 
 def _claim(folder: Path) -> Path:

@@ -41,7 +41,15 @@ import attrs
 
 from vidu_async.errors import JournalError, JournalLockedError
 
-__all__ = ["JobRecord", "Journal", "JournalContents", "is_in_use", "lock_path", "read_journal"]
+__all__ = [
+    "JobRecord",
+    "Journal",
+    "JournalContents",
+    "is_in_use",
+    "lock_path",
+    "read_journal",
+    "remove_journal",
+]
 
 _VERSION = 2
 _JOB_KINDS = ("intent", "withdrawn", "created", "refunded", "retry", "final")
@@ -510,6 +518,20 @@ def _refuse_special(path: Path, mode: int) -> None:
         raise JournalError(
             f"journal {path} is {kind}, not a regular file: give the path of a journal file"
         )
+
+
+def remove_journal(path: Path) -> None:
+    """Delete the journal at ``path`` while holding its lock, without reading it (a damaged one
+    too): a run using it is refused (``JournalLockedError``), never robbed of it. Blocking:
+    call it through ``asyncio.to_thread``. Raises ``JournalError``."""
+    try:
+        fd = _lock(path)
+        try:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise _os_error(path, error) from None
 
 
 def lock_path(path: Path) -> Path:
