@@ -315,6 +315,7 @@ def _escape_starts(lowered: bytes) -> Iterator[int]:
             yield found
             found = lowered.find(escape, found + 1)
 
+
 _SHIFT = 64
 """How many start positions one ``_shifted_pattern`` match tries."""
 

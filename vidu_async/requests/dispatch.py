@@ -30,7 +30,6 @@ Request = (
 """Any generation request; each has ``route``, ``kind``, ``check``, ``to_payload``..."""
 
 
-
 def expect_request(value: object, what: str) -> None:
     """``TypeError`` naming ``what`` when ``value`` is not a request object (a dict, say):
     caught where it is handed over, not as an ``AttributeError`` deep in a paid batch."""

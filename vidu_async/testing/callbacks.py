@@ -20,6 +20,7 @@ __all__ = ["CallbackSender", "Delivery"]
 
 logger = logging.getLogger("vidu_async.testing.callbacks")
 
+
 @attrs.frozen
 class Delivery:
     """One callback to send: the task's query body, to ``url``, signed with ``api_key``.

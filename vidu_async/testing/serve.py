@@ -40,7 +40,6 @@ _FLAGS = {
 """The option that sets each configuration field ``serve`` fills."""
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``serve``: where to listen, the account, the timeline and the faults."""
     where = parser.add_argument_group("server")
