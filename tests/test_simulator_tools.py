@@ -55,13 +55,21 @@ def parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
 @pytest.mark.parametrize("flag", ["--latency", "--processing-seconds", "--link-ttl"])
 def test_serve_refuses_a_number_of_seconds_that_is_not_finite(
-    flag: str, capsys: pytest.CaptureFixture[str]
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse(flag, "inf")
-    assert f"argument {flag}: must be a finite number, got 'inf'" in capsys.readouterr().err
+        parse(f"{flag}={value}")
+    assert f"argument {flag}: must be a finite number, got '{value}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [("--link-ttl", "0"), ("--rate-limit", "1e9/1")])
+async def test_serve_takes_a_link_ttl_of_0_and_any_finite_rate(argv: tuple[str, ...]) -> None:
+    stop = asyncio.Event()
+    stop.set()  # started, then stopped at once
+    assert await serve(parse(*argv), out=io.StringIO(), stop=stop) == 0
 
 
 async def test_serve_prints_the_url_and_key_and_runs_until_stopped() -> None:
@@ -122,6 +130,14 @@ def test_fault_options_build_faults() -> None:
         (("--retry-after", "-2"), "--retry-after must be >= 0.0: -2.0"),
         (("--latency", "-1"), "--latency must be >= 0.0: -1.0"),
         (("--latency-rate", "1.5"), "--latency-rate must be <= 1.0: 1.5"),
+        (("--link-ttl", "-1"), "--link-ttl must be >= 0.0: -1.0"),
+        (("--link-ttl", "-0.001"), "--link-ttl must be >= 0.0: -0.001"),
+        (("--rate-limit", "inf"),
+         "--rate-limit 'inf': expected RATE[/BURST], RATE must be a finite number > 0.0: inf"),
+        (("--rate-limit", "inf/2"),
+         "--rate-limit 'inf/2': expected RATE[/BURST], RATE must be a finite number > 0.0: inf"),
+        (("--rate-limit", "nan"), "--rate-limit 'nan': expected RATE[/BURST], RATE must be > 0.0: "
+         "nan"),
         (("--port", "65536"), "--port must be 0..65535 (0 picks a free one), got 65536"),
         (("--port", "-1"), "--port must be 0..65535 (0 picks a free one), got -1"),
     ],

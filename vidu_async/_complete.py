@@ -26,17 +26,19 @@ file"), cannot be told from a whole one, and passes.
 from __future__ import annotations
 
 import functools
-import struct
 from collections.abc import Callable
 
 import attrs
 
 from vidu_async._probe import (
+    BOX_HEADER_BYTES,
     JPEG_EOI,
     PNG_IEND,
     SNIFF_BYTES,
+    BoxShortfall,
     ProbeError,
     Reader,
+    box_header,
     require_end,
     sniff,
 )
@@ -81,27 +83,18 @@ def _iso_bmff(reader: Reader, name: str) -> Shortfall | None:
     """Why the top-level boxes run past the file's end, or lack ``moov`` or ``mdat``."""
     pos, seen = 0, set[bytes]()
     while pos < reader.size:
-        head = reader.read_at(pos, 16)
+        head = reader.read_at(pos, BOX_HEADER_BYTES)
         if seen.issuperset(_NEEDED_BOXES) and head[4:8] not in _LATER_BOXES:
             return None  # a trailer after a whole file
-        if len(head) < 8:
-            return Shortfall(reader.size, f"the {name}'s boxes need {pos + 8}", cut=True)
-        size, kind = struct.unpack_from(">I4s", head)
-        header = 8
-        if size == 1:
-            if len(head) < 16:
-                return Shortfall(reader.size, f"the {name}'s boxes need {pos + 16}", cut=True)
-            (size,), header = struct.unpack_from(">Q", head, 8), 16
-        elif size == 0:
-            size = reader.size - pos
-        if size < header:
-            kind_text = kind.decode("latin-1")
-            problem = f"the {name}'s box '{kind_text}' at byte {pos} has an impossible size {size}"
+        box = box_header(head, pos, reader.size)
+        if isinstance(box, BoxShortfall) and box.needed is None:
+            kind = box.kind.decode("latin-1")
+            problem = f"the {name}'s box '{kind}' at byte {pos} has an impossible size {box.size}"
             return Shortfall(reader.size, problem, cut=False)
-        if pos + size > reader.size:
-            return Shortfall(reader.size, f"the {name}'s boxes need {pos + size}", cut=True)
-        seen.add(kind)
-        pos += size
+        if isinstance(box, BoxShortfall):
+            return Shortfall(reader.size, f"the {name}'s boxes need {box.needed}", cut=True)
+        seen.add(box.kind)
+        pos = box.end
     missing = [kind.decode() for kind in _NEEDED_BOXES if kind not in seen]
     problem = f"the {name} has no {' or '.join(missing)} box"
     return Shortfall(reader.size, problem, cut=False) if missing else None

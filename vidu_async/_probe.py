@@ -15,9 +15,12 @@ from typing import BinaryIO, Literal, Protocol
 import attrs
 
 __all__ = [
+    "BOX_HEADER_BYTES",
     "JPEG_EOI",
     "PNG_IEND",
     "SNIFF_BYTES",
+    "BoxHeader",
+    "BoxShortfall",
     "BytesReader",
     "FileReader",
     "Format",
@@ -25,6 +28,7 @@ __all__ = [
     "MediaKind",
     "ProbeError",
     "Reader",
+    "box_header",
     "probe",
     "require_end",
     "sniff",
@@ -268,34 +272,83 @@ def _avi(reader: Reader) -> _Dims:
     raise ProbeError("no hdrl header list")
 
 
-def _boxes(reader: Reader, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """The ISO BMFF boxes between ``start`` and ``end``: (type, content start, box end).
+@attrs.frozen
+class BoxHeader:
+    """An ISO BMFF box as its header gives it: its ``kind`` (type), where its content starts
+    (``body``: after 8 header bytes, 16 with a 64-bit size) and where the box ends (``end``)."""
 
-    Handles 64-bit sizes (size field 1) and a last box that runs to the end (size field 0).
-    """
+    kind: bytes
+    body: int
+    end: int
+
+
+@attrs.frozen
+class BoxShortfall:
+    """Why the header at ``start`` gives no box that fits its container: the data stops before
+    byte ``needed`` inside the ``part`` named (``box header`` or ``64-bit box size``, each 8
+    bytes), or the ``box`` of ``kind`` and ``size`` runs past the container (``needed``: where
+    it ends) or is smaller than its own header (``needed`` None: no more data would mend it)."""
+
+    start: int
+    part: str
+    needed: int | None
+    kind: bytes = b""
+    size: int = 0
+
+
+BOX_HEADER_BYTES = 16
+"""The most bytes a box header takes (a 64-bit size follows the type): what ``box_header`` reads."""
+
+
+def box_header(head: bytes, start: int, end: int) -> BoxHeader | BoxShortfall:
+    """The box whose header ``head`` holds (the up to ``BOX_HEADER_BYTES`` at ``start``) in a
+    container ending at ``end``, or why there is none. The header is a 32-bit size and the type;
+    size 1 means a 64-bit size follows, size 0 that the box runs to the container's end."""
+    if len(head) < 8:
+        return BoxShortfall(start, "box header", start + 8)
+    size, kind = struct.unpack_from(">I4s", head)
+    body = start + 8
+    if size == 1:
+        if len(head) < 16:
+            return BoxShortfall(start, "64-bit box size", start + 16, kind)
+        (size,) = struct.unpack_from(">Q", head, 8)
+        body += 8
+    elif size == 0:
+        size = end - start
+    if size < body - start:
+        return BoxShortfall(start, "box", None, kind, size)
+    if start + size > end:
+        return BoxShortfall(start, "box", start + size, kind, size)
+    return BoxHeader(kind, body, start + size)
+
+
+def _boxes(reader: Reader, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """The ISO BMFF boxes between ``start`` and ``end``: (type, content start, box end)."""
     pos = start
     for _ in range(_MAX_WALK):
         if pos == end:
             return
         if end - pos < 8:
             raise ProbeError(f"truncated: {end - pos} stray bytes at byte {pos:,}")
-        size, kind = struct.unpack(">I4s", _need(reader, pos, 8, "box header"))
-        body = pos + 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", _need(reader, body, 8, "64-bit box size"))
-            body += 8
-        elif size == 0:
-            size = end - pos
-        if size < body - pos:
-            raise ProbeError(f"box {_name(kind)} at byte {pos:,} has an impossible size {size:,}")
-        if pos + size > end:
-            raise ProbeError(
-                f"truncated: box {_name(kind)} at byte {pos:,} needs {size:,} bytes, "
-                f"only {end - pos:,} remain"
-            )
-        yield kind, body, pos + size
-        pos += size
+        box = box_header(reader.read_at(pos, min(BOX_HEADER_BYTES, reader.size - pos)), pos, end)
+        if isinstance(box, BoxShortfall):
+            raise _box_error(box, end)
+        yield box.kind, box.body, box.end
+        pos = box.end
     raise ProbeError(f"more than {_MAX_WALK} boxes in one container")
+
+
+def _box_error(short: BoxShortfall, end: int) -> ProbeError:
+    """What a probe says of a box header that gives no box in a container ending at ``end``."""
+    at, kind = short.start, _name(short.kind)
+    if short.needed is None:
+        return ProbeError(f"box {kind} at byte {at:,} has an impossible size {short.size:,}")
+    if short.part == "box":
+        return ProbeError(
+            f"truncated: box {kind} at byte {at:,} needs {short.size:,} bytes, "
+            f"only {end - at:,} remain"
+        )
+    return ProbeError(f"truncated: the {short.part} at byte {short.needed - 8:,} is cut off")
 
 
 def _mvhd_duration(reader: Reader, start: int, stop: int) -> float | None:

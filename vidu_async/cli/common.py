@@ -373,7 +373,15 @@ def within(low: float, high: float, unit: str, *, above: bool = False
     return check
 
 
-def as_flag(message: str) -> str:
+def as_flag(message: str, names: Mapping[str, str] | None = None) -> str:
     """An option check's message (``'poll_interval' must be ...``) with the option named as
-    its command-line flag (``--poll-interval must be ...``)."""
-    return re.sub(r"^'?(\w+)'? must", lambda m: f"--{m[1].replace('_', '-')} must", message)
+    its command-line flag (``--poll-interval must be ...``), or, where flags do not follow the
+    field names, as ``names`` names it (a field not in ``names`` stays as it is)."""
+
+    def flag(match: re.Match[str]) -> str:
+        field = match[1]
+        if names is None:
+            return f"--{field.replace('_', '-')} must"
+        return f"{names[field]} must" if field in names else match[0]
+
+    return re.sub(r"^'?(\w+)'? must", flag, message)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TextIO
 
-from vidu_async.cli.common import finite_float
+from vidu_async.cli.common import as_flag, finite_float
 from vidu_async.testing.config import (
     FAULT_KINDS,
     Account,
@@ -120,8 +121,9 @@ def faults_from_args(args: argparse.Namespace) -> Faults:
             **rates,
         )
     except ValueError as exc:  # one probability out of range, or their sum
-        given = " ".join(f"--fault {item}" for item in args.fault)
-        raise _flag_named(exc, _FLAGS, otherwise=given) from None
+        named = as_flag(str(exc), _FLAGS)
+        given = " ".join(f"--fault {item}" for item in args.fault)  # a sum names no option
+        raise ValueError(named if named != str(exc) else f"{given}: {exc}") from None
     return Faults.everywhere(endpoint, rate_limit=_rate_limit(args.rate_limit))
 
 
@@ -129,6 +131,8 @@ def _simulator(args: argparse.Namespace) -> FakeVidu:
     """The simulator the options describe (not started); ``ValueError`` naming a bad option."""
     if not 0 <= args.port <= _MAX_PORT:
         raise ValueError(f"--port must be 0..{_MAX_PORT} (0 picks a free one), got {args.port}")
+    if args.link_ttl < 0:  # a link would expire before it is given (argparse refuses inf, nan)
+        raise ValueError(f"--link-ttl must be >= 0.0: {args.link_ttl}")
     faults = faults_from_args(args)
     try:
         return FakeVidu(
@@ -145,20 +149,7 @@ def _simulator(args: argparse.Namespace) -> FakeVidu:
             port=args.port,
         )
     except ValueError as exc:
-        raise _flag_named(exc, _FLAGS) from None
-
-
-def _flag_named(
-    error: ValueError, flags: Mapping[str, str], *, otherwise: str = ""
-) -> ValueError:
-    """``error`` with the configuration field it names first (attrs' validators say
-    ``'failure_rate' must be <= 1.0: 1.5``) named by the option the user typed instead; a
-    message naming no field in ``flags`` gets ``otherwise`` (if any) before it."""
-    text = str(error)
-    field, sep, rest = text.removeprefix("'").partition("' ")
-    if text.startswith("'") and sep and field in flags:
-        return ValueError(f"{flags[field]} {rest}")
-    return ValueError(f"{otherwise}: {text}") if otherwise else error
+        raise ValueError(as_flag(str(exc), _FLAGS)) from None
 
 
 def _rate_limit(text: str | None) -> RateLimit | None:
@@ -166,9 +157,12 @@ def _rate_limit(text: str | None) -> RateLimit | None:
         return None
     rate, _, burst = text.partition("/")
     try:
-        return RateLimit(rate=float(rate), burst=int(burst or 1))
+        per_second = float(rate)
+        if math.isinf(per_second):  # no limit at all, and 0 * inf = nan in the bucket's sums
+            raise ValueError(f"RATE must be a finite number > 0.0: {per_second}")
+        return RateLimit(rate=per_second, burst=int(burst or 1))
     except ValueError as exc:
-        named = _flag_named(exc, {"rate": "RATE", "burst": "BURST"})
+        named = as_flag(str(exc), {"rate": "RATE", "burst": "BURST"})
         raise ValueError(f"--rate-limit {text!r}: expected RATE[/BURST], {named}") from None
 
 
