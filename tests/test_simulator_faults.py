@@ -315,6 +315,12 @@ def test_fault_configuration_is_checked() -> None:
         EndpointFaults(hold=-1.0)
     with pytest.raises(ValueError, match="reset"):
         EndpointFaults(reset=1.5)
+    with pytest.raises(ValueError, match="'rate' must be a finite number: inf"):
+        RateLimit(rate=math.inf)
+    with pytest.raises(ValueError, match="'link_ttl' must be >= 0"):
+        FakeVidu("k", link_ttl=-1.0)
+    with pytest.raises(ValueError, match="'link_ttl' must be a finite number: nan"):
+        FakeVidu("k", link_ttl=math.nan)
     everywhere = Faults.everywhere(EndpointFaults(reset=0.1, commit_then_drop=0.2, hold=3.0))
     assert (everywhere.create.commit_then_drop, everywhere.create.hold) == (0.2, 3.0)
     assert everywhere.query == EndpointFaults(reset=0.1)

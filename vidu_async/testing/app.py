@@ -23,7 +23,7 @@ from aiohttp import web
 
 from vidu_async.capabilities import BODY_MAX_BYTES
 from vidu_async.testing.answers import SimError, error_body
-from vidu_async.testing.config import ENDPOINTS, Quirks
+from vidu_async.testing.config import ENDPOINTS, Quirks, finite
 from vidu_async.testing.faults import FaultInjector
 from vidu_async.testing.media import COVER_JPEG, FILE_NAMES, LinkSigner, frame_size, tiny_mp4
 from vidu_async.testing.render import Links, create_response, format_timestamp, result_body
@@ -69,7 +69,7 @@ class SimSettings:
     """What the application needs to know besides the simulation: auth, links, seed."""
 
     auth_scheme: str
-    link_ttl: float
+    link_ttl: float = attrs.field(validator=[finite, attrs.validators.ge(0.0)])
     seed: int
     signer: LinkSigner = attrs.field(factory=LinkSigner)
     quirks: Quirks = attrs.field(factory=Quirks)

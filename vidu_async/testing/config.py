@@ -5,6 +5,8 @@ All configuration is frozen attrs data; the simulator reads it and never changes
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 __all__ = [
@@ -35,6 +37,13 @@ FAULT_KINDS = (
 
 _probability = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 _non_negative = attrs.validators.ge(0.0)
+
+
+def finite(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    """An attrs validator: ``value`` is a finite number (``inf`` would mean "no limit" or "never"
+    where a bound is meant, and sums with it turn into ``nan``)."""
+    if not math.isfinite(value):
+        raise ValueError(f"'{attribute.name}' must be a finite number: {value}")
 
 
 @attrs.frozen
@@ -145,7 +154,7 @@ class RateLimit:
     A request finding the bucket empty gets 429 ``TooManyRequests`` with a ``Retry-After`` header.
     """
 
-    rate: float = attrs.field(validator=attrs.validators.gt(0.0))
+    rate: float = attrs.field(validator=[finite, attrs.validators.gt(0.0)])
     burst: int = attrs.field(default=1, validator=attrs.validators.ge(1))
 
 
