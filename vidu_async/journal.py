@@ -11,12 +11,9 @@ a create may have been sent whose answer was lost (an intent without a task id).
 
 One run at a time: ``Journal.open`` takes an exclusive ``flock`` on ``<journal>.lock`` (released
 by the kernel when the process dies, even by ``kill -9``), and a second open fails at once naming
-the holder. Writes are **group-committed**: one writer thread writes every record queued while it
-wrote the last group with one ``write`` and at most one ``fsync``, so concurrent creates share a
-sync instead of paying one each, and the event loop never waits for the disk: the writer takes
-the next group as soon as its ``fsync`` returns, without a round trip through the loop (under a
-busy loop, handing each group to a pool thread and back cost more than the ``fsync`` itself).
-Opening and reading run in a thread too. A torn last line (the process died mid-write) is
+the holder. Writes are **group-committed**: one writer coroutine writes every waiting record with
+one ``write`` and at most one ``fsync``, so concurrent creates share a sync instead of paying one
+each. Every disk operation runs in a thread. A torn last line (the process died mid-write) is
 dropped on open: it was never synced, so what it recorded had not happened yet.
 
 Format: one JSON object per line with ``"v": 2``; the first record is a header
@@ -35,9 +32,7 @@ import json
 import os
 import socket
 import stat
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -63,7 +58,6 @@ _MAX_LINE = 1 << 20
 LINGER = 0.2
 """Seconds a record that need not be durable (a task created or ended) may wait to ride a
 group of intents before it is written anyway."""
-_encode = json.JSONEncoder(ensure_ascii=False).encode
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
 HOLDER_WAIT = 1.0
 """Seconds a run refused the lock waits for the holder to write who it is (it does so at once
@@ -200,30 +194,20 @@ class Journal:
         self._jobs = loaded.jobs
         self._fd = fd
         self._lock_fd = lock_fd
+        self._end = loaded.end
         self._open_intents: dict[str, str] = {}
         """This run's intents without a task yet: job id -> cost class (to learn its cost)."""
-        self._loop = asyncio.get_running_loop()
-        self._queued = 0
-        """Number of the last record queued (records are numbered from 1, in queue order)."""
-        self._written = 0
-        self._synced = 0
-        """Numbers of the last record written, and of the last one synced, by the writer."""
-        self._waiters: deque[tuple[int, bool, asyncio.Future[JournalError | None]]] = deque()
-        """(record number, whether it must be synced, future): callers waiting for the disk."""
+        self._lines: list[bytes] = []
+        self._sync_wanted = False
+        loop = asyncio.get_running_loop()
+        self._group: asyncio.Future[JournalError | None] = loop.create_future()
+        self._wake = asyncio.Event()
+        self._linger: asyncio.TimerHandle | None = None
+        """Wakes the writer for records that need not be durable, if nothing else does."""
         self._closing = False
         self._failure: JournalError | None = None
         self._failure_seen = False
-        self._ended: asyncio.Future[None] = self._loop.create_future()
-        # Shared with the writer thread, under _handover: the next group.
-        self._handover = threading.Condition(threading.Lock())
-        self._lines: list[bytes] = []
-        self._last = 0
-        self._sync_wanted = False
-        self._linger_until: float | None = None
-        """When a group of records that need not be durable is written anyway."""
-        self._stop = False
-        threading.Thread(target=self._write_groups, args=(loaded.end,), name=f"journal {path}",
-                         daemon=True).start()
+        self._writer = asyncio.create_task(self._write_groups(), name=f"journal {path}")
 
     @classmethod
     async def open(cls, path: Path, *, batch_id: str) -> Journal:
@@ -341,13 +325,11 @@ class Journal:
         if self._closing:
             return
         self._closing = True
-        with self._handover:
-            self._stop = True
-            self._handover.notify()
+        self._wake.set()
         try:
-            await asyncio.shield(self._ended)
+            await asyncio.shield(self._writer)
         except asyncio.CancelledError:
-            await asyncio.wait([self._ended])  # the last group is on its way: let it land
+            await asyncio.wait([self._writer])  # the last group is on its way: let it land
             raise
         finally:
             os.close(self._fd)
@@ -366,40 +348,26 @@ class Journal:
 
         A record that need not be durable does not start a group of its own: it rides the next
         durable one, or is written ``LINGER`` seconds later at most, so a busy batch pays one
-        hand-over to the writer per group of intents.
+        hand-over to the writer's thread per group of intents.
         A cancelled caller stops waiting, but its record stays queued and the group is written
         whole: cancellation never tears a write nor drops another caller's record.
         """
-        number = self._queue(record, durable=durable)
+        self._queue(record, durable=durable)
         if durable:
-            self._raise(await self._until(number, synced=True))
+            self._raise(await asyncio.shield(self._group))
 
-    def _queue(self, record: dict[str, Any], *, durable: bool) -> int:
-        """Add one record to the next group, and make sure a group will be written; its
-        number."""
+    def _queue(self, record: dict[str, Any], *, durable: bool) -> None:
+        """Add one record to the next group, and make sure a group will be written."""
         if self._closing:
             raise JournalError(f"journal {self.path} is closed")
         self._raise(self._failure)
-        line = _encode({"v": _VERSION, **record}).encode() + b"\n"
-        self._queued += 1
-        with self._handover:
-            self._lines.append(line)
-            self._last = self._queued
-            if durable:
-                self._sync_wanted = True
-                self._handover.notify()
-            elif self._linger_until is None:
-                self._linger_until = time.monotonic() + LINGER
-                self._handover.notify()
-        return self._queued
-
-    def _until(self, number: int, *, synced: bool) -> asyncio.Future[JournalError | None]:
-        """A future resolved once record ``number`` is written (and synced, if ``synced``): with
-        None, or the failure that stopped the writer before."""
-        waiter: asyncio.Future[JournalError | None] = self._loop.create_future()
-        self._waiters.append((number, synced, waiter))
-        self._settle()
-        return waiter
+        self._lines.append(json.dumps({"v": _VERSION, **record}, ensure_ascii=False).encode()
+                           + b"\n")
+        if durable:
+            self._sync_wanted = True
+            self._wake.set()
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._wake.set)
 
     def _raise(self, failure: JournalError | None) -> None:
         """Raise a write failure to a caller (a fresh one each time: tracebacks do not pile up)."""
@@ -407,77 +375,50 @@ class Journal:
             self._failure_seen = True
             raise JournalError(str(failure))
 
-    # -- the writer thread and its reports to the loop --------------------------------------
+    async def _write_groups(self) -> None:
+        """The one writer: each group is every record queued meanwhile, one write, one fsync."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._lines:
+                    await self._write_group()
+                if self._closing:
+                    return
+        finally:  # closed, or cancelled with the loop: nobody may wait forever
+            if not self._group.done():
+                self._group.set_result(JournalError(f"journal {self.path} is closed"))
 
-    def _write_groups(self, end: int) -> None:
-        """The one writer (a thread): each group is every record queued meanwhile, one write
-        and, if one of them must be durable, one fsync. Each group is reported to the loop; a
-        failed write is cut off (later writes would follow a torn line) and ends the writer."""
-        while (taken := self._next_group()) is not None:
-            data, sync, last = taken
-            try:
-                _append(self._fd, data, sync)
-            except OSError as error:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, end)
-                reason = error.strerror or str(error)
-                self._report(self._failed, f"cannot write journal {self.path}: {reason}")
-                break
-            end += len(data)
-            self._report(self._advanced, last, sync)
-        self._report(self._ended.set_result, None)
+    async def _write_group(self) -> None:
+        data, sync, group = b"".join(self._lines), self._sync_wanted, self._group
+        self._lines, self._sync_wanted = [], False
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._group = asyncio.get_running_loop().create_future()
+        try:
+            if self._failure is None:
+                write = asyncio.ensure_future(asyncio.to_thread(_append, self._fd, data, sync))
+                try:
+                    await asyncio.wait([write])
+                finally:
+                    if not write.done():  # cancelled: the thread writes on, let it end first
+                        await asyncio.wait([write])
+                    if (error := write.exception()) is not None:
+                        self._fail(error)
+                    else:
+                        self._end += len(data)
+                        self.writes += 1
+                        self.syncs += sync
+        finally:
+            group.set_result(self._failure)
 
-    def _next_group(self) -> tuple[bytes, bool, int] | None:
-        """Wait for the next group (in the writer thread): its bytes, whether to sync it and the
-        number of its last record; None once closed and everything is written."""
-        with self._handover:
-            while not (self._lines and (self._sync_wanted or self._stop)):
-                if not self._lines:
-                    if self._stop:
-                        return None
-                    self._handover.wait()
-                    continue
-                assert self._linger_until is not None  # set with the group's first line
-                left = self._linger_until - time.monotonic()
-                if left <= 0:
-                    break
-                self._handover.wait(left)
-            taken = b"".join(self._lines), self._sync_wanted, self._last
-            self._lines, self._sync_wanted, self._linger_until = [], False, None
-        return taken
-
-    def _report(self, callback: Callable[..., None], *args: object) -> None:
-        """Run ``callback`` on the loop (from the writer thread); nothing if the loop is gone."""
-        with contextlib.suppress(RuntimeError):  # the loop was closed without close()
-            self._loop.call_soon_threadsafe(callback, *args)
-
-    def _advanced(self, last: int, synced: bool) -> None:
-        self.writes += 1
-        self.syncs += synced
-        self._written = last
-        if synced:
-            self._synced = last
-        self._settle()
-
-    def _failed(self, message: str) -> None:
-        self._failure = JournalError(message)
-        self._settle()
-
-    def _settle(self) -> None:
-        """Resolve the waiters whose record is on disk (all of them, once the writer failed)."""
-        if not self._waiters:
-            return
-        waiting = self._waiters
-        self._waiters = deque()
-        for number, synced, waiter in waiting:
-            if waiter.done():  # its caller was cancelled
-                continue
-            if self._failure is not None:
-                waiter.set_result(self._failure)
-            elif number <= (self._synced if synced else self._written):
-                waiter.set_result(None)
-            else:
-                self._waiters.append((number, synced, waiter))
+    def _fail(self, error: BaseException) -> None:
+        """Remember a failed write (later writes would follow a torn line) and cut it off."""
+        reason = getattr(error, "strerror", None) or str(error)
+        self._failure = JournalError(f"cannot write journal {self.path}: {reason}")
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, self._end)
 
 
 @attrs.frozen
