@@ -51,9 +51,12 @@ RESERVED_FIELDS: Final = ("sounds",)
 """Documented but reserved by the API ("not supported yet"): always refused, never sent."""
 
 
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def dumps_body(body: Mapping[str, Any]) -> bytes:
     """Serialize a request body exactly as it is sent (compact UTF-8 JSON), so sizes agree."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return _compact(body).encode()
 
 
 def dumps_body_spliced(build: Callable[[Callable[[str], str]], Mapping[str, Any]]) -> bytes:
@@ -63,10 +66,12 @@ def dumps_body_spliced(build: Callable[[Callable[[str], str]], Mapping[str, Any]
     Megabytes of inline media are the same in every create; escaping them cost each body tens of
     milliseconds holding the GIL. ``mark`` must only be given ASCII text without ``"`` or ``\\``.
     """
-    token = secrets.token_hex(8)  # fresh per body: no value sent can contain it by chance
+    token = ""  # fresh per body (no value sent can contain it by chance), made when first needed
     texts: list[str] = []
 
     def mark(text: str) -> str:
+        nonlocal token
+        token = token or secrets.token_hex(8)
         texts.append(text)
         return f"{token}{len(texts) - 1}"
 
