@@ -136,8 +136,8 @@ def test_fault_options_build_faults() -> None:
          "--rate-limit 'inf': expected RATE[/BURST], RATE must be a finite number: inf"),
         (("--rate-limit", "inf/2"),
          "--rate-limit 'inf/2': expected RATE[/BURST], RATE must be a finite number: inf"),
-        (("--rate-limit", "nan"), "--rate-limit 'nan': expected RATE[/BURST], RATE must be a finite "
-         "number: nan"),
+        (("--rate-limit", "nan"),
+         "--rate-limit 'nan': expected RATE[/BURST], RATE must be a finite number: nan"),
         (("--port", "65536"), "--port must be 0..65535 (0 picks a free one), got 65536"),
         (("--port", "-1"), "--port must be 0..65535 (0 picks a free one), got -1"),
     ],

@@ -86,6 +86,7 @@ from vidu_async.requests.dispatch import expect_request
 from vidu_async.retry import CallKind, RetryPolicy, Verdict, decide, poll_wait, retried
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import (
+    MAX_PAGE_SIZE,
     Creation,
     Credits,
     Task,
@@ -105,8 +106,6 @@ TOOLS_PREFIX = "/tools/v2"
 """Where the upload API lives on the API host (beside ``/ent/v2``)."""
 LOOKUP_SLACK = WINDOW_SLACK
 """How far before a caller's ``created_after`` a lookup window starts (``WINDOW_SLACK``)."""
-MAX_PAGE_SIZE = 100
-"""The API's largest list page, and the most ``task_ids`` one list call may filter on."""
 LAST_POLL = 5.0
 """Seconds ``wait_for_task``'s poll made at its deadline may take to be answered."""
 SCAN_RETRY_WAIT = 0.1

@@ -46,7 +46,7 @@ from vidu_async._loops import PerLoop
 from vidu_async.errors import ViduError
 from vidu_async.retry import RetryPolicy
 from vidu_async.server_clock import ServerClock
-from vidu_async.tasks import TaskPage, TaskResult
+from vidu_async.tasks import MAX_PAGE_SIZE, TaskPage, TaskResult
 
 __all__ = [
     "LIST_WINDOW",
@@ -435,29 +435,57 @@ class Reconciler:
         assert scan.index is not None
         return scan.index
 
-    async def _scan(self, window: Window) -> TaskIndex:
+    async def sweep(
+        self, since: dt.datetime, *, expected: int = 0
+    ) -> AsyncGenerator[TaskResult, None]:
+        """Every task created since ``since`` (server clock), page after page, none kept: memory
+        stays flat however long the list (the batch's closing duplicate check reads every task
+        it made). Bounded as a scan is (``ScanLimitError``), with room added for ``expected``
+        tasks the caller knows are listed: twice their pages, and ``budget`` per ``max_pages``
+        of them."""
         limits = self.limits
+        extra = 2 * math.ceil(expected / MAX_PAGE_SIZE)
+        budget = limits.budget * (1 + extra / limits.max_pages)
+        async with contextlib.aclosing(
+            self._bounded_pages(since, limits.max_pages + extra, budget)
+        ) as pages:
+            async for page in pages:
+                for task in page.tasks:
+                    yield task
+
+    async def _scan(self, window: Window) -> TaskIndex:
         started_at = self.clock.now()
-        deadline = self._policy.clock() + limits.budget
         self.scans += 1
         # By id: a list that shifts as tasks are made may show one on two pages.
         tasks: dict[str, TaskResult] = {}
+        async with contextlib.aclosing(
+            self._bounded_pages(window.start, self.limits.max_pages, self.limits.budget)
+        ) as pages:
+            async for page in pages:
+                tasks.update((task.id, task) for task in page.tasks)
+        return TaskIndex.of(tasks.values(), started_at)
+
+    async def _bounded_pages(
+        self, start: dt.datetime | None, max_pages: int, budget: float
+    ) -> AsyncGenerator[TaskPage, None]:
+        """The list's pages from ``start`` to the server's now; ``ScanLimitError`` once more
+        than ``max_pages`` pages or ``budget`` seconds would be needed."""
+        deadline = self._policy.clock() + budget
         pages = 0
-        since = f"since {window.start.isoformat()}" if window.start else "in the default window"
-        async with contextlib.aclosing(self._pages(window.start)) as stream:
+        since = f"since {start.isoformat()}" if start else "in the default window"
+        async with contextlib.aclosing(self._pages(start)) as stream:
             async for page in stream:
                 pages += 1
-                tasks.update((task.id, task) for task in page.tasks)
+                yield page
                 more = bool(page.next_page_token and page.tasks)
-                if more and pages >= limits.max_pages:
+                if more and pages >= max_pages:
                     raise ScanLimitError(
-                        f"the task list has more than {limits.max_pages} pages {since} "
+                        f"the task list has more than {max_pages} pages {since} "
                         "(ScanLimits.max_pages)"
                     )
                 if more and self._policy.clock() > deadline:
                     raise ScanLimitError(
-                        f"scanning the task list took over {limits.budget:g}s "
+                        f"scanning the task list took over {budget:g}s "
                         f"after {pages} pages (ScanLimits.budget)"
                     )
-        logger.debug("scanned %d tasks in %d pages %s", len(tasks), pages, since)
-        return TaskIndex.of(tasks.values(), started_at)
+        logger.debug("listed %d pages %s", pages, since)

@@ -52,6 +52,7 @@ from vidu_async.errors import ResponseFormatError
 __all__ = [
     "CORRELATION_OVERHEAD",
     "CORRELATION_PREFIX",
+    "MAX_PAGE_SIZE",
     "Creation",
     "CreditBalance",
     "Credits",
@@ -112,6 +113,8 @@ _KEY_LENGTH = 32
 _HEX_DIGITS = frozenset("0123456789abcdef")
 CORRELATION_OVERHEAD = len(CORRELATION_PREFIX) + _KEY_LENGTH + 1
 """How many characters of the API's payload limit the envelope takes."""
+MAX_PAGE_SIZE = 100
+"""The API's largest list page, and the most ``task_ids`` one list call may filter on."""
 
 
 def _is_key(text: str) -> bool:

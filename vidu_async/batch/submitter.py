@@ -1203,33 +1203,46 @@ class BatchSubmitter:
     # --- the safety net ----------------------------------------------------------------------
 
     async def _check_duplicates(self) -> list[Outcome]:
-        """Group this batch's tasks by key; report every extra task and cancel those not
-        started. The batch never sends a second create for a key, so this should find nothing;
-        if it ever does, nobody pays for it silently. One scan per account, of the tasks
-        created since this run started: a second task for a key would come from a create of this
-        run (an interrupted earlier run's creates are not checked again)."""
+        """Report every task of this run's keys that is not the one the batch kept, and cancel
+        those not started. The batch never sends a second create for a key, so this should find
+        nothing; if it ever does, nobody pays for it silently. One pass per account over the
+        tasks created since this run started, however many (page by page, none kept): a second
+        task for a key would come from a create of this run (an interrupted earlier run's
+        creates are not checked again)."""
         if not self._creates_sent:
             return []
         outcomes = []
         for account in self._accounts.values():
             try:
-                since = self._run_started[account.label] - WINDOW_SLACK
-                index = await account.client.reconciler.snapshot(since)
+                extras = await self._extras(account)
             except ViduError as error:  # API errors and ScanLimitError: the net is best effort
                 logger.warning("could not check %s for duplicate tasks: %s", account.label, error)
                 continue
-            if not index.payload_visible:
+            if extras is None:
                 logger.warning("could not check %s for duplicate tasks: its task list does "
                                "not show payloads", account.label)
                 continue
-            for key, tasks in index.by_key.items():
-                made = self._made.get(key)
-                if made is None or len(tasks) < 2:
-                    continue
-                for extra in tasks:
-                    if extra.id != made.task_id:
-                        outcomes.append(await self._duplicate(account, made, extra))
+            for made, extra in extras:
+                outcomes.append(await self._duplicate(account, made, extra))
         return outcomes
+
+    async def _extras(self, account: _Account) -> list[tuple[_Made, TaskResult]] | None:
+        """The account's tasks since this run started that carry a key of this batch's but are
+        not the task it kept for that key; None if the list shows no payloads (nothing can be
+        told)."""
+        since = self._run_started[account.label] - WINDOW_SLACK
+        made_here = sum(made.account == account.label for made in self._made.values())
+        extras = []
+        async with contextlib.aclosing(
+            account.client.reconciler.sweep(since, expected=made_here)
+        ) as listed:
+            async for task in listed:
+                if "payload" not in task.raw:
+                    return None
+                made = self._made.get(task.correlation_key or "")
+                if made is not None and task.id != made.task_id:
+                    extras.append((made, task))
+        return extras
 
     async def _duplicate(self, account: _Account, made: _Made, extra: TaskResult) -> Outcome:
         state = str(extra.state)

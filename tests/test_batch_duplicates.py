@@ -1,0 +1,88 @@
+"""The batch's closing duplicate check (its safety net): a second task under one of the batch's
+keys, made behind its back, is reported and, not started yet, cancelled (its credits come back),
+however many pages of the task list the check has to read."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.client import ViduClient
+from vidu_async.jobs import Job
+from vidu_async.reconcile import ScanLimits
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy, no_wait
+from vidu_async.testing import FakeVidu, ManualClock, Timeline
+
+SLOW = Timeline(created=600, processing=600)
+"""Every task stays ``created`` for the whole test: the extra one can still be cancelled."""
+
+
+def make_jobs(n: int) -> list[Job]:
+    return [
+        Job(f"job-{i}", ReferenceToVideoRequest("viduq2", f"a heron fishing, take {i}",
+                                                images=("https://example.com/heron.png",)), i)
+        for i in range(1, n + 1)
+    ]
+
+
+class FirstCreated:
+    """A ``BatchObserver`` whose ``created`` is set once the batch made its first task."""
+
+    def __init__(self) -> None:
+        self.created = asyncio.Event()
+
+    def job_created(self, task_id: str, credits: int | None) -> None:
+        self.created.set()
+
+    def task_state(self, task_id: str, state: str) -> None:
+        pass
+
+
+async def with_a_second_task(
+    sim: FakeVidu, jobs: list[Job], http: aiohttp.ClientSession, first_made: asyncio.Event
+) -> AsyncIterator[Job]:
+    """The jobs, and once the first one's task exists, a second create of the very body the
+    batch sent for it (its correlation key included), as another copy of the batch would."""
+    yield jobs[0]
+    await asyncio.wait_for(first_made.wait(), 30)
+    (first,) = sim.tasks.values()
+    headers = {"Authorization": f"Token {sim.api_key}"}
+    async with http.post(f"{sim.url}/ent/v2/reference2video", json=first.request,
+                         headers=headers) as answer:
+        assert answer.status == 200
+    for job in jobs[1:]:
+        yield job
+
+
+@pytest.mark.parametrize(("jobs", "max_pages"), [(5, 100), (250, 2)])
+async def test_a_second_task_under_a_batch_key_is_reported_and_cancelled(
+    jobs: int, max_pages: int
+) -> None:
+    """(250, 2): the run's 251 tasks are three list pages, more than the client's scans may
+    read; the check reads its own batch's pages whatever their number."""
+    clock = ManualClock()
+    async with FakeVidu("k", timeline=SLOW) as sim, ViduClient(
+        "k", base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
+        scan_limits=ScanLimits(max_pages=max_pages),
+    ) as vidu, aiohttp.ClientSession() as http:
+        observer = FirstCreated()
+        batch = BatchSubmitter(vidu, BatchOptions(concurrency=4, clock=clock, sleep=clock.sleep),
+                               observer=observer)
+        planted = with_a_second_task(sim, make_jobs(jobs), http, observer.created)
+        outcomes = [o async for o in batch.run(planted)]
+    extras = [o for o in outcomes if o.status == "duplicate"]
+    kept = {o.custom_id: o.task_id for o in outcomes if o.status == "submitted"}
+    assert len(kept) == jobs and len(extras) == 1
+    extra = extras[0]
+    assert extra.custom_id == "job-1" and extra.task_id not in kept.values()
+    assert extra.error is not None and extra.error.reason == "DuplicateTask"
+    assert f"kept: {kept['job-1']}" in extra.error.message
+    assert extra.state == "cancelled"
+    assert sim.tasks[extra.task_id].err_code == "TaskCanceled"  # and its credits refunded
+    assert sim.tasks[extra.task_id].credits == 0
+    assert len(sim.tasks) == jobs + 1
