@@ -1,5 +1,5 @@
 """Benchmark 4, memory: peak RSS of ``vidu-async submit`` (no ``--wait``) against job files of
-growing size, on an instant simulator in its own process.
+growing size, each on a fresh instant simulator in its own process.
 
 Each run is ``python -m vidu_async submit JOBS --model viduq2 --image URL --quiet --results
 /dev/null`` with ``VIDU_API_KEY`` / ``VIDU_BASE_URL`` set, its journal the default one beside
@@ -70,8 +70,11 @@ async def main() -> None:
     args = parser.parse_args()
     asked = [int(s) for s in args.sizes.split(",")]
     runs: list[dict[str, Any]] = []
-    with simulator(*UNLIMITED, "--processing-seconds", "0") as sim:
-        for n in asked:
+    for n in asked:
+        # A fresh simulator per size: on a shared one, each run would find the last one's
+        # tasks of its batch (every run's file is jobs.jsonl) that its new journal does not
+        # record, and wait the visibility lag before creating anything (pay once).
+        with simulator(*UNLIMITED, "--processing-seconds", "0") as sim:
             rate = runs[-1]["creates_per_s"] if runs else None
             if rate is not None and n / rate > args.budget:
                 fitted = int(args.budget * rate / 1000) * 1000
@@ -81,9 +84,9 @@ async def main() -> None:
                 result["asked"] = n
             else:
                 result = submit(sim.url, sim.api_key, n)
-            runs.append(result)
-            print(f"{result['jobs']} jobs: {result['seconds']:.1f}s, "
-                  f"{result['peak_rss_mb']:.1f} MB", file=sys.stderr)
+        runs.append(result)
+        print(f"{result['jobs']} jobs: {result['seconds']:.1f}s, "
+              f"{result['peak_rss_mb']:.1f} MB", file=sys.stderr)
     ratio = runs[-1]["peak_rss_mb"] / runs[-2]["peak_rss_mb"]
     growth = runs[-1]["jobs"] / runs[-2]["jobs"]
     rows = [

@@ -18,6 +18,7 @@ __all__ = [
     "Quirks",
     "RateLimit",
     "Timeline",
+    "finite",
 ]
 
 ENDPOINTS = ("create", "query", "cancel", "list_tasks", "credits")
