@@ -436,13 +436,13 @@ class Reconciler:
         return scan.index
 
     async def sweep(
-        self, since: dt.datetime, *, expected: int = 0
+        self, since: dt.datetime | None, *, expected: int = 0
     ) -> AsyncGenerator[TaskResult, None]:
-        """Every task created since ``since`` (server clock), page after page, none kept: memory
-        stays flat however long the list (the batch's closing duplicate check reads every task
-        it made). Bounded as a scan is (``ScanLimitError``), with room added for ``expected``
-        tasks the caller knows are listed: twice their pages, and ``budget`` per ``max_pages``
-        of them."""
+        """Every task created since ``since`` (server clock; None: the list's default window),
+        page after page, none kept: memory stays flat however long the list (a batch reads
+        every task it made). Bounded as a scan is (``ScanLimitError``), with room added for
+        ``expected`` tasks the caller knows are listed: twice their pages, and ``budget`` per
+        ``max_pages`` of them."""
         limits = self.limits
         extra = 2 * math.ceil(expected / MAX_PAGE_SIZE)
         budget = limits.budget * (1 + extra / limits.max_pages)

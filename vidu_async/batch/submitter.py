@@ -668,7 +668,7 @@ class BatchSubmitter:
         checkout) made under this batch's keys, so they are not paid again."""
         for account in self._accounts.values():
             try:
-                index = await account.client.reconciler.snapshot()
+                unproven = await self._earlier_tasks_on(account)
             except ScanLimitError as error:
                 if self._journal is not None and not self._journal.used_before:
                     # A first run at this journal (an account with more recent tasks than a
@@ -688,13 +688,45 @@ class BatchSubmitter:
                     f"{self._batch_id!r} made ({error}); nothing was sent. Rerun once the API "
                     "answers (a batch that never ran before can skip the search: --fresh)"
                 ) from error
-            for key, tasks in index.by_key.items():
-                if belongs_to(key, self._batch_id):
-                    # Counted in the budget once a job adopts it: another jobs file of the
-                    # same name (another folder) has this batch's tag too, not its lines.
-                    self._adoptable[key] = (tasks[0], account.label)
-            if not index.payload_visible:
-                self._unproven[account.label] = index
+            if unproven is not None:
+                self._unproven[account.label] = unproven
+
+    async def _earlier_tasks_on(self, account: _Account) -> TaskIndex | None:
+        """Note the account's tasks under this batch's keys, from one pass over the list's
+        default window, page by page, keeping only those: a rerun of a batch of any size reads
+        its own tasks (the journal's keys give the pass room for them) in flat memory. Where
+        the list shows no payloads, the bounded scan's index is returned: its items are the
+        candidates to read one by one."""
+        recorded = self._journal.recorded_keys if self._journal else frozenset()
+        reconciler = account.client.reconciler
+        started_at = account.client.server_clock.now()
+        mine: list[TaskResult] = []
+        async with contextlib.aclosing(
+            reconciler.sweep(None, expected=len(recorded))
+        ) as listed:
+            async for task in listed:
+                if "payload" not in task.raw:
+                    break
+                if self._adoptable_key(task.correlation_key, recorded):
+                    mine.append(task)
+            else:
+                self._adopt(TaskIndex.of(mine, started_at), account.label, recorded)
+                return None
+        index = await reconciler.snapshot()
+        self._adopt(index, account.label, recorded)
+        return index
+
+    def _adoptable_key(self, key: str | None, recorded: frozenset[str]) -> bool:
+        """A key of this batch that the journal does not record: a job under a recorded key is
+        planned from its record (followed or looked up), never adopted."""
+        return bool(key) and key not in recorded and belongs_to(key, self._batch_id)
+
+    def _adopt(self, index: TaskIndex, label: str, recorded: frozenset[str]) -> None:
+        for key, tasks in index.by_key.items():
+            if self._adoptable_key(key, recorded):
+                # Counted in the budget once a job adopts it: another jobs file of the same
+                # name (another folder) has this batch's tag too, not its lines.
+                self._adoptable[key] = (tasks[0], label)
 
     def _earlier_run_possible(self) -> bool:
         """Whether a run this journal does not know of may have created tasks the list does

@@ -1,11 +1,14 @@
-"""The batch's closing duplicate check (its safety net): a second task under one of the batch's
-keys, made behind its back, is reported and, not started yet, cancelled (its credits come back),
-however many pages of the task list the check has to read."""
+"""A batch on an account whose task list is longer than one scan may read (``ScanLimits``):
+its start-up search for an earlier run's tasks and its closing duplicate check (the safety net)
+read every page of their own batch's tasks. The check reports a second task under one of the
+batch's keys, made behind its back, and cancels it before it starts (its credits come back)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -86,3 +89,25 @@ async def test_a_second_task_under_a_batch_key_is_reported_and_cancelled(
     assert sim.tasks[extra.task_id].err_code == "TaskCanceled"  # and its credits refunded
     assert sim.tasks[extra.task_id].credits == 0
     assert len(sim.tasks) == jobs + 1
+
+
+async def test_a_batch_longer_than_a_scan_resumes(tmp_path: Path) -> None:
+    """Its 250 tasks are three list pages, more than the client's scans may read (2): the
+    rerun's start-up search reads them all anyway (the journal's keys give it room) instead of
+    refusing to start, and follows every task without creating one."""
+    async with FakeVidu("k", timeline=SLOW) as sim, ViduClient(
+        "k", base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
+        scan_limits=ScanLimits(max_pages=2),
+    ) as vidu:
+        runs = []
+        for _ in range(2):
+            clock = ManualClock()
+            batch = BatchSubmitter(vidu, BatchOptions(
+                concurrency=4, clock=clock, sleep=clock.sleep, batch_id="herons.txt",
+                journal=tmp_path / "herons.journal.jsonl",
+            ))
+            runs.append([o async for o in batch.run(make_jobs(250))])
+    assert [Counter(o.status for o in run) for run in runs] == [{"submitted": 250}] * 2
+    first, second = ({o.custom_id: o.task_id for o in run} for run in runs)
+    assert second == first
+    assert len(sim.tasks) == 250
