@@ -58,6 +58,8 @@ _MAX_LINE = 1 << 20
 LINGER = 0.2
 """Seconds a record that need not be durable (a task created or ended) may wait to ride a
 group of intents before it is written anyway."""
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(..., ensure_ascii=False)`` without building an encoder per record."""
 """No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
 HOLDER_WAIT = 1.0
 """Seconds a run refused the lock waits for the holder to write who it is (it does so at once
@@ -361,7 +363,7 @@ class Journal:
         if self._closing:
             raise JournalError(f"journal {self.path} is closed")
         self._raise(self._failure)
-        self._lines.append(json.dumps({"v": _VERSION, **record}, ensure_ascii=False).encode()
+        self._lines.append(_encode({"v": _VERSION, **record}).encode()
                            + b"\n")
         if durable:
             self._sync_wanted = True
@@ -501,7 +503,7 @@ def _open_locked(path: Path, batch_id: str) -> tuple[int, _Loaded]:
         if loaded.batch_id is None:
             header = {"v": _VERSION, "kind": "batch", "batch_id": batch_id,
                       "at": round(time.time(), 3)}
-            data = json.dumps(header, ensure_ascii=False).encode() + b"\n"
+            data = _encode(header).encode() + b"\n"
             _append(fd, data, sync=True)
             loaded.end += len(data)
     except BaseException:

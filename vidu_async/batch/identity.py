@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 _TAG_LENGTH = 8
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+"""The canonical JSON a fingerprint hashes (one encoder, not one built per job)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -94,7 +96,7 @@ def fingerprint(
     body.pop("payload", None)
     if request.route != "/reference2video":  # the seed's jobs keep their old fingerprints
         body["(route)"] = request.route
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = _canonical(body)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

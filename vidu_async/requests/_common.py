@@ -52,6 +52,7 @@ RESERVED_FIELDS: Final = ("sounds",)
 
 
 _compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+"""``json.dumps`` of a body, compact, without building an encoder per body."""
 
 
 def dumps_body(body: Mapping[str, Any]) -> bytes:
