@@ -33,6 +33,12 @@ def make_jobs(n: int) -> list[Job]:
     ]
 
 
+def client(sim: FakeVidu, max_pages: int) -> ViduClient:
+    """A client of the simulator whose scans read at most ``max_pages`` list pages."""
+    return ViduClient(sim.api_key, base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
+                      scan_limits=ScanLimits(max_pages=max_pages))
+
+
 class FirstCreated:
     """A ``BatchObserver`` whose ``created`` is set once the batch made its first task."""
 
@@ -69,10 +75,8 @@ async def test_a_second_task_under_a_batch_key_is_reported_and_cancelled(
     """(250, 2): the run's 251 tasks are three list pages, more than the client's scans may
     read; the check reads its own batch's pages whatever their number."""
     clock = ManualClock()
-    async with FakeVidu("k", timeline=SLOW) as sim, ViduClient(
-        "k", base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
-        scan_limits=ScanLimits(max_pages=max_pages),
-    ) as vidu, aiohttp.ClientSession() as http:
+    async with FakeVidu("k", timeline=SLOW) as sim, client(sim, max_pages) as vidu, \
+            aiohttp.ClientSession() as http:
         observer = FirstCreated()
         batch = BatchSubmitter(vidu, BatchOptions(concurrency=4, clock=clock, sleep=clock.sleep),
                                observer=observer)
@@ -95,10 +99,7 @@ async def test_a_batch_longer_than_a_scan_resumes(tmp_path: Path) -> None:
     """Its 250 tasks are three list pages, more than the client's scans may read (2): the
     rerun's start-up search reads them all anyway (the journal's keys give it room) instead of
     refusing to start, and follows every task without creating one."""
-    async with FakeVidu("k", timeline=SLOW) as sim, ViduClient(
-        "k", base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
-        scan_limits=ScanLimits(max_pages=2),
-    ) as vidu:
+    async with FakeVidu("k", timeline=SLOW) as sim, client(sim, 2) as vidu:
         runs = []
         for _ in range(2):
             clock = ManualClock()
