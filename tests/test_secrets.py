@@ -136,6 +136,11 @@ SPELLINGS: dict[str, Callable[[str], str]] = {
                                         for i, c in enumerate(text)),
     "html": lambda text: "".join(c if c.isalnum() else f"&#{ord(c)};" for c in text),
     "html_hex": lambda text: "".join(c if c.isalnum() else f"&#x{ord(c):X};" for c in text),
+    "html_no_semicolon": lambda text: "".join(c if c.isalnum() else f"&#{ord(c)}"
+                                              for c in text),  # HTML reads "&#43" as '+' too
+    "js_escape": lambda text: "".join(f"%u{ord(c):04X}" for c in text),  # escape() of old
+    "backslash_x": lambda text: "".join(f"\\x{ord(c):02x}" if c.isascii() else c
+                                        for c in text),  # C, Python and JS string escapes
 }
 """How gateways and proxies spell a header they echo, applied to ``Token <key>`` whole."""
 

@@ -300,10 +300,11 @@ def holds_secret(data: bytes, secrets: Iterable[str]) -> bool:
     return any(_holds(secret, data, lowered, escapes) for secret in secrets)
 
 
-_ESCAPES = (b"%", b"&#", b"\\u00")
-"""What every long spelling of an ASCII character holds (``%41``, ``&#65;``, ``\\u0041``,
-each URL-encoded again), in lowercased data, at most a byte after it starts. The short ones
-(the character itself, ``\\/``, ``\\"``, ``+`` for a space) are two bytes at most."""
+_ESCAPES = (b"%", b"&#", b"\\")
+"""What every long spelling of an ASCII character starts with (``%41``, ``%u0041``, ``&#65;``,
+``\\u0041``, ``\\x41``, each URL-encoded again), in lowercased data, at most a byte after it
+starts: one search for the backslash serves both of its escapes. The short spellings (the
+character itself, ``\\/``, ``\\"``, ``+`` for a space) are two bytes at most."""
 
 
 def _escape_starts(lowered: bytes) -> Iterator[int]:
@@ -355,7 +356,7 @@ def _spelled_from_escape(secret: str, data: bytes, escapes: Sequence[int]) -> bo
     reach = 2 * len(secret)
     codes = _codes(secret)
     escapes = [at for at in escapes if data[at] == 38 or data[at + 1 : at + 3].lower() in codes
-               or data[at + 4 : at + 6].lower() in codes]
+               or data[at + 2 : at + 4].lower() in codes or data[at + 4 : at + 6].lower() in codes]
     if len(escapes) * reach >= len(data):  # escapes all over: one search is cheaper
         return _search(_byte_pattern(secret), data)
     shifted = _shifted_pattern(secret)
@@ -430,9 +431,10 @@ def _shifted_pattern(secret: str) -> re.Pattern[bytes]:
 
 @functools.lru_cache(maxsize=32)
 def _codes(secret: str) -> frozenset[bytes]:
-    """What follows ``%`` or ``\\u00`` where a long spelling of an ASCII ``secret`` starts: the
-    hex code of one of its characters, of ``+`` for a space, or of what starts an escape
-    URL-encoded again (``%25``, ``%5c``, ``%26``, ``%23``). ``&#`` is rare: always tried."""
+    """What follows ``%``, ``\\x``, ``%u00`` or ``\\u00`` where a long spelling of an ASCII
+    ``secret`` starts: the hex code of one of its characters, of ``+`` for a space, or of what
+    starts an escape URL-encoded again (``%25``, ``%5c``, ``%26``, ``%23``). ``&#`` is rare:
+    always tried."""
     spaced = "+" if " " in secret else ""
     return frozenset(f"{ord(char):02x}".encode() for char in secret + spaced + "%\\&#")
 
@@ -463,15 +465,18 @@ def _pattern(secret: str) -> re.Pattern[str] | None:
 
 def _spellings(char: str) -> list[str]:
     """Regex alternatives for one character of a secret, longest first (so that no escape is
-    left half matched): ``\\uXXXX`` (UTF-16 units), ``%XX`` (UTF-8 bytes), HTML references, the
+    left half matched): ``\\uXXXX`` and ``%uXXXX`` (UTF-16 units), ``%XX`` (UTF-8 bytes), HTML
+    references (their ``;`` optional, as HTML reads them), ``\\xXX`` (an ASCII character), the
     JSON escape, itself, and ``\\/`` for ``/``, ``+`` for a space."""
     units = char.encode("utf-16-be")
     code = ord(char)
     spellings = [
-        "".join(_literal("\\u") + units[i : i + 2].hex() for i in range(0, len(units), 2)),
+        *("".join(_literal(escape) + units[i : i + 2].hex() for i in range(0, len(units), 2))
+          for escape in ("\\u", "%u")),
         "".join(_literal("%") + f"{byte:02x}" for byte in char.encode()),
-        f"{_literal('&#x')}0*{code:x}{_literal(';')}",
-        f"{_literal('&#')}0*{code}{_literal(';')}",
+        f"{_literal('&#x')}0*{code:x}(?:{_literal(';')})?",
+        f"{_literal('&#')}0*{code}(?:{_literal(';')})?",
+        *([_literal("\\x") + f"{code:02x}"] if code < 0x80 else []),
         _literal(json.dumps(char)[1:-1]),  # \" \\ \n: itself for most characters
         _literal(char),
         *{"/": [_literal("\\/")], " ": [_literal("+")]}.get(char, []),
