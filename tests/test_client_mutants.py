@@ -1,0 +1,177 @@
+"""Pay-once paths of ``ViduClient`` no other test pinned down, each found by breaking the code.
+
+Each test here failed against one small change to ``client.py`` (a dropped guard, a narrowed
+window, a forgotten cut-off create) that every other test let pass. The servers are real
+(the scripted one of ``test_client``, or the simulator), time is a ``ManualClock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.pytest_plugin import AiohttpServer
+
+from tests.test_client import KEY, FakeVidu, request
+from vidu_async.client import LOOKUP_SLACK, ViduClient
+from vidu_async.errors import AmbiguousCreateError
+from vidu_async.requests import ReferenceToVideoRequest
+from vidu_async.retry import RetryPolicy
+from vidu_async.tasks import Task, new_correlation_key, wrap_payload
+from vidu_async.testing import EndpointFaults, Faults, ManualClock, Quirks
+from vidu_async.testing import FakeVidu as Simulator
+
+POST = "POST /ent/v2/reference2video"
+
+
+@pytest.fixture
+def time() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def policy(time: ManualClock) -> RetryPolicy:
+    return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0)
+
+
+class NamingVidu(FakeVidu):
+    """Answers every create with its task's id in a shape the client cannot read, and lists
+    nothing: the task exists (the answer says so) but no lookup will ever show it."""
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        self.create_bodies.append(await request.json())
+        return web.json_response({"task_id": "777", "state": "created", "credits": "many"})
+
+
+async def scripted(
+    vidu: FakeVidu, aiohttp_server: AiohttpServer, policy: RetryPolicy
+) -> AsyncIterator[ViduClient]:
+    server = await aiohttp_server(vidu.app())
+    try:
+        async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=policy) as client:
+            yield client
+    finally:
+        vidu.release.set()
+
+
+async def test_an_answer_naming_its_task_in_a_shape_it_cannot_read_is_never_sent_again(
+    aiohttp_server: AiohttpServer, policy: RetryPolicy
+) -> None:
+    """The list proves the key absent, but the answer named a task: it exists and is billed,
+    so the create is ambiguous (naming the task), not resent."""
+    vidu = NamingVidu()
+    async for client in scripted(vidu, aiohttp_server, policy):
+        with pytest.raises(AmbiguousCreateError, match="answered with task '777'"):
+            await client.create_reference2video(request())
+    assert vidu.count(POST) == 1
+
+
+async def test_a_create_again_after_an_ambiguous_one_looks_before_it_sends(
+    aiohttp_server: AiohttpServer, policy: RetryPolicy
+) -> None:
+    """The README's pattern after an ``AmbiguousCreateError`` (its task made, the lookup
+    failed): the same call again with the same key finds that task instead of paying twice."""
+    vidu = FakeVidu()
+    vidu.create_faults = ["500-after"]
+    vidu.list_faults = [500] * 20
+    key = new_correlation_key()
+    async for client in scripted(vidu, aiohttp_server, policy):
+        with pytest.raises(AmbiguousCreateError):
+            await client.create_reference2video(request(), correlation_key=key)
+        vidu.list_faults = []  # the list answers again
+        task = await client.create_reference2video(request(), correlation_key=key)
+    (only,) = vidu.tasks.values()
+    assert task.task_id == only["id"]
+    assert vidu.count(POST) == 1
+
+
+async def test_a_key_carried_by_two_tasks_finds_the_oldest_and_names_both(
+    aiohttp_server: AiohttpServer, policy: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="vidu_async")
+    vidu = FakeVidu()
+    key = new_correlation_key()
+    now = dt.datetime.now(dt.UTC)
+    stamps = [(now - dt.timedelta(seconds=s)).isoformat() for s in (5, 10)]
+    newer, older = (vidu.add_task(payload=wrap_payload(key, ""), created_at=s) for s in stamps)
+    async for client in scripted(vidu, aiohttp_server, policy):
+        found = await client.find_task_by_correlation_key(key)
+    assert found is not None and found.id == older["id"]
+    (warning,) = (r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"is carried by 2 tasks: {older['id']}, {newer['id']}" in warning
+
+
+# --- against the simulator -------------------------------------------------------------------
+
+HOLD = 15.0
+"""Seconds the simulator takes to commit a create (``EndpointFaults.hold``)."""
+GIVE_UP = 10.0
+"""Seconds after sending that the caller's timeout cuts the create off."""
+
+
+async def world(time: ManualClock, faults: Faults) -> AsyncIterator[tuple[Simulator, ViduClient]]:
+    policy = RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0, visibility_lag=10.0)
+    async with (
+        Simulator(clock=time, faults=faults, quirks=Quirks(), seed=3) as sim,
+        ViduClient(sim.api_key, base_url=sim.url, retry=policy) as client,
+    ):
+        yield sim, client
+
+
+def sim_request() -> ReferenceToVideoRequest:
+    return ReferenceToVideoRequest("viduq2", "a cat surfing", images=("https://example.com/c.png",))
+
+
+async def test_a_callers_created_after_is_taken_with_lookup_slack(time: ManualClock) -> None:
+    """A caller's ``created_after`` is a guess (read after the fact, on another clock): the
+    window starts ``LOOKUP_SLACK`` before it, so a task made a little earlier is still found,
+    never proven absent (and paid again)."""
+    async for _sim, client in world(time, Faults()):
+        task = await client.create(sim_request())
+        time.advance(30.0)
+        late_guess = client.server_clock.local_now() - dt.timedelta(seconds=20)  # 10 s late
+        assert dt.timedelta(seconds=10) < LOOKUP_SLACK
+        found = await client.find_task_by_correlation_key(
+            task.correlation_key or "", created_after=late_guess
+        )
+    assert found is not None and found.id == task.task_id
+
+
+async def until_held(sim: Simulator) -> None:
+    async with asyncio.timeout(10):
+        while sim.simulation.held != 1:  # noqa: ASYNC110 - the simulator offers no event
+            await asyncio.sleep(0.005)
+
+
+async def test_a_find_for_a_create_this_client_cut_off_goes_by_what_it_remembers(
+    time: ManualClock,
+) -> None:
+    """A caller's ``settled_at`` long past does not prove a key absent at once when this client
+    cut its create off just now: the server may still commit it, so the lookup waits out the
+    lag from the cut-off (as the client remembers it) and finds the task."""
+    deadline = asyncio.timeout(None)
+    key = new_correlation_key()
+
+    async def create_within_deadline(client: ViduClient) -> Task:
+        async with deadline:
+            return await client.create(sim_request(), correlation_key=key)
+
+    async for sim, client in world(time, Faults(create=EndpointFaults(hold=HOLD))):
+        first = asyncio.create_task(create_within_deadline(client))
+        await until_held(sim)
+        time.advance(GIVE_UP)
+        deadline.reschedule(asyncio.get_running_loop().time())  # the caller's timeout
+        with pytest.raises(TimeoutError):
+            await first
+        assert sim.tasks == {}
+        long_ago = client.server_clock.local_now() - dt.timedelta(minutes=5)
+        found = await client.find_task_by_correlation_key(
+            key, created_after=long_ago, settled_at=long_ago
+        )
+        [made] = sim.tasks.values()
+    assert found is not None and found.id == made.task_id
+    assert sim.stats.requests_to("create") == 1
