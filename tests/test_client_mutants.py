@@ -1,7 +1,6 @@
-"""Pay-once paths of ``ViduClient`` no other test pinned down, each found by breaking the code.
-
-Each test here failed against one small change to ``client.py`` (a dropped guard, a narrowed
-window, a forgotten cut-off create) that every other test let pass. The servers are real
+"""Pay-once paths of the client and the journal no other test pinned down, found by breaking
+the code: each test here fails against one small change (a dropped guard, a narrowed window, a
+forgotten cut-off create, a record not synced) that every other test let pass. The servers are real
 (the scripted one of ``test_client``, or the simulator), time is a ``ManualClock``.
 """
 
@@ -9,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -18,7 +19,8 @@ from aiohttp.pytest_plugin import AiohttpServer
 
 from tests.test_client import KEY, FakeVidu, request
 from vidu_async.client import LOOKUP_SLACK, ViduClient
-from vidu_async.errors import AmbiguousCreateError
+from vidu_async.errors import AmbiguousCreateError, InsufficientCreditsError
+from vidu_async.journal import Journal
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import Task, new_correlation_key, wrap_payload
@@ -105,6 +107,25 @@ async def test_a_key_carried_by_two_tasks_finds_the_oldest_and_names_both(
     assert f"is carried by 2 tasks: {older['id']}, {newer['id']}" in warning
 
 
+async def test_three_creates_sharing_a_key_take_turns(
+    aiohttp_server: AiohttpServer, policy: RetryPolicy
+) -> None:
+    """Two calls wait while a third holds the key; it is refused (nothing made), so both are
+    woken: one sends, the other waits its turn and gets that task, never sending it too."""
+    vidu = FakeVidu()
+    vidu.create_faults = [402]  # the first create is refused: no task
+    key = new_correlation_key()
+    async for client in scripted(vidu, aiohttp_server, policy):
+        refused, *made = await asyncio.gather(
+            *(client.create_reference2video(request(), correlation_key=key) for _ in range(3)),
+            return_exceptions=True,
+        )
+    assert isinstance(refused, InsufficientCreditsError)
+    (only,) = vidu.tasks.values()
+    assert [t.task_id for t in made if isinstance(t, Task)] == [only["id"]] * 2
+    assert vidu.count(POST) == 2
+
+
 # --- against the simulator -------------------------------------------------------------------
 
 HOLD = 15.0
@@ -175,3 +196,60 @@ async def test_a_find_for_a_create_this_client_cut_off_goes_by_what_it_remembers
         [made] = sim.tasks.values()
     assert found is not None and found.id == made.task_id
     assert sim.stats.requests_to("create") == 1
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+async def test_a_refund_and_a_retry_are_on_disk_when_they_return(tmp_path: Path) -> None:
+    """Each makes its job unsent again, its next create under a new key: a crash right after
+    must not leave a rerun following a task cancelled unpaid, or the old key."""
+    path = tmp_path / "j.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        for kind, task_id in (("refunded", "t1"), ("retry", "t2")):
+            await journal.intent("job", key=kind * 4, account="a", fingerprint="f",
+                                 cost_class="c", server_at=0.0)
+            await journal.created("job", task_id=task_id, credits=45)
+            syncs = journal.syncs
+            if kind == "refunded":
+                await journal.refunded("job", task_id=task_id, credits=45)
+            else:
+                await journal.retry("job", task_id=task_id)
+            assert journal.syncs == syncs + 1
+            with path.open("rb") as other:
+                assert json.loads(other.read().splitlines()[-1])["kind"] == kind
+
+
+async def test_a_retried_task_stays_counted_after_the_next_attempts_intent(
+    tmp_path: Path,
+) -> None:
+    """The failed task a run retried was billed and is in ``spent``: a rerun (after the retry's
+    intent) must still know it, or finding it in the account counts it twice."""
+    path = tmp_path / "j.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        await journal.intent("job", key="k1", account="a", fingerprint="f", cost_class="c",
+                             server_at=0.0)
+        await journal.created("job", task_id="t1", credits=45)
+        await journal.final("job", {"status": "failed"})
+        await journal.retry("job", task_id="t1")
+        await journal.intent("job", key="k2", account="a", fingerprint="f", cost_class="c",
+                             server_at=1.0)
+    async with await Journal.open(path, batch_id="b") as journal:
+        record = journal.take("job")
+        assert journal.spent == 45
+    assert record is not None
+    assert (record.correlation_key, record.attempts, record.retried) == ("k2", 1, ("t1",))
+    assert record.needs_reconcile
+
+
+async def test_a_job_that_ended_without_a_task_needs_no_lookup(tmp_path: Path) -> None:
+    """A create refused (its job final, no task): a rerun must not count it as maybe billed
+    until looked up, which would hold back a budget forever."""
+    path = tmp_path / "j.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        await journal.intent("job", key="k1", account="a", fingerprint="f", cost_class="c",
+                             server_at=0.0)
+        await journal.final("job", {"status": "failed"})
+    async with await Journal.open(path, batch_id="b") as journal:
+        record = journal.take("job")
+    assert record is not None and record.is_final and not record.needs_reconcile
