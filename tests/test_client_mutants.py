@@ -18,9 +18,12 @@ from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
 
 from tests.test_client import KEY, FakeVidu, request
+from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import LOOKUP_SLACK, ViduClient
 from vidu_async.errors import AmbiguousCreateError, InsufficientCreditsError
+from vidu_async.jobs import Job
 from vidu_async.journal import Journal
+from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
 from vidu_async.tasks import Task, new_correlation_key, wrap_payload
@@ -143,8 +146,7 @@ async def world(time: ManualClock, faults: Faults) -> AsyncIterator[tuple[Simula
         yield sim, client
 
 
-def sim_request() -> ReferenceToVideoRequest:
-    return ReferenceToVideoRequest("viduq2", "a cat surfing", images=("https://example.com/c.png",))
+REQUEST = ReferenceToVideoRequest("viduq2", "a cat surfing", images=("https://example.com/c.png",))
 
 
 async def test_a_callers_created_after_is_taken_with_lookup_slack(time: ManualClock) -> None:
@@ -152,7 +154,7 @@ async def test_a_callers_created_after_is_taken_with_lookup_slack(time: ManualCl
     window starts ``LOOKUP_SLACK`` before it, so a task made a little earlier is still found,
     never proven absent (and paid again)."""
     async for _sim, client in world(time, Faults()):
-        task = await client.create(sim_request())
+        task = await client.create(REQUEST)
         time.advance(30.0)
         late_guess = client.server_clock.local_now() - dt.timedelta(seconds=20)  # 10 s late
         assert dt.timedelta(seconds=10) < LOOKUP_SLACK
@@ -179,7 +181,7 @@ async def test_a_find_for_a_create_this_client_cut_off_goes_by_what_it_remembers
 
     async def create_within_deadline(client: ViduClient) -> Task:
         async with deadline:
-            return await client.create(sim_request(), correlation_key=key)
+            return await client.create(REQUEST, correlation_key=key)
 
     async for sim, client in world(time, Faults(create=EndpointFaults(hold=HOLD))):
         first = asyncio.create_task(create_within_deadline(client))
@@ -195,6 +197,44 @@ async def test_a_find_for_a_create_this_client_cut_off_goes_by_what_it_remembers
         )
         [made] = sim.tasks.values()
     assert found is not None and found.id == made.task_id
+    assert sim.stats.requests_to("create") == 1
+
+
+async def test_a_rerun_widens_the_window_of_an_earlier_runs_intent_time(
+    time: ManualClock, tmp_path: Path
+) -> None:
+    """An earlier run's intent time is its own reading of the server's clock (here 30 s fast,
+    so later than this client's first answer): the rerun's window still starts
+    ``WINDOW_SLACK`` before it, finds the task that run's create made, and pays nothing."""
+    journal = tmp_path / "j.jsonl"
+
+    async def run() -> list[Outcome]:
+        policy = RetryPolicy(sleep=time.sleep, clock=time, visibility_lag=10.0)
+        options = BatchOptions(journal=journal, clock=time, sleep=time.sleep)
+        async with ViduClient(sim.api_key, base_url=sim.url, retry=policy) as client:
+            return [o async for o in BatchSubmitter(client, options).run([Job("job", REQUEST)])]
+
+    async with Simulator(clock=time, faults=Faults(create=EndpointFaults(hold=HOLD))) as sim:
+        first = asyncio.create_task(run())
+        await until_held(sim)
+        time.advance(GIVE_UP)
+        first.cancel()  # Ctrl-C while the server holds the create
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        for record in records:
+            if record["kind"] == "intent":
+                record["server_at"] += 30.0
+        journal.write_text("".join(json.dumps(r) + "\n" for r in records))
+        again = asyncio.create_task(run())
+        async with asyncio.timeout(10):
+            while not again.done() and sim.stats.faults["hold"] < 2:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        if not again.done():  # sent again: let that create be answered, to count it
+            time.advance(HOLD)
+        [outcome] = await again
+        [made, *others] = sim.tasks.values()
+    assert others == [] and outcome.task_id == made.task_id
     assert sim.stats.requests_to("create") == 1
 
 
