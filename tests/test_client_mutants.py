@@ -25,7 +25,7 @@ from vidu_async.jobs import Job
 from vidu_async.journal import Journal
 from vidu_async.outcome import Outcome
 from vidu_async.requests import ReferenceToVideoRequest
-from vidu_async.retry import RetryPolicy
+from vidu_async.retry import RetryPolicy, no_wait
 from vidu_async.tasks import Task, new_correlation_key, wrap_payload
 from vidu_async.testing import EndpointFaults, Faults, ManualClock, Quirks
 from vidu_async.testing import FakeVidu as Simulator
@@ -127,6 +127,19 @@ async def test_three_creates_sharing_a_key_take_turns(
     (only,) = vidu.tasks.values()
     assert [t.task_id for t in made if isinstance(t, Task)] == [only["id"]] * 2
     assert vidu.count(POST) == 2
+
+
+async def test_a_sleep_that_moves_no_clock_still_proves_absence_with_one_more_scan(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """``RetryPolicy(sleep=no_wait)`` on the real clock: the wait for the list's lag ends at
+    once, and the scan after it counts as made when the wait ended, so the lookup ends (one
+    more scan) instead of asking the list again and again until the lag has really passed."""
+    vidu = FakeVidu()
+    async for client in scripted(vidu, aiohttp_server, RetryPolicy(sleep=no_wait)):
+        async with asyncio.timeout(10):
+            assert await client.find_task_by_correlation_key(new_correlation_key()) is None
+    assert vidu.count("GET /ent/v2/tasks") == 2
 
 
 # --- against the simulator -------------------------------------------------------------------
