@@ -10,7 +10,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,9 +24,11 @@ from vidu_async.errors import AmbiguousCreateError, InsufficientCreditsError
 from vidu_async.jobs import Job
 from vidu_async.journal import Journal
 from vidu_async.outcome import Outcome
+from vidu_async.reconcile import Found, Reconciler, ScanLimitError, ScanLimits
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
-from vidu_async.tasks import Task, new_correlation_key, wrap_payload
+from vidu_async.server_clock import ServerClock
+from vidu_async.tasks import Task, TaskPage, TaskResult, new_correlation_key, wrap_payload
 from vidu_async.testing import EndpointFaults, Faults, ManualClock, Quirks
 from vidu_async.testing import FakeVidu as Simulator
 
@@ -119,10 +121,12 @@ async def test_three_creates_sharing_a_key_take_turns(
     vidu.create_faults = [402]  # the first create is refused: no task
     key = new_correlation_key()
     async for client in scripted(vidu, aiohttp_server, policy):
-        refused, *made = await asyncio.gather(
-            *(client.create_reference2video(request(), correlation_key=key) for _ in range(3)),
-            return_exceptions=True,
-        )
+        async with asyncio.timeout(10):  # a waiter never woken fails, not hangs
+            refused, *made = await asyncio.gather(
+                *(client.create_reference2video(request(), correlation_key=key)
+                  for _ in range(3)),
+                return_exceptions=True,
+            )
     assert isinstance(refused, InsufficientCreditsError)
     (only,) = vidu.tasks.values()
     assert [t.task_id for t in made if isinstance(t, Task)] == [only["id"]] * 2
@@ -306,3 +310,35 @@ async def test_a_job_that_ended_without_a_task_needs_no_lookup(tmp_path: Path) -
     async with await Journal.open(path, batch_id="b") as journal:
         record = journal.take("job")
     assert record is not None and record.is_final and not record.needs_reconcile
+
+
+# --- the reconciler's bounds -----------------------------------------------------------------
+
+
+async def test_a_lookup_confirms_as_many_candidates_as_its_limit_allows() -> None:
+    """``ScanLimits.max_confirmations`` candidates (items without ``payload``) are confirmed
+    one by one, the key found among them (as its query tells); one more would be refused."""
+    key = new_correlation_key()
+    listed = [TaskResult.from_dict({"id": str(i), "model": "viduq2", "prompt": "p",
+                                    "state": "queueing"}) for i in range(3)]
+
+    async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        yield TaskPage(tasks=tuple(listed))
+
+    async def get_task(task_id: str) -> TaskResult:
+        payload = wrap_payload(key if task_id == "2" else new_correlation_key(), "")
+        return TaskResult.from_dict({"id": task_id, "payload": payload, "state": "success"})
+
+    def reconciler(limit: int) -> Reconciler:
+        return Reconciler(pages=pages, get_task=get_task, clock=ServerClock(),
+                          policy=RetryPolicy(), limits=ScanLimits(max_confirmations=limit))
+
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    verdict = await reconciler(3).lookup(key, model="viduq2", prompt="p", sent_at=long_ago,
+                                         settled_at=long_ago)
+    assert isinstance(verdict, Found) and verdict.task.id == "2"
+    # The list item, completed and brought up to date by its query:
+    assert (verdict.task.model, verdict.task.state) == ("viduq2", "success")
+    with pytest.raises(ScanLimitError, match="max_confirmations=2"):
+        await reconciler(2).lookup(key, model="viduq2", prompt="p", sent_at=long_ago,
+                                   settled_at=long_ago)
