@@ -316,11 +316,12 @@ async def test_a_job_that_ended_without_a_task_needs_no_lookup(tmp_path: Path) -
 
 
 async def test_a_lookup_confirms_as_many_candidates_as_its_limit_allows() -> None:
-    """``ScanLimits.max_confirmations`` candidates (items without ``payload``) are confirmed
-    one by one, the key found among them (as its query tells); one more would be refused."""
+    """``ScanLimits.max_confirmations`` candidates (items without ``payload`` of the same model
+    and prompt) are confirmed one by one, the key found among them (as its query tells); one
+    more would be refused."""
     key = new_correlation_key()
-    listed = [TaskResult.from_dict({"id": str(i), "model": "viduq2", "prompt": "p",
-                                    "state": "queueing"}) for i in range(3)]
+    listed = [TaskResult.from_dict({"id": str(i), "model": "viduq2", "prompt": prompt,
+                                    "state": "queueing"}) for i, prompt in enumerate("pppq")]
 
     async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
         yield TaskPage(tasks=tuple(listed))
@@ -342,3 +343,54 @@ async def test_a_lookup_confirms_as_many_candidates_as_its_limit_allows() -> Non
     with pytest.raises(ScanLimitError, match="max_confirmations=2"):
         await reconciler(2).lookup(key, model="viduq2", prompt="p", sent_at=long_ago,
                                    settled_at=long_ago)
+
+
+async def test_a_scan_proves_absence_from_when_it_started_not_when_it_ended() -> None:
+    """A scan whose page took long (asked again after a backoff) began before the list could
+    show the create: however late it ends it proves nothing, and the next scan finds the task."""
+    time = ManualClock()
+    key = new_correlation_key()
+    scans: list[dt.datetime | None] = []
+
+    async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        scans.append(since)
+        if len(scans) == 1:
+            time.advance(20.0)  # the page is answered 20 s after the scan started
+            yield TaskPage()
+        else:
+            yield TaskPage(tasks=(TaskResult.from_dict(
+                {"id": "1", "payload": wrap_payload(key, "")}),))
+
+    async def get_task(task_id: str) -> TaskResult:
+        raise AssertionError("the list carries payloads: nothing to confirm")
+
+    clock = ServerClock(time)
+    policy = RetryPolicy(sleep=time.sleep, clock=time, visibility_lag=10.0)
+    reconciler = Reconciler(pages=pages, get_task=get_task, clock=clock, policy=policy)
+    now = clock.now()
+    verdict = await reconciler.lookup(key, model=None, prompt=None, sent_at=now, settled_at=now)
+    assert isinstance(verdict, Found) and verdict.task.id == "1"
+    assert len(scans) == 2
+
+
+async def test_a_sweep_expecting_many_tasks_gets_time_for_their_pages() -> None:
+    """``sweep(expected=...)`` adds ``budget`` per ``max_pages`` of the pages the expected tasks
+    need: a batch rereading its own 250 tasks is not cut off by the budget of one scan."""
+    time = ManualClock()
+
+    async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+        for number in range(5):
+            time.advance(5.0)  # each page takes 5 s: 25 s in all, over one scan's 10 s
+            tasks = tuple(TaskResult.from_dict({"id": f"{number}-{i}"}) for i in range(50))
+            yield TaskPage(tasks=tasks, next_page_token="" if number == 4 else str(number))
+
+    async def get_task(task_id: str) -> TaskResult:
+        raise AssertionError("a sweep confirms nothing")
+
+    reconciler = Reconciler(pages=pages, get_task=get_task, clock=ServerClock(time),
+                            policy=RetryPolicy(sleep=time.sleep, clock=time),
+                            limits=ScanLimits(max_pages=2, budget=10.0))
+    swept = [task.id async for task in reconciler.sweep(None, expected=250)]
+    assert len(swept) == 250
+    with pytest.raises(ScanLimitError, match=r"ScanLimits\.max_pages"):
+        [task.id async for task in reconciler.sweep(None)]
