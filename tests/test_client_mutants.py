@@ -1,7 +1,8 @@
-"""Pay-once paths of the client and the journal no other test pinned down, found by breaking
-the code: each test here fails against one small change (a dropped guard, a narrowed window, a
-forgotten cut-off create, a record not synced) that every other test let pass. The servers are real
-(the scripted one of ``test_client``, or the simulator), time is a ``ManualClock``.
+"""Pay-once paths of the client, the reconciler and the journal no other test pinned down,
+found by breaking the code: each test here fails against one small change (a dropped guard, a
+narrowed window, a forgotten cut-off create, a record not synced) that every other test let
+pass. The servers are real (the scripted one of ``test_client``, or the simulator); time is a
+``ManualClock``.
 """
 
 from __future__ import annotations
