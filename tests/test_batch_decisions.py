@@ -30,6 +30,7 @@ from vidu_async.batch.plan import (
     Replay,
     other_batch,
     plan,
+    retryable,
 )
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.errors import (
@@ -120,6 +121,18 @@ def test_plan_fetches_a_success_whose_video_is_not_in_the_download_folder(
     else:
         assert action == expected
 
+
+
+@pytest.mark.parametrize(("end", "expected"), [
+    (FAILED, True),
+    ({**FAILED, "err_code": "UserCancelled"}, False),
+    ({**FAILED, "state": "success"}, False),  # made, its download failed
+    ({**FAILED, "task_id": None}, False),  # no task to name as retried: never sent again
+    ({**DONE, "state": "success"}, False),
+])
+def test_retryable_is_a_task_that_failed_on_vidu(end: Mapping[str, Any], expected: bool
+                                                 ) -> None:
+    assert retryable(end) is expected
 
 @pytest.mark.parametrize("record", [
     rec("q" * 32, "fp-OLD", "acct-a", server_at=1.0),
@@ -213,6 +226,13 @@ def test_gate_stops_the_job_when_its_price_no_longer_fits_and_nothing_is_in_flig
     only_dear = gate("c40", budget(100, spent=70), [A])  # no price known fits: the batch stops
     assert isinstance(only_dear, Stop) and only_dear.batch
 
+
+
+def test_gate_goes_on_while_the_cheapest_price_fits_exactly_what_is_left() -> None:
+    money = Budget(100, 60, costs={"c45": 45, "c40": 40})
+    decision = gate("c45", money, [A])
+    assert isinstance(decision, Stop) and not decision.batch  # a c40 job uses the last 40
+    assert gate("c40", money, [A]) == Go("acct-a", 40)
 
 def test_a_capped_gate_stops_the_batch_while_a_task_of_unknown_price_may_exist() -> None:
     unpriced = Budget(1000, 0, costs=COSTS, unpriced_maybe=1)

@@ -808,8 +808,10 @@ class BatchSubmitter:
         sent = dt.datetime.fromtimestamp(action.server_at or 0, dt.UTC)
         # The run that sent it is over (this run holds the journal's lock, or that run was
         # cancelled before this one started): nothing of it was sent after this run began.
-        settled = min(sent + dt.timedelta(seconds=client.create_horizon),
-                      self._run_started[action.account])
+        # Compared in seconds: the horizon is infinite for a client without a total timeout.
+        settled = self._run_started[action.account]
+        if client.create_horizon < (settled - sent).total_seconds():
+            settled = sent + dt.timedelta(seconds=client.create_horizon)
         try:
             result = await client.reconciler.lookup(
                 action.key, model=job.request.model, prompt=job.request.prompt,
