@@ -11,13 +11,26 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from vidu_async.testing import FakeVidu, Timeline
+from vidu_async.retry import RetryPolicy
+from vidu_async.testing import FakeVidu, ManualClock, Timeline
 
 # Property tests draw the same examples on every run (a bug they can catch fails CI every time);
 # ``pytest --hypothesis-profile=explore --hypothesis-seed=N`` draws new ones to look further.
 settings.register_profile("repeatable", derandomize=True)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile("repeatable")
+
+
+@pytest.fixture
+def time() -> ManualClock:
+    """A clock the test moves by hand, for the simulator and the client alike."""
+    return ManualClock()
+
+
+@pytest.fixture
+def policy(time: ManualClock) -> RetryPolicy:
+    """A retry policy on ``time``, whose waits pass as the test moves it, without jitter."""
+    return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0)
 
 
 @pytest.fixture

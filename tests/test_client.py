@@ -272,16 +272,6 @@ async def server(vidu: FakeVidu, aiohttp_server: ServerFactory) -> Any:
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def policy(time: ManualClock) -> RetryPolicy:
-    return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0)
-
-
-@pytest.fixture
 async def client(server: TestServer, policy: RetryPolicy) -> Any:
     async with ViduClient(KEY, base_url=str(server.make_url("/")), retry=policy) as client:
         yield client

@@ -36,16 +36,6 @@ from vidu_async.testing import FakeVidu as Simulator
 POST = "POST /ent/v2/reference2video"
 
 
-@pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def policy(time: ManualClock) -> RetryPolicy:
-    return RetryPolicy(sleep=time.sleep, clock=time, random=lambda: 1.0)
-
-
 class NamingVidu(FakeVidu):
     """Answers every create with its task's id in a shape the client cannot read, and lists
     nothing: the task exists (the answer says so) but no lookup will ever show it."""

@@ -233,11 +233,6 @@ async def server(host: FileHost, aiohttp_server: ServerFactory) -> Any:
 
 
 @pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
 async def client(server: TestServer, time: ManualClock) -> Any:
     base = str(server.make_url("/"))
     policy = RetryPolicy(max_attempts=3, sleep=time.sleep, clock=time, random=lambda: 1.0)

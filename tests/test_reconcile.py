@@ -182,11 +182,6 @@ def request(prompt: str = "a cat surfing") -> ReferenceToVideoRequest:
     return ReferenceToVideoRequest("viduq2", prompt, images=(IMAGE,))
 
 
-@pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
 async def world(
     time: ManualClock, faults: Faults, quirks: Quirks
 ) -> AsyncIterator[tuple[FakeVidu, ViduClient]]:

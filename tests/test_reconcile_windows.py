@@ -36,11 +36,6 @@ def request(i: int) -> ReferenceToVideoRequest:
                                    images=("https://example.com/cat.png",))
 
 
-@pytest.fixture
-def time() -> ManualClock:
-    return ManualClock()
-
-
 async def world(
     time: ManualClock, faults: Faults, quirks: Quirks, **policy: Any
 ) -> AsyncIterator[tuple[FakeVidu, ViduClient]]:
