@@ -5,6 +5,7 @@ not. Each variant of ``overhead.py`` (bare, client, batch, batch+journal) runs o
 ``valgrind --tool=callgrind`` (the client process only; the simulator is its own process, not
 counted) with ``--small`` and then ``--large`` creates; the difference divided by the difference
 in creates is the work per create, start-up and imports cancelling out. Repeatable to about 1%.
+The garbage collector keeps CPython's default settings here (``overhead.py`` times both).
 Needs ``valgrind`` on the PATH (Debian: ``apt-get install valgrind``); takes a minute or two.
 
     python benchmarks/instructions.py [--variants bare,client,batch,batch+journal]

@@ -11,7 +11,12 @@ concurrency, by:
 - ``batch+journal``: the same with a journal (fsync'd records around each create) and a named
   batch: what ``vidu-async submit`` runs without ``--wait``, and the variant the aim is about;
 - ``batch+journal, slow start``: the same with ``start_rate=10`` (a batch that expects a
-  strict limit it was not told), to show what that start costs.
+  strict limit it was not told), to show what that start costs;
+- ``batch+journal, default gc``: the same with CPython's default garbage-collector settings.
+
+Every other variant runs with the collector tuned as the ``vidu-async`` process tunes it
+(``vidu_async.cli._gc.tune_for_a_batch``: the imports frozen, the youngest generation collected
+a tenth as often), the bare loop included: side by side in one process, under one setting.
 
 Every measured run gets a fresh simulator, warmed by a few creates: the batch ends with a scan of
 the tasks created since it started (less a minute's slack, its duplicate check), which on a
@@ -32,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import gc
 import pstats
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,7 @@ import attrs
 from _common import RESULTS, UNLIMITED, Simulator, record, simulator, table
 
 from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.cli._gc import tune_for_a_batch
 from vidu_async.client import ViduClient
 from vidu_async.jobs import Job
 from vidu_async.requests import ReferenceToVideoRequest, dumps_body
@@ -140,6 +148,21 @@ WARM_UP = 48
 """Creates sent to each fresh simulator before a measured run (its imports, first connections)."""
 
 
+DEFAULT_GC = f"{JOURNALLED}, default gc"
+"""The journalled batch under CPython's default collector settings (what tuning gave)."""
+
+
+@contextlib.contextmanager
+def default_collector() -> Iterator[None]:
+    """CPython's collector settings within, the ``vidu-async`` process's after."""
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    try:
+        yield
+    finally:
+        tune_for_a_batch()
+
+
 async def measure(n: int, run: Callable[[Simulator], Awaitable[int]],
                   warm_up: list[bytes], concurrency: int,
                   options: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -174,6 +197,7 @@ async def main() -> None:
                              "server; e.g. 0.02 for a nearby real one); results in "
                              "overhead-latency.json")
     args = parser.parse_args()
+    tune_for_a_batch()
     n, c = args.jobs, args.concurrency
     jobs = make_jobs(n)
     served = ("--latency", f"{args.latency:g}") if args.latency else ()
@@ -191,12 +215,16 @@ async def main() -> None:
                 f"{JOURNALLED}, slow start": partial(batch, jobs=jobs, options=attrs.evolve(
                     cli_options(c, Path(tmp, f"journal-{round_}-slow.jsonl")),
                     start_rate=10.0)),
+                DEFAULT_GC: partial(batch, jobs=jobs, options=cli_options(
+                    c, Path(tmp, f"journal-{round_}-gc.jsonl"))),
             }
             names = list(variants)
             turn = round_ % len(names)
             for name in names[turn:] + names[:turn]:  # rotate who goes first
-                runs.setdefault(name, []).append(await measure(n, variants[name], warm_up, c,
-                                                                   served))
+                collector = default_collector() if name == DEFAULT_GC else contextlib.nullcontext()
+                with collector:
+                    runs.setdefault(name, []).append(await measure(n, variants[name], warm_up,
+                                                                       c, served))
         profile_path = None
         if args.profile:
             profile_path = RESULTS / "overhead.prof"
@@ -248,6 +276,7 @@ async def main() -> None:
         {"jobs": n, "concurrency": c, "rounds": args.rounds, "latency_s": args.latency,
          "image": IMAGE,
          "warm_up_creates": WARM_UP, "simulator": "serve " + " ".join([*SIMULATOR, *served]),
+         "gc": f"tune_for_a_batch (threshold {gc.get_threshold()}), {DEFAULT_GC!r} CPython's",
          "simulator_per_run": "fresh"},
         {"median": summary, "runs": runs,
          "ratio_batch_vs_bare": summary["batch"]["creates_per_s"] / base["creates_per_s"],

@@ -16,14 +16,23 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from vidu_async import demo
 from vidu_async._version import __version__
 from vidu_async.cli import batch, submit, task
+from vidu_async.cli._gc import tune_for_a_batch
 from vidu_async.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, OneLineParser
 from vidu_async.errors import ConfigurationError, JournalError, ViduWarning
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+
+def run() -> NoReturn:
+    """The ``vidu-async`` process (the console script, ``python -m vidu_async``): ``main`` on
+    the command line's arguments, its garbage collector tuned for a long batch first."""
+    tune_for_a_batch()
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
