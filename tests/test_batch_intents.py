@@ -9,10 +9,11 @@ import contextlib
 import itertools
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.test_batch import collect, make_jobs, sim_client, submitter
+from tests.waiting import until
 from vidu_async.jobs import Job
 from vidu_async.journal import read_journal
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Timeline
@@ -28,15 +29,6 @@ def intents(journal: Path) -> int:
         return 0
     lines = journal.read_bytes().splitlines()
     return sum(1 for line in lines if json.loads(line).get("kind") == "intent")
-
-
-async def until(condition: Callable[[], bool], what: str, tries: int = 2000) -> None:
-    """Poll the event loop (and the journal's writer thread) until ``condition()`` holds."""
-    for _ in range(tries):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never came: {what}")
 
 
 async def test_with_every_create_held_at_most_2c_minus_1_jobs_are_left_to_look_up(
@@ -115,7 +107,7 @@ async def test_a_told_rate_paces_creates_and_the_first_leaves_at_once(tmp_path: 
 
         async def sleep(seconds: float) -> None:
             with contextlib.suppress(AssertionError):  # before the fix: waits in vain
-                await until(all_booked_sent, "creates sent", tries=200)
+                await until(all_booked_sent, "creates sent", within=1.0)
             await clock.sleep(seconds)
 
         batch = submitter(client, concurrency=4, rate=rate, journal=journal, clock=clock,

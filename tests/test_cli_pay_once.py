@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import until
 from vidu_async.cli import main
 from vidu_async.demo import sample_png
 from vidu_async.download import safe_stem
@@ -101,6 +102,10 @@ async def test_two_runs_started_together_pay_each_job_once(tmp_path: Path) -> No
                                           return_when=asyncio.FIRST_COMPLETED)
             (ended,) = first
             assert runs[talks.index(ended)].returncode == 2  # refused: the winner cannot end
+            # The refused run may end before the winner made its tasks (a loaded machine):
+            # moved on any earlier, the clock would stand still again over tasks just made.
+            await until(lambda: fake.stats.tasks_created >= count, "the winner's tasks",
+                        within=60)
             clock.advance(10.0)  # the winner's tasks end now
             errs = await asyncio.wait_for(asyncio.gather(*talks), 60)
         finally:  # a failed assertion must not leave a run going on after the test

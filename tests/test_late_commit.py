@@ -14,12 +14,12 @@ retries and the batch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.waiting import until
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.jobs import Job
@@ -39,13 +39,6 @@ FAULTS = Faults(create=EndpointFaults(hold=HOLD))
 REQUEST = ReferenceToVideoRequest("viduq2", "a lighthouse at dusk",
                                   images=("https://example.com/ref.png",), duration=5)
 KEY = "0123456789abcdef0123456789abcdef"
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Return once ``check()`` holds (the simulator offers no event to wait on)."""
-    async with asyncio.timeout(10):
-        while not check():  # noqa: ASYNC110 - no event
-            await asyncio.sleep(0.005)
 
 
 async def settle(sim: FakeVidu, clock: ManualClock, call: asyncio.Task[Any]) -> None:

@@ -7,12 +7,13 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.waiting import until
 from vidu_async.testing import (
     FAULT_KINDS,
     NO_ANSWER,
@@ -166,13 +167,6 @@ async def test_a_client_that_hangs_up_mid_body_is_no_answer_not_a_simulator_erro
     assert sim.stats.requests == {("create", NO_ANSWER): 1}
     assert sim.tasks == {}
     assert "the simulator failed" not in caplog.text
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Return once ``check()`` holds (the simulator offers no event to wait on)."""
-    async with asyncio.timeout(5):
-        while not check():  # noqa: ASYNC110 - no event
-            await asyncio.sleep(0.005)
 
 
 HOLD = 5.0
