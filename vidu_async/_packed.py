@@ -13,11 +13,14 @@ candidates, whose bytes are then compared; what does not fit a packed form is ke
 from __future__ import annotations
 
 from array import array
+from collections.abc import Iterable
 from typing import Protocol
 
 import attrs
 
-__all__ = ["FixedWidth", "IdLines", "Index", "Kept", "KeptTasks", "PackedStrings"]
+__all__ = [
+    "FixedWidth", "IdLines", "Index", "Kept", "KeptTasks", "Keys", "PackedStrings", "Store",
+]
 
 _FIRST_SLOTS = 8
 
@@ -180,14 +183,6 @@ class IdLines:
             self._aside.pop(number, None)
 
 
-@attrs.frozen
-class Kept:
-    """The task a batch kept for a key, and the job it is for."""
-
-    job_id: str
-    task_id: str
-
-
 def _key_bytes(key: str) -> bytes | None:
     """A correlation key as made (32 lowercase hex digits) as its 16 bytes; else None."""
     if len(key) != 32:
@@ -197,6 +192,47 @@ def _key_bytes(key: str) -> bytes | None:
     except ValueError:
         return None
     return data if data.hex() == key else None
+
+
+class Keys:
+    """Correlation keys, numbered in the order first added: a key as made (32 lowercase hex
+    digits) in ~25 bytes, numbered from 0; any other string kept whole, numbered from -1 down.
+    A set of keys (``in``, ``len``) that numbers them for tables of values beside it."""
+
+    __slots__ = ("_made", "_odd")
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._made = Index(FixedWidth(16))
+        self._odd: dict[str, int] = {}
+        """Keys not of the form made (none, as keys are made), by number."""
+        for key in keys:
+            self.add(key)
+
+    def __len__(self) -> int:
+        return len(self._made) + len(self._odd)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.find(key) is not None
+
+    def add(self, key: str) -> int:
+        """Add ``key`` unless it is in already; its number either way."""
+        data = _key_bytes(key)
+        if data is None:
+            return self._odd.setdefault(key, -1 - len(self._odd))
+        return self._made.add(data)
+
+    def find(self, key: str) -> int | None:
+        """The number of ``key``, or None if it was never added."""
+        data = _key_bytes(key)
+        return self._odd.get(key) if data is None else self._made.find(data)
+
+
+@attrs.frozen
+class Kept:
+    """The task a batch kept for a key, and the job it is for."""
+
+    job_id: str
+    task_id: str
 
 
 def _task_code(task_id: str) -> int:
@@ -212,50 +248,39 @@ class KeptTasks:
     """The task kept for each correlation key and its job (one account's), in ~50 bytes a
     job: the duplicate check's memory. ``keep`` each job's, then ``get`` while sweeping."""
 
-    __slots__ = ("_aside", "_jobs", "_keys", "_odd_keys", "_tasks")
+    __slots__ = ("_aside", "_jobs", "_keys", "_tasks")
 
     def __init__(self) -> None:
-        self._keys = Index(FixedWidth(16))
+        self._keys = Keys()
         self._tasks = array("Q")
-        """Each key's task id as ``_task_code`` packs it; 0: in ``_aside``."""
+        """By key number: its task id as ``_task_code`` packs it (0: in ``_aside``)."""
         self._jobs = PackedStrings()
+        """By key number: its job id (UTF-8)."""
         self._aside: dict[int, Kept] = {}
-        """By the key's number: a task id of another form, or a key kept again (never, as
-        keys are made: one key, one job, one task)."""
-        self._odd_keys: dict[str, Kept] = {}
-        """Keys not of the form a batch makes (none, as keys are made)."""
+        """By key number: a task id of another form, a key of another form, or a key kept
+        again (none of these happen as keys and Vidu's task ids are made)."""
 
     def __len__(self) -> int:
-        return len(self._keys) + len(self._odd_keys)
+        return len(self._keys)
 
     def keep(self, key: str, job_id: str, task_id: str) -> None:
         """``task_id`` is the task kept for ``key``, for the job ``job_id`` (the last word)."""
-        data = _key_bytes(key)
-        if data is None:
-            self._odd_keys[key] = Kept(job_id, task_id)
-            return
-        number = self._keys.add(data)
-        if number == len(self._tasks):  # a new key
+        number = self._keys.add(key)
+        if number == len(self._tasks):  # a new key as made
             code = _task_code(task_id)
             self._tasks.append(code)
             self._jobs.append(_encoded(job_id))
             if code:
                 return
-        else:
+        elif number >= 0:  # kept again
             self._tasks[number] = 0
         self._aside[number] = Kept(job_id, task_id)
 
     def get(self, key: str | None) -> Kept | None:
         """What was kept for ``key``, or None (a key of no job here, or no key)."""
-        if key is None:
-            return None
-        data = _key_bytes(key)
-        if data is None:
-            return self._odd_keys.get(key)
-        number = self._keys.find(data)
+        number = None if key is None else self._keys.find(key)
         if number is None:
             return None
-        code = self._tasks[number]
-        if not code:
+        if number < 0 or not (code := self._tasks[number]):
             return self._aside[number]
         return Kept(_decoded(self._jobs[number]), str(code - 1))

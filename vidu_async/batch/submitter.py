@@ -44,7 +44,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from vidu_async._packed import IdLines, Kept, KeptTasks
+from vidu_async._packed import IdLines, Kept, KeptTasks, Keys
 from vidu_async.batch.follow import GONE_AFTER, Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
 from vidu_async.batch.identity import belongs_to, cost_class, job_facts, job_key
@@ -690,7 +690,7 @@ class BatchSubmitter:
         its own tasks (the journal's keys give the pass room for them) in flat memory. Where
         the list shows no payloads, the bounded scan's index is returned: its items are the
         candidates to read one by one."""
-        recorded = self._journal.recorded_keys if self._journal else frozenset()
+        recorded = self._journal.recorded_keys if self._journal else Keys()
         reconciler = account.client.reconciler
         started_at = account.client.server_clock.now()
         mine: list[TaskResult] = []
@@ -709,12 +709,12 @@ class BatchSubmitter:
         self._adopt(index, account.label, recorded)
         return index
 
-    def _adoptable_key(self, key: str | None, recorded: frozenset[str]) -> bool:
+    def _adoptable_key(self, key: str | None, recorded: Keys) -> bool:
         """A key of this batch that the journal does not record: a job under a recorded key is
         planned from its record (followed or looked up), never adopted."""
         return bool(key) and key not in recorded and belongs_to(key, self._batch_id)
 
-    def _adopt(self, index: TaskIndex, label: str, recorded: frozenset[str]) -> None:
+    def _adopt(self, index: TaskIndex, label: str, recorded: Keys) -> None:
         for key, tasks in index.by_key.items():
             if self._adoptable_key(key, recorded):
                 # Counted in the budget once a job adopts it: another jobs file of the same
