@@ -245,8 +245,8 @@ def _task_code(task_id: str) -> int:
 
 
 class KeptTasks:
-    """The task kept for each correlation key and its job (one account's), in ~50 bytes a
-    job: the duplicate check's memory. ``keep`` each job's, then ``get`` while sweeping."""
+    """The task kept for each correlation key and its job, in ~50 bytes a job: the duplicate
+    check's memory. ``keep`` each job's, then ``get`` while sweeping the accounts' tasks."""
 
     __slots__ = ("_aside", "_jobs", "_keys", "_tasks")
 

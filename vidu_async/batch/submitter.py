@@ -331,8 +331,10 @@ class BatchSubmitter:
         ambiguous ends): job -> cost class. Their price, once known, counts against the
         budget; while a price is not known, a capped batch sends nothing more."""
         self._states: collections.Counter[str] = collections.Counter()
-        self._kept = {label: KeptTasks() for label in self._accounts}
-        """The task this run made or found for each key, by account (the duplicate check's)."""
+        self._kept = KeptTasks()
+        """The task this run made or found for each key, and its job (the duplicate check's)."""
+        self._kept_on: collections.Counter[str] = collections.Counter()
+        """How many of them each account holds."""
         self._given_ids = IdLines()
         """The ``custom_id`` (and line) of each ``Job`` given as such: a jobs file's reader
         refuses a repeated id itself, a caller's list or generator is checked here."""
@@ -1090,7 +1092,8 @@ class BatchSubmitter:
     ) -> tuple[Outcome, bool]:
         """The job's task exists: report it submitted, or follow it to its end (and download
         it)."""
-        self._kept[label].keep(key, job.custom_id, task_id)
+        self._kept.keep(key, job.custom_id, task_id)
+        self._kept_on[label] += 1
         if not self.options.wait:
             return Outcome(job.custom_id, "submitted", job.line, task_id=task_id,
                            credits=credits), False
@@ -1258,15 +1261,14 @@ class BatchSubmitter:
         not the task it kept for that key; None if the list shows no payloads (nothing can be
         told)."""
         since = self._run_started[account.label] - WINDOW_SLACK
-        kept = self._kept[account.label]
         extras = []
         async with contextlib.aclosing(
-            account.client.reconciler.sweep(since, expected=len(kept))
+            account.client.reconciler.sweep(since, expected=self._kept_on[account.label])
         ) as listed:
             async for task in listed:
                 if "payload" not in task.raw:
                     return None
-                made = kept.get(task.correlation_key)
+                made = self._kept.get(task.correlation_key)
                 if made is not None and task.id != made.task_id:
                     extras.append((made, task))
         return extras
