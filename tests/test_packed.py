@@ -39,6 +39,7 @@ OTHER = job_key("b", "job-2", "f" * 64)
         ([("big", 2**31), ("huge", 10**30), ("low", -(2**31))],  # beyond the packed 32 bits
          {"big": 2**31, "huge": 10**30, "low": -(2**31)}),
         ([("top", 2**31 - 1), ("neg", -7), ("zero", 0)], {"top": 2**31 - 1, "neg": -7, "zero": 0}),
+        ([("float", 1.5), ("flag", True)], {"float": 1.5, "flag": True}),  # a caller's mistakes
         ([("", 1), ("\x00", 2), ("a\x00", 3)], {"": 1, "\x00": 2, "a\x00": 3}),
         # A lone surrogate (JSON allows it) and a pair of them are not the character they
         # would make together.

@@ -3,11 +3,12 @@
 A batch's memory must stay flat in the size of its input, yet two checks need something of
 every job to the last line: whether a ``custom_id`` repeats an earlier one, and on which line
 (``IdLines``: the jobs reader's, and the submitter's for jobs given as such), and which task
-each correlation key kept (``KeptTasks``: the closing duplicate check). As Python objects that
-is a few hundred bytes a job (a ``str`` costs ~50 bytes before its first character, an ``int``
-28, a dict entry 30-100); here values are packed in ``bytearray``s and ``array``s, and found
-through an open-addressing table of their numbers (``Index``). Exact: a hash only points at
-candidates, whose bytes are then compared; what does not fit a packed form is kept aside whole.
+each correlation key kept (``KeptTasks``: the closing duplicate check); a rerun's journal holds
+the key of every create recorded (``Keys``). As Python objects that is a few hundred bytes a job
+(a ``str`` costs ~50 bytes before its first character, an ``int`` 28, a dict entry 30-100);
+here values are packed in ``bytearray``s and ``array``s, and found through an open-addressing
+table of their numbers (``Index``). Exact: a hash only points at candidates, whose bytes are
+then compared; what does not fit a packed form is kept aside whole.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _decoded(data: bytes) -> str:
 
 
 _NO_LINE = -(2**31)
-"""What ``IdLines`` packs for a line kept aside (None, or beyond 32 bits)."""
+"""What ``IdLines`` packs for a line kept aside (None, beyond 32 bits, not an ``int``)."""
 
 
 class IdLines:
@@ -155,7 +156,8 @@ class IdLines:
         self._ids = Index(PackedStrings())
         self._lines = array("i")
         self._aside: dict[int, int | None] = {}
-        """Lines that do not fit ``_lines`` (None, or beyond 32 bits), by the id's number."""
+        """Lines that do not fit ``_lines`` (None, beyond 32 bits, not an ``int``), by the
+        id's number."""
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -172,7 +174,7 @@ class IdLines:
 
     def __setitem__(self, custom_id: str, line: int | None) -> None:
         number = self._ids.add(_encoded(custom_id))
-        packed = line if line is not None and _NO_LINE < line < 2**31 else _NO_LINE
+        packed = line if type(line) is int and _NO_LINE < line < 2**31 else _NO_LINE
         if number == len(self._lines):
             self._lines.append(packed)
         else:
