@@ -89,6 +89,9 @@ async def main() -> None:
               f"{result['peak_rss_mb']:.1f} MB", file=sys.stderr)
     ratio = runs[-1]["peak_rss_mb"] / runs[-2]["peak_rss_mb"]
     growth = runs[-1]["jobs"] / runs[-2]["jobs"]
+    # What each line past the smaller run's adds: what the batch keeps of every job to its end.
+    per_line = ((runs[-1]["peak_rss_mb"] - runs[-2]["peak_rss_mb"]) * 2**20
+                / (runs[-1]["jobs"] - runs[-2]["jobs"]))
     rows = [
         [r["jobs"], r.get("asked", r["jobs"]), r["seconds"], r["creates_per_s"], r["peak_rss_mb"],
          r["peak_rss_mb"] / runs[0]["peak_rss_mb"], r["journal_mb"]]
@@ -99,13 +102,14 @@ async def main() -> None:
     print(text)
     met = ratio <= 1.3
     print(f"\n{runs[-1]['jobs']} jobs vs {runs[-2]['jobs']} ({growth:.0f}x the input): peak RSS "
-          f"{ratio:.2f}x (aim <= 1.3x: {'met' if met else 'MISSED'})")
+          f"{ratio:.2f}x (aim <= 1.3x: {'met' if met else 'MISSED'}), {per_line:.0f} bytes a line")
     path = record(
         "memory",
         {"sizes_asked": asked, "budget_s": args.budget, "image": IMAGE,
          "command": "python -m vidu_async submit JOBS --model viduq2 --image URL --quiet "
                     "--results /dev/null (default journal)"},
-        {"runs": runs, "ratio_last_two": ratio, "input_growth_last_two": growth, "aim_met": met},
+        {"runs": runs, "ratio_last_two": ratio, "input_growth_last_two": growth, "aim_met": met,
+         "bytes_per_line_last_two": per_line},
         text,
     )
     print(f"\nwrote {path}")

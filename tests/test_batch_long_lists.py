@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +19,7 @@ from vidu_async.jobs import Job
 from vidu_async.reconcile import ScanLimits
 from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy, no_wait
-from vidu_async.testing import FakeVidu, ManualClock, Timeline
+from vidu_async.testing import Account, FakeVidu, ManualClock, Timeline
 
 SLOW = Timeline(created=600, processing=600)
 """Every task stays ``created`` for the whole test: the extra one can still be cancelled."""
@@ -33,9 +33,10 @@ def make_jobs(n: int) -> list[Job]:
     ]
 
 
-def client(sim: FakeVidu, max_pages: int) -> ViduClient:
-    """A client of the simulator whose scans read at most ``max_pages`` list pages."""
-    return ViduClient(sim.api_key, base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
+def client(sim: FakeVidu, max_pages: int, key: str | None = None) -> ViduClient:
+    """A client of the simulator (of its account ``key``, by default its first) whose scans
+    read at most ``max_pages`` list pages."""
+    return ViduClient(key or sim.api_key, base_url=sim.url, retry=RetryPolicy(sleep=no_wait),
                       scan_limits=ScanLimits(max_pages=max_pages))
 
 
@@ -53,14 +54,17 @@ class FirstCreated:
 
 
 async def with_a_second_task(
-    sim: FakeVidu, jobs: list[Job], http: aiohttp.ClientSession, first_made: asyncio.Event
+    sim: FakeVidu, jobs: list[Job], http: aiohttp.ClientSession, first_made: asyncio.Event,
+    elsewhere: Sequence[str] = (),
 ) -> AsyncIterator[Job]:
     """The jobs, and once the first one's task exists, a second create of the very body the
-    batch sent for it (its correlation key included), as another copy of the batch would."""
+    batch sent for it (its correlation key included), as another copy of the batch would: on
+    the first account of ``elsewhere`` that the task is not on, by default on the same one."""
     yield jobs[0]
     await asyncio.wait_for(first_made.wait(), 30)
     (first,) = sim.tasks.values()
-    headers = {"Authorization": f"Token {sim.api_key}"}
+    key = next((k for k in elsewhere if k != first.api_key), first.api_key)
+    headers = {"Authorization": f"Token {key}"}
     async with http.post(f"{sim.url}/ent/v2/reference2video", json=first.request,
                          headers=headers) as answer:
         assert answer.status == 200
@@ -93,6 +97,26 @@ async def test_a_second_task_under_a_batch_key_is_reported_and_cancelled(
     assert sim.tasks[extra.task_id].err_code == "TaskCanceled"  # and its credits refunded
     assert sim.tasks[extra.task_id].credits == 0
     assert len(sim.tasks) == jobs + 1
+
+
+async def test_a_second_task_on_another_account_than_the_kept_one_is_reported_too() -> None:
+    """Each account's sweep looks for every key the run kept, whichever account kept it: a
+    copy of a job's create sent with the batch's other key is caught as well."""
+    clock = ManualClock()
+    accounts = {"k1": Account(), "k2": Account()}
+    async with FakeVidu(accounts=accounts, timeline=SLOW) as sim, \
+            client(sim, 100, "k1") as one, client(sim, 100, "k2") as two, \
+            aiohttp.ClientSession() as http:
+        observer = FirstCreated()
+        batch = BatchSubmitter([one, two], BatchOptions(concurrency=4, clock=clock,
+                                                        sleep=clock.sleep), observer=observer)
+        planted = with_a_second_task(sim, make_jobs(6), http, observer.created, ("k1", "k2"))
+        outcomes = [o async for o in batch.run(planted)]
+    (extra,) = [o for o in outcomes if o.status == "duplicate"]
+    kept = {o.custom_id: o.task_id for o in outcomes if o.status == "submitted"}
+    assert len(kept) == 6 and extra.custom_id == "job-1"
+    assert extra.task_id not in kept.values() and extra.state == "cancelled"
+    assert sim.tasks[extra.task_id].api_key != sim.tasks[kept["job-1"]].api_key
 
 
 async def test_a_batch_longer_than_a_scan_resumes(tmp_path: Path) -> None:

@@ -125,7 +125,9 @@ async def test_a_withdrawn_intent_leaves_its_job_as_if_never_sent(tmp_path: Path
         journal.withdrawn("a")
         assert journal._open_intents == {"b": "viduq2/5s"}
     async with await Journal.open(path, batch_id="b") as again:
-        assert again.recorded_keys == {"k1", "k2"}  # every intent's, withdrawn or not
+        # every intent's, withdrawn or not
+        assert len(again.recorded_keys) == 2 and "k1" in again.recorded_keys
+        assert "k2" in again.recorded_keys and "k3" not in again.recorded_keys
         a, b = again.take("a"), again.take("b")
     assert a is not None and not a.needs_reconcile and a.correlation_key is None
     assert a.attempts == 0

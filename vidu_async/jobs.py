@@ -56,6 +56,7 @@ from typing import Any, BinaryIO, Literal
 
 import attrs
 
+from vidu_async._packed import IdLines
 from vidu_async.errors import FieldProblem, ValidationError, ViduError
 from vidu_async.media import MediaKind, MediaSource, is_local
 from vidu_async.requests import (
@@ -260,7 +261,7 @@ def read_jobs(
     fmt = fmt or detect_format(path)
     defaults = dict(defaults or {})
     strict = bool(defaults.pop("strict", False)) or strict
-    seen: dict[str, int] = {}
+    seen = IdLines()
     repeats: dict[str, int] = {}
     for number, end, record in _records(path, fmt):
         try:
@@ -611,7 +612,7 @@ def _job_line(
     record: _Record,
     defaults: Mapping[str, Any],
     base_dir: Path,
-    seen: dict[str, int],
+    seen: IdLines,
     repeats: dict[str, int],
     strict: bool,
     uploads: bool,

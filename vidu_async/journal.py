@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
+from vidu_async._packed import Keys
 from vidu_async.errors import JournalError, JournalLockedError
 
 __all__ = [
@@ -115,7 +116,7 @@ class _Loaded:
     """An earlier run held this journal (its lock file names it), or left records in it."""
     uploads: dict[str, tuple[str, float]] = attrs.field(factory=dict)
     """Images uploaded by earlier runs: ``account/sha256:...`` -> (``ssupload:`` URI, when)."""
-    intent_keys: set[str] = attrs.field(factory=set)
+    intent_keys: Keys = attrs.field(factory=Keys)
     """The correlation key of every intent recorded (a retried job's earlier keys too)."""
 
     def apply(self, record: Mapping[str, Any]) -> None:
@@ -183,9 +184,9 @@ class Journal:
         self.used_before = loaded.used_before
         """An earlier run used this journal (even if its records are gone: the lock file
         beside it outlives a deleted journal)."""
-        self.recorded_keys = frozenset(loaded.intent_keys)
+        self.recorded_keys = loaded.intent_keys
         """The correlation keys of every create earlier runs recorded an intent for here (a
-        retried job's earlier attempts too)."""
+        retried job's earlier attempts too), packed: ``in`` and ``len``."""
         self.uploads: Mapping[str, tuple[str, float]] = loaded.uploads
         """Images earlier runs uploaded: ``media`` key -> (``ssupload:`` URI, epoch seconds)."""
         self.spent = loaded.spent

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from vidu_async._packed import IdLines, Kept, KeptTasks, Keys
 from vidu_async.batch.follow import GONE_AFTER, Schedule
 from vidu_async.batch.gate import AccountView, Budget, Go, Stop, Wait, gate
 from vidu_async.batch.identity import belongs_to, cost_class, job_facts, job_key
@@ -249,15 +250,6 @@ class _Signal:
         return self._event.wait()
 
 
-@attrs.define
-class _Made:
-    """A task this run made or found for a job, remembered for the duplicate check."""
-
-    job_id: str
-    task_id: str
-    account: str
-
-
 class _Stage:
     """Counts one job in ``stage`` of ``states`` while a ``with`` block runs (a plain class:
     every job enters four of these, a generator-based context manager costs several times more).
@@ -339,8 +331,11 @@ class BatchSubmitter:
         ambiguous ends): job -> cost class. Their price, once known, counts against the
         budget; while a price is not known, a capped batch sends nothing more."""
         self._states: collections.Counter[str] = collections.Counter()
-        self._made: dict[str, _Made] = {}
-        self._given_ids: dict[str, int | None] = {}
+        self._kept = KeptTasks()
+        """The task this run made or found for each key, and its job (the duplicate check's)."""
+        self._kept_on: collections.Counter[str] = collections.Counter()
+        """How many of them each account holds."""
+        self._given_ids = IdLines()
         """The ``custom_id`` (and line) of each ``Job`` given as such: a jobs file's reader
         refuses a repeated id itself, a caller's list or generator is checked here."""
         self._adoptable: dict[str, tuple[TaskResult, str]] = {}
@@ -697,7 +692,7 @@ class BatchSubmitter:
         its own tasks (the journal's keys give the pass room for them) in flat memory. Where
         the list shows no payloads, the bounded scan's index is returned: its items are the
         candidates to read one by one."""
-        recorded = self._journal.recorded_keys if self._journal else frozenset()
+        recorded = self._journal.recorded_keys if self._journal else Keys()
         reconciler = account.client.reconciler
         started_at = account.client.server_clock.now()
         mine: list[TaskResult] = []
@@ -716,12 +711,12 @@ class BatchSubmitter:
         self._adopt(index, account.label, recorded)
         return index
 
-    def _adoptable_key(self, key: str | None, recorded: frozenset[str]) -> bool:
+    def _adoptable_key(self, key: str | None, recorded: Keys) -> bool:
         """A key of this batch that the journal does not record: a job under a recorded key is
         planned from its record (followed or looked up), never adopted."""
         return bool(key) and key not in recorded and belongs_to(key, self._batch_id)
 
-    def _adopt(self, index: TaskIndex, label: str, recorded: frozenset[str]) -> None:
+    def _adopt(self, index: TaskIndex, label: str, recorded: Keys) -> None:
         for key, tasks in index.by_key.items():
             if self._adoptable_key(key, recorded):
                 # Counted in the budget once a job adopts it: another jobs file of the same
@@ -1097,7 +1092,8 @@ class BatchSubmitter:
     ) -> tuple[Outcome, bool]:
         """The job's task exists: report it submitted, or follow it to its end (and download
         it)."""
-        self._made[key] = _Made(job.custom_id, task_id, label)
+        self._kept.keep(key, job.custom_id, task_id)
+        self._kept_on[label] += 1
         if not self.options.wait:
             return Outcome(job.custom_id, "submitted", job.line, task_id=task_id,
                            credits=credits), False
@@ -1260,25 +1256,24 @@ class BatchSubmitter:
                 outcomes.append(await self._duplicate(account, made, extra))
         return outcomes
 
-    async def _extras(self, account: _Account) -> list[tuple[_Made, TaskResult]] | None:
+    async def _extras(self, account: _Account) -> list[tuple[Kept, TaskResult]] | None:
         """The account's tasks since this run started that carry a key of this batch's but are
         not the task it kept for that key; None if the list shows no payloads (nothing can be
         told)."""
         since = self._run_started[account.label] - WINDOW_SLACK
-        made_here = sum(made.account == account.label for made in self._made.values())
         extras = []
         async with contextlib.aclosing(
-            account.client.reconciler.sweep(since, expected=made_here)
+            account.client.reconciler.sweep(since, expected=self._kept_on[account.label])
         ) as listed:
             async for task in listed:
                 if "payload" not in task.raw:
                     return None
-                made = self._made.get(task.correlation_key or "")
+                made = self._kept.get(task.correlation_key)
                 if made is not None and task.id != made.task_id:
                     extras.append((made, task))
         return extras
 
-    async def _duplicate(self, account: _Account, made: _Made, extra: TaskResult) -> Outcome:
+    async def _duplicate(self, account: _Account, made: Kept, extra: TaskResult) -> Outcome:
         state = str(extra.state)
         note = f"a second task ({extra.id}) exists for job {made.job_id!r} (kept: {made.task_id})"
         if is_cancellable(extra.state):
