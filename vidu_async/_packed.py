@@ -9,6 +9,11 @@ the key of every create recorded (``Keys``). As Python objects that is a few hun
 here values are packed in ``bytearray``s and ``array``s, and found through an open-addressing
 table of their numbers (``Index``). Exact: a hash only points at candidates, whose bytes are
 then compared; what does not fit a packed form is kept aside whole.
+
+The price is time: ~3-6 µs a job to add (a dict's is a tenth of that), and each doubling of a
+table re-slots every member in Python, holding the event loop ~40 ms at 90,000 members and
+~0.4 s at 700,000 (measured; once per doubling, so a million-line batch pays it a handful of
+times in all).
 """
 
 from __future__ import annotations
