@@ -33,6 +33,7 @@ SCENARIOS = [  # name, jobs, bucket (R, B) or None, random 429 share, configured
     ("bucket 5/s", 300, (5.0, 1), 0.0, None, 0.003),
     ("bucket 100/s burst 10", 3000, (100.0, 10), 0.0, None, 0.003),
     ("bucket 30/s + 5% random", 600, (30.0, 1), 0.05, None, 0.003),
+    ("bucket 30/s, 50 ms round trip", 600, (30.0, 1), 0.0, None, 0.05),
 ]
 
 START_RATES = [None, 10.0]

@@ -86,8 +86,8 @@ def test_next_send_without_booking_only_says_when_a_slot_is_due() -> None:
     assert throttle.next_send() == pytest.approx(0.25)
 
 
-def test_without_a_start_rate_an_unknown_limit_starts_unpaced() -> None:
-    throttle = make(None, Clock())
+def test_without_a_start_window_an_unknown_limit_starts_unpaced() -> None:
+    throttle = make(None, Clock(), start_window=None)
     assert throttle.rate is None
     assert {throttle.next_send() for _ in range(100)} == {0.0}
 
@@ -142,7 +142,7 @@ def test_a_token_buckets_429s_are_found_and_the_rate_held_near_the_limit() -> No
 
 def test_a_429_while_probing_above_the_limit_drops_back_under_where_it_was_found() -> None:
     clock = Clock()
-    throttle = make(None, clock, hold=2.0, recovery=0.1, margin=0.05)
+    throttle = make(None, clock, hold=2.0, recovery=0.1, margin=0.05, start_window=None)
     for _ in range(20):
         throttle.throttled()  # everything refused: a limit, paced at half, then held
     held = throttle.rate
@@ -233,7 +233,7 @@ def test_an_unpaced_start_meeting_a_strict_limit_finds_it_instead_of_crawling() 
     Everybody waits the Retry-After once, then the pace grows from ``restart_rate`` to the
     limit and stays near it (it used to fall to ``min_rate`` and crawl back at 5% a second)."""
     clock = Clock()
-    throttle = make(None, clock)
+    throttle = make(None, clock, start_window=None)
     passed, refused, rates = bucket_run(throttle, clock, 20.0)
     assert all(rate >= 0.7 * 30 for t, rate in rates if t > 3)
     assert all(rate <= 1.2 * 30 for t, rate in rates if t > 5)
@@ -287,7 +287,8 @@ def test_429s_to_requests_sent_before_a_change_do_not_count_again() -> None:
 
 def test_each_failed_probe_holds_longer_before_probing_again() -> None:
     clock = Clock()
-    throttle = make(None, clock, hold=2.0, max_hold=6.0, recovery=0.1, margin=0.05)
+    throttle = make(None, clock, hold=2.0, max_hold=6.0, recovery=0.1, margin=0.05,
+                    start_window=None)
     for _ in range(20):
         throttle.throttled()  # a limit: paced at half, held
     holds = []

@@ -877,7 +877,7 @@ class BatchSubmitter:
     async def _pace(self) -> None:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
         their turn in the shared pacing too: an account's rate limit counts every request."""
-        while self._throttle.next_send() > 0:
+        while self._throttle.next_send(reports=False) > 0:
             await self._next_slot()
 
     def _paced_refused(self, retry_after: float | None) -> None:
