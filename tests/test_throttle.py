@@ -18,7 +18,7 @@ class Clock:
         return self.now
 
 
-def make(max_rate: float | None, clock: Clock, **kw: float) -> Throttle:
+def make(max_rate: float | None, clock: Clock, **kw: float | None) -> Throttle:
     return Throttle(max_rate=max_rate, clock=clock, rng=random.Random(7), **kw)  # type: ignore[arg-type]
 
 
@@ -90,6 +90,40 @@ def test_without_a_start_window_an_unknown_limit_starts_unpaced() -> None:
     throttle = make(None, Clock(), start_window=None)
     assert throttle.rate is None
     assert {throttle.next_send() for _ in range(100)} == {0.0}
+
+
+def test_an_unknown_limit_starts_with_a_window_one_wider_per_success_until_unpaced() -> None:
+    """One request in flight, then one more per success (doubling per round trip), and no
+    window at all from ``window_cap`` on: no burst of every worker at once."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, window_cap=8)
+    allowed = []
+    for _ in range(3):
+        granted = sum(1 for _ in range(100) if throttle.next_send() == 0.0)
+        allowed.append(granted)
+        clock.now += 0.003
+        for _ in range(granted):
+            throttle.succeeded(clock.now - 0.003)
+    assert allowed == [1, 2, 4]  # and now 8 successes: the cap
+    assert throttle.rate is None
+    assert {throttle.next_send() for _ in range(100)} == {0.0}
+
+
+def test_a_window_place_whose_answer_never_comes_is_freed_after_a_while() -> None:
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, window_expiry=2.0)
+    assert throttle.next_send() == 0.0
+    assert 0 < throttle.next_send() <= 2.0
+    assert throttle.next_send(book=False) > 0
+    clock.now += 2.0
+    assert throttle.next_send() == 0.0
+
+
+def test_requests_whose_answers_are_not_reported_take_no_window_place() -> None:
+    throttle = make(None, Clock(), start_window=1)
+    assert {throttle.next_send(reports=False) for _ in range(10)} == {0.0}
+    assert throttle.next_send(book=False) == 0.0  # asking books nothing either
+    assert throttle.next_send() == 0.0
 
 
 def test_an_unknown_limit_starts_slowly_and_grows_per_success_until_unpaced() -> None:
@@ -197,12 +231,13 @@ def test_the_rate_never_drops_below_the_floor() -> None:
 
 
 def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 16,
-               round_trip: float = 0.003) -> tuple[int, int, list[tuple[float, float]]]:
-    """``workers`` against a strict bucket of 30/s for ``seconds``, each sending as the
-    throttle says and answered ``round_trip`` later (a 429 reported with its send time, its
-    ``Retry-After`` honoured): (passed, refused, (time, rate) after each answer)."""
+               round_trip: float = 0.003, limit: float = 30.0
+               ) -> tuple[int, int, list[tuple[float, float]]]:
+    """``workers`` against a strict bucket of ``limit`` a second for ``seconds``, each sending
+    as the throttle says and answered ``round_trip`` later (each answer reported with its send
+    time, a ``Retry-After`` honoured): (passed, refused, (time, rate) after each answer)."""
     start = clock.now
-    bucket = Bucket(30.0, clock.now)
+    bucket = Bucket(limit, clock.now)
     retry_at = [start] * workers
     passed = refused = 0
     rates: list[tuple[float, float]] = []
@@ -217,7 +252,7 @@ def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 
         clock.now += round_trip  # the answer
         if retry_after is None:
             passed += 1
-            throttle.succeeded()
+            throttle.succeeded(sent)
             retry_at[worker] = clock.now
         else:
             refused += 1
@@ -241,6 +276,66 @@ def test_an_unpaced_start_meeting_a_strict_limit_finds_it_instead_of_crawling() 
     assert refused <= 40  # the first burst's 15, then a few while finding and probing
 
 
+@pytest.mark.parametrize("limit", [5.0, 30.0, 100.0, 250.0])
+def test_a_strict_limit_met_in_the_start_window_is_measured_and_held(limit: float) -> None:
+    """The first refusals come right after a pass: the limit's interval is bracketed by one
+    probe at a time, within a second or two, then held at 0.97 to 1.0 of it; a few 429s."""
+    clock = Clock()
+    throttle = make(None, clock)
+    seconds = 30.0
+    passed, refused, rates = bucket_run(throttle, clock, seconds, limit=limit)
+    held = [rate for t, rate in rates if t > 2 + 20 / limit]
+    assert 0.97 * limit <= min(held) and max(held) <= 1.01 * limit
+    assert passed >= 0.95 * limit * seconds
+    assert refused <= 10
+
+
+def window_then_429s(throttle: Throttle, clock: Clock, passes: int) -> None:
+    """``passes`` successes 50 ms after their send, then a pass and a 429 in turn until the
+    429s crowd: a limit met in the start window."""
+    for _ in range(passes):
+        assert throttle.next_send() == 0.0
+        clock.now += 0.05
+        throttle.succeeded(clock.now - 0.05)
+    while throttle.rate is None:
+        throttle.throttled(1.0, clock.now - 0.05)
+        clock.now += 0.001
+
+
+def test_a_limit_met_after_many_passes_in_the_window_slow_starts_from_what_got_through(
+) -> None:
+    """Ten passes in half a second, then crowded 429s: a burst or a limit above one request
+    per round trip, which one probe at a time cannot measure: the pace starts at the 20/s
+    that got through and grows from there, per success."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, growth=0.2)
+    window_then_429s(throttle, clock, 10)
+    assert throttle.rate == pytest.approx(10 / 0.5, rel=0.01)
+    throttle.succeeded()
+    assert throttle.rate == pytest.approx(10 / 0.5 * 1.2, rel=0.01)
+
+
+def test_that_slow_start_ends_at_crowded_429s_no_faster_than_what_passed() -> None:
+    """Growing per success, the pace outruns the answers of a 50 ms round trip; its first
+    crowded 429s (between passes, not six of them) end it, not at a growth step under the
+    pace at the first of them (far above the limit) but at the closest spacing that passed
+    (40 ms) or what got through (seven answers in the last quarter second), a margin under."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, growth=0.2, margin=0.05)
+    window_then_429s(throttle, clock, 10)
+    for _ in range(8):
+        clock.now += 0.04
+        throttle.succeeded(clock.now - 0.05)
+    pace = throttle.rate
+    assert pace is not None and pace > 50
+    throttle.throttled(1.0, clock.now - 0.01)
+    clock.now += 0.036
+    throttle.succeeded(clock.now - 0.05)
+    throttle.throttled(1.0, clock.now - 0.01)
+    ended = throttle.rate
+    assert ended is not None and 0.95 / 0.04 <= ended <= 0.95 * 7 / 0.25
+
+
 def crowd(throttle: Throttle, clock: Clock, gap: float) -> None:
     """Six 429s, each after a success, ``gap`` seconds apart: what a strict bucket answers a
     pace a little above its rate (every other request refused)."""
@@ -257,6 +352,18 @@ def test_a_told_rate_meeting_crowded_429s_steps_down_by_the_margin_only() -> Non
     throttle = make(30.0, clock, slack=0.0, margin=0.05)
     crowd(throttle, clock, 1 / 30)
     assert throttle.rate == pytest.approx(30 * 0.95)
+
+
+def test_a_measured_limit_meeting_crowded_429s_steps_down_by_the_margin_only() -> None:
+    """A round trip's jitter can put a measured interval a few percent short: the 429s that
+    follow cut the pace as a told one's (by ``margin``), not to half of what got through."""
+    clock = Clock()
+    throttle = make(None, clock, margin=0.05)
+    bucket_run(throttle, clock, 2.0)
+    measured = throttle.rate
+    assert measured is not None and 29 <= measured <= 30
+    crowd(throttle, clock, 1 / measured)
+    assert throttle.rate == pytest.approx(measured * 0.95)
 
 
 def test_an_untold_pace_just_above_a_strict_limit_steps_down_halfway_not_to_half() -> None:

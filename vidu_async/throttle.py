@@ -28,13 +28,16 @@ interval is then bracketed, one request at a time, each sent a chosen spacing af
 pass reached the server: a refusal raises the spacing known too short, a pass lowers the one
 known long enough, until they are within ``precision`` (or ``search_for`` seconds have gone).
 The pace is the shortest spacing that passed, less ``found_margin``, held ``found_hold``
-seconds before its first probe: a measured limit needs few. (Many passes before the first
-429s, a burst or a faster limit, which one probe at a time would misread, are left to the
-crowded-429 rules above.)
+seconds before its first probe: a measured limit needs few. Many passes before such 429s (a
+burst, or a limit above one request per round trip, which one probe at a time cannot measure)
+start a paced slow start instead, from the rate that got through.
 
-Given a ``start_rate`` the batch starts paced there instead and grows ``1 + growth`` times per
-success, going unpaced above ``unpaced_above``, until a limit is found, one growth step under
-the pace at the first of its 429s. The whole batch pauses only when a limit is signalled and
+Given a ``start_rate`` the batch starts paced there instead. Slow start grows ``1 + growth``
+times per success, going unpaced above ``unpaced_above``, until a limit is found, one growth
+step under the pace at the first of its 429s, and no faster than the closest spacing of two
+passes (a strict limit passes none closer than its interval; at a long round trip the pace
+grows several steps before the first 429 comes back). The slow start after a start window ends
+at the first crowded 429s between passes (as the window does), not at ``limit_429s``. The whole batch pauses only when a limit is signalled and
 almost nothing gets through (a window exhausted, an outage): then for the server's
 ``Retry-After``, else a jittered backoff that doubles per pause in a row; an unpaced batch then
 knows nothing of the limit yet, so it slow-starts from ``start_rate`` (else ``restart_rate``).
@@ -118,6 +121,7 @@ class Throttle:
     _window: int | None = attrs.field(init=False)
     _in_flight: deque[float] = attrs.field(init=False, factory=deque)
     _search: _Search | None = attrs.field(init=False, default=None)
+    _measured: bool = attrs.field(init=False, default=False)
     _last_pass: float | None = attrs.field(init=False, default=None)
     _born: float = attrs.field(init=False)
     _pass_sent: float | None = attrs.field(init=False, default=None)
@@ -165,9 +169,9 @@ class Throttle:
 
         Nothing is booked while waiting, so waiting workers follow every rate change and pause
         that happens while they sleep; ``book=False`` only asks, booking nothing either way.
-        ``reports=False``: the caller will not report the answer (``succeeded`` /
-        ``throttled``), so the request takes no place in the start window, and waits out a
-        search for the limit, whose probes it would confuse.
+        ``reports=False``: the caller will not report its success (``succeeded``), so the
+        request takes no place in the start window, and waits out a search for the limit,
+        whose probes it would confuse.
         """
         now = self.clock()
         self._recover(now)
@@ -362,7 +366,11 @@ class Throttle:
         self._next_slot = now
         self._last_update = now
         self._probe_hold = self.found_hold
-        self._found(now, max(self.min_rate, (1 - self.found_margin) / spacing))
+        rate = max(self.min_rate, (1 - self.found_margin) / spacing)
+        self._found(now, rate)
+        self._measured = search.high < math.inf
+        if search.ref_is_pass:  # the next request one interval after the last pass
+            self._after_answer = search.ref + 1 / rate
 
     def _refused(self) -> list[tuple[float, float | None]]:
         """The 429s among the recent answers: when and at which rate each of them came."""
@@ -413,8 +421,10 @@ class Throttle:
             passed_at = 1 / s if 0 < (s := self._shortest_pass) < math.inf else math.inf
             step_under = [min(pace / (1 + self.growth), passed_at) for pace in paces[:1]]
             measured = max([measured, *step_under])
-        elif self._rate is not None and self.max_rate is not None:
-            measured = self._rate  # told the limit: trust it, only a margin under
+        elif self._rate is not None and (self.max_rate is not None or self._measured):
+            # Told the limit, or measured it: trust it, only a margin under (a measure a
+            # round trip's jitter put a little over the limit is not a tenth of it).
+            measured = self._rate
         elif self._rate is not None and 1 / 3 <= passed / answered <= 0.6:
             # About every other request passed: a strict limit (bursts of one) does that to
             # any pace under twice it, so the limit lies between what got through and the
