@@ -358,12 +358,31 @@ def test_a_measured_limit_meeting_crowded_429s_steps_down_by_the_margin_only() -
     """A round trip's jitter can put a measured interval a few percent short: the 429s that
     follow cut the pace as a told one's (by ``margin``), not to half of what got through."""
     clock = Clock()
-    throttle = make(None, clock, margin=0.05)
+    throttle = make(None, clock, margin=0.05, notch=0.0)
     bucket_run(throttle, clock, 2.0)
     measured = throttle.rate
     assert measured is not None and 29 <= measured <= 30
     crowd(throttle, clock, 1 / measured)
     assert throttle.rate == pytest.approx(measured * 0.95)
+
+
+def test_a_429_that_says_how_long_to_wait_takes_a_measured_limit_a_notch_down() -> None:
+    """Measured a hair over the limit, a pace is refused one request in several, never
+    crowded: each such 429 (with a ``Retry-After``) lowers it by ``notch``; one without a
+    ``Retry-After`` (random, most likely) and one sent before the change do not."""
+    clock = Clock()
+    throttle = make(None, clock, notch=0.005)
+    bucket_run(throttle, clock, 2.0)
+    measured = throttle.rate
+    assert measured is not None
+    throttle.throttled(None, clock.now)
+    assert throttle.rate == measured
+    sent = clock.now
+    clock.now += 0.01
+    throttle.throttled(1.0, sent)
+    assert throttle.rate == pytest.approx(measured * 0.995)
+    throttle.throttled(1.0, sent)  # sent at the old pace
+    assert throttle.rate == pytest.approx(measured * 0.995)
 
 
 def test_an_untold_pace_just_above_a_strict_limit_steps_down_halfway_not_to_half() -> None:

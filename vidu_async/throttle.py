@@ -28,19 +28,24 @@ interval is then bracketed, one request at a time, each sent a chosen spacing af
 pass reached the server: a refusal raises the spacing known too short, a pass lowers the one
 known long enough, until they are within ``precision`` (or ``search_for`` seconds have gone).
 The pace is the shortest spacing that passed, less ``found_margin``, held ``found_hold``
-seconds before its first probe: a measured limit needs few. Many passes before such 429s (a
-burst, or a limit above one request per round trip, which one probe at a time cannot measure)
-start a paced slow start instead, from the rate that got through.
+seconds before its first probe: a measured limit needs few. Crowded 429s cut it by ``margin``
+only, as a told one (jitter can measure it a few percent short), and a lone 429 with a
+``Retry-After`` by ``notch`` (measured a hair over, a pace is refused one request in several,
+never crowded). Many passes before the first 429s (a burst, or a limit above one request per
+round trip, which one probe at a time cannot measure) start a paced slow start instead, from
+the rate that got through.
 
 Given a ``start_rate`` the batch starts paced there instead. Slow start grows ``1 + growth``
 times per success, going unpaced above ``unpaced_above``, until a limit is found, one growth
 step under the pace at the first of its 429s, and no faster than the closest spacing of two
 passes (a strict limit passes none closer than its interval; at a long round trip the pace
-grows several steps before the first 429 comes back). The slow start after a start window ends
-at the first crowded 429s between passes (as the window does), not at ``limit_429s``. The whole batch pauses only when a limit is signalled and
-almost nothing gets through (a window exhausted, an outage): then for the server's
-``Retry-After``, else a jittered backoff that doubles per pause in a row; an unpaced batch then
-knows nothing of the limit yet, so it slow-starts from ``start_rate`` (else ``restart_rate``).
+grows several steps before the first 429 comes back). The slow start after a start window
+ends at the first crowded 429s between passes, as the window does, not at ``limit_429s``.
+
+The whole batch pauses only when a limit is signalled and almost nothing gets through (a
+window exhausted, an outage): then for the server's ``Retry-After``, else a jittered backoff
+that doubles per pause in a row; an unpaced batch then knows nothing of the limit yet, so it
+slow-starts from ``start_rate`` (else ``restart_rate``).
 
 This is sans-IO: ``next_send()`` and ``throttled()`` say how long to wait, from an injected
 clock; the submitter does the sleeping. That keeps the rules testable without timing.
@@ -116,6 +121,7 @@ class Throttle:
     search_for: float = 3.0
     found_margin: float = 0.01
     found_hold: float = 16.0
+    notch: float = 0.005
     strict_passes: int = 2
     rng: random.Random = attrs.field(factory=random.Random)
     _window: int | None = attrs.field(init=False)
@@ -297,6 +303,11 @@ class Throttle:
             # time, so that a steady limit costs ever fewer 429s.
             self._probe_hold = min(self.max_hold, 2 * self._probe_hold)
             self._found(now, max(self._ceiling, self._rate * (1 - self.margin)))
+        elif self._measured and self._rate is not None and retry_after is not None:
+            # A measured limit meets only the 429s of a round trip's jitter, rarely: one that
+            # says how long to wait may be the measure a little over the limit (one request
+            # in a few refused, never crowded): a notch down.
+            self._found(now, self._rate * (1 - self.notch))
 
     def _crowded(self, told_to_wait: bool) -> bool:
         """A 429 during the start window: whether a limit shows: two of the last three answers

@@ -121,9 +121,10 @@ def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value:
 
 
 START_RATE: float | None = None
-"""Creates per second an untold batch starts at (``BatchOptions.start_rate``): unpaced by
-default, since Vidu documents no request-rate limit (measured: a slow start cost a 2,000-job
-run more than a third of its speed); give a rate when an account has a limit."""
+"""Creates per second an untold batch starts at (``BatchOptions.start_rate``): None by
+default (a window of requests in flight instead, doubling per round trip), since Vidu documents
+no request-rate limit (measured: a paced slow start cost a 2,000-job run more than a third of
+its speed); give a rate when an account has a limit."""
 LOUD_PAUSE = 5.0
 """A wait this long (seconds) or longer is logged as a warning, with its reason: a person
 watching the batch should know why it stands still."""
@@ -135,9 +136,10 @@ poll every few hundredths of a second, a real batch every few seconds)."""
 @attrs.frozen
 class BatchOptions:
     """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
-    Without a ``rate``, creates start unpaced, or at ``start_rate`` a second speeding up with
-    every success until a limit shows (a strict limit is then found without a burst of every
-    worker at once; measured in ``benchmarks/``).
+    Without a ``rate``, creates start with one request in flight, one more per success (TCP's
+    slow start, unpaced once past the workers), or at ``start_rate`` a second speeding up with
+    every success, until a limit shows (then found without a burst of every worker at once;
+    measured in ``benchmarks/``).
 
     ``batch_id`` names the batch: every job's correlation key derives from it, the job's id
     and its request, so a rerun of the same batch finds the tasks an earlier run made even
