@@ -126,6 +126,30 @@ def test_requests_whose_answers_are_not_reported_take_no_window_place() -> None:
     assert throttle.next_send() == 0.0
 
 
+def test_an_unreported_request_answered_holds_the_next_one_interval_after_it() -> None:
+    """At 10/s, a request whose success is not reported (a list page) answered 52 ms after
+    its turn: the next waits until then less the shortest round trip plus an interval, as
+    after a create's success; one answered more than a second after its turn holds nobody."""
+    clock = Clock()
+    throttle = make(10.0, clock, slack=0.0)
+    sent = clock.now
+    assert throttle.next_send() == 0.0
+    clock.now += 0.002
+    throttle.succeeded(sent)  # the shortest round trip: 2 ms
+    clock.now = sent + 0.1
+    page = clock.now
+    assert throttle.next_send(reports=False) == 0.0
+    clock.now += 0.052
+    throttle.answered(page)
+    assert throttle.next_send() == pytest.approx(0.1 - 0.002)
+    clock.now += 2.0
+    page = clock.now
+    assert throttle.next_send(reports=False) == 0.0
+    clock.now += 1.5
+    throttle.answered(page)
+    assert throttle.next_send() == 0.0
+
+
 def test_an_unknown_limit_starts_slowly_and_grows_per_success_until_unpaced() -> None:
     clock = Clock()
     throttle = make(None, clock, start_rate=10.0, growth=1.0, unpaced_above=100.0)

@@ -119,7 +119,7 @@ class Throttle:
     search_bias: float = 0.6
     search_floor: float = 0.001
     search_for: float = 3.0
-    found_margin: float = 0.01
+    found_margin: float = 0.005
     found_hold: float = 16.0
     notch: float = 0.005
     strict_passes: int = 2
@@ -177,7 +177,7 @@ class Throttle:
         that happens while they sleep; ``book=False`` only asks, booking nothing either way.
         ``reports=False``: the caller will not report its success (``succeeded``), so the
         request takes no place in the start window, and waits out a search for the limit,
-        whose probes it would confuse.
+        whose probes it would confuse; ``answered`` may say when it was answered.
         """
         now = self.clock()
         self._recover(now)
@@ -265,6 +265,15 @@ class Throttle:
             self._rate *= 1 + self.growth
             if self._rate > self.unpaced_above:
                 self._rate = None
+
+    def answered(self, sent_at: float) -> None:
+        """A request whose success is not reported (``next_send(reports=False)``, its slot
+        granted at ``sent_at``) was answered by now: as after a success, the next request
+        waits one interval after the latest moment it can have reached the server."""
+        now = self.clock()
+        if self._rate is not None and now - sent_at < self.window:
+            latest = now - self._min_round_trip + 1.0 / self._rate
+            self._after_answer = max(self._after_answer, latest)
 
     def throttled(self, retry_after: float | None = None, sent_at: float | None = None) -> float:
         """A 429 (not ``QuotaExceeded``): the seconds the caller waits before asking

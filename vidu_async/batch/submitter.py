@@ -27,6 +27,7 @@ import math
 import secrets
 import tempfile
 import time
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -325,6 +326,9 @@ class BatchSubmitter:
         """Fresh state for one run."""
         opts = self.options
         self._throttle = Throttle(opts.rate, self._clock, start_rate=opts.start_rate)
+        self._paced_at: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )  # when each task's last request other than a create took its turn
         self._journal: Journal | None = None
         self._batch_id = opts.batch_id or ""
         self._stop: ErrorInfo | None = None
@@ -878,9 +882,16 @@ class BatchSubmitter:
 
     async def _pace(self) -> None:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
-        their turn in the shared pacing too: an account's rate limit counts every request."""
+        their turn in the shared pacing too: an account's rate limit counts every request.
+        A task's request before this one was answered by now (a list page held up on its way
+        then no longer meets the next page at a strict limit, as the pacing does for creates)."""
+        task = asyncio.current_task()
+        if task is not None and task in self._paced_at:
+            self._throttle.answered(self._paced_at.pop(task))
         while self._throttle.next_send(reports=False) > 0:
             await self._next_slot()
+        if task is not None:
+            self._paced_at[task] = self._clock()
 
     def _paced_refused(self, retry_after: float | None) -> None:
         """A request other than a create was answered 429: the pacing learns of the limit as
