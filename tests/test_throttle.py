@@ -7,6 +7,11 @@ import random
 
 import pytest
 
+from vidu_async import ReferenceToVideoRequest
+from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.client import ViduClient
+from vidu_async.jobs import Job
+from vidu_async.testing import FakeVidu, Faults, RateLimit
 from vidu_async.throttle import Throttle
 
 
@@ -94,36 +99,25 @@ def test_without_a_start_window_an_unknown_limit_starts_unpaced() -> None:
 
 def test_an_unknown_limit_starts_with_a_window_one_wider_per_success_until_unpaced() -> None:
     """One request in flight, then one more per success (doubling per round trip), and no
-    window at all from ``window_cap`` on: no burst of every worker at once."""
+    window at all from ``window_cap`` on: no burst of every worker at once. The window does
+    not pace: the caller keeps the count."""
     clock = Clock()
     throttle = make(None, clock, start_window=1, window_cap=8)
-    allowed = []
-    for _ in range(3):
-        granted = sum(1 for _ in range(100) if throttle.next_send() == 0.0)
-        allowed.append(granted)
+    windows = []
+    while (window := throttle.max_in_flight) is not None:
+        windows.append(window)
+        assert throttle.next_send() == 0.0
         clock.now += 0.003
-        for _ in range(granted):
-            throttle.succeeded(clock.now - 0.003)
-    assert allowed == [1, 2, 4]  # and now 8 successes: the cap
+        throttle.succeeded(clock.now - 0.003)
+    assert windows == [1, 2, 3, 4, 5, 6, 7]
     assert throttle.rate is None
     assert {throttle.next_send() for _ in range(100)} == {0.0}
 
 
-def test_a_window_place_whose_answer_never_comes_is_freed_after_a_while() -> None:
-    clock = Clock()
-    throttle = make(None, clock, start_window=1, window_expiry=2.0)
-    assert throttle.next_send() == 0.0
-    assert 0 < throttle.next_send() <= 2.0
-    assert throttle.next_send(book=False) > 0
-    clock.now += 2.0
-    assert throttle.next_send() == 0.0
-
-
-def test_requests_whose_answers_are_not_reported_take_no_window_place() -> None:
-    throttle = make(None, Clock(), start_window=1)
-    assert {throttle.next_send(reports=False) for _ in range(10)} == {0.0}
-    assert throttle.next_send(book=False) == 0.0  # asking books nothing either
-    assert throttle.next_send() == 0.0
+def test_a_told_rate_or_a_start_rate_has_no_window() -> None:
+    assert make(30.0, Clock()).max_in_flight is None
+    assert make(None, Clock(), start_rate=10.0).max_in_flight is None
+    assert make(None, Clock(), start_window=None).max_in_flight is None
 
 
 def test_an_unreported_request_answered_holds_the_next_one_interval_after_it() -> None:
@@ -507,3 +501,19 @@ def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
         clock.now += 0.02
         throttle.throttled(1.0, clock.now - 0.01)
     assert throttle.rate == pytest.approx(paced / 1.2 * 0.95)
+
+
+async def test_an_untold_batch_meets_a_strict_limit_without_a_burst_of_every_worker() -> None:
+    """Sixteen workers, no rate told, against a strict limit of 40/s (its 429s with a
+    ``Retry-After``): the first creates go one at a time, then the limit is measured: a few
+    429s, not one for every worker but the first (the batch counts its creates in flight)."""
+    jobs = [Job(f"job-{i}", ReferenceToVideoRequest(
+        "viduq2", f"a cat surfing, take {i}", images=("https://example.com/cat.png",)), i)
+        for i in range(1, 41)]
+    faults = Faults(rate_limit=RateLimit(rate=40.0, burst=1))
+    async with FakeVidu(faults=faults) as sim, \
+            ViduClient(sim.api_key, base_url=sim.url) as client:
+        batch = BatchSubmitter(client, BatchOptions(concurrency=16))
+        outcomes = [outcome async for outcome in batch.run(jobs)]
+    assert {o.status for o in outcomes} == {"submitted"}
+    assert sim.stats.faults["rate_limited"] <= 10

@@ -19,14 +19,15 @@ probing an untold limit drops back just under where it came, and doubles the nex
 last change (``sent_at``) was drawn by the old pace and is not counted again.
 
 Without a configured ``max_rate`` (nor ``start_rate``) the batch starts with a window of
-``start_window`` requests in flight, one more per success, so it doubles per round trip as TCP's
-slow start does: the workers never meet an unknown limit all at once, and a limitless run loses
-a few round trips; from ``window_cap`` on it is unpaced. A strict limit under a request per
-round trip shows at once: refusals with at most ``strict_passes`` passes before them (two of the
-last three answers with a ``Retry-After``, else three of four; random 429s rarely crowd so). Its
-interval is then bracketed, one request at a time, each sent a chosen spacing after the last
-pass reached the server: a refusal raises the spacing known too short, a pass lowers the one
-known long enough, until they are within ``precision`` (or ``search_for`` seconds have gone).
+``start_window`` requests in flight (``max_in_flight``: the caller counts), one more per
+success, so it doubles per round trip as TCP's slow start does: the workers never meet an
+unknown limit all at once, and a limitless run loses a few round trips; from ``window_cap`` on
+it is unpaced. A strict limit under a request per round trip shows at once: refusals with at
+most ``strict_passes`` passes before them (two of the last three answers with a
+``Retry-After``, else three of four; random 429s rarely crowd so). Its interval is then
+bracketed, one request at a time, each sent a chosen spacing after the last pass reached the
+server: a refusal raises the spacing known too short, a pass lowers the one known long enough,
+until they are within ``precision`` (or ``search_for`` seconds have gone).
 The pace is the shortest spacing that passed, less ``found_margin``, held ``found_hold``
 seconds before its first probe: a measured limit needs few. Crowded 429s cut it by ``margin``
 only, as a told one (jitter can measure it a few percent short), and a lone 429 with a
@@ -113,7 +114,7 @@ class Throttle:
     max_pause: float = 60.0
     start_window: int | None = 1
     window_cap: int = 32
-    window_expiry: float = 2.0
+    probe_expiry: float = 2.0
     precision: float = 0.02
     search_step: float = 4.0
     search_bias: float = 0.6
@@ -125,7 +126,6 @@ class Throttle:
     strict_passes: int = 2
     rng: random.Random = attrs.field(factory=random.Random)
     _window: int | None = attrs.field(init=False)
-    _in_flight: deque[float] = attrs.field(init=False, factory=deque)
     _search: _Search | None = attrs.field(init=False, default=None)
     _measured: bool = attrs.field(init=False, default=False)
     _last_pass: float | None = attrs.field(init=False, default=None)
@@ -165,6 +165,13 @@ class Throttle:
         return self._rate
 
     @property
+    def max_in_flight(self) -> int | None:
+        """How many requests may be in flight at once now (None: no such limit): the start
+        window of an untold limit. The caller keeps count (it knows every answer, even those
+        it reports neither as a success nor as a 429) and waits for one to go over it."""
+        return self._window
+
+    @property
     def paused_until(self) -> float:
         """When the shared pause ends (in the past when there is none)."""
         return self._paused_until
@@ -176,8 +183,8 @@ class Throttle:
         Nothing is booked while waiting, so waiting workers follow every rate change and pause
         that happens while they sleep; ``book=False`` only asks, booking nothing either way.
         ``reports=False``: the caller will not report its success (``succeeded``), so the
-        request takes no place in the start window, and waits out a search for the limit,
-        whose probes it would confuse; ``answered`` may say when it was answered.
+        request waits out a search for the limit, whose probes it would confuse; ``answered``
+        may say when it was answered.
         """
         now = self.clock()
         self._recover(now)
@@ -188,11 +195,6 @@ class Throttle:
         start = max(now, self._paused_until)
         if search is not None:
             start = max(start, self._probe_slot(search, now, reports))
-        elif self._window is not None and reports:
-            while self._in_flight and self._in_flight[0] <= now - self.window_expiry:
-                self._in_flight.popleft()  # its answer was never reported
-            if len(self._in_flight) >= self._window:
-                start = max(start, self._in_flight[0] + self._min_round_trip, now + 0.001)
         elif self._rate is not None:
             start = max(start, self._next_slot, self._after_answer)
         if start > now:
@@ -203,8 +205,6 @@ class Throttle:
             search.probe = now
             if (asked := search.due - search.late) >= search.ready:
                 search.late = (search.late + now - asked) / 2
-        elif self._window is not None and reports:
-            self._in_flight.append(now)
         elif self._rate is not None:
             self._next_slot = now + 1.0 / self._rate
         return 0.0
@@ -216,7 +216,7 @@ class Throttle:
         if not reports:
             return min(now + 0.05, search.started + self.search_for)
         if search.probe is not None:
-            if now < search.probe + self.window_expiry:
+            if now < search.probe + self.probe_expiry:
                 return max(search.probe + self._min_round_trip, now + 0.001)
             search.probe = None  # its answer was never reported
         if search.high == math.inf:
@@ -250,8 +250,6 @@ class Throttle:
         if self._search is not None:
             self._probed(self._search, now, sent_at, arrived)
         elif self._window is not None:
-            if self._in_flight:
-                self._in_flight.popleft()
             self._window += 1
             if self._window >= self.window_cap:
                 self._window = None
@@ -295,8 +293,6 @@ class Throttle:
     def _learn(self, now: float, retry_after: float | None, sent_at: float | None) -> None:
         """What a 429 drawn by the pace in force says: a strict limit met in the start window,
         crowded 429s, or a probe above the limit refused."""
-        if self._window is not None and self._in_flight:
-            self._in_flight.popleft()
         self._answers.append((now, False, self._rate))
         if self._window is not None and self._crowded(retry_after is not None):
             if self._window - (self.start_window or 0) <= self.strict_passes:
@@ -339,7 +335,6 @@ class Throttle:
         self._rate = max(self.min_rate, len(self._successes) / elapsed)
         self._slow_start = True
         self._window = None
-        self._in_flight.clear()
         self._next_slot = now
         self._changed_at = now
         self._answers.clear()
@@ -354,7 +349,6 @@ class Throttle:
             low = max(self.search_floor, sent - self._last_pass)
             self._search = _Search(now, low, self._last_pass, ref_is_pass=True)
         self._window = None
-        self._in_flight.clear()
         self._changed_at = now
 
     def _probed(

@@ -329,6 +329,7 @@ class BatchSubmitter:
         self._paced_at: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
             weakref.WeakKeyDictionary()
         )  # when each task's last request other than a create took its turn
+        self._sending = 0  # creates on their way
         self._journal: Journal | None = None
         self._batch_id = opts.batch_id or ""
         self._stop: ErrorInfo | None = None
@@ -874,6 +875,11 @@ class BatchSubmitter:
                 continue
             if isinstance(decision, Stop):
                 return decision
+            window = self._throttle.max_in_flight  # an untold limit's start: creates at once
+            if window is not None and self._sending >= window:
+                async with self._creating.given_back():
+                    await self._changed.wait()
+                continue
             # Ask again after each wait: a pause or a rate change applies to everyone.
             if self._throttle.next_send() <= 0:
                 return decision
@@ -930,6 +936,7 @@ class BatchSubmitter:
         sent_at = self._clock()  # when its slot was granted: the throttle needs to know
         self._reserve(go.reserve, +1)
         account.in_flight += 1
+        self._sending += 1
         sending = False
         try:
             if self._journal is not None:
@@ -968,6 +975,7 @@ class BatchSubmitter:
         finally:
             # No await until the credits are counted: nobody sees them in neither place.
             account.in_flight -= 1
+            self._sending -= 1
             self._reserve(go.reserve, -1)
             self._changed.fire()
         if failure is not None:
