@@ -504,16 +504,17 @@ def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
 
 
 async def test_an_untold_batch_meets_a_strict_limit_without_a_burst_of_every_worker() -> None:
-    """Sixteen workers, no rate told, against a strict limit of 40/s (its 429s with a
+    """Sixteen workers, no rate told, against a strict limit of 10/s (its 429s with a
     ``Retry-After``): the first creates go one at a time, then the limit is measured: a few
-    429s, not one for every worker but the first (the batch counts its creates in flight)."""
+    429s (7 or 8), not one for every worker but the first (the batch counts its creates in
+    flight)."""
     jobs = [Job(f"job-{i}", ReferenceToVideoRequest(
         "viduq2", f"a cat surfing, take {i}", images=("https://example.com/cat.png",)), i)
-        for i in range(1, 41)]
-    faults = Faults(rate_limit=RateLimit(rate=40.0, burst=1))
+        for i in range(1, 21)]
+    faults = Faults(rate_limit=RateLimit(rate=10.0, burst=1))
     async with FakeVidu(faults=faults) as sim, \
             ViduClient(sim.api_key, base_url=sim.url) as client:
         batch = BatchSubmitter(client, BatchOptions(concurrency=16))
         outcomes = [outcome async for outcome in batch.run(jobs)]
     assert {o.status for o in outcomes} == {"submitted"}
-    assert sim.stats.faults["rate_limited"] <= 10
+    assert sim.stats.faults["rate_limited"] <= 11  # sixteen at once: 15 at least
