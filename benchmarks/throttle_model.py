@@ -7,8 +7,9 @@ token bucket (R a second, bursts of B, a whole-seconds ``Retry-After``). The mod
 fraction of a second, so it is how ``throttle.py`` was tuned; the figures to quote come from
 ``goodput.py`` against the real simulator.
 
-Each worker loops as the batch does: ask ``next_send``, sleep what it says, ask again, send; on a
-429 sleep what ``throttled`` returns, then ask again.
+Each worker loops as the batch does: wait while ``max_in_flight`` requests are on their way (for
+one's answer), ask ``next_send``, sleep what it says, ask again, send; on a 429 sleep what
+``throttled`` returns, then ask again.
 
     python benchmarks/throttle_model.py
 """
@@ -33,6 +34,7 @@ SCENARIOS = [  # name, jobs, bucket (R, B) or None, random 429 share, configured
     ("bucket 5/s", 300, (5.0, 1), 0.0, None, 0.003),
     ("bucket 100/s burst 10", 3000, (100.0, 10), 0.0, None, 0.003),
     ("bucket 30/s + 5% random", 600, (30.0, 1), 0.05, None, 0.003),
+    ("bucket 30/s, 50 ms round trip", 600, (30.0, 1), 0.0, None, 0.05),
 ]
 
 START_RATES = [None, 10.0]
@@ -66,16 +68,26 @@ def run(
 
     for _ in range(workers):
         at(0.0, "want")
-    todo, done, requests, refused = jobs, 0, 0, 0
+    todo, done, requests, refused, in_flight, blocked = jobs, 0, 0, 0, 0, 0
     while events and done < jobs:
         now, _, kind, retry_after, sent = heapq.heappop(events)
         late = rng.uniform(0, 0.0005)  # timers fire a little late
+        if kind in ("ok", "429"):
+            in_flight -= 1
+            for _ in range(blocked):  # waiting for an answer: ask again
+                at(now, "want")
+            blocked = 0
         if kind == "want" and todo:
+            window = throttle.max_in_flight
+            if window is not None and in_flight >= window:
+                blocked += 1
+                continue
             wait = throttle.next_send()
             if wait > 0:
                 at(now + wait + late, "want")
                 continue
             todo -= 1
+            in_flight += 1
             at(now + late, "send", sent=now)
         elif kind == "send":
             requests += 1

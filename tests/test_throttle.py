@@ -7,6 +7,11 @@ import random
 
 import pytest
 
+from vidu_async import ReferenceToVideoRequest
+from vidu_async.batch import BatchOptions, BatchSubmitter
+from vidu_async.client import ViduClient
+from vidu_async.jobs import Job
+from vidu_async.testing import FakeVidu, Faults, RateLimit
 from vidu_async.throttle import Throttle
 
 
@@ -18,7 +23,7 @@ class Clock:
         return self.now
 
 
-def make(max_rate: float | None, clock: Clock, **kw: float) -> Throttle:
+def make(max_rate: float | None, clock: Clock, **kw: float | None) -> Throttle:
     return Throttle(max_rate=max_rate, clock=clock, rng=random.Random(7), **kw)  # type: ignore[arg-type]
 
 
@@ -86,10 +91,57 @@ def test_next_send_without_booking_only_says_when_a_slot_is_due() -> None:
     assert throttle.next_send() == pytest.approx(0.25)
 
 
-def test_without_a_start_rate_an_unknown_limit_starts_unpaced() -> None:
-    throttle = make(None, Clock())
+def test_without_a_start_window_an_unknown_limit_starts_unpaced() -> None:
+    throttle = make(None, Clock(), start_window=None)
     assert throttle.rate is None
     assert {throttle.next_send() for _ in range(100)} == {0.0}
+
+
+def test_an_unknown_limit_starts_with_a_window_one_wider_per_success_until_unpaced() -> None:
+    """One request in flight, then one more per success (doubling per round trip), and no
+    window at all from ``window_cap`` on: no burst of every worker at once. The window does
+    not pace: the caller keeps the count."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, window_cap=8)
+    windows = []
+    while (window := throttle.max_in_flight) is not None:
+        windows.append(window)
+        assert throttle.next_send() == 0.0
+        clock.now += 0.003
+        throttle.succeeded(clock.now - 0.003)
+    assert windows == [1, 2, 3, 4, 5, 6, 7]
+    assert throttle.rate is None
+    assert {throttle.next_send() for _ in range(100)} == {0.0}
+
+
+def test_a_told_rate_or_a_start_rate_has_no_window() -> None:
+    assert make(30.0, Clock()).max_in_flight is None
+    assert make(None, Clock(), start_rate=10.0).max_in_flight is None
+    assert make(None, Clock(), start_window=None).max_in_flight is None
+
+
+def test_an_unreported_request_answered_holds_the_next_one_interval_after_it() -> None:
+    """At 10/s, a request whose success is not reported (a list page) answered 52 ms after
+    its turn: the next waits until then less the shortest round trip plus an interval, as
+    after a create's success; one answered more than a second after its turn holds nobody."""
+    clock = Clock()
+    throttle = make(10.0, clock, slack=0.0)
+    sent = clock.now
+    assert throttle.next_send() == 0.0
+    clock.now += 0.002
+    throttle.succeeded(sent)  # the shortest round trip: 2 ms
+    clock.now = sent + 0.1
+    page = clock.now
+    assert throttle.next_send(reports=False) == 0.0
+    clock.now += 0.052
+    throttle.answered(page)
+    assert throttle.next_send() == pytest.approx(0.1 - 0.002)
+    clock.now += 2.0
+    page = clock.now
+    assert throttle.next_send(reports=False) == 0.0
+    clock.now += 1.5
+    throttle.answered(page)
+    assert throttle.next_send() == 0.0
 
 
 def test_an_unknown_limit_starts_slowly_and_grows_per_success_until_unpaced() -> None:
@@ -142,7 +194,7 @@ def test_a_token_buckets_429s_are_found_and_the_rate_held_near_the_limit() -> No
 
 def test_a_429_while_probing_above_the_limit_drops_back_under_where_it_was_found() -> None:
     clock = Clock()
-    throttle = make(None, clock, hold=2.0, recovery=0.1, margin=0.05)
+    throttle = make(None, clock, hold=2.0, recovery=0.1, margin=0.05, start_window=None)
     for _ in range(20):
         throttle.throttled()  # everything refused: a limit, paced at half, then held
     held = throttle.rate
@@ -197,12 +249,13 @@ def test_the_rate_never_drops_below_the_floor() -> None:
 
 
 def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 16,
-               round_trip: float = 0.003) -> tuple[int, int, list[tuple[float, float]]]:
-    """``workers`` against a strict bucket of 30/s for ``seconds``, each sending as the
-    throttle says and answered ``round_trip`` later (a 429 reported with its send time, its
-    ``Retry-After`` honoured): (passed, refused, (time, rate) after each answer)."""
+               round_trip: float = 0.003, limit: float = 30.0
+               ) -> tuple[int, int, list[tuple[float, float]]]:
+    """``workers`` against a strict bucket of ``limit`` a second for ``seconds``, each sending
+    as the throttle says and answered ``round_trip`` later (each answer reported with its send
+    time, a ``Retry-After`` honoured): (passed, refused, (time, rate) after each answer)."""
     start = clock.now
-    bucket = Bucket(30.0, clock.now)
+    bucket = Bucket(limit, clock.now)
     retry_at = [start] * workers
     passed = refused = 0
     rates: list[tuple[float, float]] = []
@@ -217,7 +270,7 @@ def bucket_run(throttle: Throttle, clock: Clock, seconds: float, workers: int = 
         clock.now += round_trip  # the answer
         if retry_after is None:
             passed += 1
-            throttle.succeeded()
+            throttle.succeeded(sent)
             retry_at[worker] = clock.now
         else:
             refused += 1
@@ -233,12 +286,72 @@ def test_an_unpaced_start_meeting_a_strict_limit_finds_it_instead_of_crawling() 
     Everybody waits the Retry-After once, then the pace grows from ``restart_rate`` to the
     limit and stays near it (it used to fall to ``min_rate`` and crawl back at 5% a second)."""
     clock = Clock()
-    throttle = make(None, clock)
+    throttle = make(None, clock, start_window=None)
     passed, refused, rates = bucket_run(throttle, clock, 20.0)
     assert all(rate >= 0.7 * 30 for t, rate in rates if t > 3)
     assert all(rate <= 1.2 * 30 for t, rate in rates if t > 5)
     assert passed >= 0.85 * 30 * 20
     assert refused <= 40  # the first burst's 15, then a few while finding and probing
+
+
+@pytest.mark.parametrize("limit", [5.0, 30.0, 100.0, 250.0])
+def test_a_strict_limit_met_in_the_start_window_is_measured_and_held(limit: float) -> None:
+    """The first refusals come right after a pass: the limit's interval is bracketed by one
+    probe at a time, within a second or two, then held at 0.97 to 1.0 of it; a few 429s."""
+    clock = Clock()
+    throttle = make(None, clock)
+    seconds = 30.0
+    passed, refused, rates = bucket_run(throttle, clock, seconds, limit=limit)
+    held = [rate for t, rate in rates if t > 2 + 20 / limit]
+    assert 0.97 * limit <= min(held) and max(held) <= 1.01 * limit
+    assert passed >= 0.95 * limit * seconds
+    assert refused <= 10
+
+
+def window_then_429s(throttle: Throttle, clock: Clock, passes: int) -> None:
+    """``passes`` successes 50 ms after their send, then a pass and a 429 in turn until the
+    429s crowd: a limit met in the start window."""
+    for _ in range(passes):
+        assert throttle.next_send() == 0.0
+        clock.now += 0.05
+        throttle.succeeded(clock.now - 0.05)
+    while throttle.rate is None:
+        throttle.throttled(1.0, clock.now - 0.05)
+        clock.now += 0.001
+
+
+def test_a_limit_met_after_many_passes_in_the_window_slow_starts_from_what_got_through(
+) -> None:
+    """Ten passes in half a second, then crowded 429s: a burst or a limit above one request
+    per round trip, which one probe at a time cannot measure: the pace starts at the 20/s
+    that got through and grows from there, per success."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, growth=0.2)
+    window_then_429s(throttle, clock, 10)
+    assert throttle.rate == pytest.approx(10 / 0.5, rel=0.01)
+    throttle.succeeded()
+    assert throttle.rate == pytest.approx(10 / 0.5 * 1.2, rel=0.01)
+
+
+def test_that_slow_start_ends_at_crowded_429s_no_faster_than_what_passed() -> None:
+    """Growing per success, the pace outruns the answers of a 50 ms round trip; its first
+    crowded 429s (between passes, not six of them) end it, not at a growth step under the
+    pace at the first of them (far above the limit) but at the closest spacing that passed
+    (40 ms) or what got through (seven answers in the last quarter second), a margin under."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=1, growth=0.2, margin=0.05)
+    window_then_429s(throttle, clock, 10)
+    for _ in range(8):
+        clock.now += 0.04
+        throttle.succeeded(clock.now - 0.05)
+    pace = throttle.rate
+    assert pace is not None and pace > 50
+    throttle.throttled(1.0, clock.now - 0.01)
+    clock.now += 0.036
+    throttle.succeeded(clock.now - 0.05)
+    throttle.throttled(1.0, clock.now - 0.01)
+    ended = throttle.rate
+    assert ended is not None and 0.95 / 0.04 <= ended <= 0.95 * 7 / 0.25
 
 
 def crowd(throttle: Throttle, clock: Clock, gap: float) -> None:
@@ -257,6 +370,37 @@ def test_a_told_rate_meeting_crowded_429s_steps_down_by_the_margin_only() -> Non
     throttle = make(30.0, clock, slack=0.0, margin=0.05)
     crowd(throttle, clock, 1 / 30)
     assert throttle.rate == pytest.approx(30 * 0.95)
+
+
+def test_a_measured_limit_meeting_crowded_429s_steps_down_by_the_margin_only() -> None:
+    """A round trip's jitter can put a measured interval a few percent short: the 429s that
+    follow cut the pace as a told one's (by ``margin``), not to half of what got through."""
+    clock = Clock()
+    throttle = make(None, clock, margin=0.05, notch=0.0)
+    bucket_run(throttle, clock, 2.0)
+    measured = throttle.rate
+    assert measured is not None and 29 <= measured <= 30
+    crowd(throttle, clock, 1 / measured)
+    assert throttle.rate == pytest.approx(measured * 0.95)
+
+
+def test_a_429_that_says_how_long_to_wait_takes_a_measured_limit_a_notch_down() -> None:
+    """Measured a hair over the limit, a pace is refused one request in several, never
+    crowded: each such 429 (with a ``Retry-After``) lowers it by ``notch``; one without a
+    ``Retry-After`` (random, most likely) and one sent before the change do not."""
+    clock = Clock()
+    throttle = make(None, clock, notch=0.005)
+    bucket_run(throttle, clock, 2.0)
+    measured = throttle.rate
+    assert measured is not None
+    throttle.throttled(None, clock.now)
+    assert throttle.rate == measured
+    sent = clock.now
+    clock.now += 0.01
+    throttle.throttled(1.0, sent)
+    assert throttle.rate == pytest.approx(measured * 0.995)
+    throttle.throttled(1.0, sent)  # sent at the old pace
+    assert throttle.rate == pytest.approx(measured * 0.995)
 
 
 def test_an_untold_pace_just_above_a_strict_limit_steps_down_halfway_not_to_half() -> None:
@@ -287,7 +431,8 @@ def test_429s_to_requests_sent_before_a_change_do_not_count_again() -> None:
 
 def test_each_failed_probe_holds_longer_before_probing_again() -> None:
     clock = Clock()
-    throttle = make(None, clock, hold=2.0, max_hold=6.0, recovery=0.1, margin=0.05)
+    throttle = make(None, clock, hold=2.0, max_hold=6.0, recovery=0.1, margin=0.05,
+                    start_window=None)
     for _ in range(20):
         throttle.throttled()  # a limit: paced at half, held
     holds = []
@@ -356,3 +501,20 @@ def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
         clock.now += 0.02
         throttle.throttled(1.0, clock.now - 0.01)
     assert throttle.rate == pytest.approx(paced / 1.2 * 0.95)
+
+
+async def test_an_untold_batch_meets_a_strict_limit_without_a_burst_of_every_worker() -> None:
+    """Sixteen workers, no rate told, against a strict limit of 10/s (its 429s with a
+    ``Retry-After``): the first creates go one at a time, then the limit is measured: a few
+    429s (7 or 8), not one for every worker but the first (the batch counts its creates in
+    flight)."""
+    jobs = [Job(f"job-{i}", ReferenceToVideoRequest(
+        "viduq2", f"a cat surfing, take {i}", images=("https://example.com/cat.png",)), i)
+        for i in range(1, 21)]
+    faults = Faults(rate_limit=RateLimit(rate=10.0, burst=1))
+    async with FakeVidu(faults=faults) as sim, \
+            ViduClient(sim.api_key, base_url=sim.url) as client:
+        batch = BatchSubmitter(client, BatchOptions(concurrency=16))
+        outcomes = [outcome async for outcome in batch.run(jobs)]
+    assert {o.status for o in outcomes} == {"submitted"}
+    assert sim.stats.faults["rate_limited"] <= 11  # sixteen at once: 15 at least

@@ -27,6 +27,7 @@ import math
 import secrets
 import tempfile
 import time
+import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -122,9 +123,10 @@ def _optional_http_url(_: object, attribute: attrs.Attribute[str | None], value:
 
 
 START_RATE: float | None = None
-"""Creates per second an untold batch starts at (``BatchOptions.start_rate``): unpaced by
-default, since Vidu documents no request-rate limit (measured: a slow start cost a 2,000-job
-run more than a third of its speed); give a rate when an account has a limit."""
+"""Creates per second an untold batch starts at (``BatchOptions.start_rate``): None by
+default (a window of requests in flight instead, doubling per round trip), since Vidu documents
+no request-rate limit (measured: a paced slow start cost a 2,000-job run more than a third of
+its speed); give a rate when an account has a limit."""
 LOUD_PAUSE = 5.0
 """A wait this long (seconds) or longer is logged as a warning, with its reason: a person
 watching the batch should know why it stands still."""
@@ -136,9 +138,10 @@ poll every few hundredths of a second, a real batch every few seconds)."""
 @attrs.frozen
 class BatchOptions:
     """How a batch runs. ``rate`` is creates per second (None: as fast as the API allows).
-    Without a ``rate``, creates start unpaced, or at ``start_rate`` a second speeding up with
-    every success until a limit shows (a strict limit is then found without a burst of every
-    worker at once; measured in ``benchmarks/``).
+    Without a ``rate``, creates start with one request in flight, one more per success (TCP's
+    slow start, unpaced once past the workers), or at ``start_rate`` a second speeding up with
+    every success, until a limit shows (then found without a burst of every worker at once;
+    measured in ``benchmarks/``).
 
     ``batch_id`` names the batch: every job's correlation key derives from it, the job's id
     and its request, so a rerun of the same batch finds the tasks an earlier run made even
@@ -315,6 +318,10 @@ class BatchSubmitter:
         """Fresh state for one run."""
         opts = self.options
         self._throttle = Throttle(opts.rate, self._clock, start_rate=opts.start_rate)
+        self._paced_at: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
+            weakref.WeakKeyDictionary()
+        )  # when each task's last request other than a create took its turn
+        self._sending = 0  # creates on their way
         self._journal: Journal | None = None
         self._batch_id = opts.batch_id or ""
         self._stop: ErrorInfo | None = None
@@ -863,6 +870,11 @@ class BatchSubmitter:
                 continue
             if isinstance(decision, Stop):
                 return decision
+            window = self._throttle.max_in_flight  # an untold limit's start: creates at once
+            if window is not None and self._sending >= window:
+                async with self._creating.given_back():
+                    await self._changed.wait()
+                continue
             # Ask again after each wait: a pause or a rate change applies to everyone.
             if self._throttle.next_send() <= 0:
                 return decision
@@ -871,9 +883,16 @@ class BatchSubmitter:
 
     async def _pace(self) -> None:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
-        their turn in the shared pacing too: an account's rate limit counts every request."""
-        while self._throttle.next_send() > 0:
+        their turn in the shared pacing too: an account's rate limit counts every request.
+        A task's request before this one was answered by now (a list page held up on its way
+        then no longer meets the next page at a strict limit, as the pacing does for creates)."""
+        task = asyncio.current_task()
+        if task is not None and task in self._paced_at:
+            self._throttle.answered(self._paced_at.pop(task))
+        while self._throttle.next_send(reports=False) > 0:
             await self._next_slot()
+        if task is not None:
+            self._paced_at[task] = self._clock()
 
     def _paced_refused(self, retry_after: float | None) -> None:
         """A request other than a create was answered 429: the pacing learns of the limit as
@@ -912,6 +931,7 @@ class BatchSubmitter:
         sent_at = self._clock()  # when its slot was granted: the throttle needs to know
         self._reserve(go.reserve, +1)
         account.in_flight += 1
+        self._sending += 1
         sending = False
         try:
             if self._journal is not None:
@@ -950,6 +970,7 @@ class BatchSubmitter:
         finally:
             # No await until the credits are counted: nobody sees them in neither place.
             account.in_flight -= 1
+            self._sending -= 1
             self._reserve(go.reserve, -1)
             self._changed.fire()
         if failure is not None:
