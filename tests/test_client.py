@@ -489,6 +489,30 @@ async def test_a_paced_request_answered_429_is_told_to_the_pacing(
     assert refusals == [2.0]
 
 
+async def test_a_paced_request_answered_is_told_to_the_pacing_with_its_turn(
+    client: ViduClient, vidu: FakeVidu
+) -> None:
+    """Each paced request answered (a success, or an error other than a 429) hands its
+    pacer's turn back, once; a 429 goes to ``refused`` instead, and its retry's own turn comes
+    back when that is answered."""
+    turns = iter(range(1, 100))
+    answered: list[int] = []
+    refusals: list[float | None] = []
+
+    async def pacer() -> int:
+        return next(turns)
+
+    task = vidu.add_task(state="queueing")
+    vidu.query_faults = [429]
+    with client.paced(pacer, refusals.append, answered.append):
+        await client.get_task(task["id"])  # turn 1 refused, turn 2 answered
+        with pytest.raises(NotFoundError):
+            await client.get_task("no-such-task")  # turn 3: answered all the same
+        await client.create_reference2video(request())  # a create takes no turn
+    assert refusals == [None]
+    assert answered == [2, 3]
+
+
 async def test_a_missing_task_is_not_found_without_retrying(
     client: ViduClient, vidu: FakeVidu
 ) -> None:

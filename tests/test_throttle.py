@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 
 import pytest
 
-from vidu_async import ReferenceToVideoRequest
+from tests.waiting import until
+from vidu_async import Outcome, ReferenceToVideoRequest
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.jobs import Job
-from vidu_async.testing import FakeVidu, Faults, RateLimit
+from vidu_async.retry import RetryPolicy
+from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Quirks, RateLimit
 from vidu_async.throttle import Throttle
 
 
@@ -518,3 +521,39 @@ async def test_an_untold_batch_meets_a_strict_limit_without_a_burst_of_every_wor
         outcomes = [outcome async for outcome in batch.run(jobs)]
     assert {o.status for o in outcomes} == {"submitted"}
     assert sim.stats.faults["rate_limited"] <= 11  # sixteen at once: 15 at least
+
+
+async def test_a_create_whose_answer_was_lost_does_not_hold_the_start_window_shut() -> None:
+    """An untold batch starts with one create in flight. Every create's answer is lost here
+    (the task made, the connection dropped) and the list lags: each lookup waits to prove
+    absence (held here until the test lets it go). A create being looked up is not on its way,
+    so the next creates go meanwhile: all four are sent before the first lookup ends (one at
+    a time, the lag each, when the window counted them)."""
+    jobs = [Job(f"job-{i}", ReferenceToVideoRequest(
+        "viduq2", f"a cat surfing, take {i}", images=("https://example.com/cat.png",)), i)
+        for i in range(1, 5)]
+    released = asyncio.Event()
+
+    async def held(_: float) -> None:
+        await released.wait()
+
+    lost = Faults(create=EndpointFaults(commit_then_drop=1.0))
+    clock = ManualClock()
+    async with FakeVidu(faults=lost, quirks=Quirks(list_lag=60.0), clock=clock) as sim, \
+            ViduClient(sim.api_key, base_url=sim.url, retry=RetryPolicy(sleep=held)) as client:
+        batch = BatchSubmitter(client, BatchOptions(concurrency=4))
+        run = asyncio.create_task(_outcomes(batch, jobs))
+        try:
+            await until(lambda: sim.stats.tasks_created == 4, "four creates sent")
+        finally:
+            clock.advance(61.0)  # listed now: every lookup finds its task
+            released.set()
+        outcomes = await run
+    assert sorted((o.custom_id, o.status) for o in outcomes) == [
+        (f"job-{i}", "submitted") for i in range(1, 5)]
+    assert sim.stats.tasks_created == 4
+    assert sim.stats.duplicate_payloads() == {}
+
+
+async def _outcomes(batch: BatchSubmitter, jobs: list[Job]) -> list[Outcome]:
+    return [outcome async for outcome in batch.run(jobs)]

@@ -35,7 +35,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, overload
+from typing import Any, Self, TypeVar, overload
 
 import aiohttp
 import attrs
@@ -62,6 +62,7 @@ from vidu_async.errors import (
     AmbiguousCreateError,
     APIConnectionError,
     APIError,
+    APIStatusError,
     ConfigurationError,
     DownloadError,
     FieldProblem,
@@ -101,6 +102,9 @@ from vidu_async.upload import UPLOAD_SCENE, read_upload_image, upload_uri
 __all__ = ["LOOKUP_SLACK", "MAX_PAGE_SIZE", "TOOLS_PREFIX", "ViduClient"]
 
 logger = logging.getLogger("vidu_async.client")
+
+_Turn = TypeVar("_Turn")
+"""What a pacer gives a request (``ViduClient.paced``), handed back once it is answered."""
 
 TOOLS_PREFIX = "/tools/v2"
 """Where the upload API lives on the API host (beside ``/ent/v2``)."""
@@ -240,8 +244,9 @@ class ViduClient:
         self._unsettled: Recent[str, _CutOff] = Recent(dropped=self._forgotten.add)
         self._keys = KeyGuard()
         self._learning_clock = PerLoop(asyncio.Lock)
-        self._pacer: Callable[[], Awaitable[None]] | None = None
+        self._pacer: Callable[[], Awaitable[Any]] | None = None
         self._refused: Callable[[float | None], None] | None = None
+        self._answered: Callable[[Any], None] | None = None
         self._owns_pool = pool is None
         if pool is None:
             pool = SessionPool(
@@ -261,21 +266,24 @@ class ViduClient:
 
     @contextlib.contextmanager
     def paced(
-        self, pacer: Callable[[], Awaitable[None]],
+        self, pacer: Callable[[], Awaitable[_Turn]],
         refused: Callable[[float | None], None] | None = None,
+        answered: Callable[[_Turn], None] | None = None,
     ) -> Iterator[None]:
         """While it lasts, every API request of this client but a create (queries, lists,
         cancels, credits, and their retries) first awaits ``pacer()``: a batch that paces its
         creates against the account's rate limit paces the account's other requests with
         them, instead of leaving them to meet the limit's 429s. ``refused(retry_after)``
         hears of each of them answered 429 (not ``QuotaExceeded``): the pacing learns of the
-        limit from them too (the client retries the request itself, after the server's wait)."""
-        before = self._pacer, self._refused
-        self._pacer, self._refused = pacer, refused
+        limit from them too (the client retries the request itself, after the server's wait).
+        ``answered(turn)`` hears of each answered otherwise (a success or another error), with
+        what its ``pacer()`` returned: the request has reached the server by then."""
+        before = self._pacer, self._refused, self._answered
+        self._pacer, self._refused, self._answered = pacer, refused, answered
         try:
             yield
         finally:
-            self._pacer, self._refused = before
+            self._pacer, self._refused, self._answered = before
 
     @property
     def account(self) -> Account:
@@ -344,16 +352,23 @@ class ViduClient:
         retry: RetryPolicy | None = None,
     ) -> Any:
         async def attempt() -> Any:
-            if self._pacer is not None:
-                await self._pacer()
+            turn = None if self._pacer is None else await self._pacer()
+            answered = self._answered
             try:
-                return await send(self._pool, self._account, method, path, params=params,
-                                  body=body, on_date=self._server_clock.observer(),
-                                  prefix=prefix)
+                result = await send(self._pool, self._account, method, path, params=params,
+                                    body=body, on_date=self._server_clock.observer(),
+                                    prefix=prefix)
             except RateLimitError as error:
                 if self._refused is not None and error.reason != "QuotaExceeded":
                     self._refused(error.retry_after)
                 raise
+            except APIStatusError:
+                if answered is not None:
+                    answered(turn)
+                raise
+            if answered is not None:
+                answered(turn)
+            return result
 
         return await retried(attempt, retry or self._retry, kind,
                              call_name(method, path, prefix), no_answer=self._pool.no_answer)

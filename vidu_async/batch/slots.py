@@ -1,4 +1,5 @@
-"""``Slots``: the batch's create slots, where a holder that lent its slot gets it back first.
+"""``Slots``: the batch's create slots, where a holder that lent its slot gets it back first;
+``InFlight``: a count of creates on their way that a lookup gives back while it waits.
 
 A create's holder lends its slot while its intent is made durable (``lent``), so that other
 creates use it meanwhile; it takes it back before any newcomer, and newcomers take a lent slot
@@ -12,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-__all__ = ["Slots"]
+__all__ = ["InFlight", "Slots"]
 
 
 class Slots(asyncio.Semaphore):
@@ -115,3 +116,33 @@ class Slots(asyncio.Semaphore):
             if not waiter.done():  # not cancelled
                 self._free -= 1
                 waiter.set_result(None)
+
+
+class InFlight(asyncio.Semaphore):
+    """How many creates are on their way (``count``): ``add`` one, ``release`` it when it is
+    answered; ``changed()`` is called whenever the count falls. It never blocks (``acquire``
+    only counts), and it is a ``Semaphore`` so that a lost create's lookup gives it back like
+    the batch's slots (``reconcile.slots_given_back``): a create waiting to prove its task
+    absent (seconds, the visibility lag) is not on its way, and must not hold an untold
+    batch's start window shut (``Throttle.max_in_flight``)."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        super().__init__(0)
+        self.count = 0
+        self._changed = changed
+
+    def add(self) -> None:
+        """One more create on its way (synchronous: no await between a gate's go and it)."""
+        self.count += 1
+
+    async def acquire(self) -> Literal[True]:
+        """Counted again (a lookup taking its place back); never waits."""
+        self.add()
+        return True
+
+    def release(self) -> None:
+        self.count -= 1
+        self._changed()
+
+    def locked(self) -> bool:
+        return False

@@ -27,7 +27,6 @@ import math
 import secrets
 import tempfile
 import time
-import weakref
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -63,7 +62,7 @@ from vidu_async.batch.plan import (
 )
 from vidu_async.batch.punctual import punctual_sleep
 from vidu_async.batch.refresh import NotFound, list_states, query_one
-from vidu_async.batch.slots import Slots
+from vidu_async.batch.slots import InFlight, Slots
 from vidu_async.batch.uploads import Uploads
 from vidu_async.batch.verdicts import AccountDown, End, Halt, Retry, verdict
 from vidu_async.client import MAX_PAGE_SIZE, ViduClient
@@ -318,10 +317,6 @@ class BatchSubmitter:
         """Fresh state for one run."""
         opts = self.options
         self._throttle = Throttle(opts.rate, self._clock, start_rate=opts.start_rate)
-        self._paced_at: weakref.WeakKeyDictionary[asyncio.Task[Any], float] = (
-            weakref.WeakKeyDictionary()
-        )  # when each task's last request other than a create took its turn
-        self._sending = 0  # creates on their way
         self._journal: Journal | None = None
         self._batch_id = opts.batch_id or ""
         self._stop: ErrorInfo | None = None
@@ -356,6 +351,9 @@ class BatchSubmitter:
         self._task_states: dict[str, str] = {}
         self._changed = _Signal()
         """Fires when a create settles, a task finishes or submission stops."""
+        self._sending = InFlight(self._changed.fire)
+        """Creates on their way (an untold batch's start window counts them; a lookup gives
+        its create's place back while it waits)."""
         self._task_finished = _Signal()
         self._wake = _Signal()
         """Wakes the follower: a task to follow, or a claimed end."""
@@ -425,7 +423,8 @@ class BatchSubmitter:
         opts = self.options
         paced = contextlib.ExitStack()
         for account in self._accounts.values():
-            paced.enter_context(account.client.paced(self._pace, self._paced_refused))
+            paced.enter_context(account.client.paced(
+                self._pace, self._paced_refused, self._paced_answered))
         try:
             if opts.journal is not None:
                 self._journal = await Journal.open(
@@ -871,7 +870,7 @@ class BatchSubmitter:
             if isinstance(decision, Stop):
                 return decision
             window = self._throttle.max_in_flight  # an untold limit's start: creates at once
-            if window is not None and self._sending >= window:
+            if window is not None and self._sending.count >= window:
                 async with self._creating.given_back():
                     await self._changed.wait()
                 continue
@@ -881,18 +880,19 @@ class BatchSubmitter:
             async with self._creating.given_back():  # jobs whose slot is booked send meanwhile
                 await self._next_slot()
 
-    async def _pace(self) -> None:
+    async def _pace(self) -> float:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
         their turn in the shared pacing too: an account's rate limit counts every request.
-        A task's request before this one was answered by now (a list page held up on its way
-        then no longer meets the next page at a strict limit, as the pacing does for creates)."""
-        task = asyncio.current_task()
-        if task is not None and task in self._paced_at:
-            self._throttle.answered(self._paced_at.pop(task))
+        Returns when the turn was granted, for ``_paced_answered``."""
         while self._throttle.next_send(reports=False) > 0:
             await self._next_slot()
-        if task is not None:
-            self._paced_at[task] = self._clock()
+        return self._clock()
+
+    def _paced_answered(self, turn: float) -> None:
+        """A request other than a create, its turn granted at ``turn``, was answered: the next
+        request waits one interval after it (a list page held up on its way then no longer
+        meets the next page at a strict limit, as the pacing does for creates)."""
+        self._throttle.answered(turn)
 
     def _paced_refused(self, retry_after: float | None) -> None:
         """A request other than a create was answered 429: the pacing learns of the limit as
@@ -931,7 +931,7 @@ class BatchSubmitter:
         sent_at = self._clock()  # when its slot was granted: the throttle needs to know
         self._reserve(go.reserve, +1)
         account.in_flight += 1
-        self._sending += 1
+        self._sending.add()
         sending = False
         try:
             if self._journal is not None:
@@ -951,7 +951,7 @@ class BatchSubmitter:
                                                            facts.digests)
                 # While a lost create is looked up (for seconds, to prove it absent), its
                 # places go to other jobs: the waits do not hold up the batch.
-                with slots_given_back(self._alive, self._creating):
+                with slots_given_back(self._alive, self._creating, self._sending):
                     sending = True
                     task = await account.client.create(
                         request, correlation_key=facts.key, retry_rate_limits=False
@@ -970,7 +970,7 @@ class BatchSubmitter:
         finally:
             # No await until the credits are counted: nobody sees them in neither place.
             account.in_flight -= 1
-            self._sending -= 1
+            self._sending.release()
             self._reserve(go.reserve, -1)
             self._changed.fire()
         if failure is not None:

@@ -4,8 +4,8 @@ A batch allocates many short-lived containers per create (futures, tasks, parsed
 records). With CPython's defaults the collector then runs hundreds of times per thousand creates,
 and each full collection walks every object the imports made (tens of thousands, never garbage):
 pauses of 20-60 ms in the event loop, and 5-8% of the process's CPU per create (measured:
-``benchmarks/README.md``, section 1). Only the ``vidu-async`` process itself does this: a library must not
-change its host application's collector.
+``benchmarks/README.md``, section 1). Only the ``vidu-async`` process itself does this: a
+library must not change its host application's collector.
 """
 
 from __future__ import annotations
