@@ -970,9 +970,8 @@ class BatchSubmitter:
         finally:
             # No await until the credits are counted: nobody sees them in neither place.
             account.in_flight -= 1
-            self._sending.release()
             self._reserve(go.reserve, -1)
-            self._changed.fire()
+            self._sending.release()  # fires _changed: gated creates look again
         if failure is not None:
             return await self._refused(job, failure, account, sent_at)
         self._throttle.succeeded(sent_at)
