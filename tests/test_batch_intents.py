@@ -12,8 +12,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.test_batch import collect, make_jobs, sim_client, submitter
 from tests.waiting import until
+from vidu_async.batch import submitter as submitter_module
 from vidu_async.jobs import Job
 from vidu_async.journal import read_journal
 from vidu_async.testing import EndpointFaults, FakeVidu, Faults, ManualClock, Timeline
@@ -32,7 +35,7 @@ def intents(journal: Path) -> int:
 
 
 async def test_with_every_create_held_at_most_2c_minus_1_jobs_are_left_to_look_up(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Creates the server holds unanswered: the batch stands with ``concurrency`` creates in
     flight, and a crash then leaves at most ``2c - 1`` intents without a task (it wrote one
@@ -42,9 +45,10 @@ async def test_with_every_create_held_at_most_2c_minus_1_jobs_are_left_to_look_u
     held = Faults(create=EndpointFaults(hold=60.0))  # on a clock that never moves
     async with FakeVidu(faults=held, timeline=INSTANT, clock=ManualClock(),
                         concurrency_limit=100) as sim, sim_client(sim) as client:
-        # Paced from the start (an untold batch's first creates go one at a time, one more
-        # per answer, and these are never answered).
-        batch = submitter(client, concurrency=c, wait=True, journal=journal, start_rate=1000.0)
+        # Told no rate: the batch starts with one create in flight, one more per answer, and
+        # these are never answered; each window held full past its stall lets one more go.
+        monkeypatch.setattr(submitter_module, "WINDOW_STALL", 0.05)
+        batch = submitter(client, concurrency=c, wait=True, journal=journal)
         run = asyncio.create_task(collect(batch, make_jobs(n)))
 
         def standing() -> bool:

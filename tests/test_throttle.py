@@ -117,6 +117,20 @@ def test_an_unknown_limit_starts_with_a_window_one_wider_per_success_until_unpac
     assert {throttle.next_send() for _ in range(100)} == {0.0}
 
 
+def test_a_window_held_full_lets_one_more_go_without_counting_a_pass() -> None:
+    clock = Clock()
+    throttle = make(None, clock)
+    assert throttle.max_in_flight == 1
+    throttle.stalled()
+    throttle.stalled()
+    assert throttle.max_in_flight == 3
+    throttle.succeeded(clock.now)  # the window grows by its passes as before, stalls on top
+    assert throttle.max_in_flight == 4
+    told = make(30.0, clock)
+    told.stalled()
+    assert told.max_in_flight is None
+
+
 def test_a_told_rate_or_a_start_rate_has_no_window() -> None:
     assert make(30.0, Clock()).max_in_flight is None
     assert make(None, Clock(), start_rate=10.0).max_in_flight is None

@@ -22,12 +22,13 @@ Without a configured ``max_rate`` (nor ``start_rate``) the batch starts with a w
 ``start_window`` requests in flight (``max_in_flight``: the caller counts), one more per
 success, so it doubles per round trip as TCP's slow start does: the workers never meet an
 unknown limit all at once, and a limitless run loses a few round trips; from ``window_cap`` on
-it is unpaced. A strict limit under a request per round trip shows at once: refusals with at
-most ``strict_passes`` passes before them (two of the last three answers with a
-``Retry-After``, else three of four; random 429s rarely crowd so). Its interval is then
-bracketed, one request at a time, each sent a chosen spacing after the last pass reached the
-server: a refusal raises the spacing known too short, a pass lowers the one known long enough,
-until they are within ``precision`` (or ``search_for`` seconds have gone).
+it is unpaced (a window the caller finds full for long without an answer, a request held by
+the server, lets one more go: ``stalled``). A strict limit under a request per round trip
+shows at once: refusals with at most ``strict_passes`` passes before them (two of the last
+three answers with a ``Retry-After``, else three of four; random 429s rarely crowd so). Its
+interval is then bracketed, one request at a time, each sent a chosen spacing after the last
+pass reached the server: a refusal raises the spacing known too short, a pass lowers the one
+known long enough, until they are within ``precision`` (or ``search_for`` seconds have gone).
 The pace is the shortest spacing that passed, less ``found_margin``, held ``found_hold``
 seconds before its first probe: a measured limit needs few. Crowded 429s cut it by ``margin``
 only, as a told one (jitter can measure it a few percent short), and a lone 429 with a
@@ -126,6 +127,7 @@ class Throttle:
     strict_passes: int = 2
     rng: random.Random = attrs.field(factory=random.Random)
     _window: int | None = attrs.field(init=False)
+    _stalls: int = attrs.field(init=False, default=0)
     _search: _Search | None = attrs.field(init=False, default=None)
     _measured: bool = attrs.field(init=False, default=False)
     _last_pass: float | None = attrs.field(init=False, default=None)
@@ -168,8 +170,17 @@ class Throttle:
     def max_in_flight(self) -> int | None:
         """How many requests may be in flight at once now (None: no such limit): the start
         window of an untold limit. The caller keeps count (it knows every answer, even those
-        it reports neither as a success nor as a 429) and waits for one to go over it."""
-        return self._window
+        it reports neither as a success nor as a 429) and waits for one to go over it, or
+        for long (then ``stalled``)."""
+        return None if self._window is None else self._window + self._stalls
+
+    def stalled(self) -> None:
+        """The start window stayed full for long without an answer (a create the server holds
+        unanswered, up to the client's read timeout): one more request may be in
+        flight, so a held request does not stop the batch. Not a pass: what the window has
+        learned of a limit (the passes before its first 429s) stays as it was."""
+        if self._window is not None:
+            self._stalls += 1
 
     @property
     def paused_until(self) -> float:

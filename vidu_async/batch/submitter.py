@@ -126,6 +126,10 @@ START_RATE: float | None = None
 default (a window of requests in flight instead, doubling per round trip), since Vidu documents
 no request-rate limit (measured: a paced slow start cost a 2,000-job run more than a third of
 its speed); give a rate when an account has a limit."""
+WINDOW_STALL = 2.0
+"""Seconds an untold batch's start window may stay full without an answer before one more
+create goes (``Throttle.stalled``): a create the server holds, until the client's read timeout
+(a minute), must not stop the batch."""
 LOUD_PAUSE = 5.0
 """A wait this long (seconds) or longer is logged as a warning, with its reason: a person
 watching the batch should know why it stands still."""
@@ -872,13 +876,26 @@ class BatchSubmitter:
             window = self._throttle.max_in_flight  # an untold limit's start: creates at once
             if window is not None and self._sending.count >= window:
                 async with self._creating.given_back():
-                    await self._changed.wait()
+                    answered = await self._changed_within(WINDOW_STALL)
+                if not answered and self._throttle.max_in_flight == window:
+                    self._throttle.stalled()  # held unanswered: one more may go
+                    self._changed.fire()
                 continue
             # Ask again after each wait: a pause or a rate change applies to everyone.
             if self._throttle.next_send() <= 0:
                 return decision
             async with self._creating.given_back():  # jobs whose slot is booked send meanwhile
                 await self._next_slot()
+
+    async def _changed_within(self, seconds: float) -> bool:
+        """Wait until ``_changed`` fires (True) or ``seconds`` of real time pass (False): an
+        answer comes over the wire, whatever the batch's clock (a test's virtual one) says."""
+        changed = asyncio.ensure_future(self._changed.wait())
+        try:
+            await asyncio.wait([changed], timeout=seconds)
+        finally:
+            changed.cancel()
+        return changed.done() and not changed.cancelled()
 
     async def _pace(self) -> float:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
