@@ -250,7 +250,7 @@ class Throttle:
         if sent_at is not None:
             self._round_trips.append(now - sent_at)
             if self._rate is not None:
-                self._after_answer = now - min(self._round_trips) + 1.0 / self._rate
+                self._after_answer = now - self._min_round_trip + 1.0 / self._rate
         self._last_pass = arrived = now - self._min_round_trip
         if sent_at is not None:
             if self._pass_sent is not None and sent_at > self._pass_sent:

@@ -890,12 +890,11 @@ class BatchSubmitter:
     async def _changed_within(self, seconds: float) -> bool:
         """Wait until ``_changed`` fires (True) or ``seconds`` of real time pass (False): an
         answer comes over the wire, whatever the batch's clock (a test's virtual one) says."""
-        changed = asyncio.ensure_future(self._changed.wait())
         try:
-            await asyncio.wait([changed], timeout=seconds)
-        finally:
-            changed.cancel()
-        return changed.done() and not changed.cancelled()
+            await asyncio.wait_for(self._changed.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _pace(self) -> float:
         """The batch's requests other than creates (lookups, status rounds, cancels) take
