@@ -571,3 +571,17 @@ async def test_a_create_whose_answer_was_lost_does_not_hold_the_start_window_shu
 
 async def _outcomes(batch: BatchSubmitter, jobs: list[Job]) -> list[Outcome]:
     return [outcome async for outcome in batch.run(jobs)]
+
+
+async def test_a_job_at_the_full_start_window_stops_when_cancelled_as_the_window_changes() -> None:
+    """A cancel that arrives as the window's signal fires (a stopping batch's creates fire it as
+    they end) stops the job waiting there: ``asyncio.wait_for`` on Python 3.11 returned instead,
+    and the job went on to create while its batch waited for it to stop (a hung Ctrl-C)."""
+    async with ViduClient("key", base_url="http://127.0.0.1:9") as client:
+        batch = BatchSubmitter(client)
+        waiting = asyncio.create_task(batch._changed_within(60.0))
+        await asyncio.sleep(0)  # waiting for the signal now
+        batch._changed.fire()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting

@@ -889,9 +889,12 @@ class BatchSubmitter:
 
     async def _changed_within(self, seconds: float) -> bool:
         """Wait until ``_changed`` fires (True) or ``seconds`` of real time pass (False): an
-        answer comes over the wire, whatever the batch's clock (a test's virtual one) says."""
+        answer comes over the wire, whatever the batch's clock (a test's virtual one) says.
+        Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancel that arrives as the signal
+        fires (a stopping batch's creates fire it), and the job would go on creating."""
         try:
-            await asyncio.wait_for(self._changed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
         except TimeoutError:
             return False
         return True
