@@ -17,6 +17,7 @@ from vidu_async import ViduClient
 from vidu_async._keys import REMEMBERED
 from vidu_async.errors import AmbiguousCreateError
 from vidu_async.reconcile import (
+    SERVER_SKEW,
     Absent,
     Found,
     Reconciler,
@@ -55,6 +56,10 @@ def item(task_id: str, key: str | None = None, **fields: Any) -> TaskResult:
 
 def test_proof_time_adds_the_lag_and_twice_the_uncertainty() -> None:
     assert proof_time(at(0), 30.0, 2.0) == at(34)
+
+
+def test_proof_time_on_one_clock_adds_the_lag_and_only_the_servers_skew() -> None:
+    assert proof_time(at(0), 30.0, 2.0, one_clock=True) == at(30 + SERVER_SKEW)
 
 
 @pytest.mark.parametrize(
@@ -258,9 +263,22 @@ async def test_find_for_an_unknown_key_waits_out_the_lag_then_proves_absence(
 ) -> None:
     async for _sim, client in world(time, Faults(), Quirks(clock_skew=600.0)):
         assert await client.find_task_by_correlation_key(new_correlation_key()) is None
-        clock = client.server_clock  # learned from answers that took no time: to 0.5 s
-        assert clock.uncertainty == 0.5 and abs(clock.offset - 600) <= clock.uncertainty
-        assert time.waits == [pytest.approx(31.0, abs=0.001)]  # the lag, and twice that
+        clock = client.server_clock  # learned from answers that took no time: to 0.5 s at first
+        assert clock.uncertainty <= 0.5 and abs(clock.offset - 600) <= clock.uncertainty
+        # The lag and the server machines' skew: "settled" is this client's own reading, timed
+        # on this machine's clock, so the offset's 0.5 s uncertainty does not count.
+        assert time.waits == [pytest.approx(30.0 + SERVER_SKEW, abs=0.001)]
+
+
+async def test_find_with_a_callers_settled_time_also_waits_out_the_clocks_uncertainty(
+    time: ManualClock,
+) -> None:
+    async for _sim, client in world(time, Faults(), Quirks(clock_skew=600.0)):
+        now = client.server_clock.local_now()  # a caller's reading: compared on the server's
+        assert await client.find_task_by_correlation_key(
+            new_correlation_key(), settled_at=now
+        ) is None
+        assert time.waits == [pytest.approx(31.0, abs=0.001)]  # the lag, and twice 0.5 s
 
 
 async def test_find_without_payload_in_the_list_is_ambiguous_not_absent(

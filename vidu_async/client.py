@@ -604,9 +604,12 @@ class ViduClient:
 
         return await retried(attempt, self._retry, CallKind.QUERY, call)
 
-    async def _lookup(self, key: str, sent: _Sent, *, cause: APIError | None) -> TaskResult | None:
+    async def _lookup(
+        self, key: str, sent: _Sent, *, cause: APIError | None, own: bool = True
+    ) -> TaskResult | None:
         """The task carrying ``key``, None if proven absent; ``AmbiguousCreateError`` when the
-        list cannot tell or the lookup fails."""
+        list cannot tell or the lookup fails. ``own``: ``sent`` holds this client's
+        ``local_now()`` readings (not a caller's)."""
         clock = self._server_clock
         what = f"the answer was lost ({cause})" if cause else "its outcome is unknown"
         try:
@@ -619,6 +622,7 @@ class ViduClient:
                 prompt=sent.prompt,
                 sent_at=None if sent.first_sent is None else clock.to_server(sent.first_sent),
                 settled_at=clock.to_server(sent.settled),
+                own_readings=own,
             )
         except ViduError as lookup_error:
             raise AmbiguousCreateError(
@@ -755,8 +759,11 @@ class ViduClient:
         local_settled = clock.local_now() if settled_at is None else settled_at
         since = None if created_after is None else created_after - LOOKUP_SLACK
         earlier = self._unsettled.get(key)
-        sent = _Sent(since, local_settled) if earlier is None else earlier.sent
-        return await self._lookup(key, sent, cause=None)
+        if earlier is not None:
+            return await self._lookup(key, earlier.sent, cause=None)
+        # A caller's times are readings of its own clocks: compared as the server's times.
+        own = created_after is None and settled_at is None
+        return await self._lookup(key, _Sent(since, local_settled), cause=None, own=own)
 
     async def wait_for_task(
         self,

@@ -8,8 +8,10 @@ A lost create is looked up by the correlation key in its ``payload`` (see ``task
   server's now (``lookup_window``): ``created_at.to`` is never sent, since a server may commit
   (and stamp) a create well after the client stopped waiting for it;
 - the list may lag creates: absence is proven only by a scan that started at least
-  ``RetryPolicy.visibility_lag`` (plus twice the clock's uncertainty) after the create could last
-  have committed (``proof_time``); an earlier miss means wait and scan again. Meanwhile the
+  ``RetryPolicy.visibility_lag`` after the create could last have committed (``proof_time``),
+  plus twice the clock's uncertainty for times from elsewhere (an earlier run's journal, a
+  caller), or only ``SERVER_SKEW`` for this client's own readings, compared as a duration on this
+  machine's monotonic clock; an earlier miss means wait and scan again. Meanwhile the
   caller's places (its concurrency slot) are given back (``slots_given_back``);
 - the list may omit ``payload``: then a miss proves nothing; items with the same model and
   prompt are confirmed with ``GET /tasks/{id}/creations``, and failing that the answer is
@@ -45,12 +47,13 @@ from vidu_async._keys import Recent
 from vidu_async._loops import PerLoop
 from vidu_async.errors import ViduError
 from vidu_async.retry import RetryPolicy
-from vidu_async.server_clock import ServerClock
+from vidu_async.server_clock import MIN_UNCERTAINTY, ServerClock
 from vidu_async.tasks import MAX_PAGE_SIZE, TaskPage, TaskResult
 
 __all__ = [
     "LIST_WINDOW",
     "SCANS_AT_ONCE",
+    "SERVER_SKEW",
     "WINDOW_SLACK",
     "Absent",
     "Found",
@@ -77,6 +80,10 @@ LIST_WINDOW = dt.timedelta(days=7)
 WINDOW_SLACK = dt.timedelta(seconds=60)
 """How far before a first attempt timed by someone else (an earlier run's journal, a caller's
 guess) a lookup window starts: absorbs their clocks' errors many times over."""
+
+SERVER_SKEW = MIN_UNCERTAINTY
+"""Seconds the server's machines' clocks may disagree (what NTP leaves): the one stamping a
+task's ``created_at`` may be ahead of the one listing tasks up to its own now."""
 
 SCANS_AT_ONCE = 1
 """Scans of one account that may run at once: a page retried after its backoff holds up only
@@ -199,10 +206,19 @@ class Rescan:
     at: dt.datetime
 
 
-def proof_time(settled_at: dt.datetime, visibility_lag: float, uncertainty: float) -> dt.datetime:
-    """The earliest server time a scan may start and prove a create absent that could last have
-    committed at ``settled_at``: both readings may be off by ``uncertainty``, hence twice it."""
-    return settled_at + dt.timedelta(seconds=visibility_lag + 2 * uncertainty)
+def proof_time(
+    settled_at: dt.datetime, visibility_lag: float, uncertainty: float, *, one_clock: bool = False
+) -> dt.datetime:
+    """The earliest time a scan may start and prove a create absent that could last have
+    committed at ``settled_at``.
+
+    On the server's clock both readings may be off by ``uncertainty``, hence twice it. With
+    ``one_clock`` both are readings of this machine's monotonic clock, so what is compared is a
+    duration no offset error touches: only ``SERVER_SKEW`` is added (a task stamped by a server
+    machine ahead of the one that lists it is listed that much later).
+    """
+    margin = SERVER_SKEW if one_clock else 2 * uncertainty
+    return settled_at + dt.timedelta(seconds=visibility_lag + margin)
 
 
 def judge(
@@ -234,16 +250,22 @@ class TaskIndex:
     """One scan of an account's tasks: ``by_key`` (correlation key -> tasks, oldest first) and
     whether the list visibly carries ``payload`` (every item has the key; an empty list does).
 
-    ``started_at`` is the server time the scan started (no earlier than it evaluated any page).
+    ``started_at`` is the server time the scan started (no earlier than it evaluated any page),
+    ``started_local`` the same moment on this machine's clock (``ServerClock.local_now``), when
+    known: lookups of this machine's own creates compare it with their own readings.
     """
 
     tasks: tuple[TaskResult, ...]
     started_at: dt.datetime
     by_key: Mapping[str, tuple[TaskResult, ...]]
     payload_visible: bool
+    started_local: dt.datetime | None = None
 
     @classmethod
-    def of(cls, tasks: Iterable[TaskResult], started_at: dt.datetime) -> TaskIndex:
+    def of(
+        cls, tasks: Iterable[TaskResult], started_at: dt.datetime,
+        started_local: dt.datetime | None = None,
+    ) -> TaskIndex:
         listed = tuple(tasks)
         grouped: dict[str, list[TaskResult]] = {}
         for task in listed:
@@ -252,7 +274,7 @@ class TaskIndex:
         by_key = {k: tuple(v) if len(v) == 1 else tuple(sorted(v, key=_oldest_first))
                   for k, v in grouped.items()}
         visible = all("payload" in task.raw for task in listed)
-        return cls(listed, started_at, by_key, visible)
+        return cls(listed, started_at, by_key, visible, started_local)
 
     def candidates(self, model: str | None = None, prompt: str | None = None) -> tuple[str, ...]:
         """Ids of items without ``payload`` that may still carry a key: same model and prompt
@@ -335,8 +357,10 @@ class Reconciler:
         window), ``settled_at`` when the last one ended: this clock's readings converted just
         before the call (``to_server``), so they follow the offset as it is learned; their
         window starts just before ``sent_at`` while the clock trusts them
-        (``ServerClock.trusts``). ``own_readings=False``: times from elsewhere (an earlier run's
-        journal): the window starts ``WINDOW_SLACK`` earlier."""
+        (``ServerClock.trusts``), and absence is proven ``visibility_lag`` plus ``SERVER_SKEW``
+        after ``settled_at`` on this machine's clock. ``own_readings=False``: times from
+        elsewhere (an earlier run's journal, a caller): the window starts ``WINDOW_SLACK``
+        earlier, and the proof waits twice the clock's uncertainty more."""
         offset = self.clock.offset
         async with _slots_released():
             return await self._lookup(key, model, prompt, sent_at, settled_at,
@@ -346,13 +370,16 @@ class Reconciler:
         self, key: str, model: str | None, prompt: str | None, sent_at: dt.datetime | None,
         settled_at: dt.datetime, own_readings: bool, offset: float,
     ) -> Found | Absent | Unknown:
+        # This client's own readings are compared with the scan's start on this machine's clock
+        # (the reading as taken, before the offset the caller converted it with): the offset's
+        # error cancels out. Times from elsewhere are compared on the server's.
+        own_settled = settled_at - dt.timedelta(seconds=offset) if own_readings else None
         slept_until: dt.datetime | None = None
         while True:
             moved = dt.timedelta(seconds=self.clock.offset - offset)
             sent = None if sent_at is None else sent_at + moved
             settled = settled_at + moved
             uncertainty = self.clock.uncertainty
-            proof_at = proof_time(settled, self._policy.visibility_lag, uncertainty)
             trusted = own_readings and self.clock.trusts(sent or settled)
             epoch = self.clock.epoch_started
             index = await self._shared_scan(lookup_window(sent, uncertainty, trusted=trusted))
@@ -361,18 +388,24 @@ class Reconciler:
                 hits = await self._confirm(key, index, index.candidates(model, prompt))
             if not hits and self.clock.epoch_started != epoch:
                 continue  # the bounds started again meanwhile: the window may be off
+            lag = self._policy.visibility_lag
+            if own_settled is not None and index.started_local is not None:
+                proof_at = proof_time(own_settled, lag, uncertainty, one_clock=True)
+                started, now = index.started_local, self.clock.local_now
+            else:
+                proof_at = proof_time(settled, lag, uncertainty)
+                started, now = index.started_at, self.clock.now
             # A scan this lookup joined started after its wait ended: trust the wait as well as
             # the clock (a test's instant sleep moves no clock).
-            started = max(index.started_at, slept_until or index.started_at)
             verdict = judge(
                 hits,
                 payload_visible=index.payload_visible,
-                scan_started=started,
+                scan_started=max(started, slept_until or started),
                 proof_at=proof_at,
             )
             if not isinstance(verdict, Rescan):
                 return verdict
-            wait = (verdict.at - self.clock.now()).total_seconds()
+            wait = (verdict.at - now()).total_seconds()
             logger.info("key %s not found yet; scanning again in %.1fs", key, max(wait, 0.0))
             if wait > 0:
                 await self._policy.sleep(math.ceil(wait * 1000) / 1000)
@@ -454,7 +487,8 @@ class Reconciler:
                     yield task
 
     async def _scan(self, window: Window) -> TaskIndex:
-        started_at = self.clock.now()
+        started_local = self.clock.local_now()
+        started_at = self.clock.to_server(started_local)
         self.scans += 1
         # By id: a list that shifts as tasks are made may show one on two pages.
         tasks: dict[str, TaskResult] = {}
@@ -463,7 +497,7 @@ class Reconciler:
         ) as pages:
             async for page in pages:
                 tasks.update((task.id, task) for task in page.tasks)
-        return TaskIndex.of(tasks.values(), started_at)
+        return TaskIndex.of(tasks.values(), started_at, started_local)
 
     async def _bounded_pages(
         self, start: dt.datetime | None, max_pages: int, budget: float
