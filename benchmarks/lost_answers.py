@@ -7,7 +7,7 @@ each run), once fault-free and once with, on every create:
 - ``commit_then_drop``: the task is created and billed, then the connection is closed (5%);
 - ``error_after_commit``: the task is created and billed, then the create is answered 500 (2%);
 - ``server_error``: 500 before handling, nothing created (2%): absence must be proven, which
-  takes ``RetryPolicy.visibility_lag`` (given here, short) plus the server clock's uncertainty.
+  takes ``RetryPolicy.visibility_lag`` (given here, short) plus 0.1 s (``SERVER_SKEW``).
 
 ``vidu-async serve --fault`` injects on every endpoint, so the task-list scans that look lost
 keys up meet the same 500s (``commit_then_drop`` is create-only). A lost answer
