@@ -165,6 +165,41 @@ def test_an_index_numbers_what_it_is_given_in_order(store: Callable[[], Store]) 
     assert [index.store[n] for n in range(4)] == [b"abc", b"abd", b"xyz", b"\x00\x00\x00"]
 
 
+class CountingStore(PackedStrings):
+    """Packed strings that count how many members were read back (an index's work)."""
+
+    reads = 0
+
+    def __getitem__(self, number: int) -> bytes:
+        self.reads += 1
+        return super().__getitem__(number)
+
+
+def test_an_index_growing_past_many_doublings_stays_exact_during_each_move() -> None:
+    rng = random.Random(7)
+    index, model = Index(PackedStrings()), {}
+    for _ in range(40_000):
+        data = rng.randbytes(rng.choice((1, 2, 8)))  # short ones repeat: found, not added
+        expected = model.setdefault(data, len(model))
+        assert index.add(data) == expected
+        probe = rng.randbytes(2)  # asked between adds, while members move tables
+        assert index.find(probe) == model.get(probe)
+    assert len(index) == len(model)
+    assert all(index.find(data) == number for data, number in model.items())
+
+
+def test_no_add_moves_the_whole_index_when_its_table_doubles() -> None:
+    store = CountingStore()
+    index, most = Index(store), 0
+    for n in range(100_000):  # about 14 doublings
+        before = store.reads
+        index.add(n.to_bytes(4, "big"))
+        most = max(most, store.reads - before)
+    # Its probe's comparisons (a cluster can make them a hundred) and MOVES_PER_ADD moved:
+    # never the 65,000 members the last doubling had (moved at once, that add read them all).
+    assert most < 1000
+
+
 def test_fixed_width_strings_refuse_another_width() -> None:
     strings = FixedWidth(4)
     with pytest.raises(ValueError, match="3 bytes given to a list of 4-byte strings"):

@@ -523,8 +523,9 @@ def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
 async def test_an_untold_batch_meets_a_strict_limit_without_a_burst_of_every_worker() -> None:
     """Sixteen workers, no rate told, against a strict limit of 10/s (its 429s with a
     ``Retry-After``): the first creates go one at a time, then the limit is measured: a few
-    429s (7 or 8), not one for every worker but the first (the batch counts its creates in
-    flight)."""
+    429s (7 or 8 on a quiet machine, up to 13 seen with two test suites sharing its 2 cores: a
+    busy machine's jitter costs the measure a few probes more), never one for every worker but
+    the first, as sixteen creates sent at once draw (the batch counts its creates in flight)."""
     jobs = [Job(f"job-{i}", ReferenceToVideoRequest(
         "viduq2", f"a cat surfing, take {i}", images=("https://example.com/cat.png",)), i)
         for i in range(1, 21)]
@@ -534,7 +535,7 @@ async def test_an_untold_batch_meets_a_strict_limit_without_a_burst_of_every_wor
         batch = BatchSubmitter(client, BatchOptions(concurrency=16))
         outcomes = [outcome async for outcome in batch.run(jobs)]
     assert {o.status for o in outcomes} == {"submitted"}
-    assert sim.stats.faults["rate_limited"] <= 11  # sixteen at once: 15 at least
+    assert sim.stats.faults["rate_limited"] < 15  # sixteen at once: 15 at least
 
 
 async def test_a_create_whose_answer_was_lost_does_not_hold_the_start_window_shut() -> None:

@@ -10,10 +10,9 @@ here values are packed in ``bytearray``s and ``array``s, and found through an op
 table of their numbers (``Index``). Exact: a hash only points at candidates, whose bytes are
 then compared; what does not fit a packed form is kept aside whole.
 
-The price is time: ~3-6 µs a job to add (a dict's is a tenth of that), and each doubling of a
-table re-slots every member in Python, holding the event loop ~40 ms at 90,000 members and
-~0.4 s at 700,000 (measured; once per doubling, so a million-line batch pays it a handful of
-times in all).
+The price is time: ~3-6 µs a job to add (a dict's is a tenth of that), a few more while a
+table that doubled moves its members over, a few at a time with each later add (moved all at
+once, a doubling held the event loop ~40 ms at 90,000 members and ~0.4 s at 700,000).
 """
 
 from __future__ import annotations
@@ -90,52 +89,78 @@ class FixedWidth:
 class Index:
     """Distinct byte strings, numbered in the order first added (in ``store``) and found by
     their bytes: a set that numbers its members, for tables of values beside it. An
-    open-addressing table of their numbers, at most two thirds full."""
+    open-addressing table of their numbers, at most two thirds full.
 
-    __slots__ = ("_slots", "store")
+    A full table doubles without stopping the event loop: the larger one takes new members at
+    once, and the members of the smaller one move over ``MOVES_PER_ADD`` at a time with each
+    later ``add`` (a lookup tries both until they have all moved), so no call does more than a
+    few members' work however large the index.
+    """
+
+    __slots__ = ("_moved", "_old", "_slots", "_to_move", "store")
+
+    MOVES_PER_ADD = 8
+    """Members moved to a grown table per ``add``: all have moved long before it is full."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._slots = array("I", bytes(4 * _FIRST_SLOTS))
         """Each slot 0 (free) or a member's number + 1."""
+        self._old: array[int] | None = None
+        """While growing: the smaller table, still whole (every member numbered below
+        ``_to_move``); None once they have all moved."""
+        self._moved = 0
+        self._to_move = 0
 
     def __len__(self) -> int:
         return len(self.store)
 
     def find(self, data: bytes) -> int | None:
         """The number of ``data``, or None if it was never added."""
-        number = self._slots[self._slot(data)]
+        number = self._slots[_probe(self._slots, self.store, data)]
+        if not number and self._old is not None:
+            number = self._old[_probe(self._old, self.store, data)]
         return number - 1 if number else None
 
     def add(self, data: bytes) -> int:
         """Add ``data`` unless it is in already; its number either way."""
-        slot = self._slot(data)
-        if self._slots[slot]:
-            return self._slots[slot] - 1
+        slots = self._slots
+        slot = _probe(slots, self.store, data)
+        if slots[slot]:
+            return slots[slot] - 1
+        if self._old is not None and (found := self._old[_probe(self._old, self.store, data)]):
+            return found - 1
         number = self.store.append(data)
-        self._slots[slot] = number + 1
-        if 3 * len(self.store) > 2 * len(self._slots):
-            self._grow()
+        slots[slot] = number + 1
+        if self._old is None and 3 * len(self.store) > 2 * len(slots):
+            self._old, self._slots = slots, array("I", bytes(8 * len(slots)))
+            self._moved, self._to_move = 0, len(self.store)
+        if self._old is not None:
+            self._move(self.MOVES_PER_ADD)
         return number
 
-    def _slot(self, data: bytes) -> int:
-        """The slot holding ``data``'s number, else the free one where it would go."""
+    def _move(self, count: int) -> None:
+        """Move up to ``count`` more members of the smaller table to the larger one."""
         slots, store = self._slots, self.store
         mask = len(slots) - 1
-        slot = hash(data) & mask
-        while (number := slots[slot]) and store[number - 1] != data:
-            slot = (slot + 1) & mask
-        return slot
-
-    def _grow(self) -> None:
-        slots = array("I", bytes(8 * len(self._slots)))
-        mask = len(slots) - 1
-        for number in range(len(self.store)):
-            slot = hash(self.store[number]) & mask
+        end = min(self._moved + count, self._to_move)
+        for number in range(self._moved, end):
+            slot = hash(store[number]) & mask
             while slots[slot]:
                 slot = (slot + 1) & mask
             slots[slot] = number + 1
-        self._slots = slots
+        self._moved = end
+        if end == self._to_move:
+            self._old = None
+
+
+def _probe(slots: array[int], store: Store, data: bytes) -> int:
+    """The slot of ``slots`` holding ``data``'s number, else the free one where it would go."""
+    mask = len(slots) - 1
+    slot = hash(data) & mask
+    while (number := slots[slot]) and store[number - 1] != data:
+        slot = (slot + 1) & mask
+    return slot
 
 
 def _encoded(text: str) -> bytes:
