@@ -503,6 +503,31 @@ def test_answers_of_pipelined_requests_do_not_hold_the_pace() -> None:
     assert sends[-1] - sends[0] == pytest.approx(199 / 100, rel=0.01)
 
 
+def test_an_unpaced_batch_leaves_a_stall_out_of_the_limit_it_measures() -> None:
+    """Unpaced, a lone 429 tells its worker to wait a second; then the others stall as long
+    (their own 429s), resume, pass nine in 40 ms and meet five 429s: the limit is measured
+    over the time requests went, not over the stalled second (it was 8.6/s, 9 passes over
+    the 1.05 s since the first 429)."""
+    clock = Clock()
+    throttle = make(None, clock, start_window=None)
+    assert throttle.rate is None  # untold, no start window: unpaced from the first request
+    start = clock.now
+    for i in range(5):
+        clock.now = start + 0.008 * i
+        throttle.succeeded(clock.now - 0.003)
+    clock.now = start + 0.05
+    throttle.throttled(1.0, clock.now - 0.003)  # lone: nothing changes
+    assert throttle.rate is None
+    for i in range(9):  # a second later, the stall over
+        clock.now = start + 1.05 + 0.005 * i
+        throttle.succeeded(clock.now - 0.003)
+    clock.now = start + 1.10
+    for _ in range(5):
+        throttle.throttled(1.0, clock.now - 0.003)
+    # 9 passes over a stall counted 0.1 s, 40 ms of passes and 10 ms to the 429s: 60/s.
+    assert throttle.rate == pytest.approx(9 / 0.15 * (1 - throttle.margin))
+
+
 def test_slow_start_ignores_a_stray_429_the_pace_grew_far_past() -> None:
     """One 429 at 10/s (another request took the token), then the pace grows past 40/s
     before six more: the limit is a step under the first of those, not under 10/s."""

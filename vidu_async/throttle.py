@@ -11,7 +11,8 @@ rate limit being overrun always does). The new rate, less a ``margin``, is:
 - when about every other answer passed, halfway between what got through and the pace: a
   strict limit (bursts of one) passes every other request of any pace under twice it, so what
   got through can be half the limit;
-- otherwise what got through since the first of those 429s.
+- otherwise what got through since the first of those 429s (unpaced, a stall left out:
+  every worker waiting out a burst's ``Retry-After`` got nothing through meanwhile).
 
 It is held ``hold`` seconds, then probed by ``recovery`` of it a second per second; a 429 while
 probing an untold limit drops back just under where it came, and doubles the next hold (up to
@@ -55,6 +56,7 @@ clock; the submitter does the sleeping. That keeps the rules testable without ti
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections import deque
@@ -413,7 +415,9 @@ class Throttle:
     ) -> None:
         """429s crowd the recent answers (``refused``: when, and at which pace): pace at what
         got through since the first of them (or over ``window``, whichever is longer), or pause
-        everybody if nearly nothing did.
+        everybody if nearly nothing did. Unpaced, a stall in between is left out
+        (``_rate_while_sending``): every worker told to wait a whole second by a burst's 429s
+        got nothing through for a second, which would put the limit at a tenth of itself.
 
         While speeding up, the pace overshoots before six 429s are in: the limit is then one
         growth step under the pace at the first of them that the pace did not outgrow by more
@@ -423,7 +427,11 @@ class Throttle:
         answered = len(self._answers)
         self._answers.clear()
         since = min(refused[0][0], now - self.window / 4)
-        measured = sum(1 for t in self._successes if t > since) / (now - since)
+        passes = [t for t in self._successes if t > since]
+        if self._rate is None:  # unpaced: its workers may all have stalled meanwhile
+            measured = _rate_while_sending(passes, since, now, self.window / 10)
+        else:
+            measured = len(passes) / (now - since)
         if passed <= 1:  # nearly everything refused: everybody waits
             self._streak += 1
             if retry_after is None:
@@ -483,3 +491,18 @@ class Throttle:
         """A configured rate is paced a little under: a server's limit has no room for jitter."""
         assert self.max_rate is not None
         return self.max_rate * (1 - self.slack)
+
+
+def _rate_while_sending(
+    passes: list[float], since: float, now: float, shortest_stall: float
+) -> float:
+    """Passes a second from ``since`` to ``now``, stalls left out: a gap between passes (or at
+    either end) counts as four times their median gap at most, or ``shortest_stall`` if that
+    is longer. A second in which nothing got through because every worker was waiting out a
+    ``Retry-After`` says nothing of the limit."""
+    edges = [since, *passes, now]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(edges)]
+    inner = sorted(gaps[1:-1])
+    longest = max(shortest_stall, 4 * inner[len(inner) // 2]) if inner else shortest_stall
+    active = sum(min(gap, longest) for gap in gaps)
+    return len(passes) / active if active > 0 else 0.0
