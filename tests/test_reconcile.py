@@ -143,7 +143,7 @@ def test_judge(
 def test_task_index(
     tasks: tuple[TaskResult, ...], visible: bool, candidates: tuple[str, ...]
 ) -> None:
-    index = TaskIndex.of(tasks, at(0))
+    index = TaskIndex.of(tasks, at(0), at(0))
     assert index.payload_visible is visible
     assert index.candidates("viduq2", "p") == candidates
     assert {k: [t.id for t in v] for k, v in index.by_key.items()} == {

@@ -251,20 +251,19 @@ class TaskIndex:
     whether the list visibly carries ``payload`` (every item has the key; an empty list does).
 
     ``started_at`` is the server time the scan started (no earlier than it evaluated any page),
-    ``started_local`` the same moment on this machine's clock (``ServerClock.local_now``), when
-    known: lookups of this machine's own creates compare it with their own readings.
+    ``started_local`` the same moment on this machine's clock (``ServerClock.local_now``):
+    lookups of this machine's own creates compare it with their own readings.
     """
 
     tasks: tuple[TaskResult, ...]
     started_at: dt.datetime
     by_key: Mapping[str, tuple[TaskResult, ...]]
     payload_visible: bool
-    started_local: dt.datetime | None = None
+    started_local: dt.datetime
 
     @classmethod
     def of(
-        cls, tasks: Iterable[TaskResult], started_at: dt.datetime,
-        started_local: dt.datetime | None = None,
+        cls, tasks: Iterable[TaskResult], started_at: dt.datetime, started_local: dt.datetime
     ) -> TaskIndex:
         listed = tuple(tasks)
         grouped: dict[str, list[TaskResult]] = {}
@@ -389,7 +388,7 @@ class Reconciler:
             if not hits and self.clock.epoch_started != epoch:
                 continue  # the bounds started again meanwhile: the window may be off
             lag = self._policy.visibility_lag
-            if own_settled is not None and index.started_local is not None:
+            if own_settled is not None:
                 proof_at = proof_time(own_settled, lag, uncertainty, one_clock=True)
                 started, now = index.started_local, self.clock.local_now
             else:

@@ -251,10 +251,10 @@ class Throttle:
         now = self.clock()
         if sent_at is not None:
             self._round_trips.append(now - sent_at)
-            if self._rate is not None:
-                self._after_answer = now - self._min_round_trip + 1.0 / self._rate
         self._last_pass = arrived = now - self._min_round_trip
         if sent_at is not None:
+            if self._rate is not None:
+                self._after_answer = arrived + 1.0 / self._rate
             if self._pass_sent is not None and sent_at > self._pass_sent:
                 # A strict limit (bursts of one) passes no two requests closer than its
                 # interval: the shortest spacing that passed bounds it.

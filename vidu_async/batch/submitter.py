@@ -704,7 +704,9 @@ class BatchSubmitter:
         candidates to read one by one."""
         recorded = self._journal.recorded_keys if self._journal else Keys()
         reconciler = account.client.reconciler
-        started_at = account.client.server_clock.now()
+        clock = account.client.server_clock
+        started_local = clock.local_now()
+        started_at = clock.to_server(started_local)
         mine: list[TaskResult] = []
         async with contextlib.aclosing(
             reconciler.sweep(None, expected=len(recorded))
@@ -715,7 +717,8 @@ class BatchSubmitter:
                 if self._adoptable_key(task.correlation_key, recorded):
                     mine.append(task)
             else:
-                self._adopt(TaskIndex.of(mine, started_at), account.label, recorded)
+                self._adopt(TaskIndex.of(mine, started_at, started_local), account.label,
+                            recorded)
                 return None
         index = await reconciler.snapshot()
         self._adopt(index, account.label, recorded)
