@@ -117,7 +117,7 @@ async def test_a_cancelled_newcomer_takes_no_slot_and_a_cancelled_lender_keeps_t
     await slots.acquire()  # the lent slot, taken: the lender must wait for it
     inner.set()
     await settle()
-    await _cancel(lender)  # cancelled while taking it back (shielded)
+    await _cancel(lender)  # cancelled while taking it back
     slots.release()
     await settle()
     assert not slots.locked()  # the slot came back to the lender and was released once

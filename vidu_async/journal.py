@@ -202,8 +202,7 @@ class Journal:
         """This run's intents without a task yet: job id -> cost class (to learn its cost)."""
         self._lines: list[bytes] = []
         self._sync_wanted = False
-        loop = asyncio.get_running_loop()
-        self._group: asyncio.Future[JournalError | None] = loop.create_future()
+        self._waiting: list[asyncio.Future[JournalError | None]] = []  # for the next group
         self._wake = asyncio.Event()
         self._linger: asyncio.TimerHandle | None = None
         """Wakes the writer for records that need not be durable, if nothing else does."""
@@ -357,7 +356,12 @@ class Journal:
         """
         self._queue(record, durable=durable)
         if durable:
-            self._raise(await asyncio.shield(self._group))
+            # A future per caller, not one shared (cancelling its waiter would cancel it).
+            waiter: asyncio.Future[JournalError | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            self._waiting.append(waiter)
+            self._raise(await waiter)
 
     def _queue(self, record: dict[str, Any], *, durable: bool) -> None:
         """Add one record to the next group, and make sure a group will be written."""
@@ -389,16 +393,14 @@ class Journal:
                 if self._closing:
                     return
         finally:  # closed, or cancelled with the loop: nobody may wait forever
-            if not self._group.done():
-                self._group.set_result(JournalError(f"journal {self.path} is closed"))
+            _settle(self._waiting, JournalError(f"journal {self.path} is closed"))
 
     async def _write_group(self) -> None:
-        data, sync, group = b"".join(self._lines), self._sync_wanted, self._group
-        self._lines, self._sync_wanted = [], False
+        data, sync, group = b"".join(self._lines), self._sync_wanted, self._waiting
+        self._lines, self._sync_wanted, self._waiting = [], False, []
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        self._group = asyncio.get_running_loop().create_future()
         try:
             if self._failure is None:
                 write = asyncio.ensure_future(asyncio.to_thread(_append, self._fd, data, sync))
@@ -414,7 +416,7 @@ class Journal:
                         self.writes += 1
                         self.syncs += sync
         finally:
-            group.set_result(self._failure)
+            _settle(group, self._failure)
 
     def _fail(self, error: BaseException) -> None:
         """Remember a failed write (later writes would follow a torn line) and cut it off."""
@@ -460,6 +462,14 @@ def is_in_use(path: Path) -> bool:
     finally:
         os.close(fd)  # releases the probe's lock
     return False
+
+
+def _settle(waiting: list[asyncio.Future[JournalError | None]],
+            result: JournalError | None) -> None:
+    """Tell every caller still waiting for a group how it went."""
+    for waiter in waiting:
+        if not waiter.done():  # not cancelled
+            waiter.set_result(result)
 
 
 def _append(fd: int, data: bytes, sync: bool) -> None:

@@ -53,18 +53,21 @@ class Slots(asyncio.Semaphore):
     @contextlib.asynccontextmanager
     async def lent(self) -> AsyncIterator[None]:
         """The caller's slot is another's while the block runs; taken back before any
-        newcomer's, shielded (a cancel must not leave the caller's own release without it)."""
+        newcomer's. Cancelled while waiting for it, the caller still counts as holding it, so
+        that its own ``release`` (the next thing it does) gives up exactly one slot."""
         self._lent += 1
         self.release()
         try:
             yield
         finally:
-            if self._free > 0 and not self._returning:  # taken at once: nothing can cancel it
-                self._free -= 1
+            try:
+                if self._free > 0 and not self._returning:  # taken at once
+                    self._free -= 1
+                else:
+                    await self._take_back()
+            finally:
                 self._lent -= 1
                 self._hand_over()  # fewer lent: a newcomer may fit again
-            else:
-                await asyncio.shield(self._take_back())
 
     @contextlib.asynccontextmanager
     async def given_back(self) -> AsyncIterator[None]:
@@ -80,9 +83,20 @@ class Slots(asyncio.Semaphore):
                 await asyncio.shield(self.acquire())
 
     async def _take_back(self) -> None:
-        await self._wait(self._returning)
-        self._lent -= 1
+        """Queue first among the returning holders. Cancelled before the slot came, the caller
+        is counted as holding one anyway (``_free`` may dip below zero until its ``release``):
+        no task is spent shielding the wait, and no slot is lost or doubled."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._returning.append(waiter)
         self._hand_over()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if not waiter.done() or waiter.cancelled():  # not granted: taken on credit
+                with contextlib.suppress(ValueError):  # passed over already
+                    self._returning.remove(waiter)
+                self._free -= 1
+            raise
 
     def _newcomer_may_take(self) -> bool:
         return self._free > 0 and not self._returning and self._lent < self._n
