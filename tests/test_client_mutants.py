@@ -314,7 +314,9 @@ async def test_a_lookup_confirms_as_many_candidates_as_its_limit_allows() -> Non
     listed = [TaskResult.from_dict({"id": str(i), "model": "viduq2", "prompt": prompt,
                                     "state": "queueing"}) for i, prompt in enumerate("pppq")]
 
-    async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+    async def pages(
+        since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
         yield TaskPage(tasks=tuple(listed))
 
     async def get_task(task_id: str) -> TaskResult:
@@ -343,7 +345,9 @@ async def test_a_scan_proves_absence_from_when_it_started_not_when_it_ended() ->
     key = new_correlation_key()
     scans: list[dt.datetime | None] = []
 
-    async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+    async def pages(
+        since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
         scans.append(since)
         if len(scans) == 1:
             time.advance(20.0)  # the page is answered 20 s after the scan started
@@ -369,7 +373,9 @@ async def test_a_sweep_expecting_many_tasks_gets_time_for_their_pages() -> None:
     need: a batch rereading its own 250 tasks is not cut off by the budget of one scan."""
     time = ManualClock()
 
-    async def pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+    async def pages(
+        since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
         for number in range(5):
             time.advance(5.0)  # each page takes 5 s: 25 s in all, over one scan's 10 s
             tasks = tuple(TaskResult.from_dict({"id": f"{number}-{i}"}) for i in range(50))

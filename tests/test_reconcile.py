@@ -161,7 +161,9 @@ async def test_confirmed_tasks_are_fetched_once_among_the_last_remembered() -> N
         fetched.append(task_id)
         return item(task_id, KEY)
 
-    async def no_pages(since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
+    async def no_pages(
+        since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
         yield TaskPage(())  # never listed: only confirmations here
 
     reconciler = Reconciler(pages=no_pages, get_task=get_task, clock=ServerClock(),

@@ -708,11 +708,15 @@ class ViduClient:
                 for task in page.tasks:
                     yield task
 
-    def _scan_pages(self, since: dt.datetime | None) -> AsyncGenerator[TaskPage, None]:
-        """The reconciler's view of the list: every task from ``since`` to the server's now
-        (no ``created_at.to``), the largest pages, a failed page retried soon
+    def _scan_pages(
+        self, since: dt.datetime | None, until: dt.datetime | None
+    ) -> AsyncGenerator[TaskPage, None]:
+        """The reconciler's view of the list: every task from ``since`` to ``until`` (None: the
+        server's now, no ``created_at.to`` sent), the largest pages, a failed page retried soon
         (``SCAN_RETRY_WAIT``)."""
         params = [] if since is None else [("created_at.from", _rfc3339(since, "since"))]
+        if until is not None:
+            params.append(("created_at.to", _rfc3339(until, "until")))
         return self._pages([*params, *_page_size(MAX_PAGE_SIZE)], self._scan_retry)
 
     async def _pages(

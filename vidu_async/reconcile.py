@@ -5,8 +5,9 @@ A lost create is looked up by the correlation key in its ``payload`` (see ``task
 
 - windows and times are on the *server's* clock (``ServerClock``), never the local one; a key's
   window runs from its first attempt, less ``window_slack`` (the clock's uncertainty), to the
-  server's now (``lookup_window``): ``created_at.to`` is never sent, since a server may commit
-  (and stamp) a create well after the client stopped waiting for it;
+  server's now (``lookup_window``): a lookup never sends ``created_at.to``, since a server may
+  commit (and stamp) a create well after the client stopped waiting for it (a ``sweep`` of
+  every task since a time cuts its range into slices, the last open-ended);
 - the list may lag creates: absence is proven only by a scan that started at least
   ``RetryPolicy.visibility_lag`` after the create could last have committed (``proof_time``),
   plus twice the clock's uncertainty for times from elsewhere (an earlier run's journal, a
@@ -54,6 +55,10 @@ __all__ = [
     "LIST_WINDOW",
     "SCANS_AT_ONCE",
     "SERVER_SKEW",
+    "SLICE_MIN",
+    "SLICE_OVERLAP",
+    "SLICE_PAGES",
+    "SWEEP_AT_ONCE",
     "WINDOW_SLACK",
     "Absent",
     "Found",
@@ -69,6 +74,7 @@ __all__ = [
     "merge_windows",
     "proof_time",
     "slots_given_back",
+    "sweep_slices",
     "window_slack",
 ]
 
@@ -89,9 +95,26 @@ SCANS_AT_ONCE = 1
 """Scans of one account that may run at once: a page retried after its backoff holds up only
 the keys of its own scan; the next one's keys are served meanwhile."""
 
-PageSource = Callable[[dt.datetime | None], AsyncGenerator[TaskPage, None]]
-"""The account's task list from a ``created_at.from`` (None: the list's default window) to the
-server's now (no ``created_at.to``)."""
+SWEEP_AT_ONCE = 8
+"""Time slices of one sweep listed at once: a batch's closing check reads every task it made,
+a page per 100, and a page after another at a real server's round trip takes minutes for a
+hundred thousand jobs."""
+
+SLICE_PAGES = 4
+"""Pages a sweep expects per slice, at least: each slice ends in a page of its own, part full,
+so more slices cost more requests (of a rate limit the batch's creates share)."""
+
+SLICE_OVERLAP = dt.timedelta(seconds=1)
+"""How far past the next slice's start a sweep's slice reaches: a server that reads
+``created_at.to`` as exclusive, or to the second, still lists a task at the boundary (maybe
+twice)."""
+
+SLICE_MIN = dt.timedelta(seconds=10)
+"""A sweep's slices span this much at least: their overlaps list a tenth more at most."""
+
+PageSource = Callable[[dt.datetime | None, dt.datetime | None], AsyncGenerator[TaskPage, None]]
+"""The account's task list from a ``created_at.from`` (None: the list's default window) to a
+``created_at.to`` (None: the server's now, none sent)."""
 
 _slots: contextvars.ContextVar[tuple[asyncio.Semaphore, ...]] = contextvars.ContextVar(
     "vidu_async_reconcile_slots", default=()
@@ -157,6 +180,27 @@ def lookup_window(sent_at: dt.datetime | None, uncertainty: float, *, trusted: b
     if sent_at is None:
         return Window(None)
     return Window(sent_at - (window_slack(uncertainty) if trusted else WINDOW_SLACK))
+
+
+def sweep_slices(
+    since: dt.datetime | None, now: dt.datetime, pages: int
+) -> list[tuple[dt.datetime | None, dt.datetime | None]]:
+    """The ``(from, to)`` slices a sweep from ``since`` to the server's ``now``, expected to take
+    ``pages`` pages, lists at once: one per ``SLICE_PAGES`` pages, up to ``SWEEP_AT_ONCE``, of
+    equal time, each but the last reaching ``SLICE_OVERLAP`` into the next, the last open
+    (``to`` None: tasks stamped after ``now``, by a server clock ahead of its estimate, are
+    listed too), each spanning ``SLICE_MIN`` at least. One open slice when there is nothing to
+    cut (the list's default window, a few pages, a short time). Every task from ``since`` on
+    falls in a slice."""
+    if since is None:
+        return [(None, None)]
+    count = min(SWEEP_AT_ONCE, pages // SLICE_PAGES, (now - since) // SLICE_MIN)
+    if count < 2:
+        return [(since, None)]
+    step = (now - since) / count
+    starts = [since + step * i for i in range(count)]
+    ends: list[dt.datetime | None] = [start + SLICE_OVERLAP for start in starts[1:]]
+    return list(zip(starts, [*ends, None], strict=True))
 
 
 def merge_windows(
@@ -300,6 +344,35 @@ class ScanLimits:
 
 class ScanLimitError(ViduError):
     """A scan of the task list ran past its ``ScanLimits``: nothing is proven either way."""
+
+
+@attrs.define
+class _Allowance:
+    """What a scan, or a sweep's slices together, may still spend: ``pages_left`` list pages,
+    and time until ``deadline`` (the policy's clock)."""
+
+    max_pages: int
+    budget: float
+    deadline: float
+    where: str
+    """``since <start>`` or ``in the default window``, for the error."""
+    pages_left: int = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.pages_left = self.max_pages
+
+    def check(self, now: float) -> None:
+        """``ScanLimitError`` when another page would go past the allowance."""
+        if self.pages_left <= 0:
+            raise ScanLimitError(
+                f"the task list has more than {self.max_pages} pages {self.where} "
+                "(ScanLimits.max_pages)"
+            )
+        if now > self.deadline:
+            raise ScanLimitError(
+                f"scanning the task list took over {self.budget:g}s "
+                f"after {self.max_pages - self.pages_left} pages (ScanLimits.budget)"
+            )
 
 
 @attrs.define
@@ -474,16 +547,48 @@ class Reconciler:
         page after page, none kept: memory stays flat however long the list (a batch reads
         every task it made). Bounded as a scan is (``ScanLimitError``), with room added for
         ``expected`` tasks the caller knows are listed: twice their pages, and ``budget`` per
-        ``max_pages`` of them."""
-        limits = self.limits
-        extra = 2 * math.ceil(expected / MAX_PAGE_SIZE)
-        budget = limits.budget * (1 + extra / limits.max_pages)
-        async with contextlib.aclosing(
-            self._bounded_pages(since, limits.max_pages + extra, budget)
-        ) as pages:
-            async for page in pages:
-                for task in page.tasks:
-                    yield task
+        ``max_pages`` of them. From ``since`` to now, the pages the expected tasks take are
+        read in time slices at once (``sweep_slices``): a task at a slice's edge may come twice.
+        """
+        pages = math.ceil(expected / MAX_PAGE_SIZE)
+        allowance = self._allowance(since, extra_pages=2 * pages)
+        slices = sweep_slices(since, self.clock.now(), pages)
+        if len(slices) == 1:
+            async with contextlib.aclosing(self._bounded_pages(since, allowance)) as listed:
+                async for page in listed:
+                    for task in page.tasks:
+                        yield task
+            return
+        # Each slice's pages go to a queue the caller reads: a failed slice stops the sweep,
+        # and leaving it (or an error) cancels the others.
+        queue: asyncio.Queue[tuple[TaskResult, ...] | BaseException | None] = asyncio.Queue(
+            maxsize=len(slices)
+        )
+
+        async def read(start: dt.datetime | None, end: dt.datetime | None) -> None:
+            try:
+                async with contextlib.aclosing(
+                    self._bounded_pages(start, allowance, end)
+                ) as listed:
+                    async for page in listed:
+                        await queue.put(page.tasks)
+            except Exception as error:  # raised to the caller, in its task
+                await queue.put(error)
+            else:
+                await queue.put(None)
+
+        readers = [asyncio.create_task(read(start, end)) for start, end in slices]
+        try:
+            for _ in readers:
+                while (item := await queue.get()) is not None:
+                    if isinstance(item, BaseException):
+                        raise item
+                    for task in item:
+                        yield task
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
 
     async def _scan(self, window: Window) -> TaskIndex:
         started_local = self.clock.local_now()
@@ -492,33 +597,35 @@ class Reconciler:
         # By id: a list that shifts as tasks are made may show one on two pages.
         tasks: dict[str, TaskResult] = {}
         async with contextlib.aclosing(
-            self._bounded_pages(window.start, self.limits.max_pages, self.limits.budget)
+            self._bounded_pages(window.start, self._allowance(window.start))
         ) as pages:
             async for page in pages:
                 tasks.update((task.id, task) for task in page.tasks)
         return TaskIndex.of(tasks.values(), started_at, started_local)
 
+    def _allowance(self, start: dt.datetime | None, extra_pages: int = 0) -> _Allowance:
+        """A scan's ``ScanLimits`` from now, with ``budget`` per ``max_pages`` added for
+        ``extra_pages``."""
+        limits = self.limits
+        budget = limits.budget * (1 + extra_pages / limits.max_pages)
+        return _Allowance(
+            limits.max_pages + extra_pages, budget, self._policy.clock() + budget,
+            f"since {start.isoformat()}" if start else "in the default window",
+        )
+
     async def _bounded_pages(
-        self, start: dt.datetime | None, max_pages: int, budget: float
+        self, start: dt.datetime | None, allowance: _Allowance, end: dt.datetime | None = None
     ) -> AsyncGenerator[TaskPage, None]:
-        """The list's pages from ``start`` to the server's now; ``ScanLimitError`` once more
-        than ``max_pages`` pages or ``budget`` seconds would be needed."""
-        deadline = self._policy.clock() + budget
+        """The list's pages from ``start`` to ``end`` (None: the server's now), spending
+        ``allowance`` (shared by a sweep's slices); ``ScanLimitError`` once more pages or
+        time would be needed than it has."""
         pages = 0
-        since = f"since {start.isoformat()}" if start else "in the default window"
-        async with contextlib.aclosing(self._pages(start)) as stream:
+        async with contextlib.aclosing(self._pages(start, end)) as stream:
             async for page in stream:
                 pages += 1
+                allowance.pages_left -= 1
                 yield page
-                more = bool(page.next_page_token and page.tasks)
-                if more and pages >= max_pages:
-                    raise ScanLimitError(
-                        f"the task list has more than {max_pages} pages {since} "
-                        "(ScanLimits.max_pages)"
-                    )
-                if more and self._policy.clock() > deadline:
-                    raise ScanLimitError(
-                        f"scanning the task list took over {budget:g}s "
-                        f"after {pages} pages (ScanLimits.budget)"
-                    )
-        logger.debug("listed %d pages %s", pages, since)
+                if page.next_page_token and page.tasks:
+                    allowance.check(self._policy.clock())
+        logger.debug("listed %d pages from %s to %s", pages, start or "the default window",
+                     end or "now")

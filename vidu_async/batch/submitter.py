@@ -1301,9 +1301,9 @@ class BatchSubmitter:
     async def _extras(self, account: _Account) -> list[tuple[Kept, TaskResult]] | None:
         """The account's tasks since this run started that carry a key of this batch's but are
         not the task it kept for that key; None if the list shows no payloads (nothing can be
-        told)."""
+        told). By id: the sweep's slices may list a task twice."""
         since = self._run_started[account.label] - WINDOW_SLACK
-        extras = []
+        extras: dict[str, tuple[Kept, TaskResult]] = {}
         async with contextlib.aclosing(
             account.client.reconciler.sweep(since, expected=self._kept_on[account.label])
         ) as listed:
@@ -1312,8 +1312,8 @@ class BatchSubmitter:
                     return None
                 made = self._kept.get(task.correlation_key)
                 if made is not None and task.id != made.task_id:
-                    extras.append((made, task))
-        return extras
+                    extras[task.id] = (made, task)
+        return list(extras.values())
 
     async def _duplicate(self, account: _Account, made: Kept, extra: TaskResult) -> Outcome:
         state = str(extra.state)
