@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from tests.waiting import until
+from vidu_async import journal as journal_module
 from vidu_async.errors import JournalError, JournalLockedError
-from vidu_async.journal import LINGER, Journal
+from vidu_async.journal import INLINE_SYNC, LINGER, SYNCS_JUDGED, Journal, _SyncTimes
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
@@ -266,6 +267,40 @@ async def test_cancelled_callers_lose_nothing_and_tear_nothing(tmp_path: Path) -
         await intent(journal, "after", "k")
     async with await Journal.open(path, batch_id="b") as again:
         assert len(again.pending()) == 41
+
+
+@pytest.mark.parametrize(
+    ("took", "quick"),
+    [
+        ([], False),  # a new journal: its first groups go to a thread
+        ([0.0001] * (SYNCS_JUDGED - 1), False),
+        ([0.0001] * SYNCS_JUDGED, True),
+        ([0.0001] * (SYNCS_JUDGED - 1) + [INLINE_SYNC], False),  # one slow sync is enough
+        ([INLINE_SYNC] + [0.0001] * SYNCS_JUDGED, True),  # ... until it is the ninth last
+    ],
+)
+def test_groups_go_on_the_loop_only_after_enough_quick_syncs(took: list[float],
+                                                             quick: bool) -> None:
+    times = _SyncTimes()
+    times.extend(took)
+    assert times.quick() is quick
+
+
+@pytest.mark.parametrize("inline_under", [60.0, 0.0])
+async def test_a_quick_disk_is_synced_on_the_loop_a_slow_one_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inline_under: float
+) -> None:
+    """60 s: every sync counts as quick, so after ``SYNCS_JUDGED`` groups in a thread the rest
+    are written on the loop; 0 s: none is, every group goes to a thread. Either way each intent
+    is on disk when its call returns."""
+    monkeypatch.setattr(journal_module, "INLINE_SYNC", inline_under)
+    path = tmp_path / "journal.jsonl"
+    async with await Journal.open(path, batch_id="b") as journal:
+        for i in range(20):
+            await intent(journal, f"j{i}", f"k{i}")
+            assert len(lines(path)) == i + 2  # the header, and every intent so far
+        assert (journal.writes, journal.syncs) == (20, 20)
+        assert journal.inline_writes == (20 - SYNCS_JUDGED if inline_under else 0)
 
 
 FILLER = """

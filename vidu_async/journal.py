@@ -13,8 +13,11 @@ One run at a time: ``Journal.open`` takes an exclusive ``flock`` on ``<journal>.
 by the kernel when the process dies, even by ``kill -9``), and a second open fails at once naming
 the holder. Writes are **group-committed**: one writer coroutine writes every waiting record with
 one ``write`` and at most one ``fsync``, so concurrent creates share a sync instead of paying one
-each. Every disk operation runs in a thread. A torn last line (the process died mid-write) is
-dropped on open: it was never synced, so what it recorded had not happened yet.
+each. Opening and reading run in a thread; a group is written in a thread too, unless the
+journal's recent syncs were all quick (``INLINE_SYNC``): then on the event loop, since on a busy
+loop the hand-over to a thread and back costs the waiting creates more than the sync itself. A
+torn last line (the process died mid-write) is dropped on open: it was never synced, so what it
+recorded had not happened yet.
 
 Format: one JSON object per line with ``"v": 2``; the first record is a header
 ``{"kind": "batch", "batch_id": ...}``. Version 1 journals (``ledger.py``) are read too: their
@@ -26,6 +29,7 @@ here: records hold ids, account labels, keys of our own making, and results.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import json
@@ -56,12 +60,18 @@ _VERSION = 2
 _JOB_KINDS = ("intent", "withdrawn", "created", "refunded", "retry", "final")
 _BATCH_KINDS = ("batch", "uploaded")
 _MAX_LINE = 1 << 20
+"""No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
 LINGER = 0.2
 """Seconds a record that need not be durable (a task created or ended) may wait to ride a
 group of intents before it is written anyway."""
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 """``json.dumps(..., ensure_ascii=False)`` without building an encoder per record."""
-"""No record comes near 1 MiB: a longer line means this is not a journal (memory stays bounded)."""
+INLINE_SYNC = 0.002
+"""Seconds under which each of the last ``SYNCS_JUDGED`` syncs must have taken for a group to be
+written and synced on the event loop. A thread's hand-over costs a busy loop milliseconds (the
+thread waits for the GIL to start, and again to hand its result back), more than a quick disk's
+sync blocks it; a slower disk, or one slow sync, sends the groups back to a thread."""
+SYNCS_JUDGED = 8
 HOLDER_WAIT = 1.0
 """Seconds a run refused the lock waits for the holder to write who it is (it does so at once
 after taking the lock) before naming it only "another process"."""
@@ -193,6 +203,9 @@ class Journal:
         self.spent_this_run = 0
         self.writes = 0
         self.syncs = 0
+        self.inline_writes = 0
+        """Groups written on the event loop (``INLINE_SYNC``), of ``writes``."""
+        self._sync_times = _SyncTimes()
         self._costs = loaded.costs
         self._jobs = loaded.jobs
         self._fd = fd
@@ -403,20 +416,37 @@ class Journal:
             self._linger = None
         try:
             if self._failure is None:
-                write = asyncio.ensure_future(asyncio.to_thread(_append, self._fd, data, sync))
-                try:
-                    await asyncio.wait([write])
-                finally:
-                    if not write.done():  # cancelled: the thread writes on, let it end first
-                        await asyncio.wait([write])
-                    if (error := write.exception()) is not None:
+                if self._sync_times.quick():  # nothing to hand over to a thread
+                    try:
+                        took = _append(self._fd, data, sync)
+                    except Exception as error:  # as from the thread: a failed write
                         self._fail(error)
                     else:
-                        self._end += len(data)
-                        self.writes += 1
-                        self.syncs += sync
+                        self._written(len(data), sync, took)
+                        self.inline_writes += 1
+                else:
+                    await self._write_in_thread(data, sync)
         finally:
             _settle(group, self._failure)
+
+    async def _write_in_thread(self, data: bytes, sync: bool) -> None:
+        write = asyncio.ensure_future(asyncio.to_thread(_append, self._fd, data, sync))
+        try:
+            await asyncio.wait([write])
+        finally:
+            if not write.done():  # cancelled: the thread writes on, let it end first
+                await asyncio.wait([write])
+            if (error := write.exception()) is not None:
+                self._fail(error)
+            else:
+                self._written(len(data), sync, write.result())
+
+    def _written(self, size: int, synced: bool, took: float) -> None:
+        self._end += size
+        self.writes += 1
+        self.syncs += synced
+        if synced:
+            self._sync_times.append(took)
 
     def _fail(self, error: BaseException) -> None:
         """Remember a failed write (later writes would follow a torn line) and cut it off."""
@@ -472,13 +502,29 @@ def _settle(waiting: list[asyncio.Future[JournalError | None]],
             waiter.set_result(result)
 
 
-def _append(fd: int, data: bytes, sync: bool) -> None:
+class _SyncTimes(collections.deque[float]):
+    """How long the journal's last ``SYNCS_JUDGED`` syncs took (seconds)."""
+
+    def __init__(self) -> None:
+        super().__init__(maxlen=SYNCS_JUDGED)
+
+    def quick(self) -> bool:
+        """Each of the last ``SYNCS_JUDGED`` syncs took under ``INLINE_SYNC``: the next group
+        is written on the event loop (a new journal's first groups go to a thread)."""
+        return len(self) == SYNCS_JUDGED and max(self) < INLINE_SYNC
+
+
+def _append(fd: int, data: bytes, sync: bool) -> float:
+    """Write ``data`` whole, then ``fsync`` if ``sync``; the seconds the sync took."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-    if sync:
-        os.fsync(fd)
+    if not sync:
+        return 0.0
+    started = time.perf_counter()
+    os.fsync(fd)
+    return time.perf_counter() - started
 
 
 def _open(path: Path, batch_id: str) -> tuple[int, int, _Loaded, str]:
