@@ -14,7 +14,7 @@ by the kernel when the process dies, even by ``kill -9``), and a second open fai
 the holder. Writes are **group-committed**: one writer coroutine writes every waiting record with
 one ``write`` and at most one ``fsync``, so concurrent creates share a sync instead of paying one
 each. Opening and reading run in a thread; a group is written in a thread too, unless the
-journal's recent syncs were all quick (``INLINE_SYNC``): then on the event loop, since on a busy
+journal's recent syncs were quick (``INLINE_SYNC``): then on the event loop, since on a busy
 loop the hand-over to a thread and back costs the waiting creates more than the sync itself. A
 torn last line (the process died mid-write) is dropped on open: it was never synced, so what it
 recorded had not happened yet.
@@ -36,6 +36,7 @@ import json
 import os
 import socket
 import stat
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -67,10 +68,11 @@ group of intents before it is written anyway."""
 _encode = json.JSONEncoder(ensure_ascii=False).encode
 """``json.dumps(..., ensure_ascii=False)`` without building an encoder per record."""
 INLINE_SYNC = 0.002
-"""Seconds under which each of the last ``SYNCS_JUDGED`` syncs must have taken for a group to be
+"""Seconds under which the median of the last ``SYNCS_JUDGED`` syncs must be for a group to be
 written and synced on the event loop. A thread's hand-over costs a busy loop milliseconds (the
 thread waits for the GIL to start, and again to hand its result back), more than a quick disk's
-sync blocks it; a slower disk, or one slow sync, sends the groups back to a thread."""
+sync blocks it; a slower disk sends the groups back to a thread within a few syncs. The median,
+because a sync timed in a thread includes its wait for the GIL after it."""
 SYNCS_JUDGED = 8
 HOLDER_WAIT = 1.0
 """Seconds a run refused the lock waits for the holder to write who it is (it does so at once
@@ -509,9 +511,9 @@ class _SyncTimes(collections.deque[float]):
         super().__init__(maxlen=SYNCS_JUDGED)
 
     def quick(self) -> bool:
-        """Each of the last ``SYNCS_JUDGED`` syncs took under ``INLINE_SYNC``: the next group
-        is written on the event loop (a new journal's first groups go to a thread)."""
-        return len(self) == SYNCS_JUDGED and max(self) < INLINE_SYNC
+        """The last ``SYNCS_JUDGED`` syncs took under ``INLINE_SYNC`` (their median): the next
+        group is written on the event loop (a new journal's first groups go to a thread)."""
+        return len(self) == SYNCS_JUDGED and statistics.median(self) < INLINE_SYNC
 
 
 def _append(fd: int, data: bytes, sync: bool) -> float:
