@@ -75,9 +75,11 @@ class ListedRange:
     exclusive and cut to the whole second (the harshest readings), pages of 100 in order of
     creation; counts the pages being read at once."""
 
-    def __init__(self, tasks: list[TaskResult], fail_after: int | None = None) -> None:
+    def __init__(self, tasks: list[TaskResult], fail_after: int | None = None,
+                 *, ignore_to: bool = False) -> None:
         self.tasks = tasks
         self.fail_after = fail_after
+        self.ignore_to = ignore_to
         self.reading = 0
         self.most_at_once = 0
         self.pages = 0
@@ -85,11 +87,11 @@ class ListedRange:
     async def __call__(
         self, since: dt.datetime | None, until: dt.datetime | None
     ) -> AsyncGenerator[TaskPage, None]:
-        end = None if until is None else until.replace(microsecond=0)
+        end = None if until is None or self.ignore_to else until.replace(microsecond=0)
         chosen = [
             t for t in self.tasks
-            if t.created_at is not None and (since is None or t.created_at >= since)
-            and (end is None or t.created_at < end)
+            if since is None or t.created_at is None or t.created_at >= since
+            if end is None or t.created_at is None or t.created_at < end
         ]
         self.reading += 1
         try:
@@ -124,6 +126,27 @@ async def test_a_long_sweep_reads_its_slices_at_once_and_misses_no_task_at_an_ed
     assert pages.most_at_once == 7  # 30 pages, 4 a slice at least
     assert len(swept) - len(tasks) <= 7  # a few listed twice, at the edges
     assert pages.pages <= 30 + 7  # a part-full page per slice, at most
+
+
+async def test_a_server_that_ignores_created_at_to_is_read_once_whole_instead() -> None:
+    """Each slice would list everything from its start (4.5 times the pages): the first page
+    past its end stops the slices, and one reader goes through the range alone. Listed oldest
+    first, each slice has read its own range by then: twice the pages, not 4.5 times."""
+    tasks = listed_tasks(3000, 3600)
+    pages = ListedRange(tasks, ignore_to=True)
+    swept = [t.id async for t in reconciler(pages, at(3600)).sweep(T0, expected=3000)]
+    assert set(swept) == {t.id for t in tasks}
+    assert pages.pages <= 2 * 30 + 7
+
+
+async def test_a_list_without_created_at_is_read_whole_by_one_reader() -> None:
+    """Its slices cannot be told apart from a server ignoring ``created_at.to``: no slice
+    stands alone on a list it cannot check (this one honours ``to``, and has only ids)."""
+    tasks = [TaskResult.from_dict({"id": str(i), "payload": ""}) for i in range(3000)]
+    pages = ListedRange(tasks)  # every task matches every slice: created_at unknown
+    swept = [t.id async for t in reconciler(pages, at(3600)).sweep(T0, expected=3000)]
+    assert set(swept) == {t.id for t in tasks}
+    assert pages.pages <= 30 + 7
 
 
 async def test_a_failed_slice_stops_the_sweep_and_every_other_slice() -> None:

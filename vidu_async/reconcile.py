@@ -548,7 +548,8 @@ class Reconciler:
         every task it made). Bounded as a scan is (``ScanLimitError``), with room added for
         ``expected`` tasks the caller knows are listed: twice their pages, and ``budget`` per
         ``max_pages`` of them. From ``since`` to now, the pages the expected tasks take are
-        read in time slices at once (``sweep_slices``): a task at a slice's edge may come twice.
+        read in time slices at once (``sweep_slices``): a task may come twice (at a slice's
+        edge, or from a server that ignores ``created_at.to``).
         """
         pages = math.ceil(expected / MAX_PAGE_SIZE)
         allowance = self._allowance(since, extra_pages=2 * pages)
@@ -560,31 +561,47 @@ class Reconciler:
                         yield task
             return
         # Each slice's pages go to a queue the caller reads: a failed slice stops the sweep,
-        # and leaving it (or an error) cancels the others.
+        # and leaving it (or an error) cancels the others. A task listed past its slice's end
+        # (a server that ignores ``created_at.to``), or without a ``created_at`` to tell, stops
+        # every slice: the range is then read once more, whole, by one open-ended reader.
         queue: asyncio.Queue[tuple[TaskResult, ...] | BaseException | None] = asyncio.Queue(
             maxsize=len(slices)
         )
+        unsliced = False
 
-        async def read(start: dt.datetime | None, end: dt.datetime | None) -> None:
+        async def read(start: dt.datetime | None, end: dt.datetime | None, alone: bool) -> None:
+            nonlocal unsliced
             try:
                 async with contextlib.aclosing(
                     self._bounded_pages(start, allowance, end)
                 ) as listed:
                     async for page in listed:
                         await queue.put(page.tasks)
+                        if end is not None and any(
+                            t.created_at is None or t.created_at > end for t in page.tasks
+                        ):
+                            unsliced = True
+                        if unsliced and not alone:
+                            break
             except Exception as error:  # raised to the caller, in its task
                 await queue.put(error)
             else:
                 await queue.put(None)
 
-        readers = [asyncio.create_task(read(start, end)) for start, end in slices]
+        readers = [asyncio.create_task(read(start, end, False)) for start, end in slices]
         try:
-            for _ in readers:
-                while (item := await queue.get()) is not None:
-                    if isinstance(item, BaseException):
-                        raise item
-                    for task in item:
-                        yield task
+            ended = 0
+            while ended < len(readers):
+                item = await queue.get()
+                if item is None:
+                    ended += 1
+                    if ended == len(readers) == len(slices) and unsliced:
+                        readers.append(asyncio.create_task(read(since, None, True)))
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                for task in item:
+                    yield task
         finally:
             for reader in readers:
                 reader.cancel()
