@@ -74,6 +74,7 @@ thread waits for the GIL to start, and again to hand its result back), more than
 sync blocks it; a slower disk sends the groups back to a thread within a few syncs. The median,
 because a sync timed in a thread includes its wait for the GIL after it."""
 SYNCS_JUDGED = 8
+"""How many of the latest syncs decide where the next group is written."""
 HOLDER_WAIT = 1.0
 """Seconds a run refused the lock waits for the holder to write who it is (it does so at once
 after taking the lock) before naming it only "another process"."""
