@@ -25,7 +25,7 @@ from vidu_async.requests import ReferenceToVideoRequest
 from vidu_async.retry import RetryPolicy
 from vidu_async.server_clock import ServerClock
 from vidu_async.tasks import TaskPage, TaskResult
-from vidu_async.testing import FakeVidu, ManualClock
+from vidu_async.testing import FakeVidu, ManualClock, Quirks
 
 T0 = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
@@ -168,11 +168,14 @@ async def test_a_sweep_left_early_stops_every_slice() -> None:
     assert pages.reading == 0
 
 
+@pytest.mark.parametrize("skew", [0.0, 600.0, -600.0])
 async def test_a_sweep_over_the_simulator_lists_every_task_of_a_long_run_once_or_at_an_edge(
+    skew: float,
 ) -> None:
-    """Real sockets: ``created_at.to`` as the client writes it and the simulator reads it."""
+    """Real sockets: ``created_at.to`` as the client writes it and the simulator reads it; the
+    slices' times are the server's, ten minutes off this machine's or not."""
     time = ManualClock()
-    async with FakeVidu(clock=time) as sim, ViduClient(
+    async with FakeVidu(clock=time, quirks=Quirks(clock_skew=skew)) as sim, ViduClient(
         sim.api_key, base_url=sim.url, retry=RetryPolicy(clock=time, sleep=time.sleep)
     ) as client:
         await client.get_credits()  # the server clock, learned
