@@ -609,7 +609,8 @@ class BatchSubmitter:
         if found is not None:
             task, label = found
             logger.info("%s: found task %s made earlier for it", job.custom_id, task.id)
-            self._count_found(task)
+            price_class = cost_class(job.request)
+            self._count_found(task, price_class)
             if self._journal is not None:
                 if not isinstance(action, Reconcile):  # found by the start-up search
                     # Journalled as if this run had sent it (its key recorded): a later rerun
@@ -619,7 +620,7 @@ class BatchSubmitter:
                     born = task.created_at
                     await self._journal.intent(
                         job.custom_id, key=facts.key, account=label,
-                        fingerprint=facts.fingerprint, cost_class=cost_class(job.request),
+                        fingerprint=facts.fingerprint, cost_class=price_class,
                         server_at=None if born is None else born.timestamp(),
                     )
                 await self._journal.created(job.custom_id, task_id=task.id, credits=task.credits)
@@ -1009,12 +1010,17 @@ class BatchSubmitter:
             return await self._cancel_over_budget(job, task, account, cap)
         return task, account.label
 
-    def _count_found(self, task: TaskResult) -> None:
+    def _count_found(self, task: TaskResult, price_class: str) -> None:
         """Count a task an earlier run made in the budget, once, unless the journal already
-        does (its record names the task)."""
+        does (its record names the task), and learn its class's price from it: a rerun that
+        lost its journal need not send a task alone (one it may fail to cancel) to learn a
+        price its own found tasks show. A price of 0 is not learned from a found task (a
+        refunded task might show 0): its class's next create still goes alone."""
         if task.id not in self._counted:
             self._counted.add(task.id)
             self._spent_found += task.credits or 0
+        if task.credits:
+            self._costs.setdefault(price_class, task.credits)
 
     def _reserve(self, cost: int | None, sign: int) -> None:
         if cost is None:
