@@ -95,6 +95,32 @@ async def test_a_task_over_the_budget_is_cancelled_unpaid_and_nothing_more_is_se
     assert batch.stop_reason == dear.error
 
 
+async def test_a_task_over_the_budget_that_started_before_its_cancel_is_reported_paid() -> None:
+    """The one way past the cap: the lone task of an unknown price costs more than is left and
+    has started by the time it is cancelled (a task that has started cannot be). It is
+    reported ``submitted`` with its task, its credits counted as spent, reason
+    ``BudgetExceeded``; the batch stops."""
+    clock = ManualClock()
+    started = Timeline(created=0, processing=600)
+    async with FakeVidu(timeline=started) as sim, client(sim) as vidu:
+        start = sim.balance()
+        batch = BatchSubmitter(vidu, BatchOptions(max_credits=30, clock=clock,
+                                                  sleep=clock.sleep))
+        jobs = [Job("dear", request("an otter juggling"), 1),
+                Job("next", request("an otter sleeping"), 2)]
+        outcomes = {o.custom_id: o async for o in batch.run(jobs)}
+        assert sim.stats.tasks_created == 1
+        paid = start - sim.balance()
+    dear, other = outcomes["dear"], outcomes["next"]
+    assert paid > 30
+    assert (dear.status, dear.credits) == ("submitted", paid) and dear.task_id is not None
+    assert dear.error is not None and dear.error.reason == "BudgetExceeded"
+    assert "cancelling it failed" in dear.error.message
+    assert other.status == "not_submitted" and other.task_id is None
+    assert other.error is not None and other.error.reason in ("BudgetReached", "BudgetExceeded")
+    assert batch.credits_spent == paid and batch.stop_reason is not None
+
+
 # --- finding what an earlier run made -----------------------------------------------------------
 
 
