@@ -41,6 +41,7 @@ from vidu_async.testing import (
     FakeVidu,
     Faults,
     ManualClock,
+    RateLimit,
     Timeline,
     task_cost,
 )
@@ -983,3 +984,45 @@ async def test_a_429_to_a_request_the_batch_paces_reaches_its_pacing(
     assert [o.status for o in outcomes] == ["submitted"] * 3
     assert refused >= 1
     assert heard == [0.01] * refused
+
+
+@attrs.define
+class SpinGuard:
+    """A ``ManualClock`` as the batch's clock that fails the test when asked the time 100,000
+    times in one instant: code polling the clock in a loop that never waits (virtual time
+    then never moves, and the loop would spin for ever instead of failing)."""
+
+    clock: ManualClock
+    asked: int = 0
+    instant: float = -1.0
+
+    def __call__(self) -> float:
+        now = self.clock()
+        if now != self.instant:
+            self.instant, self.asked = now, 0
+        self.asked += 1
+        if self.asked > 100_000:
+            raise AssertionError(f"the clock was asked the time 100,000 times at {now}")
+        return now
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+async def test_a_lookup_during_the_search_for_a_strict_limit_waits_for_it(seed: int) -> None:
+    """An untold batch meets a strict limit in its start window and searches for its interval;
+    a create whose answer was lost meanwhile looks its task up with list pages that take their
+    turn in the pacing. Their turn waits out the search (a page is no probe): the lookup's
+    wait for it once asked for a probe's turn instead, got it at once, and spun without ever
+    waiting (the event loop stuck for the search's seconds; for ever on a virtual clock)."""
+    clock = ManualClock(now=1000.0)
+    faults = Faults(create=EndpointFaults(commit_then_drop=0.6),
+                    rate_limit=RateLimit(rate=2.0, burst=1))
+    policy = RetryPolicy(sleep=clock.sleep, clock=clock, max_attempts=8)
+    async with FakeVidu(clock=clock, faults=faults, seed=seed, timeline=INSTANT) as sim, \
+            ViduClient(sim.api_key, base_url=sim.url, retry=policy) as vidu:
+        options = BatchOptions(concurrency=4, clock=SpinGuard(clock), sleep=clock.sleep)
+        outcomes = [o async for o in BatchSubmitter(vidu, options).run(make_jobs(12))]
+        lost = sim.stats.faults["commit_then_drop"]
+        refused = sim.stats.faults["rate_limited"]
+    assert lost >= 1 and refused >= 2
+    assert Counter(o.status for o in outcomes) == {"submitted": 12}
+    assert_each_job_created_once(sim, 12)

@@ -908,7 +908,7 @@ class BatchSubmitter:
         their turn in the shared pacing too: an account's rate limit counts every request.
         Returns when the turn was granted, for ``_paced_answered``."""
         while self._throttle.next_send(reports=False) > 0:
-            await self._next_slot()
+            await self._next_slot(reports=False)
         return self._clock()
 
     def _paced_answered(self, turn: float) -> None:
@@ -923,13 +923,16 @@ class BatchSubmitter:
         limit drew a 429 each, and the pace never heard of them)."""
         self._throttle.throttled(retry_after)
 
-    async def _next_slot(self) -> None:
-        """Until the pacing would let a request go (nothing booked: the caller asks again).
+    async def _next_slot(self, *, reports: bool = True) -> None:
+        """Until the pacing would let the caller's request go (nothing booked: the caller asks
+        again). ``reports`` as the caller asks ``next_send``: a request that reports no success
+        waits out a search for the limit, and asked as one that does, it would be told it may
+        go (as a probe), then refused by the caller's own question, in a loop that never waits.
 
         One worker at a time waits for the clock, the others for their turn (in order): the
         wait then ends on time (``punctual_sleep``) without every waiter spinning for it."""
         async with self._turnstile:
-            while (pause := self._throttle.next_send(book=False)) > 0:
+            while (pause := self._throttle.next_send(book=False, reports=reports)) > 0:
                 await self.options.sleep(pause)
 
     def _gate(self, price_class: str, pinned: str | None) -> Go | Wait | Stop:
