@@ -25,6 +25,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import vidu_async.testing
+from tests.waiting import SpinGuard
 from vidu_async.batch import BatchOptions, BatchSubmitter, account_label
 from vidu_async.batch.identity import cost_class, fingerprint, job_key
 from vidu_async.client import ViduClient
@@ -984,26 +985,6 @@ async def test_a_429_to_a_request_the_batch_paces_reaches_its_pacing(
     assert [o.status for o in outcomes] == ["submitted"] * 3
     assert refused >= 1
     assert heard == [0.01] * refused
-
-
-@attrs.define
-class SpinGuard:
-    """A ``ManualClock`` as the batch's clock that fails the test when asked the time 100,000
-    times in one instant: code polling the clock in a loop that never waits (virtual time
-    then never moves, and the loop would spin for ever instead of failing)."""
-
-    clock: ManualClock
-    asked: int = 0
-    instant: float = -1.0
-
-    def __call__(self) -> float:
-        now = self.clock()
-        if now != self.instant:
-            self.instant, self.asked = now, 0
-        self.asked += 1
-        if self.asked > 100_000:
-            raise AssertionError(f"the clock was asked the time 100,000 times at {now}")
-        return now
 
 
 @pytest.mark.parametrize("seed", [1, 4])

@@ -22,8 +22,10 @@ retry was not sent); and after every run that was not interrupted, every job was
 exactly once. ``--hypothesis-show-statistics`` counts the outcomes reached.
 
 All time is virtual (one ``ManualClock`` for the simulator, the client's retries and the batch),
-so a 30 s visibility lag costs nothing. The examples are the same on every run (the
-``repeatable`` profile, ``tests/conftest.py``); ``--hypothesis-profile=explore`` draws others.
+so a 30 s visibility lag costs nothing; the batch reads it through a ``SpinGuard``, so a loop
+that never waits fails the example instead of hanging it. The examples are the same on every
+run (the ``repeatable`` profile, ``tests/conftest.py``); ``--hypothesis-profile=explore`` draws
+others.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from tests.waiting import SpinGuard
 from vidu_async.batch import BatchOptions, BatchSubmitter
 from vidu_async.client import ViduClient
 from vidu_async.errors import APIError
@@ -143,7 +146,8 @@ class PayOnce(RuleBasedStateMachine):
                              budget=3600.0, visibility_lag=30.0)
         options = BatchOptions(
             concurrency=3, wait=True, journal=self.journal, batch_id="herons",
-            max_credits=self.cap, poll_interval=5.0, clock=self.clock, sleep=self.clock.sleep,
+            max_credits=self.cap, poll_interval=5.0, clock=SpinGuard(self.clock),
+            sleep=self.clock.sleep,
             retry_failed=retry_failed,
         )
         outcomes: list[Outcome] = []
