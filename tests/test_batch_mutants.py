@@ -96,10 +96,10 @@ async def test_a_task_over_the_budget_is_cancelled_unpaid_and_nothing_more_is_se
 
 
 async def test_a_task_over_the_budget_that_started_before_its_cancel_is_reported_paid() -> None:
-    """The one way past the cap: the lone task of an unknown price costs more than is left and
-    has started by the time it is cancelled (a task that has started cannot be). It is
-    reported ``submitted`` with its task, its credits counted as spent, reason
-    ``BudgetExceeded``; the batch stops."""
+    """The one way a run's own creates go past the cap: the lone task of an unknown price costs
+    more than is left and has started by the time it is cancelled (a task that has started
+    cannot be). It is reported ``submitted`` with its task, its credits counted as spent,
+    reason ``BudgetExceeded``; the batch stops."""
     clock = ManualClock()
     started = Timeline(created=0, processing=600)
     async with FakeVidu(timeline=started) as sim, client(sim) as vidu:
