@@ -3,15 +3,16 @@ lost journals, new jobs, top-ups and time passing, against the simulator with fa
 
 Each example is one account on the simulator, faulty in a random way (any mix of lost answers,
 500s before or after the task was made, resets, 429s, some asking a wait the batch will not
-make; a task list failing reads; few or many attempts per call; few credits) and playing a
-random reading of the docs' uncertain points (a lagging list, a skewed server clock, a list
-without payloads). The mix is drawn so that a run regularly ends jobs ambiguous, resends
-creates proven absent, retries failed tasks, runs out of credits, halts on a long Retry-After
-and leaves jobs unsent, budgets stopping only some examples. The machine then runs the same
-batch again and again: to its end, or interrupted after a few outcomes (the journal stays
-consistent, as after Ctrl-C), sometimes after its journal was deleted, sometimes with a job
-added in front, sometimes retrying the jobs whose task failed (``retry_failed``: a new task on
-purpose, under the next attempt's key). After every step:
+make; a task list failing reads; few or many attempts per call; few credits; a request rate
+limit it is not told of, so that its pacing searches while lookups and status rounds wait their
+turn) and playing a random reading of the docs' uncertain points (a lagging list, a skewed
+server clock, a list without payloads). The mix is drawn so that a run regularly ends jobs
+ambiguous, resends creates proven absent, retries failed tasks, runs out of credits, halts on a
+long Retry-After and leaves jobs unsent, budgets stopping only some examples. The machine then
+runs the same batch again and again: to its end, or interrupted after a few outcomes (the
+journal stays consistent, as after Ctrl-C), sometimes after its journal was deleted, sometimes
+with a job added in front, sometimes retrying the jobs whose task failed (``retry_failed``: a
+new task on purpose, under the next attempt's key). After every step:
 
 - no correlation key has two tasks on the server (nothing was ever paid twice);
 - a job's next task (cancelled ones aside) was made only after its last one failed, and at most
@@ -58,6 +59,7 @@ from vidu_async.testing import (
     Faults,
     ManualClock,
     Quirks,
+    RateLimit,
     SimTask,
     Timeline,
     task_cost,
@@ -84,6 +86,14 @@ QUIRKS = {
     "list without payload": Quirks(list_without_payload=True),
     "paper paging": Quirks(paper_paging=True),
 }
+
+LIMITS = {
+    "no rate limit": None,
+    "strict 2/s": RateLimit(2.0),
+    "5/s, bursts of 3": RateLimit(5.0, 3),
+}
+"""The account's request rate limit (every request counts), which the batch is never told: its
+pacing searches for it while creates, lookups and status rounds share it."""
 
 
 def job(i: int) -> Job:
@@ -119,17 +129,20 @@ class PayOnce(RuleBasedStateMachine):
         attempts=st.sampled_from([8, 2]),
         seed=st.integers(0, 2**16),
         failing=st.sampled_from([0.0, 0.5]),
+        limit=st.sampled_from(sorted(LIMITS)),
     )
     def start(self, creates: set[str], long_retry_after: bool, list_failing: bool, quirks: str,
               lag: float, cap: int | None, credits: int, attempts: int, seed: int,
-              failing: float) -> None:
+              failing: float, limit: str) -> None:
         rates = {kind: rate for name in creates for kind, rate in CREATE_FAULTS[name].items()}
         if long_retry_after:  # the batch halts: it waits 2 min at most
             rates["system_throttling"] = 0.05
         faults = Faults(
             create=EndpointFaults(**rates, retry_after=600.0 if long_retry_after else None),
             list_tasks=EndpointFaults(server_error=0.6 if list_failing else 0.0),
+            rate_limit=LIMITS[limit],
         )
+        event(f"limit: {limit}")
         quirk = attrs.evolve(QUIRKS[quirks], list_lag=lag)
         self.sim = FakeVidu(faults=faults, quirks=quirk, clock=self.clock,
                             seed=seed, credits=credits, timeline=Timeline(failure_rate=failing))
@@ -270,7 +283,7 @@ class PayOnce(RuleBasedStateMachine):
 
 
 PayOnce.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=8, deadline=None,
+    max_examples=200, stateful_step_count=8, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestPayOnce = PayOnce.TestCase
