@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
+
+import attrs
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from vidu_async.batch.slots import Slots
 
@@ -180,3 +186,150 @@ async def _enter(manager: contextlib.AbstractAsyncContextManager[object]
     stack = contextlib.AsyncExitStack()
     await stack.enter_async_context(manager)
     return stack
+
+
+# --- random interleavings -----------------------------------------------------------------------
+
+
+@attrs.define
+class Worker:
+    """One job's life with a slot, as the batch's ``_create`` lives it: take a slot, lend it
+    while its intent is made durable (``lend``), take it back, give up the gate's wait with
+    ``given_back`` (``regate``), release it. Each step waits for its own event."""
+
+    lend: asyncio.Event = attrs.field(factory=asyncio.Event)
+    back: asyncio.Event = attrs.field(factory=asyncio.Event)
+    regate: asyncio.Event = attrs.field(factory=asyncio.Event)
+    release: asyncio.Event = attrs.field(factory=asyncio.Event)
+    phase: str = "queued"
+    """queued (a newcomer), held, lent, returning (taking its lent slot back), regating
+    (``given_back``), done."""
+    victim: asyncio.Task[None] | None = None
+    """A worker this one cancels as it releases its slot, in the same turn (as a task group
+    cancels the other jobs when one fails): a slot it just handed to the victim may not have
+    reached it yet."""
+
+
+async def live(slots: Slots, worker: Worker, regate: bool) -> None:
+    await slots.acquire()
+    worker.phase = "held"
+    try:
+        await worker.lend.wait()
+        async with slots.lent():
+            worker.phase = "lent"
+            await worker.back.wait()
+            worker.phase = "returning"
+        worker.phase = "held"
+        if regate:
+            async with slots.given_back():
+                worker.phase = "regating"
+                await worker.regate.wait()
+                worker.phase = "queued"  # a newcomer again
+            worker.phase = "held"
+        await worker.release.wait()
+    finally:
+        worker.phase = "done"
+        slots.release()
+        if worker.victim is not None:
+            worker.victim.cancel()
+
+
+TURNS = st.sampled_from([0, 1, 2, 20])
+"""How many turns of the loop the workers get after a rule acts."""
+
+
+class SlotsMachine(RuleBasedStateMachine):
+    """Workers start, lend, take back, regate, release and are cancelled in any order. After
+    every step: at most ``n`` hold a slot, at most ``2n - 1`` hold or have lent one; at the
+    end, with every worker ended, exactly ``n`` slots are free (none lost, none doubled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.n = 1
+        self.slots: Slots | None = None
+        self.workers: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    @initialize(n=st.integers(1, 4))
+    def start(self, n: int) -> None:
+        self.n = n
+        self.slots = Slots(n)
+
+    def _run(self, turns: int) -> None:
+        """Let the workers run ``turns`` turns of the loop: few, and the next rule acts while
+        a wake-up is still on its way (a slot granted to a waiter not yet running)."""
+        for _ in range(turns):
+            self.loop.run_until_complete(asyncio.sleep(0))
+
+    @rule(regate=st.booleans(), turns=TURNS)
+    def newcomer(self, regate: bool, turns: int) -> None:
+        assert self.slots is not None
+        worker = Worker()
+        task = self.loop.create_task(live(self.slots, worker, regate))
+        self.workers.append((worker, task))
+        self._run(turns)
+
+    def _in(self, phase: str, which: int) -> tuple[Worker, asyncio.Task[None]] | None:
+        """The ``which``-th worker in ``phase`` (counted round), if any."""
+        found = [(worker, task) for worker, task in self.workers if worker.phase == phase]
+        return found[which % len(found)] if found else None
+
+    @rule(which=st.integers(0, 9), turns=TURNS, step=st.sampled_from([
+        ("held", "lend"), ("lent", "back"), ("regating", "regate"), ("held", "release"),
+    ]))
+    def go(self, which: int, turns: int, step: tuple[str, str]) -> None:
+        """Let a worker in ``step[0]`` take its next step ``step[1]`` (a held worker that has
+        lent already goes on to regate or release)."""
+        phase, event = step
+        if (found := self._in(phase, which)) is not None:
+            getattr(found[0], event).set()
+        self._run(turns)
+
+    @rule(which=st.integers(0, 9), turns=TURNS,
+          phase=st.sampled_from(["queued", "held", "lent", "returning", "regating"]))
+    def cancel(self, which: int, turns: int, phase: str) -> None:
+        if (found := self._in(phase, which)) is not None:
+            found[1].cancel()
+        self._run(turns)
+
+    @rule(which=st.integers(0, 9), turns=TURNS,
+          phase=st.sampled_from(["queued", "returning", "regating"]))
+    def release_and_cancel(self, which: int, turns: int, phase: str) -> None:
+        """A held worker releases its slot and, in the same turn, cancels one in ``phase``."""
+        held, victim = self._in("held", which), self._in(phase, which)
+        if held is not None and victim is not None:
+            held[0].victim = victim[1]
+            held[0].release.set()
+        self._run(turns)
+
+    @invariant()
+    def at_most_n_hold_and_2n_minus_1_hold_or_lent(self) -> None:
+        phases = Counter(worker.phase for worker, _ in self.workers)
+        assert phases["held"] <= self.n
+        assert phases["held"] + phases["lent"] + phases["returning"] <= 2 * self.n - 1
+
+    def teardown(self) -> None:
+        try:
+            if self.slots is not None:
+                for worker, _ in self.workers:
+                    for event in (worker.lend, worker.back, worker.regate, worker.release):
+                        event.set()
+                tasks = [task for _, task in self.workers]
+                if tasks:  # each in its turn: a deadlock (a slot lost) fails here
+                    self.loop.run_until_complete(asyncio.wait(tasks, timeout=10))
+                for worker, task in self.workers:
+                    assert task.done() and worker.phase in ("done", "queued"), worker.phase
+                for _ in range(self.n):  # every slot free again: n newcomers at once
+                    assert not self.slots.locked()
+                    self.loop.run_until_complete(self.slots.acquire())
+                assert self.slots.locked()
+        finally:
+            for _, task in self.workers:
+                task.cancel()
+            self.loop.run_until_complete(settle())
+            self.loop.close()
+
+
+SlotsMachine.TestCase.settings = settings(max_examples=1000, stateful_step_count=40,
+                                          deadline=None)
+TestSlots = SlotsMachine.TestCase

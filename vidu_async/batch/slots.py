@@ -64,7 +64,7 @@ class Slots(asyncio.Semaphore):
                 if self._free > 0 and not self._returning:  # taken at once
                     self._free -= 1
                 else:
-                    await self._take_back()
+                    await self._reclaim(self._returning)  # first among the returning
             finally:
                 self._lent -= 1
                 self._hand_over()  # fewer lent: a newcomer may fit again
@@ -72,7 +72,9 @@ class Slots(asyncio.Semaphore):
     @contextlib.asynccontextmanager
     async def given_back(self) -> AsyncIterator[None]:
         """The caller's slot is given up while the block runs and taken again after, as a
-        newcomer's (the caller waits for something else: it keeps no place in the queue)."""
+        newcomer's (the caller waits for something else: it keeps no place in the queue).
+        Cancelled while waiting for it, the caller still counts as holding it, as in
+        ``lent``."""
         self.release()
         try:
             yield
@@ -80,21 +82,22 @@ class Slots(asyncio.Semaphore):
             if not self.locked() and not self._newcomers:
                 self._free -= 1
             else:
-                await asyncio.shield(self.acquire())
+                await self._reclaim(self._newcomers)
 
-    async def _take_back(self) -> None:
-        """Queue first among the returning holders. Cancelled before the slot came, the caller
-        is counted as holding one anyway (``_free`` may dip below zero until its ``release``):
-        no task is spent shielding the wait, and no slot is lost or doubled."""
+    async def _reclaim(self, queue: collections.deque[asyncio.Future[None]]) -> None:
+        """Queue in ``queue`` for the slot the caller gave up. Cancelled before it came, the
+        caller is counted as holding one anyway (``_free`` may dip below zero until its
+        ``release``): no task is spent shielding the wait, and a second cancel cannot leave
+        a wait running that takes a slot after the caller's release (a slot doubled)."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._returning.append(waiter)
+        queue.append(waiter)
         self._hand_over()
         try:
             await waiter
         except asyncio.CancelledError:
             if not waiter.done() or waiter.cancelled():  # not granted: taken on credit
                 with contextlib.suppress(ValueError):  # passed over already
-                    self._returning.remove(waiter)
+                    queue.remove(waiter)
                 self._free -= 1
             raise
 
