@@ -325,6 +325,32 @@ def test_a_strict_limit_met_in_the_start_window_is_measured_and_held(limit: floa
     assert refused <= 10
 
 
+def test_a_probe_passing_no_later_than_the_last_pass_measures_nothing() -> None:
+    """During a search, a request sent before the probe passes and is reported after it went:
+    the reference (the last pass's latest arrival) moves to the probe's send. The probe's own
+    pass then measures no spacing: the search goes on, where it once ended at a spacing of
+    zero (``ZeroDivisionError``, the batch crashed; found by the pay-once state machine on a
+    virtual clock, where equal times are common; a coarse clock makes them so too)."""
+    clock = Clock()
+    throttle = make(None, clock)
+    assert throttle.next_send() == 0.0
+    clock.now += 0.05
+    throttle.succeeded(clock.now - 0.05)  # a 50 ms round trip
+    earlier = clock.now
+    assert throttle.next_send() == 0.0  # answered last, below
+    while throttle.rate is None and throttle.next_send() == 0.0:  # 429s: a strict limit
+        throttle.throttled(1.0, clock.now)
+        clock.now += 0.001
+    while (wait := throttle.next_send()) > 0:  # the search's probe
+        clock.now += wait
+    probe = clock.now
+    clock.now += 0.05
+    throttle.succeeded(earlier)  # arrived (at the latest) just as the probe was sent
+    throttle.succeeded(probe)
+    assert throttle.rate is None  # still searching
+    assert 0 < throttle.next_send() < 1  # for the next probe
+
+
 def window_then_429s(throttle: Throttle, clock: Clock, passes: int) -> None:
     """``passes`` successes 50 ms after their send, then a pass and a 429 in turn until the
     429s crowd: a limit met in the start window."""

@@ -373,7 +373,12 @@ class Throttle:
         if probe is not None and (sent_at is None or sent_at >= probe):
             search.probe, search.ready = None, now
             if arrived is not None and search.ref_is_pass:
-                search.high = min(search.high, probe - search.ref)
+                # A pass of another request, reported after the probe went, can have moved the
+                # reference up to the probe's send or past it: the probe then passed at no
+                # spacing it can measure (a zero spacing would end the search at an infinite
+                # rate), and tells nothing.
+                if (spacing := probe - search.ref) > search.low:
+                    search.high = min(search.high, spacing)
             elif arrived is None:
                 search.low = max(search.low, probe - search.ref)
                 if search.low >= search.high:  # noise, or the limit moved: look above again
