@@ -374,9 +374,9 @@ class Throttle:
             search.probe, search.ready = None, now
             if arrived is not None and search.ref_is_pass:
                 # A pass of another request, reported after the probe went, can have moved the
-                # reference up to the probe's send or past it: the probe then passed at no
-                # spacing it can measure (a zero spacing would end the search at an infinite
-                # rate), and tells nothing.
+                # reference close to the probe's send, or past it: a spacing no longer than one
+                # refused (``low``) then measures nothing (zero would end the search at an
+                # infinite rate), and the search goes on.
                 if (spacing := probe - search.ref) > search.low:
                     search.high = min(search.high, spacing)
             elif arrived is None:
